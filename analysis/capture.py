@@ -1,0 +1,297 @@
+"""Run a text through a loaded model and capture every attention map into one :class:`Capture`.
+
+* encoder / decoder: one forward pass with ``output_attentions=True``. A decoder may first continue
+  the text N tokens (greedy), then prompt + continuation is captured in one pass.
+* seq2seq: the target is typed (teacher forcing: ``labels = tokenizer(text_target=target)``,
+  decoder inputs = ``[decoder_start] + labels[:-1]``) or generated (greedy or beam) and then captured
+  in one teacher-forced pass, so decoder and cross maps are full matrices. Row t of the decoder and
+  cross maps belongs to decoder input t and helps predict output token t.
+
+Every capture is checked: shapes agree with the config and every row sums to 1 within 1e-3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import CaptureError, InputError, NoAttentionError
+from .loader import CancelCheck, LoadedModel, Progress, _progress, check_cancel
+from .result import Capture, Prediction, TokenSeq
+from .tokens import display_strings, output_word_ids, special_flags, token_seq, tokenizer_style
+
+#: longest input captured by default: attention memory grows with the square of the length
+DEFAULT_MAX_TOKENS = 1024
+ROW_SUM_TOLERANCE = 1e-3
+TOP_K = 5
+
+
+def token_limit(lm: LoadedModel, max_tokens: int | None = DEFAULT_MAX_TOKENS) -> int:
+    """The most tokens one capture takes: the model's positions, capped by ``max_tokens``."""
+    n = lm.summary.max_positions or max_tokens or DEFAULT_MAX_TOKENS
+    return int(min(n, max_tokens)) if max_tokens else int(n)
+
+
+def encode(lm: LoadedModel, text: str, limit: int) -> tuple[dict, list, bool, str]:
+    """Tokenize ``text`` to at most ``limit`` tokens.
+
+    Returns (model inputs as torch tensors, offsets or None, truncated?, the text actually kept).
+    """
+    if text is None or not str(text).strip():
+        raise InputError("the text is empty; type a sentence to run")
+    tok = lm.tokenizer
+    fast = bool(getattr(tok, "is_fast", False))
+    full = tok(text, add_special_tokens=True)["input_ids"]
+    truncated = len(full) > limit
+    enc = tok(text, return_tensors="pt", truncation=True, max_length=limit, return_offsets_mapping=fast)
+    offsets = enc.pop("offset_mapping")[0].tolist() if fast else None
+    kept = text
+    if truncated and offsets:
+        end = max((e for s, e in offsets if e > s), default=len(text))
+        kept = text[:end]
+    enc.pop("token_type_ids", None) if getattr(lm.config, "type_vocab_size", 2) in (0, None) else None
+    return dict(enc), offsets, truncated, kept
+
+
+def _to_device(batch: dict, lm: LoadedModel) -> dict:
+    dev = lm.device
+    return {k: (v.to(dev) if hasattr(v, "to") else v) for k, v in batch.items()}
+
+
+def stack_attentions(atts, name: str, architecture: str, expected: tuple[int, int] | None,
+                     store_dtype=np.float32, batch_index: int = 0) -> np.ndarray:
+    """transformers' per-layer tuple → one ``[L, H, Q, K]`` array (CPU, ``store_dtype``), checked."""
+    import torch
+
+    if atts is None or len(atts) == 0 or any(a is None for a in atts):
+        raise NoAttentionError(
+            f"{architecture} returned no {name}; this architecture does not expose attention maps, so Headmap cannot show it"
+        )
+    first = atts[0]
+    n_layers, (n_heads, q, k) = len(atts), tuple(first.shape[1:])
+    if expected is not None and (n_layers, n_heads) != tuple(expected):
+        raise CaptureError(
+            f"{name} has {n_layers} layers × {n_heads} heads but the config says {expected[0]} × {expected[1]}; "
+            "the checkpoint and its config disagree"
+        )
+    out = np.empty((n_layers, n_heads, q, k), dtype=store_dtype)
+    for li, a in enumerate(atts):
+        m = a[batch_index].detach().to("cpu", torch.float32)
+        if tuple(m.shape) != (n_heads, q, k):
+            raise CaptureError(f"{name} layer {li} has shape {tuple(m.shape)}, expected {(n_heads, q, k)}")
+        err = float((m.sum(-1) - 1.0).abs().max())
+        if not err <= ROW_SUM_TOLERANCE:
+            raise CaptureError(
+                f"{name} layer {li}: attention rows do not sum to 1 (off by {err:.2g}); "
+                "the model returned invalid maps — try dtype float32"
+            )
+        out[li] = m.numpy()
+    return out
+
+
+def _topk(tokenizer, logits_row, k: int = TOP_K) -> tuple[tuple[str, float], ...]:
+    import torch
+
+    probs = torch.softmax(logits_row.float(), dim=-1)
+    p, idx = torch.topk(probs, min(k, probs.shape[-1]))
+    ids = idx.tolist()
+    raws = tokenizer.convert_ids_to_tokens(ids)
+    sp = special_flags(tokenizer, ids)
+    style = tokenizer_style(tokenizer)
+    labels = [display_strings([r or "<?>"], [s], style)[0] for r, s in zip(raws, sp, strict=True)]
+    return tuple((lab, float(pp)) for lab, pp in zip(labels, p.tolist(), strict=True))
+
+
+def _prediction(lm: LoadedModel, out, input_ids: Sequence[int], prompt_length: int, output_text: str) -> Prediction:
+    import torch
+
+    tok = lm.tokenizer
+    logits = getattr(out, "logits", None)
+    head = lm.summary.head_kind
+    if logits is None:
+        return Prediction()
+    if lm.kind == "decoder":
+        lg = logits[0]
+        steps = tuple((t + 1, _topk(tok, lg[t])) for t in range(max(prompt_length - 1, 0), lg.shape[0] - 1))
+        return Prediction("next_token", _topk(tok, lg[-1]), output_text, steps)
+    if lm.kind == "seq2seq":
+        lg = logits[0]
+        steps = tuple((t, _topk(tok, lg[t])) for t in range(lg.shape[0]))
+        return Prediction("translation", steps[0][1] if steps else (), output_text, steps)
+    if head == "classification":
+        probs = torch.softmax(logits[0].float(), -1)
+        id2label = getattr(lm.config, "id2label", {}) or {}
+        items = sorted(((str(id2label.get(i, f"LABEL_{i}")), float(p)) for i, p in enumerate(probs.tolist())),
+                       key=lambda x: -x[1])
+        return Prediction("classification", tuple(items))
+    if head == "masked_lm":
+        mask_id = getattr(tok, "mask_token_id", None)
+        pos = [i for i, t in enumerate(input_ids) if mask_id is not None and t == mask_id]
+        per = tuple((i, _topk(tok, logits[0, i])) for i in pos)
+        return Prediction("masked_lm", per[0][1] if per else (), "", per)
+    return Prediction()
+
+
+def capture(
+    lm: LoadedModel,
+    text: str,
+    target: str | None = None,
+    generate: bool = False,
+    max_new_tokens: int = 0,
+    num_beams: int = 1,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    store_dtype=np.float32,
+    progress: Progress | None = None,
+    cancel: CancelCheck = None,
+) -> Capture:
+    """Capture every attention map of ``lm`` on ``text``.
+
+    Parameters
+    ----------
+    lm : a loaded model (:func:`analysis.loader.load_model`)
+    text : the input sentence (encoder / decoder prompt / seq2seq source)
+    target : seq2seq only – a typed target for teacher forcing
+    generate : seq2seq – generate the target; decoder – continue the text ``max_new_tokens``
+    max_new_tokens : decoder continuation length / seq2seq generation cap (0: automatic)
+    num_beams : beam search width for seq2seq generation (1 = greedy)
+    max_tokens : cap on input tokens (the model's own maximum applies too); longer text is
+        truncated and the capture's ``notes`` say so
+    store_dtype : float32 (exact) or float16 (half the memory) for the stored stacks
+
+    Returns
+    -------
+    Capture with stacks ``[L, H, Q, K]``: ``attentions`` (encoder/decoder) or
+    ``encoder_attentions``, ``decoder_attentions``, ``cross_attentions`` (seq2seq).
+    """
+    import torch
+
+    tok = lm.tokenizer
+    notes: list[str] = []
+    limit = token_limit(lm, max_tokens)
+    if lm.kind == "decoder" and generate and max_new_tokens > 0:
+        if max_new_tokens >= limit:
+            raise InputError(f"cannot continue {max_new_tokens} tokens: this model takes at most {limit} tokens; ask for fewer")
+        prompt_limit = limit - max_new_tokens
+    else:
+        prompt_limit = limit
+    if target is not None and lm.kind != "seq2seq":
+        raise InputError(f"a target only applies to seq2seq models; this is a {lm.kind} model — drop the target")
+    enc, offsets, truncated, kept = encode(lm, text, prompt_limit)
+    if truncated:
+        notes.append(f"the text was truncated to {prompt_limit} tokens (the longest input this model/capture takes)")
+    check_cancel(cancel)
+    ids = enc["input_ids"][0].tolist()
+    source = token_seq(tok, ids, kept, offsets)
+    batch = _to_device(enc, lm)
+    model = lm.model
+    stacks: dict[str, np.ndarray] = {}
+    expected = {s.name: (s.layers, s.heads) for s in lm.summary.stacks}
+    arch = lm.summary.architecture
+    decoder_inputs = outputs = None
+    output_text = ""
+    prompt_length = len(ids)
+    gen_flag = False
+    _progress(progress, "run", 0.1, "running the model…")
+    with torch.inference_mode():
+        if lm.kind == "seq2seq":
+            dec_ids, out_ids, output_text, gen_flag = _seq2seq_target(lm, batch, target, generate, max_new_tokens, num_beams, limit, notes)
+            check_cancel(cancel)
+            out = model(**batch, decoder_input_ids=torch.tensor([dec_ids], device=lm.device),
+                        output_attentions=True, use_cache=False)
+            for name in ("encoder_attentions", "decoder_attentions", "cross_attentions"):
+                stacks[name] = stack_attentions(getattr(out, name, None), name, arch, expected.get(name), store_dtype)
+            dsp = special_flags(tok, dec_ids)
+            osp = special_flags(tok, out_ids)
+            decoder_inputs = TokenSeq(np.array(dec_ids), tuple(_raw(tok, dec_ids)), tuple(_display(tok, dec_ids, dsp)),
+                                      dsp, tuple(output_word_ids(tok, dec_ids, list(dsp))))
+            outputs = TokenSeq(np.array(out_ids), tuple(_raw(tok, out_ids)), tuple(_display(tok, out_ids, osp)),
+                               osp, tuple(output_word_ids(tok, out_ids, list(osp))))
+        else:
+            if lm.kind == "decoder" and generate and max_new_tokens > 0:
+                _progress(progress, "generate", 0.2, f"continuing the text {max_new_tokens} tokens…")
+                pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+                gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                     pad_token_id=pad)
+                full = gen[0].tolist()
+                cont = full[len(ids):]
+                output_text = tok.decode(cont, skip_special_tokens=True)
+                gen_flag = True
+                check_cancel(cancel)
+                batch = {"input_ids": gen, "attention_mask": torch.ones_like(gen)}
+                csp = special_flags(tok, cont)
+                cont_words = output_word_ids(tok, cont, list(csp))
+                base = max(source.word_ids, default=-1) + 1
+                source = TokenSeq(
+                    np.array(full), source.raw + tuple(_raw(tok, cont)),
+                    tuple(display_strings(list(source.raw) + list(_raw(tok, cont)),
+                                          list(source.special) + list(csp), tokenizer_style(tok))),
+                    np.concatenate([source.special, csp]),
+                    source.word_ids + tuple(w + base if w >= 0 else -1 for w in cont_words),
+                )
+            out = model(**batch, output_attentions=True, use_cache=False) if lm.kind == "decoder" \
+                else model(**batch, output_attentions=True)
+            stacks["attentions"] = stack_attentions(getattr(out, "attentions", None), "attentions", arch,
+                                                    expected.get("attentions"), store_dtype)
+    check_cancel(cancel)
+    _check_lengths(stacks, source, decoder_inputs)
+    pred = _prediction(lm, out, source.ids.tolist(), prompt_length, output_text)
+    return Capture(
+        model=lm.reference, kind=lm.kind, architecture=arch, text=kept, source=source, stacks=stacks,
+        target=(target if target is not None else (output_text if lm.kind == "seq2seq" else None)),
+        decoder_inputs=decoder_inputs, outputs=outputs, output_text=output_text,
+        prompt_length=prompt_length, generated=gen_flag, truncated=truncated, notes=tuple(notes), prediction=pred,
+    )
+
+
+def _raw(tok, ids) -> list[str]:
+    return [r if r is not None else "<?>" for r in tok.convert_ids_to_tokens([int(i) for i in ids])]
+
+
+def _display(tok, ids, special) -> list[str]:
+    return display_strings(_raw(tok, ids), list(special), tokenizer_style(tok))
+
+
+def decoder_start_id(lm: LoadedModel) -> int:
+    for src in (getattr(lm.model, "generation_config", None), lm.config):
+        v = getattr(src, "decoder_start_token_id", None) if src is not None else None
+        if v is not None:
+            return int(v)
+    for v in (lm.config.pad_token_id, lm.config.bos_token_id, lm.tokenizer.pad_token_id):
+        if v is not None:
+            return int(v)
+    raise CaptureError("this seq2seq model has no decoder_start_token_id in its config; set one in config.json")
+
+
+def _seq2seq_target(lm, batch, target, generate, max_new_tokens, num_beams, limit, notes):
+    """Decoder input ids, output ids, output text and whether it was generated."""
+    tok = lm.tokenizer
+    start = decoder_start_id(lm)
+    if target is not None and str(target).strip():
+        full = tok(text_target=target)["input_ids"]
+        labels = tok(text_target=target, truncation=True, max_length=limit)["input_ids"]
+        if len(full) > len(labels):
+            notes.append(f"the target was truncated to {limit} tokens (the model's maximum)")
+        dec = [start] + labels[:-1]
+        return dec, list(labels), tok.decode(labels, skip_special_tokens=True), False
+    if target is not None and not generate:
+        raise InputError("the target is empty; type a target sentence or choose Translate")
+    new = max_new_tokens if max_new_tokens > 0 else min(limit, 256)
+    gen = lm.model.generate(**batch, max_new_tokens=new, num_beams=max(1, num_beams), do_sample=False,
+                            early_stopping=True if num_beams > 1 else False)
+    seq = gen[0].tolist()
+    pad = tok.pad_token_id
+    # drop trailing padding (beam search pads finished hypotheses), keep the final EOS
+    while len(seq) > 2 and pad is not None and seq[-1] == pad and pad != start:
+        seq.pop()
+    if len(seq) < 2:
+        raise CaptureError("the model generated nothing; try another sentence")
+    return seq[:-1], seq[1:], tok.decode(seq[1:], skip_special_tokens=True), True
+
+
+def _check_lengths(stacks: dict[str, np.ndarray], source: TokenSeq, dec: TokenSeq | None) -> None:
+    s, t = len(source), (len(dec) if dec is not None else None)
+    want = {"attentions": (s, s), "encoder_attentions": (s, s), "decoder_attentions": (t, t), "cross_attentions": (t, s)}
+    for name, arr in stacks.items():
+        if tuple(arr.shape[2:]) != want[name]:
+            raise CaptureError(f"{name} has query×key {arr.shape[2:]} but the tokens say {want[name]}; refusing to show wrong data")

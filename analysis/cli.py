@@ -1,0 +1,238 @@
+"""Headmap's command line: the headless exports (a public contract) and the window launcher.
+
+``python main.py`` opens the window. Any ``--export-*`` / ``--mask-report`` / ``--save-session``
+flag runs headless: load, capture, write the files, exit 0. Any failure exits non-zero with one line
+on stderr (no traceback unless ``--debug``) and leaves no output file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+EXIT_OK = 0
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL = 1
+
+_VIEWS = ("head", "layer", "model", "lines", "alignment")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python main.py",
+        description=(
+            "Headmap – an attention microscope for transformers. Without export flags it opens the "
+            "window; with any --export-* / --mask-report / --save-session flag it runs headless."
+        ),
+        epilog=(
+            "examples:\n"
+            "  python main.py --model bundled:minilm --text 'I like this course' --export-npz x.npz\n"
+            "  python main.py --model bundled:translator-en-fr --text 'I like this course' --generate \\\n"
+            "         --export-npz x.npz --export-alignment x.txt\n"
+            "  python main.py --model bundled:smollm2 --text '나는 이 강의를 좋아한다' --export-png h.png --view head --layer 3 --head 0\n"
+            "Layers and heads are 0-based, as in transformers."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_argument_group("model")
+    g.add_argument("--model", metavar="SRC", help="hub id, checkpoint folder, .gguf file or bundled:NAME "
+                   "(bundled:minilm, bundled:smollm2, bundled:translator-en-fr, bundled:translator-en-ko)")
+    g.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"], help="weights dtype (default auto: float32 on CPU)")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where to run (default auto)")
+    g.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code to run (off by default; only for repos you trust)")
+    g.add_argument("--allow-pickle", action="store_true", help="allow pickle weights (pytorch_model.bin), loaded with weights_only")
+    g.add_argument("--no-memory-check", action="store_true", help="load even when the estimated memory exceeds the free RAM")
+
+    g = p.add_argument_group("input")
+    g.add_argument("--text", metavar="TEXT", help="the input sentence")
+    tg = g.add_mutually_exclusive_group()
+    tg.add_argument("--target", metavar="TEXT", help="seq2seq: the target sentence (teacher forcing)")
+    tg.add_argument("--generate", action="store_true", help="seq2seq: translate/generate the target; decoder: continue the text")
+    g.add_argument("--max-new-tokens", type=int, default=0, metavar="N", help="tokens to generate (decoder continuation; default 20 with --generate; seq2seq: automatic)")
+    g.add_argument("--num-beams", type=int, default=1, metavar="N", help="beam search width for seq2seq generation (default 1 = greedy)")
+    g.add_argument("--max-tokens", type=int, default=1024, metavar="N", help="truncate the input to N tokens (default 1024; the model's maximum applies too)")
+
+    g = p.add_argument_group("exports (headless)")
+    g.add_argument("--export-npz", metavar="OUT.npz", help="write every attention stack and the tokens to a .npz")
+    g.add_argument("--export-alignment", metavar="OUT.txt", help="seq2seq: write the word alignment as one Pharaoh line of i-j pairs")
+    g.add_argument("--alignment-layer", type=int, metavar="L", help="cross-attention layer for the alignment (default: the best documented layer, else the last)")
+    g.add_argument("--alignment-head", type=int, metavar="H", help="cross-attention head for the alignment (default: the head average)")
+    g.add_argument("--export-stats", metavar="OUT.csv", help="write per-head statistics, one row per stack, layer and head")
+    g.add_argument("--save-session", metavar="OUT.headmap", help="save a session file (model reference, inputs, options and captured arrays)")
+    fig = g.add_mutually_exclusive_group()
+    fig.add_argument("--export-png", metavar="OUT.png", help="write a figure of --view as PNG")
+    fig.add_argument("--export-svg", metavar="OUT.svg", help="write a figure of --view as SVG")
+    fig.add_argument("--export-pdf", metavar="OUT.pdf", help="write a figure of --view as PDF")
+
+    g = p.add_argument_group("figure options")
+    g.add_argument("--view", choices=_VIEWS, default="head", help="which view to export (default head)")
+    g.add_argument("--stack", choices=["encoder", "decoder", "cross"], help="seq2seq: which stack (default encoder)")
+    g.add_argument("--layer", type=int, default=0, metavar="L", help="layer, 0-based (default 0)")
+    g.add_argument("--head", type=int, metavar="H", help="head, 0-based (default: aggregate over heads)")
+    g.add_argument("--aggregate", choices=["mean", "max"], default="mean", help="aggregation over heads when --head is not given")
+    g.add_argument("--hide-special", action="store_true", help="hide special tokens (rows renormalized)")
+    g.add_argument("--dpi", type=int, default=150, metavar="N", help="PNG resolution, 72–600 (default 150)")
+    g.add_argument("--theme", choices=["light", "dark", "presentation"], default="light", help="figure theme")
+    g.add_argument("--all-layers", action="store_true", help="one file per layer: OUT-L00.png, OUT-L01.png, …")
+
+    g = p.add_argument_group("mask lab (headless)")
+    g.add_argument("--pair", metavar="OTHER", help="a second, longer sentence to batch with --text (padding experiment)")
+    g.add_argument("--mask-report", metavar="OUT.json", help="write the padding experiment's numbers as JSON (needs --pair)")
+    g.add_argument("--padding-side", choices=["left", "right"], help="default: right for encoders and seq2seq, left for decoders")
+
+    g = p.add_argument_group("other")
+    g.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
+    return p
+
+
+def is_headless(args: argparse.Namespace) -> bool:
+    return any(
+        getattr(args, k)
+        for k in ("export_npz", "export_alignment", "export_stats", "export_png", "export_svg", "export_pdf",
+                  "mask_report", "save_session")
+    )
+
+
+def _quiet_libraries(debug: bool) -> None:
+    if debug:
+        return
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except Exception:  # pragma: no cover
+        pass
+
+
+def run_headless(args: argparse.Namespace) -> int:
+    """Load, capture and write every requested file. Raises HeadmapError on user errors."""
+    from .errors import InputError
+
+    if not args.model:
+        raise InputError("--model is required for exports; e.g. --model bundled:minilm")
+    if args.text is None or not args.text.strip():
+        raise InputError("--text is empty; give the sentence to run, e.g. --text 'I like this course'")
+    if args.mask_report and not args.pair:
+        raise InputError("--mask-report needs --pair OTHER: a second, longer sentence to batch with --text")
+    fig_path = args.export_png or args.export_svg or args.export_pdf
+    if fig_path and not 72 <= args.dpi <= 600:
+        raise InputError(f"--dpi {args.dpi} is out of range; choose 72–600")
+    for flag in ("layer", "alignment_layer"):
+        v = getattr(args, flag)
+        if v is not None and v < 0:
+            raise InputError(f"--{flag.replace('_', '-')} {v} is negative; layers are 0-based")
+    for flag in ("head", "alignment_head"):
+        v = getattr(args, flag)
+        if v is not None and v < 0:
+            raise InputError(f"--{flag.replace('_', '-')} {v} is negative; heads are 0-based")
+
+    from .capture import capture
+    from .loader import load_model
+
+    lm = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
+                    allow_pickle=args.allow_pickle, memory_check=not args.no_memory_check)
+    if args.target is not None and lm.kind != "seq2seq":
+        raise InputError(f"--target only applies to seq2seq models; {args.model} is a {lm.kind} model")
+    if args.export_alignment and lm.kind != "seq2seq":
+        raise InputError(f"--export-alignment needs a seq2seq model with cross-attention; {args.model} is a {lm.kind} model")
+    max_new = args.max_new_tokens
+    if lm.kind == "decoder" and args.generate and max_new <= 0:
+        max_new = 20
+    generate = args.generate or (lm.kind == "seq2seq" and args.target is None)
+    cap = capture(lm, args.text, target=args.target, generate=generate, max_new_tokens=max_new,
+                  num_beams=args.num_beams, max_tokens=args.max_tokens)
+    for note in cap.notes:
+        print(f"note: {note}", file=sys.stderr)
+
+    # Prepare (and validate) every output before writing the first one.
+    writers = []
+    if args.export_npz:
+        from .npz import write_npz
+
+        writers.append(lambda: write_npz(cap, args.export_npz))
+    if args.export_alignment:
+        from .alignment_export import alignment_for_capture, write_alignment
+
+        res = alignment_for_capture(cap, lm.summary.source_path, args.alignment_layer, args.alignment_head)
+        writers.append(lambda: write_alignment(res, args.export_alignment))
+    if args.export_stats:
+        from .stats import write_stats_csv
+
+        writers.append(lambda: write_stats_csv(cap, args.export_stats))
+    if fig_path:
+        from .figures import ViewSpec, export_all_layers, export_figure, validate_spec
+
+        spec = ViewSpec(
+            view=args.view, stack=args.stack, layer=args.layer, head=args.head, aggregation=args.aggregate,
+            hide_special=args.hide_special, renormalize=args.hide_special, theme=args.theme, dpi=args.dpi,
+            alignment_layer=args.alignment_layer, alignment_head=args.alignment_head,
+        )
+        if args.stack and cap.kind != "seq2seq" and args.stack == "cross":
+            raise InputError(f"--stack cross needs a seq2seq model; {args.model} is a {cap.kind} model with one stack")
+        validate_spec(cap, spec)
+        if args.all_layers:
+            writers.append(lambda: export_all_layers(cap, spec, fig_path))
+        else:
+            writers.append(lambda: export_figure(cap, spec, fig_path))
+    if args.mask_report:
+        from .masks import padding_experiment, write_mask_report
+
+        report = padding_experiment(lm, args.text, args.pair, padding_side=args.padding_side)
+        writers.append(lambda: write_mask_report(report, args.mask_report))
+    if args.save_session:
+        from .session import save_session
+
+        inputs = {"text": args.text, "target": args.target, "generate": args.generate,
+                  "max_new_tokens": max_new, "num_beams": args.num_beams}
+        options = {"dtype": args.dtype, "device": args.device, "view": args.view, "stack": args.stack,
+                   "layer": args.layer, "head": args.head, "aggregate": args.aggregate, "theme": args.theme}
+        writers.append(lambda: save_session(args.save_session, cap, model_ref=args.model, inputs=inputs, options=options))
+    for w in writers:
+        w()
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not is_headless(args):
+        from gui.app import run_window  # the window lives in gui/
+
+        return run_window(args)
+    _quiet_libraries(args.debug)
+    from .errors import HeadmapError
+
+    try:
+        return run_headless(args)
+    except HeadmapError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("error: out of memory; use a shorter text (--max-tokens) or a smaller dtype", file=sys.stderr)
+        return EXIT_INTERNAL
+    except Exception as exc:  # noqa: BLE001 - the CLI's promise: one line, no traceback
+        if args.debug:
+            raise
+        msg = str(exc).splitlines()[0][:300] if str(exc) else ""
+        print(f"error: unexpected {type(exc).__name__}: {msg}; rerun with --debug for details", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def entry_point() -> None:
+    sys.exit(main())
