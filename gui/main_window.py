@@ -1,0 +1,540 @@
+"""Headmap's main window: model and input panels, token strip, output, linked views.
+
+All computation goes through ``analysis/`` in worker threads (:mod:`gui.workers`); this module only
+routes signals and pushes results into widgets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QSpinBox,
+    QSplitter,
+    QTabWidget,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+from analysis.errors import Cancelled, ConsentRequiredError, HeadmapError
+from analysis.figures import ViewSpec
+
+from .panels import EXAMPLES, InputPanel, ModelPanel, OutputPanel, TokenStrip
+from .settings import Settings
+from .views.head import HeadView
+from .views.lines import LinesView
+from .views.overview import LayerView, ModelView
+from .workers import JobRunner
+
+CMAPS = ["viridis", "magma", "inferno", "Blues", "Greys", "cividis", "plasma", "YlOrRd"]
+STACK_LABELS = {
+    "attentions": "self-attention",
+    "encoder_attentions": "encoder self-attention",
+    "decoder_attentions": "decoder self-attention (masked)",
+    "cross_attentions": "cross-attention (target × source)",
+}
+
+
+def error_message(exc: BaseException) -> str:
+    """One sentence for the user, whatever went wrong."""
+    if isinstance(exc, HeadmapError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory; use a shorter text or a smaller dtype"
+    text = str(exc).splitlines()[0][:240] if str(exc) else ""
+    return f"unexpected {type(exc).__name__}: {text}; try again, or report it with the model and text used"
+
+
+class MainWindow(QMainWindow):
+    """The Headmap window. ``settings`` lets tests use a private settings file."""
+
+    capture_changed = Signal(object)
+    model_changed = Signal(object)
+    selection_changed = Signal(object)
+
+    def __init__(self, settings: Settings | None = None, theme: str | None = None) -> None:
+        super().__init__()
+        self.setWindowTitle("Headmap — attention microscope")
+        self.settings = settings or Settings()
+        self.runner = JobRunner(self)
+        self.lm = None
+        self.capture = None
+        self.last_error = ""
+        self._pending_run = False
+        self._dialog: QMessageBox | None = None
+        self._dirty: set[int] = set()
+        self._updating = False
+        self.spec = ViewSpec(view="head", head=0, shared_range=True, theme=theme or self.settings.value("theme", "light"))
+
+        # panels
+        self.model_panel = ModelPanel()
+        self.input_panel = InputPanel()
+        self.tokens = TokenStrip()
+        self.output = OutputPanel()
+        # views
+        self.tabs = QTabWidget()
+        self.head_view = HeadView(theme=self.spec.theme)
+        self.layer_view = LayerView(theme=self.spec.theme)
+        self.model_view = ModelView(theme=self.spec.theme)
+        self.lines_view = LinesView(theme=self.spec.theme)
+        for view, name in ((self.head_view, "Head"), (self.layer_view, "Layer"), (self.model_view, "Model"), (self.lines_view, "Lines")):
+            self.tabs.addTab(view, name)
+        self.extra_tabs: list = []  # analysis tabs added by add_tab (alignment, masks, statistics, …)
+
+        self._build_controls()
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        ll.addWidget(self.model_panel)
+        ll.addWidget(self.input_panel)
+        ll.addWidget(QLabel("<b>Tokens</b> (preprocessing: ids and readable strings; special tokens in red)"))
+        ll.addWidget(self.tokens)
+        ll.addWidget(QLabel("<b>Output</b> (postprocessing)"))
+        ll.addWidget(self.output)
+        ll.addStretch(1)
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.addWidget(self.tabs)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(left)
+        split.addWidget(right)
+        split.setStretchFactor(1, 3)
+        split.setSizes([430, 900])
+        self.setCentralWidget(split)
+        self._build_menu()
+        self.statusBar().showMessage("Ready. Choose a model and press Load.")
+
+        # signals
+        self.model_panel.load_requested.connect(self.load_model)
+        self.model_panel.cancel_requested.connect(self.cancel)
+        self.model_panel.trust_toggled.connect(self._on_trust_toggled)
+        self.input_panel.run_requested.connect(self.run)
+        self.runner.finished.connect(self._on_job_finished)
+        self.runner.failed.connect(self._on_job_failed)
+        self.runner.progress.connect(self._on_job_progress)
+        self.runner.busy_changed.connect(self._on_busy)
+        self.tabs.currentChanged.connect(self._on_tab_changed)
+        self.head_view.cell_clicked.connect(self._on_head_cell_clicked)
+        self.head_view.hovered.connect(self._on_hover)
+        self.layer_view.head_clicked.connect(self._on_layer_head_clicked)
+        self.model_view.cell_clicked.connect(self._on_model_cell_clicked)
+        self.tokens.token_clicked.connect(self._on_token_clicked)
+
+        self._restore_settings()
+        from analysis.loader import available_devices
+
+        self.model_panel.device.addItems(available_devices())
+        self.refresh_model_choices()
+
+    # ------------------------------------------------------------------ building
+    def _build_controls(self) -> None:
+        tb = QToolBar("Selection")
+        tb.setObjectName("selection-toolbar")
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, tb)
+        self.stack_combo = QComboBox()
+        self.layer_spin = QSpinBox()
+        self.layer_spin.setPrefix("layer ")
+        self.head_spin = QSpinBox()
+        self.head_spin.setPrefix("head ")
+        self.agg_check = QCheckBox("all heads:")
+        self.agg_combo = QComboBox()
+        self.agg_combo.addItems(["mean", "max"])
+        self.hide_special = QCheckBox("hide special")
+        self.renorm = QCheckBox("renormalize")
+        self.renorm.setChecked(True)
+        self.cmap_combo = QComboBox()
+        self.cmap_combo.addItems(["theme"] + CMAPS)
+        self.scale_combo = QComboBox()
+        self.scale_combo.addItems(["linear", "log"])
+        self.shared = QCheckBox("shared range")
+        self.shared.setChecked(True)
+        self.rows_combo = QComboBox()
+        self.rows_combo.addItems(["input", "output", "both"])
+        self.rows_combo.setToolTip("decoder/cross rows: the decoder input at t, the output token t it predicts, or both")
+        self.mask_check = QCheckBox("mark causal mask")
+        self.mask_check.setChecked(True)
+        self.theme_combo = QComboBox()
+        self.theme_combo.addItems(["light", "dark", "presentation"])
+        self.lines_all = QCheckBox("lines: colour per head")
+        for w in (QLabel("stack"), self.stack_combo, self.layer_spin, self.head_spin, self.agg_check, self.agg_combo,
+                  self.hide_special, self.renorm, QLabel("colours"), self.cmap_combo, self.scale_combo, self.shared,
+                  QLabel("rows"), self.rows_combo, self.mask_check, self.lines_all, QLabel("theme"), self.theme_combo):
+            tb.addWidget(w)
+        for sig in (self.stack_combo.currentIndexChanged, self.layer_spin.valueChanged, self.head_spin.valueChanged,
+                    self.agg_check.toggled, self.agg_combo.currentIndexChanged, self.hide_special.toggled,
+                    self.renorm.toggled, self.cmap_combo.currentIndexChanged, self.scale_combo.currentIndexChanged,
+                    self.shared.toggled, self.rows_combo.currentIndexChanged, self.mask_check.toggled,
+                    self.lines_all.toggled):
+            sig.connect(self._on_controls_changed)
+        self.theme_combo.currentTextChanged.connect(self.set_theme)
+
+    def _build_menu(self) -> None:
+        m = self.menuBar().addMenu("&File")
+        self.file_menu = m
+        act = QAction("&Quit", self)
+        act.setShortcut(QKeySequence.StandardKey.Quit)
+        act.triggered.connect(self.close)
+        m.addAction(act)
+        self.view_menu = self.menuBar().addMenu("&View")
+        for key, delta, what in ((Qt.Key.Key_Up, -1, "layer"), (Qt.Key.Key_Down, 1, "layer"),
+                                 (Qt.Key.Key_Left, -1, "head"), (Qt.Key.Key_Right, 1, "head")):
+            a = QAction(f"{'previous' if delta < 0 else 'next'} {what}", self)
+            a.setShortcut(QKeySequence(Qt.KeyboardModifier.AltModifier | key))
+            a.triggered.connect(lambda _=False, d=delta, w=what: self.step(w, d))
+            self.view_menu.addAction(a)
+            self.tabs.addAction(a)
+
+    def add_tab(self, widget, name: str) -> None:
+        """Add an analysis tab; it gets ``show(window)`` when visible and the capture changes."""
+        self.tabs.addTab(widget, name)
+        self.extra_tabs.append(widget)
+
+    # ------------------------------------------------------------------ settings
+    def _restore_settings(self) -> None:
+        s = self.settings
+        geo = s.value("geometry")
+        if geo is not None:
+            self.restoreGeometry(geo)
+        else:
+            self.resize(1400, 860)
+        self.model_panel.set_reference(s.value("last_model", "bundled:minilm"))
+        self.input_panel.text.setPlainText(s.value("text", EXAMPLES["encoder"]))
+        self.model_panel.dtype.setCurrentText(s.value("dtype", "auto"))
+        self.theme_combo.setCurrentText(self.spec.theme)
+        self.cmap_combo.setCurrentText(s.value("cmap", "theme"))
+        self.scale_combo.setCurrentText(s.value("scale", "linear"))
+        self.hide_special.setChecked(s.value("hide_special", False, bool))
+        self.shared.setChecked(s.value("shared_range", True, bool))
+        self.set_theme(self.spec.theme)
+
+    def save_settings(self) -> None:
+        s = self.settings
+        s.setValue("geometry", self.saveGeometry())
+        s.setValue("last_model", self.model_panel.reference())
+        s.setValue("text", self.input_panel.text.toPlainText())
+        s.setValue("dtype", self.model_panel.dtype.currentText())
+        s.setValue("theme", self.spec.theme)
+        s.setValue("cmap", self.cmap_combo.currentText())
+        s.setValue("scale", self.scale_combo.currentText())
+        s.setValue("hide_special", self.hide_special.isChecked())
+        s.setValue("shared_range", self.shared.isChecked())
+        s.sync()
+
+    def refresh_model_choices(self) -> None:
+        from analysis.cache_scan import cached_hub_models
+        from analysis.loader import bundled_choices
+
+        self.model_panel.set_choices(bundled_choices(), self.settings.recent_models(), cached_hub_models())
+
+    # ------------------------------------------------------------------ jobs
+    def load_model(self, ref: str | None = None, allow_pickle: bool = False) -> None:
+        from analysis.loader import load_model
+
+        ref = (ref or self.model_panel.reference()).strip()
+        if not ref:
+            self.show_error("choose a model first: a bundled model, a folder, a .gguf file or a hub id")
+            return
+        if self.runner.is_busy("run"):
+            self.runner.cancel("run")
+            self.statusBar().showMessage("the running capture was cancelled: a new model is loading")
+        self._loading_ref = ref
+        self.model_panel.show_progress("resolve", 0.0, f"loading {ref}…")
+        self.runner.start("load", load_model, ref, dtype=self.model_panel.dtype.currentText(),
+                          device=self.model_panel.device.currentText() or "auto",
+                          trust_remote_code=self.model_panel.trust.isChecked(), allow_pickle=allow_pickle)
+
+    def run(self) -> None:
+        if self.runner.is_busy("load"):
+            self._pending_run = True
+            self.statusBar().showMessage("the model is still loading; the run starts when it is ready")
+            return
+        if self.lm is None:
+            self.show_error("load a model first (choose one and press Load)")
+            return
+        from analysis.capture import capture
+
+        inp = self.input_panel.inputs()
+        if not inp["text"].strip():
+            self.show_error("the text is empty; type a sentence to run")
+            return
+        kind = self.lm.kind
+        kwargs = {"store_dtype": np.float16}
+        if kind == "seq2seq":
+            if inp["generate"]:
+                kwargs.update(generate=True, num_beams=inp["num_beams"])
+            else:
+                kwargs.update(target=inp["target"])
+        elif kind == "decoder" and inp["max_new_tokens"] > 0:
+            kwargs.update(generate=True, max_new_tokens=inp["max_new_tokens"])
+        self.statusBar().showMessage("running…")
+        self.runner.start("run", capture, self.lm, inp["text"], **kwargs)
+
+    def cancel(self) -> None:
+        hit = False
+        for ch in ("load", "run"):
+            hit = self.runner.cancel(ch) or hit
+        self._pending_run = False
+        self.model_panel.show_progress("cancelled", 0.0, "cancelled")
+        self.model_panel.set_busy(False)
+        self.statusBar().showMessage("cancelled" if hit else "nothing to cancel")
+
+    def _on_busy(self, channel: str, busy: bool) -> None:
+        if channel == "load":
+            self.model_panel.set_busy(busy)
+
+    def _on_job_progress(self, channel: str, stage: str, fraction, message: str) -> None:
+        if channel == "load":
+            self.model_panel.show_progress(stage, fraction, message)
+        self.statusBar().showMessage(message)
+
+    def _on_job_finished(self, channel: str, result) -> None:
+        if channel == "load":
+            self._set_model(result)
+        elif channel == "run":
+            self.set_capture(result)
+        else:
+            handler = getattr(self, f"_on_{channel}_finished", None)
+            if handler:
+                handler(result)
+
+    def _on_job_failed(self, channel: str, exc) -> None:
+        if isinstance(exc, Cancelled):
+            self.statusBar().showMessage("cancelled")
+            return
+        if channel == "load":
+            self.model_panel.show_progress("failed", 0.0, "")
+            self._pending_run = False
+            if isinstance(exc, ConsentRequiredError) and "pickle" in str(exc):
+                self._ask_pickle(exc)
+                return
+        self.show_error(error_message(exc))
+
+    def _ask_pickle(self, exc) -> None:
+        box = QMessageBox(QMessageBox.Icon.Warning, "Pickle weights", str(exc) + "\n\nLoad them anyway?",
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
+        box.finished.connect(lambda r: r == QMessageBox.StandardButton.Yes and self.load_model(self._loading_ref, allow_pickle=True))
+        self._dialog = box
+        box.open()
+
+    def _set_model(self, lm) -> None:
+        self.lm = lm
+        s = lm.summary
+        card = "<br>".join(s.lines())
+        if lm.notes:
+            card += "<br><i>" + "<br>".join(lm.notes) + "</i>"
+        self.model_panel.card.setText(card)
+        self.model_panel.show_progress("ready", 1.0, f"loaded {lm.reference}")
+        self.input_panel.set_kind(lm.kind)
+        self.settings.add_recent(lm.reference)
+        self.settings.setValue("last_model", lm.reference)
+        self.statusBar().showMessage(f"loaded {lm.reference} ({s.kind}, {s.architecture})")
+        self.model_changed.emit(lm)
+        if self._pending_run or self.input_panel.text.toPlainText().strip():
+            self._pending_run = False
+            self.run()
+
+    # ------------------------------------------------------------------ capture and views
+    def set_capture(self, cap) -> None:
+        self.capture = cap
+        self._updating = True
+        try:
+            self.stack_combo.clear()
+            for name in cap.stack_names:
+                self.stack_combo.addItem(STACK_LABELS.get(name, name), name)
+            self.rows_combo.setEnabled(cap.kind == "seq2seq")
+            self._sync_ranges()
+        finally:
+            self._updating = False
+        self.tokens.set_tokens(cap.source, cap.prompt_length if cap.generated and cap.kind == "decoder" else None)
+        self.output.set_prediction(cap)
+        self.spec = self._spec_from_controls()
+        self._dirty = set(range(self.tabs.count()))
+        self.refresh()
+        msg = f"captured {len(cap.source)} tokens · " + ", ".join(f"{n} {cap.shape(n)[0]}×{cap.shape(n)[1]}" for n in cap.stack_names)
+        if cap.notes:
+            msg += " · " + "; ".join(cap.notes)
+        self.statusBar().showMessage(msg)
+        self.capture_changed.emit(cap)
+
+    def _sync_ranges(self) -> None:
+        cap = self.capture
+        if cap is None:
+            return
+        name = self.stack_combo.currentData() or cap.stack_names[0]
+        layers, heads = cap.shape(name)[:2]
+        self.layer_spin.setRange(0, layers - 1)
+        self.head_spin.setRange(0, heads - 1)
+        self.layer_spin.setSuffix(f" / {layers - 1}")
+        self.head_spin.setSuffix(f" / {heads - 1}")
+
+    def _spec_from_controls(self) -> ViewSpec:
+        cmap = self.cmap_combo.currentText()
+        return replace(
+            self.spec,
+            stack=self.stack_combo.currentData() or None,
+            layer=self.layer_spin.value(),
+            head=None if self.agg_check.isChecked() else self.head_spin.value(),
+            aggregation=self.agg_combo.currentText(),
+            hide_special=self.hide_special.isChecked(),
+            renormalize=self.renorm.isChecked(),
+            cmap=None if cmap == "theme" else cmap,
+            scale=self.scale_combo.currentText(),
+            shared_range=self.shared.isChecked(),
+            row_labels=self.rows_combo.currentText(),
+            show_causal_mask=self.mask_check.isChecked(),
+        )
+
+    def _on_controls_changed(self, *_args) -> None:
+        if self._updating:
+            return
+        self._updating = True
+        try:
+            self._sync_ranges()
+        finally:
+            self._updating = False
+        self.head_spin.setEnabled(not self.agg_check.isChecked())
+        self.lines_view.set_all_heads(self.lines_all.isChecked())
+        self.spec = self._spec_from_controls()
+        self._dirty = set(range(self.tabs.count()))
+        self.refresh()
+        self.selection_changed.emit(self.spec)
+
+    def refresh(self) -> None:
+        """Redraw the visible view (the others redraw when they become visible)."""
+        if self.capture is None:
+            return
+        idx = self.tabs.currentIndex()
+        if idx not in self._dirty:
+            return
+        self._dirty.discard(idx)
+        w = self.tabs.widget(idx)
+        try:
+            if w in self.extra_tabs:
+                w.show_window_state(self)
+            else:
+                w.show(self.capture, self.spec)
+        except HeadmapError as exc:
+            self.show_error(str(exc))
+
+    def _on_tab_changed(self, _idx: int) -> None:
+        self.refresh()
+
+    def select(self, layer: int | None = None, head: int | None = None, stack: str | None = None, tab: str | None = None) -> None:
+        """Programmatic selection (clicks in the overviews, keyboard, tests)."""
+        self._updating = True
+        try:
+            if stack is not None:
+                i = self.stack_combo.findData(stack)
+                if i >= 0:
+                    self.stack_combo.setCurrentIndex(i)
+                self._sync_ranges()
+            if layer is not None:
+                self.layer_spin.setValue(layer)
+            if head is not None:
+                self.agg_check.setChecked(False)
+                self.head_spin.setValue(head)
+        finally:
+            self._updating = False
+        if tab is not None:
+            for i in range(self.tabs.count()):
+                if self.tabs.tabText(i) == tab:
+                    self.tabs.setCurrentIndex(i)
+        self._on_controls_changed()
+
+    def step(self, what: str, delta: int) -> None:
+        spin = self.layer_spin if what == "layer" else self.head_spin
+        spin.setValue(max(spin.minimum(), min(spin.maximum(), spin.value() + delta)))
+
+    def keyPressEvent(self, event) -> None:  # arrow keys on the views change layer / head
+        if self.tabs.isAncestorOf(self.focusWidget() or self.tabs) or self.focusWidget() is None:
+            k = event.key()
+            if k in (Qt.Key.Key_Up, Qt.Key.Key_Down):
+                self.step("layer", -1 if k == Qt.Key.Key_Up else 1)
+                return
+            if k in (Qt.Key.Key_Left, Qt.Key.Key_Right):
+                self.step("head", -1 if k == Qt.Key.Key_Left else 1)
+                return
+        super().keyPressEvent(event)
+
+    def _on_head_cell_clicked(self, i: int, j: int) -> None:
+        self.statusBar().showMessage(f"query {i} → key {j}")
+
+    def _on_layer_head_clicked(self, head: int) -> None:
+        self.select(head=head, tab="Head")
+
+    def _on_model_cell_clicked(self, layer: int, head: int) -> None:
+        self.select(layer=layer, head=head, tab="Head")
+
+    def _on_token_clicked(self, index: int) -> None:
+        if self.tabs.currentWidget() is self.lines_view:
+            self.lines_view.focus_token("q", index)
+
+    def _on_hover(self, text: str) -> None:
+        if text:
+            self.statusBar().showMessage(text)
+
+    # ------------------------------------------------------------------ theme, errors
+    def set_theme(self, name: str) -> None:
+        from .theme import apply_qt_theme
+
+        self.spec = replace(self.spec, theme=name)
+        apply_qt_theme(name)
+        for v in (self.head_view, self.layer_view, self.model_view, self.lines_view):
+            v.theme = __import__("analysis.themes", fromlist=["get_theme"]).get_theme(name)
+            v.set_theme(name)
+        self._dirty = set(range(self.tabs.count()))
+        self.refresh()
+
+    def show_error(self, message: str) -> None:
+        """Status bar + a non-blocking dialog; the window stays usable."""
+        self.last_error = message
+        self.statusBar().showMessage(f"Error: {message}")
+        if self._dialog is not None:
+            self._dialog.close()
+        box = QMessageBox(QMessageBox.Icon.Warning, "Headmap", message, QMessageBox.StandardButton.Ok, self)
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        self._dialog = box
+        box.open()
+
+    def _on_trust_toggled(self, on: bool) -> None:
+        if not on:
+            return
+        ref = self.model_panel.reference() or "this repository"
+        box = QMessageBox(QMessageBox.Icon.Warning, "Trust remote code?",
+                          f"Trusting remote code runs Python code from {ref} on this computer, with your permissions.\n\n"
+                          "Only allow it for repositories whose authors you trust.",
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
+        box.setDefaultButton(QMessageBox.StandardButton.No)
+
+        def done(result: int) -> None:
+            if result != QMessageBox.StandardButton.Yes:
+                self.model_panel.trust.blockSignals(True)
+                self.model_panel.trust.setChecked(False)
+                self.model_panel.trust.blockSignals(False)
+
+        box.finished.connect(done)
+        self._dialog = box
+        box.open()
+
+    def closeEvent(self, event) -> None:
+        self.save_settings()
+        self.runner.wait_all(5000)
+        super().closeEvent(event)
+
+    def shutdown(self, timeout_ms: int = 30000) -> bool:
+        """Cancel and wait for every worker (tests, close)."""
+        return self.runner.wait_all(timeout_ms)
+
+    def autostart(self, ref: str | None = None) -> None:
+        """Load ``ref`` (or the last model) and run the sentence in the editor."""
+        QTimer.singleShot(0, lambda: self.load_model(ref or self.model_panel.reference()))

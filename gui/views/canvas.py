@@ -1,0 +1,87 @@
+"""Base for matplotlib views: one FigureCanvasQTAgg created once, themed, with blitting.
+
+Subclasses build their artists once (``_build``) and update them in place. Artists that change on
+every selection (the image, the title) are *animated*: a full ``canvas.draw()`` skips them and
+caches the background; :meth:`blit` restores the background and draws only them.
+"""
+
+from __future__ import annotations
+
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from PySide6.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
+
+from analysis.fonts import ensure_cjk_font
+from analysis.themes import Theme, apply_theme, get_theme
+
+
+class CanvasView(QWidget):
+    """A QWidget holding one figure canvas."""
+
+    def __init__(self, parent: QWidget | None = None, theme: str = "light") -> None:
+        super().__init__(parent)
+        ensure_cjk_font()
+        self.theme: Theme = get_theme(theme)
+        self.figure = Figure(figsize=(6, 5), dpi=100, facecolor=self.theme.figure_facecolor)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.canvas)
+        self._background = None
+        self._animated: list = []
+        self.canvas.mpl_connect("draw_event", self._on_draw)
+        self.full_draws = 0  # counted for tests/benchmarks
+        self.blits = 0
+
+    # -- theme ------------------------------------------------------------------------------
+    def set_theme(self, name: str) -> None:
+        self.theme = get_theme(name)
+        apply_theme(self.figure, self.theme)
+        self._apply_theme_extra()
+        self.redraw()
+
+    def _apply_theme_extra(self) -> None:
+        """Subclasses recolour their own artists here."""
+
+    # -- drawing ----------------------------------------------------------------------------
+    def set_animated_artists(self, artists: list) -> None:
+        self._animated = [a for a in artists if a is not None]
+        for a in self._animated:
+            a.set_animated(True)
+
+    def _on_draw(self, _event) -> None:
+        self._background = self.canvas.copy_from_bbox(self.figure.bbox)
+        self._draw_animated()
+        self.full_draws += 1
+
+    def _draw_animated(self) -> None:
+        for a in self._animated:
+            if a.get_visible():
+                fig = a.figure
+                if a.axes is not None:
+                    a.axes.draw_artist(a)
+                else:
+                    fig.draw_artist(a)
+
+    def redraw(self) -> None:
+        """Full synchronous draw (layout, ticks, labels), then the animated artists."""
+        self.canvas.draw()
+
+    def blit(self) -> None:
+        """Redraw only the animated artists over the cached background."""
+        if self._background is None or self._stale_size():
+            self.redraw()
+            return
+        self.canvas.restore_region(self._background)
+        self._draw_animated()
+        self.canvas.blit(self.figure.bbox)
+        self.blits += 1
+
+    def _stale_size(self) -> bool:
+        w, h = self.canvas.get_width_height(physical=True)
+        bg = self._background
+        try:
+            return (bg.get_extents()[2] - bg.get_extents()[0], bg.get_extents()[3] - bg.get_extents()[1]) != (w, h)
+        except Exception:
+            return False
