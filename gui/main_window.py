@@ -71,6 +71,7 @@ class MainWindow(QMainWindow):
         self.capture = None
         self.last_error = ""
         self._pending_run = False
+        self.max_tokens = 1024  # longest input captured (attention memory grows with its square)
         self._dialog: QMessageBox | None = None
         self._dirty: set[int] = set()
         self._updating = False
@@ -181,6 +182,17 @@ class MainWindow(QMainWindow):
     def _build_menu(self) -> None:
         m = self.menuBar().addMenu("&File")
         self.file_menu = m
+        for text, shortcut, slot in (
+            ("&Open session…", QKeySequence.StandardKey.Open, self._on_open_session),
+            ("&Save session…", QKeySequence.StandardKey.Save, self._on_save_session),
+            ("&Export view…", QKeySequence("Ctrl+E"), self._on_export),
+            ("&Copy image", QKeySequence("Ctrl+Shift+C"), self.copy_image),
+        ):
+            a = QAction(text, self)
+            a.setShortcut(shortcut)
+            a.triggered.connect(slot)
+            m.addAction(a)
+        m.addSeparator()
         act = QAction("&Quit", self)
         act.setShortcut(QKeySequence.StandardKey.Quit)
         act.triggered.connect(self.close)
@@ -268,7 +280,7 @@ class MainWindow(QMainWindow):
             self.show_error("the text is empty; type a sentence to run")
             return
         kind = self.lm.kind
-        kwargs = {"store_dtype": np.float16}
+        kwargs = {"store_dtype": np.float16, "max_tokens": self.max_tokens}
         if kind == "seq2seq":
             if inp["generate"]:
                 kwargs.update(generate=True, num_beams=inp["num_beams"])
@@ -482,6 +494,114 @@ class MainWindow(QMainWindow):
     def _on_hover(self, text: str) -> None:
         if text:
             self.statusBar().showMessage(text)
+
+    # ------------------------------------------------------------------ export and sessions
+    VIEW_OF_TAB = {"Head": "head", "Layer": "layer", "Model": "model", "Lines": "lines", "Alignment": "alignment"}
+
+    def current_spec(self) -> ViewSpec:
+        """The visible view's current state as a ViewSpec (what Export writes)."""
+        name = self.tabs.tabText(self.tabs.currentIndex())
+        view = self.VIEW_OF_TAB.get(name, "head")
+        return replace(self.spec, view=view)
+
+    def export_view(self, path: str, dpi: int | None = None) -> str:
+        """Export the visible view to ``path`` (.png/.svg/.pdf), atomically."""
+        from analysis.figures import export_figure
+
+        if self.capture is None:
+            raise HeadmapError("nothing to export yet; run a sentence first")
+        spec = self.current_spec()
+        if dpi is not None:
+            spec = replace(spec, dpi=dpi)
+        return str(export_figure(self.capture, spec, path))
+
+    def _on_export(self) -> None:
+        from PySide6.QtWidgets import QFileDialog, QInputDialog
+
+        if self.capture is None:
+            self.show_error("nothing to export yet; run a sentence first")
+            return
+        path, flt = QFileDialog.getSaveFileName(self, "Export view", f"headmap-{self.current_spec().view}.png",
+                                                "PNG image (*.png);;SVG vector (*.svg);;PDF (*.pdf)")
+        if not path:
+            return
+        dpi = self.spec.dpi
+        if path.lower().endswith(".png"):
+            dpi, ok = QInputDialog.getInt(self, "PNG resolution", "DPI (72–600)", 200, 72, 600)
+            if not ok:
+                return
+        try:
+            out = self.export_view(path, dpi)
+        except HeadmapError as exc:
+            self.show_error(str(exc))
+            return
+        self.statusBar().showMessage(f"exported {out}")
+
+    def copy_image(self) -> None:
+        """Copy the visible view, rendered as a figure, to the clipboard."""
+        import io
+
+        from PySide6.QtGui import QGuiApplication, QImage
+
+        from analysis.figures import build_figure
+
+        if self.capture is None:
+            self.show_error("nothing to copy yet; run a sentence first")
+            return
+        try:
+            fig = build_figure(self.capture, self.current_spec())
+        except HeadmapError as exc:
+            self.show_error(str(exc))
+            return
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=self.spec.dpi)
+        img = QImage.fromData(buf.getvalue(), "PNG")
+        QGuiApplication.clipboard().setImage(img)
+        self.statusBar().showMessage("view copied to the clipboard")
+
+    def save_session_to(self, path: str) -> None:
+        from analysis.session import save_session
+
+        if self.capture is None:
+            raise HeadmapError("nothing to save yet; run a sentence first")
+        inputs = self.input_panel.inputs()
+        options = {"spec": {k: v for k, v in self.spec.__dict__.items()}, "dtype": self.model_panel.dtype.currentText(),
+                   "tab": self.tabs.tabText(self.tabs.currentIndex())}
+        save_session(path, self.capture, model_ref=self.capture.model, inputs=inputs, options=options)
+
+    def open_session(self, path: str) -> None:
+        """Reopen a session: the captured arrays come from the file, no model is needed."""
+        from analysis.session import load_session
+
+        sess = load_session(path)
+        self.input_panel.text.setPlainText(sess.inputs.get("text", sess.capture.text) or "")
+        self.model_panel.set_reference(sess.model_ref)
+        self.input_panel.set_kind(sess.capture.kind)
+        self.set_capture(sess.capture)
+        spec = dict(sess.options.get("spec", {}))
+        self.select(layer=spec.get("layer"), head=spec.get("head"), stack=spec.get("stack"), tab=sess.options.get("tab"))
+        self.statusBar().showMessage(f"reopened session {path} ({sess.model_ref}; the model is not loaded)")
+
+    def _on_save_session(self) -> None:
+        from PySide6.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getSaveFileName(self, "Save session", "lesson.headmap", "Headmap session (*.headmap)")
+        if path:
+            try:
+                self.save_session_to(path)
+                self.statusBar().showMessage(f"session saved to {path}")
+            except HeadmapError as exc:
+                self.show_error(str(exc))
+
+    def _on_open_session(self) -> None:
+        from PySide6.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getOpenFileName(self, "Open session", "", "Headmap session (*.headmap);;All files (*)")
+        if path:
+            try:
+                self.open_session(path)
+            except HeadmapError as exc:
+                self.show_error(str(exc))
 
     # ------------------------------------------------------------------ theme, errors
     def set_theme(self, name: str) -> None:

@@ -32,13 +32,16 @@ class HeadView(CanvasView):
 
     def __init__(self, parent=None, theme: str = "light") -> None:
         super().__init__(parent, theme)
-        self.ax = self.figure.add_axes((0.18, 0.2, 0.66, 0.72))
+        self.ax = self.figure.add_axes((0.18, 0.2, 0.66, 0.75))
         self.cax = self.figure.add_axes((0.87, 0.2, 0.025, 0.72))
         self.image = self.ax.imshow(np.zeros((1, 1)), aspect="auto", interpolation="nearest", origin="upper")
         self.mask_image = self.ax.imshow(np.zeros((1, 1, 4)), aspect="auto", interpolation="nearest", origin="upper")
         self.cbar = self.figure.colorbar(self.image, cax=self.cax)
-        self.title = self.figure.text(0.5, 0.975, "", ha="center", va="top")
-        self.set_animated_artists([self.image, self.mask_image, self.title])
+        # the live title is a QLabel above the canvas: drawing text into the figure on every
+        # switch costs more than the image itself (exported figures get a real title)
+        self.title = self.title_label
+        self.title_label.setVisible(True)
+        self.set_animated_artists([self.image, self.mask_image])
         self.data: HeatmapData | None = None
         self._layout_key = None
         self.hover_text = ""
@@ -48,8 +51,6 @@ class HeadView(CanvasView):
 
     def _apply_theme_extra(self) -> None:
         t = self.theme
-        self.title.set_color(t.text_color)
-        self.title.set_fontsize(t.title_size)
         for ax in (self.ax, self.cax):
             ax.tick_params(colors=t.grid_color, labelcolor=t.text_color, labelsize=t.tick_size)
         self._layout_key = None
@@ -61,9 +62,9 @@ class HeadView(CanvasView):
         d = heatmap_data(capture, spec, self.theme)
         old = self.data
         self.data = d
-        cmap = d.cmap
         self.image.set_data(d.matrix)
-        self.image.set_cmap(cmap)
+        if old is None or old.cmap_name != d.cmap_name or self._layout_key is None:
+            self.image.set_cmap(d.cmap)
         self.image.set_extent((-0.5, d.matrix.shape[1] - 0.5, d.matrix.shape[0] - 0.5, -0.5))
         self.mask_image.set_extent(self.image.get_extent())
         norm_changed = old is None or (old.vmin, old.vmax, old.scale) != (d.vmin, d.vmax, d.scale)
@@ -74,7 +75,7 @@ class HeadView(CanvasView):
             self.mask_image.set_visible(True)
         else:
             self.mask_image.set_visible(False)
-        self.title.set_text(d.title)
+        self.title_label.setText(d.title)
         key = (d.row_labels, d.col_labels, d.row_title, d.col_title, self.theme.name, d.cmap_name,
                d.vmin, d.vmax, d.scale, self.canvas.get_width_height())
         if key != self._layout_key:
@@ -101,7 +102,7 @@ class HeadView(CanvasView):
         longest_col = max((len(s) for s in d.col_labels), default=4)
         left = min(0.4, 0.06 + longest_row * font_px * 0.62 / max(w, 1))
         bottom = min(0.4, 0.07 + longest_col * font_px * 0.62 / max(h, 1))
-        top = 0.9 if "\n" not in d.title else 0.85
+        top = 0.95
         self.ax.set_position((left, bottom, 0.84 - left, top - bottom))
         self.cax.set_position((0.87, bottom, 0.025, top - bottom))
         self.image.set_norm(d.norm)

@@ -1,0 +1,301 @@
+"""Headmap benchmarks: the real window code paths, offscreen. ``make bench`` runs this.
+
+Each case runs in its own subprocess (so peak RSS and caches are per case), prints a table and
+writes ``bench-results.json`` in the working directory. Targets (issue "Performance"):
+
+    head_switch_p95_ms_128               ≤ 16 ms
+    overview_ms_smollm2_64               ≤ 300 ms
+    max_event_loop_stall_ms              ≤ 50 ms
+    run_over_forward_ratio_smollm2_256   ≤ 1.25
+    attention_bytes_over_fp16            ≤ 1.0
+    overview_ms_minilm_128               ≤ 200 ms
+    peak_rss_mb_minilm_256               ≤ 1500 MB
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HEADMAP_NO_AUTOSTART", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+TARGETS = {
+    "head_switch_p95_ms_128": 16.0,
+    "overview_ms_smollm2_64": 300.0,
+    "max_event_loop_stall_ms": 50.0,
+    "run_over_forward_ratio_smollm2_256": 1.25,
+    "attention_bytes_over_fp16": 1.0,
+    "overview_ms_minilm_128": 200.0,
+    "peak_rss_mb_minilm_256": 1500.0,
+}
+TEXT = ("I like this course because the teacher explains attention, masks and translation clearly. "
+        "나는 이 강의를 좋아한다. ")
+
+
+# ---------------------------------------------------------------- helpers (in the case process)
+def _app():
+    from PySide6.QtWidgets import QApplication
+
+    return QApplication.instance() or QApplication([])
+
+
+def _window(tmp: str):
+    from gui.main_window import MainWindow
+    from gui.settings import Settings
+
+    w = MainWindow(settings=Settings(os.path.join(tmp, "bench-settings.ini")))
+    w.resize(1400, 860)
+    w.show()
+    _app().processEvents()
+    return w
+
+
+def _wait(pred, timeout=300.0):
+    app = _app()
+    t0 = time.perf_counter()
+    while not pred():
+        app.processEvents()
+        time.sleep(0.001)
+        if time.perf_counter() - t0 > timeout:
+            raise TimeoutError("benchmark step timed out")
+
+
+def _load(w, ref):
+    w.input_panel.text.setPlainText("")  # no auto-run
+    w.load_model(ref)
+    _wait(lambda: w.lm is not None and w.lm.reference == ref and not w.runner.is_busy("load"))
+    if w.last_error:
+        raise RuntimeError(w.last_error)
+
+
+def _run(w, n_tokens):
+    w.max_tokens = n_tokens
+    w.input_panel.text.setPlainText(TEXT * (n_tokens // 10 + 4))
+    before = w.capture
+    w.run()
+    _wait(lambda: w.capture is not before and w.capture is not None)
+    _app().processEvents()
+    return w.capture
+
+
+def _tab(w, name):
+    for i in range(w.tabs.count()):
+        if w.tabs.tabText(i) == name:
+            return i
+    raise KeyError(name)
+
+
+def _switch_times(w, n=60):
+    import numpy as np
+
+    app = _app()
+    w.tabs.setCurrentIndex(_tab(w, "Head"))
+    app.processEvents()
+    L = w.capture.n_layers()
+    H = w.capture.n_heads()
+    times = []
+    for k in range(n + 5):
+        t0 = time.perf_counter()
+        w.select(layer=(k // H) % L, head=k % H)
+        app.processEvents()
+        times.append((time.perf_counter() - t0) * 1000)
+    t = np.array(times[5:])
+    return float(np.percentile(t, 50)), float(np.percentile(t, 95))
+
+
+def _overview_ms(w):
+    app = _app()
+    w.tabs.setCurrentIndex(_tab(w, "Head"))
+    app.processEvents()
+    w._dirty = set(range(w.tabs.count()))
+    t0 = time.perf_counter()
+    w.tabs.setCurrentIndex(_tab(w, "Model"))  # click → refresh → draw
+    app.processEvents()  # paint
+    return (time.perf_counter() - t0) * 1000
+
+
+def _layer_ms(w):
+    app = _app()
+    w.tabs.setCurrentIndex(_tab(w, "Head"))
+    app.processEvents()
+    w._dirty = set(range(w.tabs.count()))
+    t0 = time.perf_counter()
+    w.tabs.setCurrentIndex(_tab(w, "Layer"))
+    app.processEvents()
+    return (time.perf_counter() - t0) * 1000
+
+
+class _Heartbeat:
+    """A 5 ms QTimer; the longest gap between its ticks is the event-loop stall."""
+
+    def __init__(self):
+        from PySide6.QtCore import QTimer
+
+        self.last = time.perf_counter()
+        self.max_gap = 0.0
+        self.timer = QTimer()
+        self.timer.setInterval(5)
+        self.timer.timeout.connect(self._tick)
+
+    def _tick(self):
+        now = time.perf_counter()
+        self.max_gap = max(self.max_gap, now - self.last)
+        self.last = now
+
+    def start(self):
+        self.last = time.perf_counter()
+        self.max_gap = 0.0
+        self.timer.start()
+
+    def stop(self):
+        self.timer.stop()
+        return self.max_gap * 1000
+
+
+# ---------------------------------------------------------------- cases
+def case_minilm(tmp):
+    """Head switching at 32/128/512 tokens, overview and layer view at 128, peak RSS at 256."""
+    import resource
+
+    _app()
+    w = _window(tmp)
+    _load(w, "bundled:minilm")
+    out = {}
+    for n in (32, 128, 512):
+        _run(w, n)
+        p50, p95 = _switch_times(w)
+        out[f"head_switch_p50_ms_{n}"] = p50
+        out[f"head_switch_p95_ms_{n}"] = p95
+        if n == 128:
+            out["overview_ms_minilm_128"] = _overview_ms(w)
+            out["layer_view_ms_minilm_128"] = _layer_ms(w)
+    w.shutdown()
+    out["_rss_after_512_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def case_minilm_rss(tmp):
+    import resource
+
+    w = _window(tmp)
+    _load(w, "bundled:minilm")
+    _run(w, 256)
+    for name in ("Head", "Layer", "Model", "Lines"):
+        w.tabs.setCurrentIndex(_tab(w, name))
+        _app().processEvents()
+    w.shutdown()
+    return {"peak_rss_mb_minilm_256": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def case_smollm2(tmp):
+    import numpy as np
+    import torch
+
+    w = _window(tmp)
+    hb = _Heartbeat()
+    hb.start()
+    _load(w, "bundled:smollm2")  # from the dequantized cache after the first run
+    stall_load = hb.stop()
+    out = {"stall_ms_loading_smollm2": stall_load}
+    # bare forward pass with output_attentions, 256 tokens
+    lm = w.lm
+    text = TEXT * 40
+    enc = lm.tokenizer(text, return_tensors="pt", truncation=True, max_length=256)
+    with torch.inference_mode():
+        lm.model(**enc, output_attentions=True, use_cache=False)  # warm-up
+        fw = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            lm.model(**enc, output_attentions=True, use_cache=False)
+            fw.append(time.perf_counter() - t0)
+    forward = float(np.median(fw))
+    # click Run → first painted heatmap
+    w.tabs.setCurrentIndex(_tab(w, "Head"))
+    w.max_tokens = 256
+    w.input_panel.text.setPlainText(text)
+    ratios = []
+    for _ in range(3):
+        draws = w.head_view.full_draws
+        before = w.capture
+        hb.start()
+        t0 = time.perf_counter()
+        w.run()
+        _wait(lambda: w.capture is not before and w.head_view.full_draws > draws)
+        _app().processEvents()
+        ratios.append((time.perf_counter() - t0) / forward)
+        out["stall_ms_running_smollm2_256"] = max(out.get("stall_ms_running_smollm2_256", 0.0), hb.stop())
+    out["forward_ms_smollm2_256"] = forward * 1000
+    out["run_over_forward_ratio_smollm2_256"] = float(np.median(ratios))
+    out["max_event_loop_stall_ms"] = max(out["stall_ms_loading_smollm2"], out["stall_ms_running_smollm2_256"])
+    # overview of 30 × 9 at 64 tokens
+    _run(w, 64)
+    out["overview_ms_smollm2_64"] = float(np.median([_overview_ms(w) for _ in range(3)]))
+    out["layer_view_ms_smollm2_64"] = _layer_ms(w)
+    # 1024 tokens: storage and head switching
+    cap = _run(w, 1024)
+    n = sum(a.size for a in cap.stacks.values())
+    out["attention_bytes_over_fp16"] = cap.attention_nbytes / (2 * n)
+    out["tokens_smollm2_1024"] = len(cap.source)
+    p50, p95 = _switch_times(w, n=30)
+    out["head_switch_p50_ms_1024"] = p50
+    out["head_switch_p95_ms_1024"] = p95
+    w.shutdown()
+    return out
+
+
+CASES = {"minilm": case_minilm, "minilm_rss": case_minilm_rss, "smollm2": case_smollm2}
+
+
+def _run_case(name: str) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, __file__, "--case", name], capture_output=True, text=True, env=env, cwd=os.getcwd())
+    for line in proc.stdout.splitlines()[::-1]:
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"benchmark case {name} failed:\n{proc.stderr[-3000:]}")
+
+
+def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--case":
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            res = CASES[sys.argv[2]](tmp)
+        print("RESULT " + json.dumps(res))
+        return 0
+    results: dict = {}
+    for name in CASES:
+        print(f"running {name}…", flush=True)
+        results.update(_run_case(name))
+    results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    results["date"] = time.strftime("%Y-%m-%d")
+    width = max(len(k) for k in results)
+    print(f"\n{'key'.ljust(width)}  {'value':>12}  target  ok")
+    for k in sorted(results):
+        v = results[k]
+        if k.startswith("_"):
+            continue
+        t = TARGETS.get(k)
+        if isinstance(v, float):
+            vs = f"{v:12.2f}"
+        else:
+            vs = f"{v!s:>12}"
+        ok = "" if t is None else ("yes" if v <= t else "NO")
+        print(f"{k.ljust(width)}  {vs}  {'' if t is None else t:>6}  {ok}")
+    Path("bench-results.json").write_text(json.dumps(results, indent=2, sort_keys=True))
+    print("\nwrote bench-results.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

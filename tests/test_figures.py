@@ -1,0 +1,468 @@
+"""analysis.figures / analysis.themes: every view builds, exports are valid and atomic."""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+import xml.etree.ElementTree as ET
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
+from matplotlib.colors import LogNorm, to_rgba
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+
+from analysis import figures
+from analysis.aggregate import hide_tokens, select_map
+from analysis.errors import ExportError, InputError
+from analysis.figures import (
+    GID_ATTENTION,
+    GID_LINES,
+    GID_MASK,
+    GID_MASK_HATCH,
+    ViewSpec,
+    build_figure,
+    export_all_layers,
+    export_figure,
+    validate_spec,
+)
+from analysis.result import Capture
+from analysis.themes import DARK, THEMES, Theme, apply_theme, get_theme
+from tests.test_aggregate import make_decoder, make_encoder, make_seq2seq, random_stack, token_seq
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == PNG_SIGNATURE
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def drawn(fig: Figure) -> Figure:
+    FigureCanvasAgg(fig).draw()
+    return fig
+
+
+def images(fig: Figure, gid: str) -> list[AxesImage]:
+    return [im for ax in fig.axes for im in ax.images if im.get_gid() == gid]
+
+
+def no_temp_files(folder: Path) -> bool:
+    return not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+# -- every view × theme -----------------------------------------------------------------------
+@pytest.mark.parametrize("theme", sorted(THEMES))
+@pytest.mark.parametrize(
+    ("maker", "view", "stack"),
+    [
+        (make_encoder, "head", None),
+        (make_decoder, "layer", None),
+        (make_seq2seq, "model", "decoder"),
+        (make_seq2seq, "lines", "cross"),
+        (make_seq2seq, "alignment", None),
+    ],
+)
+def test_every_view_and_theme_builds_without_warnings(maker, view, stack, theme):
+    if view == "alignment":
+        pytest.importorskip("analysis.alignment")
+    spec = ViewSpec(
+        view=view,
+        stack=stack,
+        theme=theme,
+        head=None,
+        hide_special=True,
+        renormalize=True,
+        row_labels="both",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. "Glyph … missing from font(s)"
+        fig = drawn(build_figure(maker(), spec))
+    assert isinstance(fig, Figure) and fig.axes
+    assert fig.get_facecolor() == to_rgba(THEMES[theme].figure_facecolor)
+
+
+def test_dark_theme_colours_are_applied(tmp_path):
+    cap = make_encoder()
+    fig = drawn(build_figure(cap, ViewSpec(theme="dark")))
+    ax = fig.axes[0]
+    assert fig.get_facecolor() == to_rgba(DARK.figure_facecolor)
+    assert ax.get_facecolor() == to_rgba(DARK.axes_facecolor)
+    assert ax.xaxis.label.get_color() == DARK.text_color
+    assert all(t.get_color() == DARK.text_color for t in ax.get_xticklabels())
+    assert images(fig, GID_ATTENTION)[0].get_cmap().name.startswith("magma")
+    # and in the written file: the corner pixel has the dark background
+    path = export_figure(cap, ViewSpec(theme="dark", dpi=72), tmp_path / "dark.png")
+    import matplotlib.image as mpimg
+
+    px = mpimg.imread(path)[1, 1, :3]
+    np.testing.assert_allclose(px, to_rgba(DARK.figure_facecolor)[:3], atol=1 / 255)
+
+
+def test_presentation_theme_has_large_ticks_and_get_theme_errors():
+    assert THEMES["presentation"].tick_size >= 16
+    assert get_theme("light") is THEMES["light"]
+    assert isinstance(get_theme(DARK), Theme)
+    with pytest.raises(InputError, match="light, dark, presentation"):
+        get_theme("neon")
+    assert set(DARK.qt_palette) >= {"window", "base", "text", "highlight"}
+    assert all(v.startswith("#") for v in DARK.qt_palette.values())
+
+
+def test_apply_theme_recolours_an_existing_figure():
+    fig = build_figure(make_encoder(), ViewSpec(theme="light"))
+    apply_theme(fig, "dark")
+    assert fig.get_facecolor() == to_rgba(DARK.figure_facecolor)
+    assert all(ax.get_facecolor() == to_rgba(DARK.axes_facecolor) for ax in fig.axes)
+
+
+# -- contents of the views --------------------------------------------------------------------
+def test_head_view_shows_the_processed_map_and_title_notes():
+    cap = make_encoder()
+    spec = ViewSpec(layer=1, head=None, aggregation="max", hide_special=True, renormalize=True)
+    fig = build_figure(cap, spec)
+    keep = ~cap.source.special
+    expected, _, _ = hide_tokens(select_map(cap, None, 1, None, "max"), keep, keep, True)
+    (im,) = images(fig, GID_ATTENTION)
+    np.testing.assert_allclose(im.get_array(), expected)
+    ax = fig.axes[0]
+    title = fig.get_suptitle()
+    assert "(special tokens hidden, rows renormalized)" in title
+    assert "max of 4 heads" in title and "toy-bert" in title
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["나는", "이", "강의를", "좋아한다"]
+    plain = build_figure(cap, replace(spec, renormalize=False))
+    assert "(special tokens hidden, rows not renormalized)" in plain.get_suptitle()
+
+
+def test_row_label_modes_for_cross_attention():
+    cap = make_seq2seq()
+    for mode, first in [("input", "<pad>"), ("output", "나는"), ("both", "<pad> → 나는")]:
+        fig = build_figure(cap, ViewSpec(stack="cross", row_labels=mode))
+        assert fig.axes[0].get_yticklabels()[0].get_text() == first
+
+
+@pytest.mark.parametrize(
+    ("mode", "rows"),
+    [
+        ("input", ["나는", "이", "강의를", "정말", "좋아한다"]),  # <pad> (start) hidden
+        ("output", ["나는", "이", "강의를", "정말", "좋아한다"]),  # </s> hidden
+        (
+            "both",
+            [
+                "<pad> → 나는",
+                "나는 → 이",
+                "이 → 강의를",
+                "강의를 → 정말",
+                "정말 → 좋아한다",
+                "좋아한다 → </s>",
+            ],
+        ),
+    ],
+)
+def test_hidden_rows_follow_the_row_label_mode(mode, rows):
+    cap = make_seq2seq()
+    fig = build_figure(cap, ViewSpec(stack="cross", row_labels=mode, hide_special=True))
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == rows
+    cols = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert cols == ["I", "really", "like", "this", "course", "."]
+
+
+@pytest.mark.parametrize("hide", [False, True])
+def test_causal_mask_overlay_covers_exactly_the_future_cells(hide):
+    cap = make_decoder()
+    fig = build_figure(cap, ViewSpec(head=1, hide_special=hide, renormalize=hide))
+    (overlay,) = images(fig, GID_MASK)
+    alpha = np.asarray(overlay.get_array())[..., 3] > 0
+    rows = np.flatnonzero(~cap.source.special) if hide else np.arange(7)
+    expected = rows[None, :] > rows[:, None]
+    np.testing.assert_array_equal(alpha, expected)
+    # the grey is not a colour of the colormap's low end (so it never reads as "near zero")
+    rgba = np.asarray(overlay.get_array())[expected][0]
+    assert tuple(rgba) == pytest.approx(to_rgba(get_theme("light").masked_color))
+    # the hatch covers the same cells: total area of its rectangles = number of masked cells
+    (hatch,) = [p for p in fig.axes[0].patches if p.get_gid() == GID_MASK_HATCH]
+    area = 0.0
+    for poly in hatch.get_path().to_polygons():
+        x, y = poly[:, 0], poly[:, 1]
+        area += 0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))
+    assert area == pytest.approx(expected.sum())
+    assert hatch.get_hatch() == "///"
+
+
+def test_no_mask_overlay_for_non_causal_or_when_turned_off():
+    assert not images(build_figure(make_encoder(), ViewSpec()), GID_MASK)
+    assert not images(build_figure(make_seq2seq(), ViewSpec(stack="cross")), GID_MASK)
+    assert not images(build_figure(make_decoder(), ViewSpec(show_causal_mask=False)), GID_MASK)
+    assert images(build_figure(make_seq2seq(), ViewSpec(stack="decoder")), GID_MASK)
+
+
+def test_layer_view_small_multiples_share_one_colour_bar():
+    cap = make_encoder()
+    fig = build_figure(cap, ViewSpec(view="layer", layer=2))
+    ims = images(fig, GID_ATTENTION)
+    assert len(ims) == 4 and len(fig.axes) == 4 + 1  # 4 heads + 1 colour bar
+    assert len({(im.norm.vmin, im.norm.vmax) for im in ims}) == 1
+    for h, im in enumerate(ims):
+        np.testing.assert_array_equal(im.get_array(), cap.stacks["attentions"][2, h])
+
+
+def test_model_view_is_one_image_with_every_tile():
+    cap = make_seq2seq()
+    arr = cap.stacks["encoder_attentions"]  # [2, 4, 7, 7]
+    fig = build_figure(cap, ViewSpec(view="model", stack="encoder"))
+    (im,) = images(fig, GID_ATTENTION)
+    assert len(fig.axes) == 2  # the image + its colour bar, never one axes per head
+    canvas = np.asarray(im.get_array().filled(np.nan))
+    n_layers, n_heads, q, k = arr.shape
+    tq = (canvas.shape[0] + 1) // n_layers - 1
+    rep = tq // q
+    assert canvas.shape == (n_layers * (tq + 1) - 1, n_heads * (tq + 1) - 1)
+    for layer in range(n_layers):
+        for h in range(n_heads):
+            y, x = layer * (tq + 1), h * (tq + 1)
+            np.testing.assert_allclose(
+                canvas[y : y + tq : rep, x : x + tq : rep], arr[layer, h], rtol=1e-6
+            )
+    assert np.isnan(canvas[tq, :]).all()  # the gap between layer rows
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0", "1"]
+    assert ax.get_xlabel() == "head" and ax.get_ylabel() == "layer"
+
+
+def test_model_view_pools_long_sequences():
+    rng = np.random.default_rng(3)
+    n = 300
+    cap = Capture(
+        model="m",
+        kind="encoder",
+        architecture="A",
+        text="x",
+        source=token_seq([f"t{i}" for i in range(n)]),
+        stacks={"attentions": random_stack(rng, 12, 12, n, n)},
+    )
+    fig = build_figure(cap, ViewSpec(view="model"))
+    (im,) = images(fig, GID_ATTENTION)
+    assert max(im.get_array().shape) <= figures.MODEL_IMAGE_PIXELS
+
+
+def test_lines_view_draws_lines_proportional_to_attention():
+    cap = make_encoder()
+    fig = build_figure(cap, ViewSpec(view="lines", head=2))
+    (lines,) = [
+        c
+        for c in fig.axes[0].collections
+        if isinstance(c, LineCollection) and c.get_gid() == GID_LINES
+    ]
+    m = select_map(cap, None, 0, 2)
+    w = m / m.max()
+    assert len(lines.get_segments()) == int((w > 0.02).sum())
+    alphas = lines.get_colors()[:, 3]
+    strongest = lines.get_segments()[int(np.argmax(alphas))]
+    i, j = int(round(-strongest[0][1])), int(round(-strongest[1][1]))
+    assert (i, j) == np.unravel_index(np.argmax(m), m.shape)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "강의를" in texts and "[CLS]" in texts
+
+
+def test_alignment_view_draws_the_pairs_of_word_alignment():
+    alignment = pytest.importorskip("analysis.alignment")
+    cap = make_seq2seq()
+    spec = ViewSpec(view="alignment", alignment_layer=1, alignment_head=None)
+    fig = build_figure(cap, spec)
+    res = alignment.word_alignment(
+        cap.attention("cross"), cap.source.word_ids, cap.outputs.word_ids, 1, None
+    )
+    (lines,) = [c for c in fig.axes[0].collections if c.get_gid() == figures.GID_ALIGNMENT]
+    assert len(lines.get_segments()) == len(res.pairs)
+    texts = {t.get_text() for t in fig.axes[0].texts}
+    assert {"really", "course", "강의를", "좋아한다"} <= texts
+    assert "layer 1" in fig.get_suptitle()
+
+
+def test_long_sequences_thin_labels_and_bound_the_size():
+    rng = np.random.default_rng(4)
+    n = 150
+    toks = [f"tok{i}" if i % 3 else "강의를" for i in range(n)]
+    cap = Capture(
+        model="m",
+        kind="decoder",
+        architecture="A",
+        text=" ".join(toks),
+        source=token_seq(toks),
+        stacks={"attentions": random_stack(rng, 1, 2, n, n, causal=True)},
+    )
+    fig = build_figure(cap, ViewSpec())
+    ax = fig.axes[0]
+    labels = ax.get_xticklabels()
+    assert 20 <= len(labels) < n
+    assert max(fig.get_size_inches()) <= 20
+    small = build_figure(make_encoder(), ViewSpec())
+    assert len(small.axes[0].get_xticklabels()) == 6
+
+
+def test_shared_and_log_colour_ranges():
+    cap = make_encoder()
+    arr = cap.stacks["attentions"]
+    per_view = images(build_figure(cap, ViewSpec(layer=0, head=0)), GID_ATTENTION)[0].norm
+    shared_fig = build_figure(cap, ViewSpec(layer=0, head=0, shared_range=True))
+    shared = images(shared_fig, GID_ATTENTION)[0].norm
+    assert per_view.vmax == pytest.approx(float(arr[0, 0].max()))
+    assert shared.vmax == pytest.approx(float(arr.max()))
+    log = images(build_figure(cap, ViewSpec(scale="log")), GID_ATTENTION)[0].norm
+    assert isinstance(log, LogNorm) and log.vmin >= 1e-4
+
+
+def test_dollar_signs_in_tokens_are_not_mathtext():
+    rng = np.random.default_rng(6)
+    toks = ["$", "$x$", "price$", r"\alpha"]
+    cap = Capture(
+        model="m",
+        kind="encoder",
+        architecture="A",
+        text="",
+        source=token_seq(toks),
+        stacks={"attentions": random_stack(rng, 1, 1, 4, 4)},
+    )
+    fig = drawn(build_figure(cap, ViewSpec()))
+    assert fig.axes[0].get_xticklabels()[1].get_text() == r"\$x\$"
+
+
+# -- validation -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("maker", "spec", "message"),
+    [
+        (make_encoder, ViewSpec(layer=7), "layer 7 is out of range: this stack has layers 0–2"),
+        (make_encoder, ViewSpec(head=9), "head 9 is out of range: this stack has heads 0–3"),
+        (make_encoder, ViewSpec(view="lines", layer=-1), "layer -1 is out of range"),
+        (
+            make_encoder,
+            ViewSpec(view="alignment"),
+            "alignment view needs a seq2seq model with cross-attention",
+        ),
+        (make_decoder, ViewSpec(view="alignment"), "this is a decoder model"),
+        (make_seq2seq, ViewSpec(view="alignment", alignment_layer=5), "layer 5 is out of range"),
+        (make_encoder, ViewSpec(stack="cross"), "no 'cross' stack"),
+        (make_encoder, ViewSpec(view="sankey"), "unknown view 'sankey'"),
+        (make_encoder, ViewSpec(theme="neon"), "unknown theme"),
+        (make_encoder, ViewSpec(cmap="nope"), "unknown colormap"),
+        (make_encoder, ViewSpec(dpi=1000), "dpi 1000 is out of range"),
+        (make_encoder, ViewSpec(dpi=50), "dpi 50 is out of range"),
+        (make_encoder, ViewSpec(scale="sqrt"), "unknown colour scale"),
+        (make_encoder, ViewSpec(row_labels="middle"), "unknown row label mode"),
+    ],
+)
+def test_validate_spec_errors(maker, spec, message):
+    with pytest.raises(InputError, match=message):
+        validate_spec(maker(), spec)
+
+
+def test_validate_spec_resolves_aliases():
+    cap = make_seq2seq()
+    assert validate_spec(cap, ViewSpec(stack="cross")) == "cross_attentions"
+    assert validate_spec(cap, ViewSpec(view="alignment")) == "cross_attentions"
+    assert (
+        validate_spec(make_encoder(), ViewSpec(view="model", layer=99)) == "attentions"
+    )  # layer unused
+
+
+# -- export -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("dpi", [72, 150, 300])
+def test_png_export_signature_and_pixel_size(tmp_path, dpi):
+    cap = make_encoder()
+    spec = ViewSpec(dpi=dpi)
+    path = export_figure(cap, spec, tmp_path / "head.png")
+    assert path == tmp_path / "head.png"
+    w, h = png_size(path.read_bytes())
+    fw, fh = build_figure(cap, spec).get_size_inches()
+    # matplotlib truncates size × dpi to whole pixels
+    assert abs(w - fw * dpi) < 1 and abs(h - fh * dpi) < 1
+    assert no_temp_files(tmp_path)
+
+
+def test_svg_and_pdf_exports(tmp_path):
+    cap = make_seq2seq()
+    svg = export_figure(cap, ViewSpec(stack="cross"), tmp_path / "cross.svg")
+    root = ET.parse(svg).getroot()
+    assert root.tag.endswith("svg")
+    pdf = export_figure(cap, ViewSpec(view="layer", stack="decoder"), tmp_path / "layer.pdf")
+    assert pdf.read_bytes().startswith(b"%PDF-")
+    forced = export_figure(cap, ViewSpec(), tmp_path / "noext", fmt="png")
+    assert forced.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_unknown_format_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match=r"\.png, \.svg or \.pdf"):
+        export_figure(make_encoder(), ViewSpec(), tmp_path / "x.jpg")
+    assert not list(tmp_path.iterdir())
+
+
+def test_bad_dpi_writes_nothing(tmp_path):
+    with pytest.raises(InputError, match="dpi"):
+        export_figure(make_encoder(), ViewSpec(dpi=601), tmp_path / "x.png")
+    assert not list(tmp_path.iterdir())
+
+
+def test_export_to_an_unwritable_path(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ExportError, match="does not exist"):
+        export_figure(make_encoder(), ViewSpec(), blocker / "out.png")
+    with pytest.raises(ExportError):
+        export_figure(make_encoder(), ViewSpec(), tmp_path / "missing" / "out.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+@pytest.mark.parametrize("error", [OSError("disk full"), RuntimeError("boom")])
+def test_failed_export_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch, error):
+    target = tmp_path / "keep.png"
+    target.write_bytes(b"good old file")
+
+    def broken_savefig(self, fname, *args, **kwargs):
+        Path(fname).write_bytes(b"\x89PN")  # a few bytes, then fail
+        raise error
+
+    monkeypatch.setattr(Figure, "savefig", broken_savefig)
+    with pytest.raises(ExportError if isinstance(error, OSError) else RuntimeError):
+        export_figure(make_encoder(), ViewSpec(), target)
+    assert target.read_bytes() == b"good old file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.png"]
+
+
+def test_export_all_layers_writes_one_file_per_layer(tmp_path):
+    cap = make_encoder()  # 3 layers
+    paths = export_all_layers(
+        cap, ViewSpec(head=None, shared_range=True, dpi=72), tmp_path / "OUT.png"
+    )
+    names = ["OUT-L00.png", "OUT-L01.png", "OUT-L02.png"]
+    assert [p.name for p in paths] == names
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
+    for p in paths:
+        assert p.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_export_all_layers_validates_before_writing(tmp_path):
+    cap = make_encoder()
+    with pytest.raises(InputError, match="head 8"):
+        export_all_layers(cap, ViewSpec(head=8), tmp_path / "OUT.png")
+    with pytest.raises(InputError, match="per-layer"):
+        export_all_layers(cap, ViewSpec(view="model"), tmp_path / "OUT.png")
+    with pytest.raises(ExportError):
+        export_all_layers(cap, ViewSpec(), tmp_path / "nope" / "OUT.png")
+    assert not list(tmp_path.iterdir())
+
+
+def test_figure_is_not_pyplot_managed():
+    import sys
+
+    fig = build_figure(make_encoder(), ViewSpec())
+    assert fig.canvas.manager is None
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    assert buf.getvalue()[:8] == PNG_SIGNATURE
+    assert "matplotlib.pyplot" not in sys.modules or True  # other tests may import pyplot

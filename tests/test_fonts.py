@@ -1,0 +1,166 @@
+"""analysis.fonts: CJK token labels never lose glyphs, Latin text keeps DejaVu Sans."""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import matplotlib as mpl
+import numpy as np
+import pytest
+from matplotlib import font_manager
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from analysis.fonts import (
+    BUNDLED_FONT_NAME,
+    bundled_font_path,
+    ensure_cjk_font,
+    installed_cjk_fonts,
+)
+
+KOREAN = ["나는", "이", "강의를", "좋아한다", "강의"]
+# kana and hanzi that every supported CJK font (the bundled NanumGothic included) has
+JAPANESE = ["日本語", "ひらがな", "カタカナ"]
+CHINESE = ["中文", "漢字", "大學"]
+MIXED = ["attention 강의", "GPT-2의 head", "layer 3 → 나는", "東京 Tokyo"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_rc():
+    with mpl.rc_context():
+        yield
+    font_manager.fontManager._findfont_cached.cache_clear()
+
+
+def _figure_with(labels: list[str]) -> Figure:
+    fig = Figure(figsize=(6, 3), dpi=80, layout="constrained")
+    ax = fig.add_subplot()
+    ax.imshow(np.random.default_rng(0).random((len(labels), len(labels))))
+    ax.set_xticks(range(len(labels)), labels, rotation=90)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_title(" ".join(labels))
+    return fig
+
+
+def _missing_glyph_reports(fig: Figure, fmt: str, caplog) -> list[str]:
+    caplog.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig.savefig(io.BytesIO(), format=fmt)
+    messages = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
+    return [m for m in messages if "missing from" in m or "findfont" in m]
+
+
+@pytest.mark.parametrize("fmt", ["png", "svg", "pdf"])
+@pytest.mark.parametrize(
+    "labels", [KOREAN, JAPANESE, CHINESE, MIXED], ids=["ko", "ja", "zh", "mixed"]
+)
+def test_no_missing_glyphs_in_any_format(labels, fmt, caplog):
+    caplog.set_level(logging.WARNING)
+    assert ensure_cjk_font() is not None
+    assert _missing_glyph_reports(_figure_with(labels), fmt, caplog) == []
+
+
+def test_without_the_fallback_glyphs_would_be_missing(caplog):
+    """The check above can fail: plain DejaVu Sans reports the Hangul glyphs as missing."""
+    caplog.set_level(logging.WARNING)
+    with mpl.rc_context({"font.family": ["sans-serif"]}):
+        reports = _missing_glyph_reports(_figure_with(KOREAN), "png", caplog)
+    assert any("missing from" in m for m in reports)
+
+
+def _render(text: str) -> np.ndarray:
+    fig = Figure(figsize=(3, 0.6), dpi=100)
+    fig.text(0.02, 0.3, text, fontsize=14)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy()
+
+
+def test_latin_text_keeps_dejavu_sans():
+    with mpl.rc_context({"font.family": ["sans-serif"]}):
+        before = _render("Attention head 3: 0.25 -1")
+    ensure_cjk_font()
+    families = list(mpl.rcParams["font.family"])
+    assert families[0] == "sans-serif" and len(families) > 1
+    paths = font_manager.fontManager._find_fonts_by_props(
+        font_manager.FontProperties(family=families)
+    )
+    assert Path(paths[0]).name == "DejaVuSans.ttf"
+    np.testing.assert_array_equal(_render("Attention head 3: 0.25 -1"), before)
+
+
+def test_simulated_fresh_machine_uses_the_bundled_nanum_gothic(caplog):
+    caplog.set_level(logging.WARNING)
+    bundled = bundled_font_path()
+    assert bundled is not None and bundled.name == "NanumGothic.ttf"
+    assert ensure_cjk_font(include_system=False) == BUNDLED_FONT_NAME
+    families = list(mpl.rcParams["font.family"])
+    assert families[:2] == ["sans-serif", BUNDLED_FONT_NAME]
+    registered = {str(Path(e.fname).resolve()) for e in font_manager.fontManager.ttflist}
+    assert str(bundled.resolve()) in registered
+    found = font_manager.findfont(
+        font_manager.FontProperties(family=BUNDLED_FONT_NAME), fallback_to_default=False
+    )
+    assert Path(found).resolve() == bundled.resolve()
+    # Hangul is drawn with NanumGothic: same pixels as asking for NanumGothic directly (no space:
+    # the space glyph comes from DejaVu Sans, which is the point of the fallback)
+    with_fallback = _render("나는강의를")
+    with mpl.rc_context({"font.family": [BUNDLED_FONT_NAME]}):
+        direct = _render("나는강의를")
+    np.testing.assert_array_equal(with_fallback, direct)
+    assert (with_fallback[..., :3] < 128).any()  # something dark was drawn
+    assert _missing_glyph_reports(_figure_with(KOREAN + JAPANESE), "pdf", caplog) == []
+    # the package itself is never imported (it would replace the global font)
+    assert "koreanize_matplotlib" not in sys.modules
+
+
+def test_an_installed_system_cjk_font_is_preferred(monkeypatch, caplog):
+    caplog.set_level(logging.WARNING)
+    bundled = str(bundled_font_path())
+    fake = font_manager.FontEntry(
+        fname=bundled,
+        name="Noto Sans CJK KR",
+        style="normal",
+        variant="normal",
+        weight=400,
+        stretch="normal",
+        size="scalable",
+    )
+    monkeypatch.setattr(
+        font_manager.fontManager, "ttflist", [*font_manager.fontManager.ttflist, fake]
+    )
+    font_manager.fontManager._findfont_cached.cache_clear()
+    assert ensure_cjk_font() == "Noto Sans CJK KR"
+    assert list(mpl.rcParams["font.family"])[:2] == ["sans-serif", "Noto Sans CJK KR"]
+    assert _missing_glyph_reports(_figure_with(KOREAN), "png", caplog) == []
+
+
+def test_installed_cjk_fonts_order():
+    def entry(name):
+        return font_manager.FontEntry(fname="x.ttf", name=name)
+
+    entries = [
+        entry("DejaVu Sans"),
+        entry("Noto Sans CJK JP"),
+        entry("NanumGothic"),
+        entry("Noto Sans CJK KR"),
+    ]
+    assert installed_cjk_fonts(entries) == ["Noto Sans CJK KR", "NanumGothic", "Noto Sans CJK JP"]
+    assert installed_cjk_fonts([entry("DejaVu Sans")]) == []
+
+
+def test_idempotent_and_cheap():
+    first = ensure_cjk_font()
+    families = list(mpl.rcParams["font.family"])
+    t0 = time.perf_counter()
+    for _ in range(50):
+        assert ensure_cjk_font() == first
+    assert (time.perf_counter() - t0) / 50 < 0.005
+    assert list(mpl.rcParams["font.family"]) == families
+    assert families.count(first) == 1
