@@ -49,6 +49,7 @@ def _app():
 
 
 def _window(tmp: str):
+    _app()
     from gui.main_window import MainWindow
     from gui.settings import Settings
 

@@ -137,7 +137,7 @@ class ModelPanel(QGroupBox):
             self.progress.setRange(0, 100)
 
     def show_progress(self, stage: str, fraction, message: str) -> None:
-        if fraction is None:
+        if fraction is None or fraction < 0:
             self.progress.setRange(0, 0)  # busy indicator
         else:
             self.progress.setRange(0, 100)

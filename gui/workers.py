@@ -19,7 +19,7 @@ from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 class WorkerSignals(QObject):
     started = Signal(int)
-    progress = Signal(int, str, object, str)  # job id, stage, fraction or None, message
+    progress = Signal(int, str, float, str)  # job id, stage, fraction (-1: unknown), message
     finished = Signal(int, object)  # job id, result
     failed = Signal(int, object)  # job id, exception
 
@@ -27,7 +27,9 @@ class WorkerSignals(QObject):
 class Worker(QRunnable):
     def __init__(self, job_id: int, fn: Callable[..., Any], *args, **kwargs) -> None:
         super().__init__()
-        self.setAutoDelete(True)
+        # Python keeps the runnable alive (JobRunner._all) until it is done: with auto-delete the
+        # C++ side frees it under a live Python wrapper, which crashes PySide6 at random
+        self.setAutoDelete(False)
         self.job_id = job_id
         self.fn = fn
         self.args = args
@@ -37,7 +39,8 @@ class Worker(QRunnable):
         self.done = threading.Event()
 
     def _progress(self, stage: str, fraction, message: str) -> None:
-        self.signals.progress.emit(self.job_id, stage, fraction, message)
+        # never send None through a signal: PySide6 mis-counts references to None across threads
+        self.signals.progress.emit(self.job_id, str(stage), -1.0 if fraction is None else float(fraction), str(message))
 
     def run(self) -> None:  # runs in a pool thread
         try:
@@ -66,7 +69,7 @@ class JobRunner(QObject):
 
     finished = Signal(str, object)  # channel, result
     failed = Signal(str, object)  # channel, exception
-    progress = Signal(str, str, object, str)  # channel, stage, fraction, message
+    progress = Signal(str, str, float, str)  # channel, stage, fraction (-1: unknown), message
     busy_changed = Signal(str, bool)
 
     def __init__(self, parent: QObject | None = None, max_threads: int = 2) -> None:
