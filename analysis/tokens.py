@@ -51,7 +51,20 @@ class TokenizerStyle:
 
 
 def tokenizer_style(tokenizer) -> TokenizerStyle:
-    """Inspect a (fast) tokenizer's decoder to learn its token spelling."""
+    """Inspect a (fast) tokenizer's decoder to learn its token spelling (cached on the tokenizer:
+    serialising a large tokenizer.json takes a noticeable fraction of a second)."""
+    cached = getattr(tokenizer, "_headmap_style", None)
+    if isinstance(cached, TokenizerStyle):
+        return cached
+    style = _tokenizer_style(tokenizer)
+    try:
+        tokenizer._headmap_style = style
+    except Exception:  # pragma: no cover - objects that refuse attributes
+        pass
+    return style
+
+
+def _tokenizer_style(tokenizer) -> TokenizerStyle:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         # slow tokenizers: SentencePiece-based ones use ▁, BERT's uses ##
@@ -72,7 +85,7 @@ def tokenizer_style(tokenizer) -> TokenizerStyle:
     if prefix is None and (spec.get("model") or {}).get("type") == "WordPiece":
         prefix = (spec.get("model") or {}).get("continuing_subword_prefix", "##")
     meta = next((d.get("replacement", "▁") for d in decoders + pre if d.get("type") == "Metaspace"), None)
-    if meta is None and any(d.get("type") == "Replace" and "▁" in json.dumps(d) for d in decoders):
+    if meta is None and any(d.get("type") == "Replace" and "▁" in json.dumps(d, ensure_ascii=False) for d in decoders):
         meta = "▁"
     return TokenizerStyle(byte_level=byte_level, wordpiece_prefix=prefix, metaspace=meta)
 
