@@ -44,7 +44,9 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
-@dataclass(frozen=True)
+# eq=False: identity equality (generated == would compare numpy arrays elementwise and raise);
+# compare contents with analysis.session.captures_equal
+@dataclass(frozen=True, eq=False)
 class TokenSeq:
     """One token sequence.
 
@@ -90,7 +92,7 @@ class Prediction:
     per_position: tuple[tuple[int, tuple[tuple[str, float], ...]], ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Capture:
     """Everything captured from one run of one model on one input. Immutable.
 

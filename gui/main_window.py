@@ -97,7 +97,10 @@ class MainWindow(QMainWindow):
         ll = QVBoxLayout(left)
         ll.addWidget(self.model_panel)
         ll.addWidget(self.input_panel)
-        ll.addWidget(QLabel("<b>Tokens</b> (preprocessing: ids and readable strings; special tokens in red)"))
+        tok_label = QLabel("<b>Tokens</b> (preprocessing: ids and readable strings; special tokens in red;"
+                           " ◌ = a piece of a character that byte-level BPE split into bytes)")
+        tok_label.setWordWrap(True)
+        ll.addWidget(tok_label)
         ll.addWidget(self.tokens)
         ll.addWidget(QLabel("<b>Output</b> (postprocessing)"))
         ll.addWidget(self.output)
@@ -131,6 +134,7 @@ class MainWindow(QMainWindow):
         self.model_view.cell_clicked.connect(self._on_model_cell_clicked)
         self.tokens.token_clicked.connect(self._on_token_clicked)
 
+        self._install_tabs()
         self._restore_settings()
         from analysis.loader import available_devices
 
@@ -143,6 +147,7 @@ class MainWindow(QMainWindow):
         tb.setObjectName("selection-toolbar")
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, tb)
         self.stack_combo = QComboBox()
+        self.stack_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.layer_spin = QSpinBox()
         self.layer_spin.setPrefix("layer ")
         self.head_spin = QSpinBox()
@@ -168,9 +173,15 @@ class MainWindow(QMainWindow):
         self.theme_combo.addItems(["light", "dark", "presentation"])
         self.lines_all = QCheckBox("lines: colour per head")
         for w in (QLabel("stack"), self.stack_combo, self.layer_spin, self.head_spin, self.agg_check, self.agg_combo,
-                  self.hide_special, self.renorm, QLabel("colours"), self.cmap_combo, self.scale_combo, self.shared,
-                  QLabel("rows"), self.rows_combo, self.mask_check, self.lines_all, QLabel("theme"), self.theme_combo):
+                  self.hide_special, self.renorm, QLabel("rows"), self.rows_combo, self.mask_check):
             tb.addWidget(w)
+        self.addToolBarBreak(Qt.ToolBarArea.TopToolBarArea)
+        tb2 = QToolBar("Display")
+        tb2.setObjectName("display-toolbar")
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, tb2)
+        for w in (QLabel("colours"), self.cmap_combo, self.scale_combo, self.shared, self.lines_all,
+                  QLabel("theme"), self.theme_combo):
+            tb2.addWidget(w)
         for sig in (self.stack_combo.currentIndexChanged, self.layer_spin.valueChanged, self.head_spin.valueChanged,
                     self.agg_check.toggled, self.agg_combo.currentIndexChanged, self.hide_special.toggled,
                     self.renorm.toggled, self.cmap_combo.currentIndexChanged, self.scale_combo.currentIndexChanged,
@@ -206,8 +217,16 @@ class MainWindow(QMainWindow):
             self.view_menu.addAction(a)
             self.tabs.addAction(a)
 
+    def _install_tabs(self) -> None:
+        """The analysis tabs: translation alignment and steps, mask lab, statistics/rollout/compare."""
+        from .tabs import alignment, analysis_tabs, mask_lab
+
+        for module in (alignment, mask_lab, analysis_tabs):
+            module.install(self)
+
     def add_tab(self, widget, name: str) -> None:
-        """Add an analysis tab; it gets ``show(window)`` when visible and the capture changes."""
+        """Add an analysis tab; it gets ``show_window_state(window)`` when visible and the capture
+        or the selection changed."""
         self.tabs.addTab(widget, name)
         self.extra_tabs.append(widget)
 
@@ -369,7 +388,7 @@ class MainWindow(QMainWindow):
             self._updating = False
         self.tokens.set_tokens(cap.source, cap.prompt_length if cap.generated and cap.kind == "decoder" else None)
         self.output.set_prediction(cap)
-        self.spec = self._spec_from_controls()
+        self.spec = replace(self._spec_from_controls(), alignment_layer=None, alignment_head=None)
         self._dirty = set(range(self.tabs.count()))
         self.refresh()
         msg = f"captured {len(cap.source)} tokens · " + ", ".join(f"{n} {cap.shape(n)[0]}×{cap.shape(n)[1]}" for n in cap.stack_names)
@@ -435,8 +454,8 @@ class MainWindow(QMainWindow):
                 w.show_window_state(self)
             else:
                 w.show(self.capture, self.spec)
-        except HeadmapError as exc:
-            self.show_error(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a view failure is a message, never a dead slot
+            self.show_error(error_message(exc))
 
     def _on_tab_changed(self, _idx: int) -> None:
         self.refresh()
@@ -467,8 +486,9 @@ class MainWindow(QMainWindow):
         spin = self.layer_spin if what == "layer" else self.head_spin
         spin.setValue(max(spin.minimum(), min(spin.maximum(), spin.value() + delta)))
 
-    def keyPressEvent(self, event) -> None:  # arrow keys on the views change layer / head
-        if self.tabs.isAncestorOf(self.focusWidget() or self.tabs) or self.focusWidget() is None:
+    def keyPressEvent(self, event) -> None:  # arrow keys on the base views change layer / head
+        on_view = self.tabs.currentWidget() in (self.head_view, self.layer_view, self.model_view, self.lines_view)
+        if on_view and (self.tabs.isAncestorOf(self.focusWidget() or self.tabs) or self.focusWidget() is None):
             k = event.key()
             if k in (Qt.Key.Key_Up, Qt.Key.Key_Down):
                 self.step("layer", -1 if k == Qt.Key.Key_Up else 1)
@@ -501,7 +521,9 @@ class MainWindow(QMainWindow):
     def current_spec(self) -> ViewSpec:
         """The visible view's current state as a ViewSpec (what Export writes)."""
         name = self.tabs.tabText(self.tabs.currentIndex())
-        view = self.VIEW_OF_TAB.get(name, "head")
+        view = self.VIEW_OF_TAB.get(name)
+        if view is None:
+            raise HeadmapError(f"the {name} tab has no figure export; export the Head, Layer, Model, Lines or Alignment view")
         return replace(self.spec, view=view)
 
     def export_view(self, path: str, dpi: int | None = None) -> str:
@@ -520,6 +542,11 @@ class MainWindow(QMainWindow):
 
         if self.capture is None:
             self.show_error("nothing to export yet; run a sentence first")
+            return
+        try:
+            self.current_spec()
+        except HeadmapError as exc:
+            self.show_error(str(exc))
             return
         path, flt = QFileDialog.getSaveFileName(self, "Export view", f"headmap-{self.current_spec().view}.png",
                                                 "PNG image (*.png);;SVG vector (*.svg);;PDF (*.pdf)")
@@ -580,6 +607,8 @@ class MainWindow(QMainWindow):
         self.set_capture(sess.capture)
         spec = dict(sess.options.get("spec", {}))
         self.select(layer=spec.get("layer"), head=spec.get("head"), stack=spec.get("stack"), tab=sess.options.get("tab"))
+        if "head" in spec and spec["head"] is None:
+            self.agg_check.setChecked(True)
         self.statusBar().showMessage(f"reopened session {path} ({sess.model_ref}; the model is not loaded)")
 
     def _on_save_session(self) -> None:
