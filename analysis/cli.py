@@ -1,6 +1,7 @@
 """Headmap's command line: the headless exports (a public contract) and the window launcher.
 
-``python main.py`` opens the window. Any ``--export-*`` / ``--mask-report`` / ``--save-session``
+``python main.py`` opens the window (main.py hands over to ``gui``; this module never imports
+it). Any ``--export-*`` / ``--mask-report`` / ``--save-session``
 flag runs headless: load, capture, write the files, exit 0. Any failure exits non-zero with one line
 on stderr (no traceback unless ``--debug``) and leaves no output file.
 """
@@ -203,13 +204,8 @@ def run_headless(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not is_headless(args):
-        from gui.app import run_window  # the window lives in gui/
-
-        return run_window(args)
+def headless_main(args: argparse.Namespace) -> int:
+    """Run the headless exports; returns the exit code (one line on stderr on failure)."""
     _quiet_libraries(args.debug)
     from .errors import HeadmapError
 
@@ -234,5 +230,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
-def entry_point() -> None:
-    sys.exit(main())
+def main(argv: Sequence[str] | None = None) -> int:
+    """The headless CLI alone (``python main.py`` is the entry point that can also open the window)."""
+    args = build_parser().parse_args(argv)
+    if not is_headless(args):
+        print("error: no export flag given; add --export-npz/--export-png/… or run `python main.py` for the window",
+              file=sys.stderr)
+        return EXIT_USER_ERROR
+    return headless_main(args)

@@ -67,7 +67,6 @@ class HeadView(CanvasView):
             self.image.set_cmap(d.cmap)
         self.image.set_extent((-0.5, d.matrix.shape[1] - 0.5, d.matrix.shape[0] - 0.5, -0.5))
         self.mask_image.set_extent(self.image.get_extent())
-        norm_changed = old is None or (old.vmin, old.vmax, old.scale) != (d.vmin, d.vmax, d.scale)
         if d.mask is not None:
             rgba = np.zeros(d.mask.shape + (4,), dtype=np.float32)
             rgba[d.mask] = to_rgba(self.theme.masked_color)
