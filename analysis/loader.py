@@ -421,14 +421,18 @@ def dequantize_gguf(gguf: Path, bundled: str | None, progress: Progress | None, 
 # --------------------------------------------------------------------------------------------
 # memory guard
 # --------------------------------------------------------------------------------------------
-def estimate_params(config, kind: Kind) -> int:
+def estimate_params(config, kind: Kind, trust_remote_code: bool = False) -> int:
     """Parameter count from the config alone (a model built on the meta device: no memory)."""
     import torch
 
     cls = _auto_class(kind, config)
+    # Auto classes ask on stdin whether to run a repo's own code unless told: pass the user's answer
+    extra = {"trust_remote_code": trust_remote_code} if cls.__name__.startswith("Auto") else {}
+    # Auto classes have from_config; a concrete class (an encoder's saved head) only _from_config
+    build = getattr(cls, "from_config", None) or cls._from_config
     try:
         with torch.device("meta"):
-            m = cls.from_config(config, attn_implementation="eager")
+            m = build(config, attn_implementation="eager", **extra)
         return sum(p.numel() for p in m.parameters())
     except Exception:
         h = int(_cfg(config, "hidden_size", "d_model", "n_embd", default=768))
@@ -437,12 +441,12 @@ def estimate_params(config, kind: Kind) -> int:
         return 12 * h * h * n_layers + v * h
 
 
-def check_memory(config, kind: Kind, dtype, device: str) -> tuple[int, str | None]:
+def check_memory(config, kind: Kind, dtype, device: str, trust_remote_code: bool = False) -> tuple[int, str | None]:
     """Estimated bytes and a warning; raises :class:`ConsentRequiredError` above the free memory."""
     import psutil
     import torch
 
-    n = estimate_params(config, kind)
+    n = estimate_params(config, kind, trust_remote_code)
     need = n * torch.tensor([], dtype=dtype).element_size()
     if device == "cuda":
         free = torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else 0
@@ -518,7 +522,6 @@ def load_model(
     ------
     HeadmapError subclasses with one sentence saying what to do.
     """
-    import torch
     import transformers
 
     _progress(progress, "resolve", 0.0, f"finding {ref}…")
@@ -547,7 +550,7 @@ def load_model(
     tdtype = _torch_dtype(dtype, dev, config)
     notes: list[str] = []
     if memory_check:
-        _, warn = check_memory(config, kind, tdtype, dev)
+        _, warn = check_memory(config, kind, tdtype, dev, trust_remote_code)
         if warn:
             notes.append(warn)
     check_cancel(cancel)

@@ -230,7 +230,7 @@ def case_smollm2(tmp):
         hb.start()
         t0 = time.perf_counter()
         w.run()
-        _wait(lambda: w.capture is not before and w.head_view.full_draws > draws)
+        _wait(lambda before=before, draws=draws: w.capture is not before and w.head_view.full_draws > draws)
         _app().processEvents()
         ratios.append((time.perf_counter() - t0) / forward)
         out["stall_ms_running_smollm2_256"] = max(out.get("stall_ms_running_smollm2_256", 0.0), hb.stop())

@@ -1,0 +1,116 @@
+"""Shared pytest fixtures.
+
+Sections (append new ones at the end, each under its own banner):
+
+1. environment   – offline, headless Qt, quiet libraries (set before anything imports them)
+2. tiny models   – checkpoints built on disk once per session (``tests/tiny_models.py``)
+3. bundled       – the real bundled models (tests using them are marked ``bundled``)
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# ============================================================================================
+# 1. environment
+# ============================================================================================
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# nothing in the test suite may download: the loader must answer from disk or fail fast
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# trust_remote_code tests copy a fixture's own modules into transformers' module cache: keep that
+# out of the user's ~/.cache (read by transformers at import time, so it is set here)
+if "HF_MODULES_CACHE" not in os.environ:
+    _modules_cache = tempfile.mkdtemp(prefix="headmap-hf-modules-")
+    os.environ["HF_MODULES_CACHE"] = _modules_cache
+    atexit.register(shutil.rmtree, _modules_cache, True)
+# HEADMAP_CACHE is deliberately left alone: the bundled SmolLM2 is dequantized once (~20 s) into
+# the user's cache (~/.cache/headmap) and reused by every later run of the suite.
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+# ============================================================================================
+# 2. tiny models
+# ============================================================================================
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """Factory ``tiny_model_dir(arch) -> Path``: a tiny checkpoint folder, built once per session.
+
+    ``arch`` is one of :data:`tests.tiny_models.ARCHS`. Treat the folder as read-only; copy it
+    (``shutil.copytree``) before changing anything.
+    """
+    from tests.tiny_models import build_tiny
+
+    built: dict[str, Path] = {}
+
+    def make(arch: str) -> Path:
+        if arch not in built:
+            built[arch] = build_tiny(arch, tmp_path_factory.mktemp(f"tiny-{arch}"))
+        return built[arch]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def loaded(tiny_model_dir):
+    """Factory ``loaded(arch) -> LoadedModel``: ``load_model(folder, device="cpu")`` of a tiny
+    checkpoint, cached for the session. On the CPU on every machine, so its maps compare exactly with
+    direct CPU calls of the model. Shared between tests: never modify the returned model (load a
+    fresh one to monkeypatch it)."""
+    from analysis.loader import load_model
+
+    cache: dict[str, object] = {}
+
+    def get(arch: str):
+        if arch not in cache:
+            cache[arch] = load_model(str(tiny_model_dir(arch)), device="cpu")
+        return cache[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def broken_dir(tmp_path_factory, tiny_model_dir):
+    """Factory ``broken_dir(kind) -> Path``: a broken copy of the tiny BERT checkpoint
+    (kinds: :data:`tests.tiny_models.BROKEN_KINDS`), built once per session."""
+    from tests.tiny_models import build_broken
+
+    built: dict[str, Path] = {}
+
+    def make(kind: str) -> Path:
+        if kind not in built:
+            built[kind] = build_broken(kind, tmp_path_factory.mktemp("broken") / kind, tiny_model_dir("bert"))
+        return built[kind]
+
+    return make
+
+
+# ============================================================================================
+# 3. bundled models (mark tests that use these ``@pytest.mark.bundled``)
+# ============================================================================================
+@pytest.fixture(scope="session")
+def bundled_minilm():
+    """``load_model("bundled:minilm", device="cpu")`` – the real all-MiniLM-L6-v2 (BERT, 6 × 12)."""
+    from analysis.loader import load_model
+
+    return load_model("bundled:minilm", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def bundled_smollm2():
+    """``load_model("bundled:smollm2", device="cpu")`` – the real SmolLM2-135M-Instruct (Llama, 30 × 9),
+    dequantized once into the user's Headmap cache."""
+    from analysis.loader import load_model
+
+    return load_model("bundled:smollm2", device="cpu")

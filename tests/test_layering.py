@@ -1,0 +1,94 @@
+"""The analysis layer never imports Qt or the GUI (napari-style layering, see STYLE.md).
+
+Two checks: importing every ``analysis`` module in a fresh interpreter leaves PySide6 and ``gui`` out
+of ``sys.modules``, and no source file under ``analysis/`` mentions them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ANALYSIS = ROOT / "analysis"
+
+
+_FORBIDDEN = re.compile(r"PySide6|^\s*(from\s+gui(\.|\s)|import\s+gui\b)", re.MULTILINE)
+
+
+def analysis_modules() -> list[str]:
+    """Every module of the analysis package, found by scanning the folder (new modules included)."""
+    mods = []
+    for path in sorted(ANALYSIS.rglob("*.py")):
+        rel = path.relative_to(ROOT).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if any(p.startswith(".") or p == "__pycache__" for p in parts):
+            continue
+        mods.append(".".join(parts))
+    return mods
+
+
+_PROBE = r"""
+import importlib, json, sys
+report = {}
+for name in json.loads(sys.argv[1]):
+    before = set(sys.modules)
+    try:
+        importlib.import_module(name)
+    except Exception as exc:
+        report[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        continue
+    new = set(sys.modules) - before
+    report[name] = {"qt": sorted(m for m in new if m.split(".")[0] in ("PySide6", "shiboken6", "PyQt5", "PyQt6"))
+                    , "gui": sorted(m for m in new if m == "gui" or m.startswith("gui."))}
+report["__all__"] = {"qt": sorted(m for m in sys.modules if m.split(".")[0] in ("PySide6", "shiboken6")),
+                     "gui": sorted(m for m in sys.modules if m == "gui" or m.startswith("gui."))}
+print(json.dumps(report))
+"""
+
+
+def test_modules_are_found():
+    mods = analysis_modules()
+    for core in ("analysis", "analysis.loader", "analysis.capture", "analysis.tokens", "analysis.cli",
+                 "analysis.npz", "analysis.result", "analysis.bundled", "analysis.errors"):
+        assert core in mods
+
+
+def test_importing_analysis_does_not_import_qt():
+    mods = analysis_modules()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    env.pop("QT_API", None)
+    res = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(mods)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    errors = {m: r["error"] for m, r in report.items() if "error" in r}
+    assert not errors, f"analysis modules that fail to import (re-run if one is mid-edit): {errors}"
+    offenders = {m: r for m, r in report.items() if r.get("qt") or r.get("gui")}
+    assert not offenders, f"importing these analysis modules pulls in Qt / gui: {offenders}"
+
+
+def test_no_analysis_source_mentions_qt_or_gui():
+    offenders = []
+    for path in sorted(ANALYSIS.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        for m in _FORBIDDEN.finditer(text):
+            line = text[text.rfind("\n", 0, m.start()) + 1 : text.find("\n", m.end())].strip()
+            rel = path.relative_to(ANALYSIS).as_posix()
+            offenders.append(f"{rel}: {line}")
+    assert not offenders, "analysis/ must not import Qt or the GUI:\n" + "\n".join(offenders)
+
+
+def test_forbidden_pattern_catches_what_it_should():
+    for bad in ("from PySide6 import QtCore", "import PySide6", "from gui.app import x", "import gui",
+                "    from gui import widgets"):
+        assert _FORBIDDEN.search(bad), bad
+    for ok in ("# the window lives in gui/", "guide = 1", "from guidance import x", "import guitar"):
+        assert not _FORBIDDEN.search(ok), ok
