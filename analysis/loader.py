@@ -522,15 +522,15 @@ def load_model(
     ------
     HeadmapError subclasses with one sentence saying what to do.
     """
-    import transformers
-
     _progress(progress, "resolve", 0.0, f"finding {ref}…")
     res = resolve_reference(ref, progress, cancel)
     check_cancel(cancel)
     folder = res.folder
     if res.gguf_file:
         folder = dequantize_gguf(res.folder / res.gguf_file, res.bundled, progress, cancel)
-    check_folder(folder, allow_pickle)
+    check_folder(folder, allow_pickle)  # before importing transformers: bad folders fail fast
+    import transformers
+
     if _needs_remote_code(folder) and not trust_remote_code:
         raise RemoteCodeError(
             f"{ref} needs custom Python code from its repository to run; Headmap never runs code you did not "

@@ -12,7 +12,17 @@ import numpy as np
 from matplotlib.colors import Colormap, Normalize
 
 from .aggregate import select_map
-from .figures import ViewSpec, _cmap, _colorbar_label, _mask_for, _processed, _stack_norm, _title, _tokens, _what
+from .figures import (
+    ViewSpec,
+    _cmap,
+    _colorbar_label,
+    _mask_for,
+    _processed,
+    _stack_norm,
+    _title,
+    _tokens,
+    _what,
+)
 from .result import Capture
 from .themes import Theme, get_theme
 
