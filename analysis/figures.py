@@ -568,7 +568,7 @@ def _lines_view(capture: Capture, spec: ViewSpec, name: str, theme: Theme) -> Fi
     data = _processed(select_map(capture, name, spec.layer, spec.head, spec.aggregation), tok, spec)
     norm = _view_norm(data, capture, name, tok, spec)
     weights = np.nan_to_num(
-        np.asarray(np.ma.filled(norm(data), 0.0), dtype=np.float64)
+        np.clip(np.asarray(np.ma.filled(norm(data), 0.0), dtype=np.float64), 0.0, 1.0)
     )  # [Q', K'] in 0..1
     nq, nk = len(tok.rows), len(tok.cols)
     n = max(nq, nk)

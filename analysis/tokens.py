@@ -126,7 +126,8 @@ def _visible(s: str) -> str:
         return "␣" if s else EMPTY
     core = core.replace("\r\n", "↵").replace("\n", "↵").replace("\r", "↵").replace("\t", "⇥")
     # other control characters: show their code point rather than nothing
-    return "".join(ch if ch.isprintable() or ch in "↵⇥" else f"\\x{ord(ch):02x}" for ch in core)
+    return "".join(ch if ch.isprintable() or ch in "↵⇥" else (f"\\x{ord(ch):02x}" if ord(ch) <= 0xFF else f"\\u{ord(ch):04x}")
+                   for ch in core)
 
 
 def display_strings(raw: Sequence[str], special: Sequence[bool], style: TokenizerStyle) -> list[str]:

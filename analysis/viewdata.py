@@ -6,6 +6,7 @@ they never compute attention themselves.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,18 +55,18 @@ class HeatmapData:
     colorbar_label: str
 
 
-_NORM_CACHE: dict[tuple, Normalize] = {}
+# per capture (weakly: a new capture must never inherit a dead one's ranges through a reused id)
+_NORM_CACHE: weakref.WeakKeyDictionary[Capture, dict[tuple, Normalize]] = weakref.WeakKeyDictionary()
 
 
 def shared_norm(capture: Capture, name: str, spec: ViewSpec) -> Normalize:
     """The stack-wide colour range (cached per capture, stack and display options)."""
-    key = (id(capture), name, spec.hide_special, spec.renormalize, spec.scale, spec.row_labels)
-    norm = _NORM_CACHE.get(key)
+    per_capture = _NORM_CACHE.setdefault(capture, {})
+    key = (name, spec.hide_special, spec.renormalize, spec.scale, spec.row_labels)
+    norm = per_capture.get(key)
     if norm is None:
-        if len(_NORM_CACHE) > 64:
-            _NORM_CACHE.clear()
         norm = _stack_norm(capture, name, _tokens(capture, spec, name), spec)
-        _NORM_CACHE[key] = norm
+        per_capture[key] = norm
     return norm
 
 

@@ -215,6 +215,17 @@ class MainWindow(QMainWindow):
             a.triggered.connect(lambda _=False, d=delta, w=what: self.step(w, d))
             self.view_menu.addAction(a)
             self.tabs.addAction(a)
+        # plain arrows on the four base views (a clicked canvas takes the focus); other tabs keep
+        # their own arrow keys (Steps)
+        for view in (self.head_view, self.layer_view, self.model_view, self.lines_view):
+            view.canvas.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+            for key, delta, what in ((Qt.Key.Key_Up, -1, "layer"), (Qt.Key.Key_Down, 1, "layer"),
+                                     (Qt.Key.Key_Left, -1, "head"), (Qt.Key.Key_Right, 1, "head")):
+                a = QAction(self)
+                a.setShortcut(QKeySequence(key))
+                a.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+                a.triggered.connect(lambda _=False, d=delta, w=what: self.step(w, d))
+                view.addAction(a)
 
     def _install_tabs(self) -> None:
         """The analysis tabs: translation alignment and steps, mask lab, statistics/rollout/compare."""
@@ -250,7 +261,7 @@ class MainWindow(QMainWindow):
     def save_settings(self) -> None:
         s = self.settings
         s.setValue("geometry", self.saveGeometry())
-        s.setValue("last_model", self.model_panel.reference())
+        s.setValue("last_model", self.lm.reference if self.lm is not None else self.model_panel.reference())
         s.setValue("text", self.input_panel.text.toPlainText())
         s.setValue("dtype", self.model_panel.dtype.currentText())
         s.setValue("theme", self.spec.theme)
@@ -452,7 +463,11 @@ class MainWindow(QMainWindow):
             if w in self.extra_tabs:
                 w.show_window_state(self)
             else:
-                w.show(self.capture, self.spec)
+                from analysis.figures import validate_spec
+
+                view = {self.head_view: "head", self.layer_view: "layer", self.model_view: "model", self.lines_view: "lines"}[w]
+                validate_spec(self.capture, replace(self.spec, view=view))  # one clear sentence, never an empty map
+                w.display(self.capture, self.spec)
         except Exception as exc:  # noqa: BLE001 - a view failure is a message, never a dead slot
             self.show_error(error_message(exc))
 

@@ -25,7 +25,7 @@ def _tick_step(n: int, pixels: float, font_px: float) -> int:
 
 
 class HeadView(CanvasView):
-    """One attention map. ``show(capture, spec)`` draws; ``hover_at(i, j)`` is the tooltip logic."""
+    """One attention map. ``display(capture, spec)`` draws; ``hover_at(i, j)`` is the tooltip logic."""
 
     hovered = Signal(str)
     cell_clicked = Signal(int, int)  # original query index, key index
@@ -56,7 +56,7 @@ class HeadView(CanvasView):
         self._layout_key = None
 
     # -- public -------------------------------------------------------------------------------
-    def show(self, capture, spec) -> None:
+    def display(self, capture, spec) -> None:
         """Show ``spec`` (an :class:`analysis.figures.ViewSpec`, view ignored) of ``capture``."""
         spec = replace(spec, view="head")
         d = heatmap_data(capture, spec, self.theme)

@@ -45,7 +45,7 @@ class LinesView(CanvasView):
     def set_all_heads(self, on: bool) -> None:
         self.all_heads = on
 
-    def show(self, capture, spec) -> None:
+    def display(self, capture, spec) -> None:
         name = capture.resolve_stack(spec.stack)
         layer_maps, tok = stack_tiles(capture, spec, spec.layer)  # [H, Q', K']
         if self.all_heads:
@@ -59,13 +59,17 @@ class LinesView(CanvasView):
             label = f"head {spec.head}"
         self._weights = w
         self._rows, self._cols = list(tok.rows), list(tok.cols)
-        self.title.set_text(f"{capture.model} · {name} · layer {spec.layer} · {label}")
+        from .overview import _label
+
+        self.title.set_text(f"{capture.model} · {_label(name)} · layer {spec.layer} · {label}")
         self.title.set_color(self.theme.text_color)
         self._draw_tokens()
         self._update_lines()
         self.redraw()
 
     def _y(self, n: int) -> np.ndarray:
+        if n == 0:
+            return np.empty(0)
         return np.linspace(1.0, 0.0, n) if n > 1 else np.array([0.5])
 
     def _draw_tokens(self) -> None:

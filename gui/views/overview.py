@@ -17,6 +17,14 @@ from analysis.viewdata import shared_norm, stack_tiles
 
 from .canvas import CanvasView
 
+_LABELS = {"attentions": "self-attention", "encoder_attentions": "encoder self-attention",
+           "decoder_attentions": "decoder self-attention", "cross_attentions": "cross-attention"}
+
+
+def _label(name: str) -> str:
+    return _LABELS.get(name, name)
+
+
 #: largest tile side in pixels before max-pooling (keeps 30 × 9 overviews of long inputs fast)
 MODEL_MAX_CELL = 64
 LAYER_MAX_CELL = 160
@@ -90,7 +98,7 @@ class LayerView(_MosaicView):
 
     head_clicked = Signal(int)
 
-    def show(self, capture, spec) -> None:
+    def display(self, capture, spec) -> None:
         self.capture, self.spec = capture, spec
         name = capture.resolve_stack(spec.stack)
         tiles, tok = stack_tiles(capture, spec, spec.layer)
@@ -100,7 +108,7 @@ class LayerView(_MosaicView):
         mos = mosaic(tiles, cols=cols, gap=max(1, tiles.shape[-1] // 12), max_cell=LAYER_MAX_CELL)
         norm = shared_norm(capture, name, replace(spec, view="head"))
         cmap = self._cmap(spec)
-        title = f"{capture.model} · {name} · layer {spec.layer}: all {n_heads} heads (click one to open it)"
+        title = f"{capture.model} · {_label(name)} · layer {spec.layer}: all {n_heads} heads (click one to open it)"
         self._set_image(mos, norm, cmap, title, (mos.rows, mos.cols, mos.cell, n_heads, self.theme.name))
 
     def _cmap(self, spec):
@@ -113,10 +121,14 @@ class LayerView(_MosaicView):
             t.remove()
         h, w = mos.cell
         n = self.capture.n_heads(self.spec.stack)
+        labels = []
         for k in range(n):
             r, c = divmod(k, mos.cols)
-            self.ax.text(c * (w + mos.gap) + 1, r * (h + mos.gap) + 1, f"H{k}", color="white", fontsize=self.theme.tick_size,
-                         va="top", ha="left", bbox=dict(facecolor="black", alpha=0.45, lw=0, pad=1))
+            labels.append(self.ax.text(c * (w + mos.gap), r * (h + mos.gap), f"H{k}", color="white",
+                                       fontsize=self.theme.tick_size, va="top", ha="left",
+                                       bbox=dict(facecolor="black", alpha=0.55, lw=0, pad=1)))
+        # drawn over the (animated) image on every blit, not into the cached background below it
+        self.set_animated_artists([self.image, *labels, self.title])
 
     def describe(self, r, c, y, x) -> str:
         head = r * self.mos.cols + c
@@ -137,7 +149,7 @@ class ModelView(_MosaicView):
 
     cell_clicked = Signal(int, int)  # layer, head
 
-    def show(self, capture, spec) -> None:
+    def display(self, capture, spec) -> None:
         self.capture, self.spec = capture, spec
         name = capture.resolve_stack(spec.stack)
         tiles, _tok = stack_tiles(capture, spec)
@@ -147,7 +159,7 @@ class ModelView(_MosaicView):
         import matplotlib as mpl
 
         cmap = mpl.colormaps[spec.cmap or self.theme.cmap].with_extremes(bad=self.theme.figure_facecolor)
-        title = f"{capture.model} · {name}: {n_layers} layers × {n_heads} heads (click a cell to open it)"
+        title = f"{capture.model} · {_label(name)}: {n_layers} layers × {n_heads} heads (click a cell to open it)"
         self._set_image(mos, norm, cmap, title, (mos.rows, mos.cols, mos.cell, self.theme.name))
 
     def _layout(self, mos: Mosaic) -> None:

@@ -1,0 +1,426 @@
+"""Attention rollout and attention flow (analysis/rollout.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import analysis.rollout as rollout_mod
+from analysis.errors import Cancelled, InputError
+from analysis.rollout import (
+    BACKENDS,
+    FLOW_MAX_TOKENS,
+    attention_flow,
+    augmented_attention,
+    flow_backend,
+    flow_is_available,
+    fuse_heads,
+    layered_max_flow,
+    rollout,
+    token_contributions,
+)
+
+nx = pytest.importorskip("networkx")
+pytest.importorskip("scipy.sparse.csgraph")
+
+#: how far each max-flow backend may be from the exact value (for capacities of at most 1); the
+#: scipy backend rounds capacities down to multiples of 1 / (2**31 - 1), so it is never above
+SOLVERS = ("numpy", "scipy")
+TOL = {"numpy": 1e-9, "scipy": 1e-6}
+
+
+def random_attention(rng, L, H, S, causal=False, peaked=1.0, Q=None):
+    Q = S if Q is None else Q
+    logits = rng.normal(size=(L, H, Q, S)) * 3.0 * peaked
+    if causal:
+        logits = np.where(np.tril(np.ones((Q, S), dtype=bool)), logits, -np.inf)
+    w = np.exp(logits - logits.max(-1, keepdims=True))
+    return w / w.sum(-1, keepdims=True)
+
+
+def frozen(a):
+    a = np.array(a)
+    a.setflags(write=False)
+    return a
+
+
+def networkx_flow(trans, i, j):
+    """Max flow from token j (layer 0) to token i (layer T) with networkx."""
+    T, S, _ = trans.shape
+    g = nx.DiGraph()
+    g.add_node(("in", j))
+    g.add_node(("out", i))
+    for layer in range(T):
+        for to in range(S):
+            for frm in range(S):
+                src = ("in", frm) if layer == 0 else (layer, frm)
+                dst = ("out", to) if layer == T - 1 else (layer + 1, to)
+                g.add_edge(src, dst, capacity=float(trans[layer, to, frm]))
+    return nx.maximum_flow_value(g, ("in", j), ("out", i))
+
+
+# -- fusion and rollout ------------------------------------------------------------------------
+def test_fuse_heads():
+    rng = np.random.default_rng(0)
+    att = frozen(random_attention(rng, 3, 4, 5).astype(np.float32))
+    np.testing.assert_allclose(fuse_heads(att, "mean"), att.astype(np.float64).mean(1), rtol=1e-12)
+    np.testing.assert_array_equal(fuse_heads(att, "max"), att.max(1).astype(np.float64))
+    np.testing.assert_array_equal(fuse_heads(att, "min"), att.min(1).astype(np.float64))
+    for how in ("mean", "max", "min"):
+        out = fuse_heads(att, how)
+        assert out.shape == (3, 5, 5) and out.dtype == np.float64
+        assert not np.shares_memory(out, att)
+    with pytest.raises(InputError):
+        fuse_heads(att, "median")
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    L=st.integers(1, 4),
+    S=st.integers(1, 6),
+    residual=st.floats(0.0, 1.0),
+    fusion=st.sampled_from(["mean", "max", "min"]),
+)
+def test_rollout_of_identity_is_identity(L, S, residual, fusion):
+    att = frozen(np.broadcast_to(np.eye(S), (L, 2, S, S)))
+    out = rollout(att, fusion, residual)
+    assert out.shape == (L, S, S)
+    for layer in range(L):
+        np.testing.assert_allclose(out[layer], np.eye(S), atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    L=st.integers(1, 5),
+    H=st.integers(1, 3),
+    S=st.integers(1, 8),
+    causal=st.booleans(),
+    residual=st.floats(0.0, 1.0),
+    fusion=st.sampled_from(["mean", "max", "min"]),
+    start=st.integers(0, 4),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_rollout_rows_sum_to_one(L, H, S, causal, residual, fusion, start, seed):
+    rng = np.random.default_rng(seed)
+    att = random_attention(rng, L, H, S, causal=causal)
+    copy = att.copy()
+    att.setflags(write=False)
+    start = min(start, L - 1)
+    out = rollout(att, fusion, residual, start_layer=start)
+    np.testing.assert_array_equal(att, copy)
+    np.testing.assert_allclose(out.sum(-1), 1.0, atol=1e-9)
+    assert (out >= 0).all()
+    for layer in range(start):
+        np.testing.assert_array_equal(out[layer], np.eye(S))
+    if causal:
+        assert np.abs(np.triu(out, 1)).max(initial=0.0) == 0.0
+
+
+def test_rollout_is_the_product_of_augmented_layers():
+    rng = np.random.default_rng(5)
+    att = frozen(random_attention(rng, 3, 2, 4))
+    trans = augmented_attention(att, "mean", 0.5)
+    fused = att.mean(1)
+    np.testing.assert_allclose(trans, 0.5 * np.eye(4) + 0.5 * fused, atol=1e-12)
+    out = rollout(att)
+    np.testing.assert_allclose(out[0], trans[0])
+    np.testing.assert_allclose(out[1], trans[1] @ trans[0])
+    np.testing.assert_allclose(out[2], trans[2] @ trans[1] @ trans[0])
+    late = rollout(att, start_layer=1)
+    np.testing.assert_array_equal(late[0], np.eye(4))
+    np.testing.assert_allclose(late[2], trans[2] @ trans[1])
+
+
+def test_max_fusion_rows_are_renormalised():
+    rng = np.random.default_rng(6)
+    att = frozen(random_attention(rng, 2, 4, 5))
+    trans = augmented_attention(att, "max", 0.0)
+    np.testing.assert_allclose(trans.sum(-1), 1.0)
+    np.testing.assert_allclose(trans, att.max(1) / att.max(1).sum(-1, keepdims=True))
+
+
+def test_rollout_rejects_cross_attention_and_bad_options():
+    rng = np.random.default_rng(1)
+    cross = frozen(random_attention(rng, 2, 2, 5, Q=3))
+    with pytest.raises(ValueError, match="self-attention"):
+        rollout(cross)
+    with pytest.raises(InputError):
+        rollout(cross)
+    with pytest.raises(ValueError):
+        attention_flow(cross)
+    square = frozen(random_attention(rng, 2, 2, 4))
+    with pytest.raises(InputError):
+        rollout(square, residual=1.5)
+    with pytest.raises(InputError):
+        rollout(square, start_layer=2)
+    with pytest.raises(InputError):
+        rollout(square[0])
+
+
+# -- max flow ----------------------------------------------------------------------------------
+@settings(max_examples=40, deadline=None)
+@given(
+    T=st.integers(1, 4),
+    S=st.integers(1, 5),
+    causal=st.booleans(),
+    sparse=st.booleans(),
+    magnitude=st.sampled_from([1.0, 7.5, 1e-3]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_layered_max_flow_matches_networkx(T, S, causal, sparse, magnitude, seed):
+    rng = np.random.default_rng(seed)
+    trans = rng.random((T, S, S)) * magnitude
+    if sparse:
+        trans *= rng.random((T, S, S)) < 0.4
+    if causal:
+        trans = np.tril(trans)
+    copy = trans.copy()
+    trans.setflags(write=False)
+    outs = np.repeat(np.arange(S), S)
+    ins = np.tile(np.arange(S), S)
+    want = np.array([networkx_flow(trans, i, j) for i, j in zip(outs, ins, strict=True)])
+    for backend in SOLVERS:
+        got = layered_max_flow(trans, outs, ins, backend=backend)
+        np.testing.assert_array_equal(trans, copy)
+        np.testing.assert_allclose(got, want, rtol=0, atol=TOL[backend] * magnitude)
+    # integer capacities rounded down: a feasible flow, never above the maximum
+    assert (layered_max_flow(trans, outs, ins, backend="scipy") <= want + 1e-12 * magnitude).all()
+
+
+@pytest.mark.parametrize("backend", SOLVERS)
+def test_flow_matches_networkx_on_peaked_attention(backend):
+    # sharper, more realistic maps exercise many push-relabel sweeps / Dinic phases
+    rng = np.random.default_rng(11)
+    att = frozen(random_attention(rng, 5, 3, 7, peaked=2.0))
+    flow = attention_flow(att, backend=backend)
+    trans = augmented_attention(att)
+    for i in range(7):
+        for j in range(7):
+            assert flow[i, j] == pytest.approx(networkx_flow(trans, i, j), abs=TOL[backend])
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_scipy_flow_matches_networkx_on_a_wider_map(causal):
+    # 12 tokens: wide enough for the scipy backend's first pass on the strongest edges
+    rng = np.random.default_rng(21 + causal)
+    att = frozen(random_attention(rng, 4, 4, 12, causal=causal, peaked=1.5))
+    flow = attention_flow(att, backend="scipy")
+    trans = augmented_attention(att)
+    for i, j in [(0, 0), (3, 1), (11, 0), (11, 11), (7, 9), (5, 5), (10, 2)]:
+        want = networkx_flow(trans, i, j)
+        assert flow[i, j] == pytest.approx(want, abs=1e-6)
+        assert flow[i, j] <= want + 1e-12
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    L=st.integers(3, 6),
+    H=st.integers(1, 3),
+    S=st.integers(2, 10),
+    causal=st.booleans(),
+    peaked=st.sampled_from([0.5, 1.0, 2.5]),
+    residual=st.sampled_from([0.0, 0.3, 0.5, 0.9]),
+    fusion=st.sampled_from(["mean", "max", "min"]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_scipy_backend_matches_numpy_backend(L, H, S, causal, peaked, residual, fusion, seed):
+    rng = np.random.default_rng(seed)
+    att = frozen(random_attention(rng, L, H, S, causal=causal, peaked=peaked))
+    exact = attention_flow(att, fusion, residual, backend="numpy")
+    fast = attention_flow(att, fusion, residual, backend="scipy")
+    np.testing.assert_allclose(fast, exact, rtol=0, atol=1e-6)
+    assert (fast <= exact + 1e-9).all()
+    if causal:
+        assert np.abs(np.triu(fast, 1)).max(initial=0.0) == 0.0
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_scipy_passes_and_batches_match_numpy(monkeypatch, causal):
+    # 16 tokens, dense mean-fused maps: the passes on the strongest edges of every node settle
+    # most problems; other subgraphs, early give-ups and one problem per scipy call must agree
+    rng = np.random.default_rng(3 + causal)
+    att = frozen(random_attention(rng, 5, 4, 16, causal=causal, peaked=1.5))
+    exact = attention_flow(att, backend="numpy")
+    calls = []
+    solve = rollout_mod._solve_union
+
+    def spy(caps, cap_mid, edge_lists, outs, ins, alive):
+        calls.append((sum(len(frm) for frm, _ in edge_lists), len(outs)))
+        return solve(caps, cap_mid, edge_lists, outs, ins, alive)
+
+    monkeypatch.setattr(rollout_mod, "_solve_union", spy)
+    settings_ = [
+        {},
+        {"_CERTIFY_TOPS": (2,)},
+        {"_CERTIFY_TOPS": (1, 2, 3), "_CERTIFY_TRIAL": 1, "_CERTIFY_RATE": 1.0},
+        {"_UNION_EDGES": 1, "_UNION_EDGES_FULL": 1},
+        {"_CERTIFY_TOPS": (16,)},  # the "strong" subgraph is the whole graph: one pass
+    ]
+    for options in settings_:
+        calls.clear()
+        with monkeypatch.context() as m:
+            for name, value in options.items():
+                m.setattr(rollout_mod, name, value)
+            fast = attention_flow(att, backend="scipy")
+        np.testing.assert_allclose(fast, exact, rtol=0, atol=1e-6, err_msg=str(options))
+        assert (fast <= exact + 1e-9).all()
+        graphs = {edges for edges, _ in calls}
+        if options.get("_CERTIFY_TOPS") == (2,):
+            assert len(graphs) == 2  # both passes ran
+        if options.get("_CERTIFY_TOPS") == (16,):
+            assert len(graphs) == 1
+        if "_UNION_EDGES" in options:
+            assert all(problems == 1 for _, problems in calls)
+        # every pair with a path is solved at least once (causal: only j <= i)
+        assert sum(problems for _, problems in calls) >= (136 if causal else 256)
+
+
+def test_backend_selection(monkeypatch):
+    assert BACKENDS == ("auto", "scipy", "numpy")
+    assert flow_backend() == "scipy" and flow_backend("scipy") == "scipy"
+    assert flow_backend("numpy") == "numpy"
+    rng = np.random.default_rng(8)
+    att = frozen(random_attention(rng, 3, 2, 5))
+    with pytest.raises(InputError, match="backend"):
+        flow_backend("cuda")
+    with pytest.raises(InputError, match="backend"):
+        attention_flow(att, backend="cuda")
+    exact = attention_flow(att, backend="numpy")
+    np.testing.assert_allclose(attention_flow(att), exact, atol=1e-6)
+    # without scipy, auto falls back to the numpy solver and scipy is refused
+    monkeypatch.setattr(rollout_mod, "_scipy_maximum_flow", lambda: None)
+    assert flow_backend() == "numpy"
+    with pytest.raises(InputError, match="scipy"):
+        flow_backend("scipy")
+    with pytest.raises(InputError, match="scipy"):
+        attention_flow(att, backend="scipy")
+    np.testing.assert_array_equal(attention_flow(att), exact)
+
+
+def test_flow_rejects_non_finite_weights():
+    att = np.broadcast_to(np.eye(4), (3, 1, 4, 4)).copy()
+    att[1, 0, 2, 2] = np.inf
+    for backend in BACKENDS:
+        with pytest.raises(InputError, match="infinit"), np.errstate(invalid="ignore"):
+            attention_flow(att, backend=backend)
+    trans = np.full((3, 2, 2), 0.5)
+    trans[1, 0, 1] = np.inf
+    with pytest.raises(ValueError, match="finite"):
+        layered_max_flow(trans, np.array([0]), np.array([0]))
+
+
+def test_flow_of_a_small_graph_by_hand():
+    # two layers, two tokens: flow(i←j) = Σ_k min(Â0[k, j], Â1[i, k])
+    a0 = np.array([[0.7, 0.4], [0.3, 0.6]])
+    a1 = np.array([[0.9, 0.2], [0.1, 0.8]])
+    trans = np.stack([a0, a1])
+    got = layered_max_flow(trans, np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1]))
+    np.testing.assert_allclose(got, [0.7 + 0.2, 0.4 + 0.2, 0.1 + 0.3, 0.1 + 0.6])
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    L=st.integers(1, 4),
+    S=st.integers(1, 7),
+    causal=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_flow_is_bounded_and_causal(L, S, causal, seed):
+    rng = np.random.default_rng(seed)
+    att = frozen(random_attention(rng, L, 2, S, causal=causal))
+    flow = attention_flow(att)
+    assert flow.shape == (S, S)
+    assert (flow >= 0).all() and (flow <= 1 + 1e-9).all()
+    trans = augmented_attention(att)
+    # a flow never beats the source's out-edges (column sums of Â_0) nor the sink's in-edges (1)
+    bound = np.minimum(trans[0].sum(0)[None, :], 1.0)
+    assert (flow <= bound + 1e-9).all()
+    if causal:
+        assert np.abs(np.triu(flow, 1)).max(initial=0.0) == 0.0
+
+
+def test_flow_of_identity_is_identity():
+    att = frozen(np.broadcast_to(np.eye(5), (4, 2, 5, 5)))
+    np.testing.assert_allclose(attention_flow(att), np.eye(5), atol=1e-12)
+
+
+def test_flow_output_layer_and_rows():
+    rng = np.random.default_rng(2)
+    att = frozen(random_attention(rng, 4, 2, 6))
+    full = attention_flow(att)
+    part = attention_flow(att, rows=[4, 1])
+    np.testing.assert_allclose(part[[1, 4]], full[[1, 4]], atol=1e-12)
+    assert np.isnan(part[[0, 2, 3, 5]]).all()
+    np.testing.assert_allclose(attention_flow(att, output_layer=3), full, atol=1e-12)
+    np.testing.assert_allclose(
+        attention_flow(att, output_layer=0), augmented_attention(att)[0], atol=1e-12
+    )
+    np.testing.assert_allclose(
+        attention_flow(att, output_layer=-3), attention_flow(att[:2]), atol=1e-12
+    )
+    with pytest.raises(InputError):
+        attention_flow(att, output_layer=4)
+    with pytest.raises(InputError):
+        attention_flow(att, rows=[6])
+
+
+def test_flow_is_limited_to_64_tokens():
+    assert FLOW_MAX_TOKENS == 64
+    assert flow_is_available(64) and not flow_is_available(65) and not flow_is_available(0)
+    att = np.broadcast_to(np.eye(65), (1, 1, 65, 65))
+    for backend in BACKENDS:
+        with pytest.raises(InputError, match="64 tokens") as err:
+            attention_flow(att, backend=backend)
+        assert "rollout" in str(err.value)
+    with pytest.raises(InputError):
+        attention_flow(np.broadcast_to(np.eye(5), (1, 1, 5, 5)), max_tokens=4)
+
+
+@pytest.mark.parametrize("backend", SOLVERS)
+def test_flow_reports_progress_and_can_be_cancelled(monkeypatch, backend):
+    rng = np.random.default_rng(4)
+    att = frozen(random_attention(rng, 3, 2, 5))
+    seen = []
+    attention_flow(att, backend=backend, progress=lambda done, total: seen.append((done, total)))
+    assert seen and seen[-1] == (25, 25)
+    assert all(a <= b for (a, _), (b, _) in zip(seen, seen[1:], strict=False))
+    with pytest.raises(Cancelled):
+        attention_flow(att, backend=backend, cancel=lambda: True)
+    # small batches: progress after every few problems, cancel honoured mid-way
+    monkeypatch.setattr(rollout_mod, "_UNION_EDGES", 1)
+    monkeypatch.setattr(rollout_mod, "_UNION_EDGES_FULL", 1)
+    monkeypatch.setattr(rollout_mod, "_MAX_BATCH", 2)
+    seen.clear()
+    attention_flow(att, backend=backend, progress=lambda done, total: seen.append((done, total)))
+    assert len(seen) >= 10 and seen[-1] == (25, 25)
+    assert all(a <= b for (a, _), (b, _) in zip(seen, seen[1:], strict=False))
+    polls, seen = [], []
+
+    def cancel_third():
+        polls.append(1)
+        return len(polls) >= 3
+
+    with pytest.raises(Cancelled):
+        attention_flow(
+            att,
+            backend=backend,
+            cancel=cancel_third,
+            progress=lambda done, total: seen.append((done, total)),
+        )
+    assert len(polls) == 3 and 0 < seen[-1][0] < 25
+
+
+# -- per-token bars ----------------------------------------------------------------------------
+def test_token_contributions():
+    m = frozen(np.array([[0.0, 2.0, 2.0], [0.0, 0.0, 0.0], [1.0, 1.0, 2.0]]))
+    np.testing.assert_allclose(token_contributions(m, 0), [0.0, 0.5, 0.5])
+    np.testing.assert_array_equal(token_contributions(m, 1), [0.0, 0.0, 0.0])
+    np.testing.assert_allclose(token_contributions(m, 2), [0.25, 0.25, 0.5])
+    with pytest.raises(InputError):
+        token_contributions(m, 3)
+    rng = np.random.default_rng(9)
+    roll = rollout(random_attention(rng, 2, 2, 6))[-1]
+    for i in range(6):
+        assert token_contributions(roll, i).sum() == pytest.approx(1.0)

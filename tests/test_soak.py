@@ -1,0 +1,71 @@
+"""Soak: 200 captures shown in one window with layer/head/tab switching must not leak.
+
+Run with ``-s`` to see the RSS growth figure.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+
+import numpy as np
+import psutil
+
+from analysis.aggregate import select_map
+from analysis.capture import capture
+from tests.gui_fixtures import (  # noqa: F401 - fixtures, found by pytest under their names
+    make_window_fixture,
+    one_torch_thread_fixture,
+    settings_path_fixture,
+    window_fixture,
+)
+
+RUNS = 200
+WARM_UP = 20
+MAX_GROWTH_MB = 150
+TEXTS = (
+    "I like this course",
+    "The quick brown fox jumps over the lazy dog.",
+    "나는 이 강의를 좋아한다",
+    "Attention heads show which words matter, and the model looks at every token in the sentence",
+)
+TABS = ("Head", "Layer", "Model", "Lines")
+
+
+def rss_mb() -> float:
+    gc.collect()
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def test_soak_200_runs_with_selection_switching(qtbot, window, loaded):
+    lm = loaded("gpt2")
+    n_layers, n_heads = lm.summary.stacks[0].layers, lm.summary.stacks[0].heads
+    start = time.perf_counter()
+    before = None
+    for i in range(RUNS):
+        if i == WARM_UP:
+            before = rss_mb()
+        text = TEXTS[i % len(TEXTS)]
+        cap = capture(lm, text, store_dtype=np.float16)
+        window.set_capture(cap)
+        layer, head = i % n_layers, (i // n_layers) % n_heads
+        # every 10th run visits another view, so every view keeps redrawing new captures
+        tab = TABS[(i // 10) % len(TABS)] if i % 10 == 0 else None
+        window.select(layer=layer, head=head, tab=tab)
+        assert window.capture is cap and (window.spec.layer, window.spec.head) == (layer, head)
+        if window.tabs.currentWidget() is window.head_view:
+            np.testing.assert_array_equal(window.head_view.data.matrix, select_map(cap, None, layer, head))
+        assert window.tokens.columnCount() == len(cap.source)
+        if i % 20 == 0:
+            qtbot.wait(1)  # let queued paint/resize events through, as a user's event loop would
+    after = rss_mb()
+    elapsed = time.perf_counter() - start
+    growth = after - before
+    print(f"soak RSS growth: {growth:.1f} MB ({RUNS - WARM_UP} runs after a warm-up of {WARM_UP}; "
+          f"{before:.0f} → {after:.0f} MB, {elapsed:.1f} s)")
+    assert growth < MAX_GROWTH_MB
+    # the views keep a bounded number of artists (no tick labels or texts piling up)
+    assert len(window.layer_view.ax.texts) <= n_heads
+    assert len(window.lines_view.ax.texts) <= 2 * max(len(lm.tokenizer(t)["input_ids"]) for t in TEXTS)
+    assert len(window.head_view.figure.axes) == 2 and len(window.head_view.ax.images) == 2
+    assert window.last_error == ""
