@@ -65,7 +65,14 @@ def shared_norm(capture: Capture, name: str, spec: ViewSpec) -> Normalize:
     key = (name, spec.hide_special, spec.renormalize, spec.scale, spec.row_labels)
     norm = per_capture.get(key)
     if norm is None:
-        norm = _stack_norm(capture, name, _tokens(capture, spec, name), spec)
+        arr = capture.stacks[name]
+        if not spec.hide_special and spec.scale == "linear":
+            # nothing hidden: the range of the stored stack itself (no per-layer float copies)
+            from .aggregate import color_norm
+
+            norm = color_norm(None, "linear", min(0.0, float(arr.min())), float(arr.max()))
+        else:
+            norm = _stack_norm(capture, name, _tokens(capture, spec, name), spec)
         per_capture[key] = norm
     return norm
 

@@ -33,6 +33,8 @@ class CanvasView(QWidget):
         self.title_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.title_label.setWordWrap(True)
         self.title_label.setVisible(False)
+        # a fixed height: a title that wraps must not resize the canvas (a resize is a full redraw)
+        self.title_label.setFixedHeight(2 * self.title_label.fontMetrics().lineSpacing() + 6)
         lay.addWidget(self.title_label)
         lay.addWidget(self.canvas)
         self._background = None
@@ -74,6 +76,8 @@ class CanvasView(QWidget):
     def redraw(self) -> None:
         """Full synchronous draw (layout, ticks, labels), then the animated artists."""
         self.canvas.draw()
+        # artists changed before this draw queued a draw_idle: it would repeat the same full draw
+        self.canvas._draw_pending = False
 
     def blit(self) -> None:
         """Redraw only the animated artists over the cached background."""
