@@ -1,0 +1,403 @@
+"""Word alignment from seq2seq cross-attention, Pharaoh I/O and alignment error rate (AER).
+
+Shapes (see :mod:`analysis.result`):
+
+* ``cross`` – cross-attention ``[L, H, T, S]``: row ``t`` is the decoder position that predicts
+  *output* token ``t``, column ``s`` is source token ``s``
+* word ids – per token, the index of the whitespace word it belongs to, ``-1`` to ignore it
+  (special tokens such as ``</s>``)
+
+Alignment pairs are Pharaoh style ``(i, j)``: ``i`` = source word index, ``j`` = target word
+index, both 0-based. AER follows Och & Ney (2003):
+``AER = 1 − (|A∩S| + |A∩P|) / (|A| + |S|)`` with sure links ``S`` ⊆ possible links ``P``.
+
+Pure numpy; input arrays are never modified.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError, ModelLoadError
+
+Link = tuple[int, int]
+
+#: name of the file in a bundled translator folder that records the best alignment layer
+ALIGNMENT_FILE = "alignment.json"
+
+
+@dataclass(frozen=True)
+class AlignmentResult:
+    """Word-level alignment read off one layer (and one head or the head average).
+
+    Attributes
+    ----------
+    matrix : float64 ``[n_tgt_words, n_src_words]``, read-only. Row ``j`` is the attention of
+        target word ``j`` (mean over its pieces) on source word ``i`` (sum over its pieces).
+        Word counts are ``max(word id) + 1``; a word without tokens has an all-zero row/column.
+    pairs : ``(i_src_word, j_tgt_word)`` links, one per target word that has tokens and some
+        attention on a source word (its argmax), sorted by source then target index
+    layer : the layer used (non-negative), or None when all layers were averaged
+    head : the head used (non-negative), or None for the mean over heads
+    """
+
+    matrix: np.ndarray
+    pairs: tuple[Link, ...]
+    layer: int | None
+    head: int | None
+
+    def __post_init__(self) -> None:
+        m = np.array(self.matrix, dtype=np.float64)
+        m.setflags(write=False)
+        object.__setattr__(self, "matrix", m)
+
+    @property
+    def n_src_words(self) -> int:
+        return self.matrix.shape[1]
+
+    @property
+    def n_tgt_words(self) -> int:
+        return self.matrix.shape[0]
+
+
+# -- attention → words ------------------------------------------------------------------------
+def _check_cross(
+    cross: np.ndarray, src_word_ids: Sequence[int], tgt_word_ids: Sequence[int]
+) -> np.ndarray:
+    arr = np.asarray(cross)
+    if arr.ndim != 4:
+        raise InputError(
+            f"cross-attention must be a [layer, head, target, source] array, got {arr.ndim} dimensions; "
+            "pass the capture's cross_attentions stack"
+        )
+    _, _, t, s = arr.shape
+    if len(src_word_ids) != s or len(tgt_word_ids) != t:
+        raise InputError(
+            f"word ids do not match the cross-attention shape {arr.shape}: got {len(tgt_word_ids)} target "
+            f"and {len(src_word_ids)} source ids; give one word id per output token and per source token"
+        )
+    return arr
+
+
+def _index(value: int, n: int, what: str) -> int:
+    if not -n <= value < n:
+        raise InputError(
+            f"{what} {value} is out of range; this model has {n} {what}s (0 to {n - 1})"
+        )
+    return value % n
+
+
+def select_map(
+    cross: np.ndarray, layer: int | None = None, head: int | None = None
+) -> tuple[np.ndarray, int | None, int | None]:
+    """One ``[T, S]`` map out of ``[L, H, T, S]``.
+
+    Parameters
+    ----------
+    cross : ``[L, H, T, S]``
+    layer : layer index (negative counts from the end) or None for the mean over layers
+    head : head index (negative counts from the end) or None for the mean over heads
+
+    Returns
+    -------
+    (map ``[T, S]`` float64, layer used or None, head used or None)
+    """
+    arr = np.asarray(cross)
+    n_layers, n_heads = arr.shape[0], arr.shape[1]
+    li = None if layer is None else _index(int(layer), n_layers, "layer")
+    hi = None if head is None else _index(int(head), n_heads, "head")
+    sub = (
+        arr.astype(np.float64) if li is None else arr[li].astype(np.float64)
+    )  # [L, H, T, S] or [H, T, S]
+    if li is None:
+        sub = sub.mean(axis=0)
+    out = sub.mean(axis=0) if hi is None else sub[hi]
+    return out, li, hi
+
+
+def _pooling(word_ids: Sequence[int], mean: bool) -> np.ndarray:
+    """``[n_words, N]`` matrix summing (or averaging) the token axis into words."""
+    ids = np.asarray(word_ids, dtype=np.int64).reshape(-1)
+    n_words = int(ids.max()) + 1 if ids.size and ids.max() >= 0 else 0
+    pool = np.zeros((n_words, ids.size), dtype=np.float64)
+    tok = np.flatnonzero(ids >= 0)
+    pool[ids[tok], tok] = 1.0
+    if mean:
+        counts = pool.sum(axis=1, keepdims=True)
+        np.divide(pool, counts, out=pool, where=counts > 0)
+    return pool
+
+
+def word_matrix(
+    attn: np.ndarray, src_word_ids: Sequence[int], tgt_word_ids: Sequence[int]
+) -> np.ndarray:
+    """Merge a token map into a word map.
+
+    Parameters
+    ----------
+    attn : ``[T, S]`` (rows = output tokens, columns = source tokens)
+    src_word_ids : ``[S]`` word index per source token, -1 to ignore
+    tgt_word_ids : ``[T]`` word index per output token, -1 to ignore
+
+    Returns
+    -------
+    float64 ``[n_tgt_words, n_src_words]``: sum over a source word's pieces, mean over a
+    target word's pieces.
+    """
+    a = np.asarray(attn, dtype=np.float64)
+    return _pooling(tgt_word_ids, mean=True) @ a @ _pooling(src_word_ids, mean=False).T
+
+
+def _argmax_pairs(matrix: np.ndarray, tgt_has_tokens: np.ndarray) -> tuple[Link, ...]:
+    pairs = []
+    for j in range(matrix.shape[0]):
+        row = matrix[j]
+        if not tgt_has_tokens[j] or row.size == 0 or not np.any(row > 0):
+            continue
+        pairs.append((int(np.argmax(row)), j))
+    return tuple(sorted(pairs))
+
+
+def word_alignment(
+    cross: np.ndarray,
+    src_word_ids: Sequence[int],
+    tgt_word_ids: Sequence[int],
+    layer: int | None = None,
+    head: int | None = None,
+) -> AlignmentResult:
+    """Align output words to source words by the argmax of cross-attention.
+
+    Parameters
+    ----------
+    cross : ``[L, H, T, S]`` cross-attention; row ``t`` predicts output token ``t``
+    src_word_ids : ``[S]`` source word index per source token (-1: ignore, e.g. ``</s>``)
+    tgt_word_ids : ``[T]`` target word index per *output* token (-1: ignore)
+    layer : layer to read (negative counts from the end); None averages all layers
+    head : head to read; None averages the heads of the layer
+
+    Returns
+    -------
+    AlignmentResult
+        The ``[n_tgt_words, n_src_words]`` word matrix (source pieces summed, target pieces
+        averaged) and one link per target word: the source word with the most attention
+        (ties: the lower index). Target words whose row has no attention on any source word
+        get no link.
+
+    Raises
+    ------
+    InputError
+        When ``cross`` is not 4-D, the word ids do not match its shape, or layer/head is out of
+        range.
+    """
+    arr = _check_cross(cross, src_word_ids, tgt_word_ids)
+    attn, li, hi = select_map(arr, layer, head)
+    matrix = word_matrix(attn, src_word_ids, tgt_word_ids)
+    has_tokens = _pooling(tgt_word_ids, mean=False).sum(axis=1) > 0
+    return AlignmentResult(
+        matrix=matrix, pairs=_argmax_pairs(matrix, has_tokens), layer=li, head=hi
+    )
+
+
+# -- Pharaoh format ---------------------------------------------------------------------------
+def split_pharaoh(line: str) -> tuple[set[Link], set[Link]]:
+    """Parse a Pharaoh line into ``(sure, possible)`` with ``possible ⊇ sure``.
+
+    ``"0-0 1-2"`` are sure links; ``"1p2"`` or ``"1?2"`` mark possible-only links.
+
+    Raises
+    ------
+    InputError
+        On a token that is not ``i-j`` / ``ipj`` / ``i?j`` with non-negative integers.
+    """
+    sure: set[Link] = set()
+    possible: set[Link] = set()
+    for tok in line.split():
+        sep = next((c for c in ("-", "p", "?") if c in tok), None)
+        parts = tok.split(sep) if sep else []
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise InputError(
+                f"'{tok}' is not a Pharaoh link; write links as i-j (source-target word indices)"
+            )
+        link = (int(parts[0]), int(parts[1]))
+        possible.add(link)
+        if sep == "-":
+            sure.add(link)
+    return sure, possible
+
+
+def parse_pharaoh(line: str) -> set[Link]:
+    """All links of a Pharaoh line (``"0-0 1-0 2-1"`` → ``{(0, 0), (1, 0), (2, 1)}``).
+
+    Possible links (``ipj`` / ``i?j``) are included; use :func:`split_pharaoh` to tell them apart.
+    """
+    return split_pharaoh(line)[1]
+
+
+def format_pharaoh(pairs: Iterable[Link]) -> str:
+    """``"i-j i-j …"``, duplicates removed, sorted by source index then target index."""
+    return " ".join(f"{i}-{j}" for i, j in sorted({(int(i), int(j)) for i, j in pairs}))
+
+
+# -- AER --------------------------------------------------------------------------------------
+def aer_counts(
+    predicted: Iterable[Link], sure: Iterable[Link], possible: Iterable[Link] | None = None
+) -> np.ndarray:
+    """``[|A∩S|, |A∩P|, |A|, |S|]`` as int64 ``[4]``; ``P`` is ``possible ∪ sure``.
+
+    Counts add up over sentences, which gives corpus-level AER (not a mean of ratios).
+    """
+    a = {(int(i), int(j)) for i, j in predicted}
+    s = {(int(i), int(j)) for i, j in sure}
+    p = s | ({(int(i), int(j)) for i, j in possible} if possible is not None else set())
+    return np.array([len(a & s), len(a & p), len(a), len(s)], dtype=np.int64)
+
+
+def aer_from_counts(counts: np.ndarray) -> np.ndarray | float:
+    """AER from counts ``[..., 4]`` (see :func:`aer_counts`); 0 where ``|A| + |S| = 0``."""
+    c = np.asarray(counts, dtype=np.float64)
+    denom = c[..., 2] + c[..., 3]
+    ratio = np.divide(c[..., 0] + c[..., 1], denom, out=np.ones_like(denom), where=denom > 0)
+    out = 1.0 - ratio
+    return float(out) if out.ndim == 0 else out
+
+
+def aer(
+    predicted: Iterable[Link], sure: Iterable[Link], possible: Iterable[Link] | None = None
+) -> float:
+    """Alignment error rate ``1 − (|A∩S| + |A∩P|) / (|A| + |S|)`` of one alignment.
+
+    Parameters
+    ----------
+    predicted : links ``A``
+    sure : gold sure links ``S``
+    possible : gold possible links; ``P = possible ∪ sure``. None: ``P = S``.
+
+    Returns
+    -------
+    float in ``[0, 1]``; 0.0 when both ``A`` and ``S`` are empty.
+    """
+    return float(aer_from_counts(aer_counts(predicted, sure, possible)))
+
+
+def aer_count_grid(
+    cross: np.ndarray,
+    src_word_ids: Sequence[int],
+    tgt_word_ids: Sequence[int],
+    gold: Iterable[Link],
+    possible: Iterable[Link] | None = None,
+) -> np.ndarray:
+    """AER counts of every layer and head of one sentence.
+
+    Returns
+    -------
+    int64 ``[L, H + 1, 4]``: column ``h < H`` is head ``h``, the last column the head average;
+    the last axis is ``[|A∩S|, |A∩P|, |A|, |S|]``.
+    """
+    arr = _check_cross(cross, src_word_ids, tgt_word_ids)
+    n_layers, n_heads = arr.shape[:2]
+    sure = {(int(i), int(j)) for i, j in gold}
+    poss = None if possible is None else list(possible)
+    src_pool = _pooling(src_word_ids, mean=False)
+    tgt_pool = _pooling(tgt_word_ids, mean=True)
+    has_tokens = tgt_pool.sum(axis=1) > 0
+    out = np.zeros((n_layers, n_heads + 1, 4), dtype=np.int64)
+    for li in range(n_layers):
+        per_head = arr[li].astype(np.float64)  # [H, T, S]
+        maps = list(per_head) + [per_head.mean(axis=0)]
+        for col, attn in enumerate(maps):
+            matrix = tgt_pool @ attn @ src_pool.T
+            out[li, col] = aer_counts(_argmax_pairs(matrix, has_tokens), sure, poss)
+    return out
+
+
+def aer_grid(
+    cross: np.ndarray,
+    src_word_ids: Sequence[int],
+    tgt_word_ids: Sequence[int],
+    gold: Iterable[Link],
+    possible: Iterable[Link] | None = None,
+) -> np.ndarray:
+    """AER of every layer and head of one sentence.
+
+    Parameters
+    ----------
+    cross : ``[L, H, T, S]``
+    src_word_ids, tgt_word_ids : word index per source / output token (-1: ignore)
+    gold : sure gold links ``(i_src_word, j_tgt_word)``
+    possible : optional possible links
+
+    Returns
+    -------
+    float64 ``[L, H + 1]``; the last column is the head average.
+    """
+    return aer_from_counts(aer_count_grid(cross, src_word_ids, tgt_word_ids, gold, possible))
+
+
+def corpus_aer_grid(
+    samples: Iterable[tuple],
+) -> np.ndarray:
+    """Corpus-level AER of every layer and head: counts are summed over sentences first.
+
+    Parameters
+    ----------
+    samples : ``(cross [L, H, T_k, S_k], src_word_ids, tgt_word_ids, gold)`` per sentence, or
+        with a fifth item, the sentence's possible links; all with the same ``L`` and ``H``
+
+    Returns
+    -------
+    float64 ``[L, H + 1]``; the last column is the head average.
+    """
+    total: np.ndarray | None = None
+    for sample in samples:
+        counts = aer_count_grid(*sample)
+        if total is not None and counts.shape != total.shape:
+            raise InputError("all sentences must come from the same model (same layers and heads)")
+        total = counts if total is None else total + counts
+    if total is None:
+        raise InputError(
+            "no sentences given; pass at least one (cross, src ids, tgt ids, gold) sample"
+        )
+    return aer_from_counts(total)
+
+
+# -- bundled models ---------------------------------------------------------------------------
+def bundled_alignment_info(folder: str | os.PathLike) -> dict:
+    """The ``alignment.json`` of a bundled translator folder.
+
+    Returns
+    -------
+    dict with ``best_layer`` (int), ``best_head`` (int or None), ``aer_by_layer`` (list of float),
+    ``exact_match`` (float) and any further keys the file has; an empty dict when the folder has
+    no ``alignment.json`` (e.g. a user's own model).
+
+    Raises
+    ------
+    ModelLoadError
+        When the file exists but is not valid JSON or lacks an integer ``best_layer``.
+    """
+    path = Path(folder) / ALIGNMENT_FILE
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"cannot read {path}: {exc}; retrain the model or restore the file"
+        ) from exc
+    best = info.get("best_layer") if isinstance(info, dict) else None
+    if not isinstance(best, int) or isinstance(best, bool):
+        raise ModelLoadError(
+            f"{path} has no integer 'best_layer'; retrain the model or restore the file"
+        )
+    head = info.get("best_head")
+    if head is not None and (not isinstance(head, int) or isinstance(head, bool)):
+        raise ModelLoadError(
+            f"{path} has a non-integer 'best_head'; retrain the model or restore the file"
+        )
+    return info

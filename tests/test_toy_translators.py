@@ -1,0 +1,378 @@
+"""The synthetic grammar and the two bundled teaching translators (translator-en-fr / -en-ko).
+
+The grammar tests are pure Python. The model tests load the committed checkpoints through the
+public transformers path (``AutoTokenizer`` / ``AutoModelForSeq2SeqLM``, eager attention) and
+check translations, held-out exact match and the cross-attention word alignment. Training is not
+rerun here except for a few-step smoke run of a tiny model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis.alignment import (
+    aer_counts,
+    aer_from_counts,
+    bundled_alignment_info,
+    parse_pharaoh,
+    word_alignment,
+)
+from analysis.toy_translation import grammar
+from analysis.toy_translation.grammar import Meaning, render
+
+BUNDLED = Path(__file__).resolve().parent.parent / "analysis" / "bundled_models"
+FOLDERS = {"fr": BUNDLED / "translator-en-fr", "ko": BUNDLED / "translator-en-ko"}
+
+TRANSLATIONS = {
+    "fr": [
+        ("I like this course", "j'aime ce cours"),
+        ("she watches the car", "elle regarde la voiture"),
+        ("we love this table", "nous adorons cette table"),
+        ("they like the book", "ils aiment le livre"),
+        ("I do not like the hotel", "je n'aime pas l'hôtel"),
+        ("he does not watch the red car", "il ne regarde pas la voiture rouge"),
+        (
+            "you all buy this new computer in the city",
+            "vous achetez ce nouvel ordinateur dans la ville",
+        ),
+    ],
+    "ko": [
+        ("I like this course", "나는 이 강의를 좋아한다"),
+        ("she watches the car", "그녀는 그 차를 본다"),
+        ("we love this table", "우리는 이 탁자를 사랑한다"),
+        ("they like the book", "그들은 그 책을 좋아한다"),
+        ("I do not like the hotel", "나는 그 호텔을 좋아하지 않는다"),
+        ("he buys the red cars in my house today", "그는 오늘 내 집에서 그 빨간 차들을 산다"),
+    ],
+}
+
+
+def _m(**kw) -> Meaning:
+    base = dict(
+        subject="I",
+        verb="like",
+        negated=False,
+        determiner="this",
+        adjective=None,
+        noun="course",
+        plural=False,
+        place=None,
+        time=None,
+    )
+    base.update(kw)
+    return Meaning(**base)
+
+
+# ============================================================================================
+# grammar
+# ============================================================================================
+def test_reference_sentences():
+    fr = render(_m(), "fr")
+    assert (fr.src, fr.tgt) == ("I like this course", "j'aime ce cours")
+    # j'aime is one whitespace word aligned to both I and like
+    assert parse_pharaoh(fr.pharaoh()) == {(0, 0), (1, 0), (2, 1), (3, 2)}
+    ko = render(_m(), "ko")
+    assert ko.tgt == "나는 이 강의를 좋아한다"
+    assert set(ko.alignment) == {(0, 0), (1, 3), (2, 1), (3, 2)}
+
+
+@pytest.mark.parametrize(
+    ("meaning", "fr", "ko"),
+    [
+        (
+            _m(subject="she", verb="watch", determiner="the", noun="car"),
+            "elle regarde la voiture",
+            "그녀는 그 차를 본다",
+        ),
+        (
+            _m(subject="we", verb="love", noun="table"),
+            "nous adorons cette table",
+            "우리는 이 탁자를 사랑한다",
+        ),
+        (
+            _m(subject="they", determiner="the", noun="book"),
+            "ils aiment le livre",
+            "그들은 그 책을 좋아한다",
+        ),
+        (
+            _m(negated=True, verb="watch"),
+            "je ne regarde pas ce cours",
+            "나는 이 강의를 보지 않는다",
+        ),
+        (_m(negated=True), "je n'aime pas ce cours", "나는 이 강의를 좋아하지 않는다"),
+        (_m(determiner="the", noun="hotel"), "j'aime l'hôtel", "나는 그 호텔을 좋아한다"),
+        (_m(noun="computer"), "j'aime cet ordinateur", "나는 이 컴퓨터를 좋아한다"),
+        (_m(determiner="my", noun="orange"), "j'aime mon orange", "나는 내 오렌지를 좋아한다"),
+        (
+            _m(adjective="new", noun="computer"),
+            "j'aime ce nouvel ordinateur",
+            "나는 이 새 컴퓨터를 좋아한다",
+        ),
+        (
+            _m(adjective="red", noun="car", plural=True),
+            "j'aime ces voitures rouges",
+            "나는 이 빨간 차들을 좋아한다",
+        ),
+        (
+            _m(subject="you all", place=("the", "city"), time="today"),
+            "vous aimez ce cours dans la ville aujourd'hui",
+            "너희는 오늘 그 도시에서 이 강의를 좋아한다",
+        ),
+    ],
+)
+def test_agreement_elision_and_particles(meaning, fr, ko):
+    assert render(meaning, "fr").tgt == fr
+    assert render(meaning, "ko").tgt == ko
+
+
+def test_grammar_is_deterministic_and_distinct():
+    a = grammar.sample_pairs("fr", 3000, seed=7)
+    b = grammar.sample_pairs("fr", 3000, seed=7)
+    assert a == b
+    assert len({p.src for p in a}) == 3000  # several thousand distinct pairs
+    assert grammar.sample_pairs("fr", 50, seed=8) != a[:50]
+    # both languages share the English side for the same seed
+    assert [p.src for p in grammar.sample_pairs("ko", 100, seed=7)] == [p.src for p in a[:100]]
+    train, held = grammar.split_pairs(a, 0.1, seed=7)
+    assert (train, held) == grammar.split_pairs(a, 0.1, seed=7)
+    assert len(held) >= 300 and len(train) + len(held) == 3000
+    assert not {p.src for p in train} & {p.src for p in held}
+
+
+@pytest.mark.parametrize("lang", grammar.LANGS)
+def test_gold_alignments_fit_word_counts(lang):
+    for p in grammar.sample_pairs(lang, 1500, seed=1):
+        src, tgt = p.src.split(), p.tgt.split()
+        assert p.alignment == tuple(sorted(set(p.alignment)))
+        assert all(0 <= i < len(src) and 0 <= j < len(tgt) for i, j in p.alignment)
+        # every target word is aligned; only the auxiliary do/does is left unaligned in English
+        assert {j for _, j in p.alignment} == set(range(len(tgt)))
+        unaligned = {src[i] for i in set(range(len(src))) - {i for i, _ in p.alignment}}
+        assert unaligned <= {"do", "does"}
+
+
+def test_word_classes():
+    p = render(_m(negated=True, place=("the", "city")), "fr")
+    assert p.tgt == "je n'aime pas ce cours dans la ville"
+    assert grammar.target_word_classes(p) == [
+        "subject",
+        "verb",
+        "negation",
+        "determiner",
+        "noun",
+        "preposition",
+        "determiner",
+        "place",
+    ]
+    assert grammar.word_class("I") == "subject" and grammar.word_class("books") == "noun"
+
+
+def test_vocabulary_covers_samples():
+    vocab = set(grammar.vocabulary(["fr"]))
+    for p in grammar.sample_pairs("fr", 2000, seed=5):
+        assert set(p.src.lower().split()) <= vocab
+        assert set(p.tgt.split()) <= vocab
+
+
+# ============================================================================================
+# bundled models
+# ============================================================================================
+@pytest.fixture(scope="module", params=grammar.LANGS)
+def translator(request):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    folder = FOLDERS[request.param]
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSeq2SeqLM.from_pretrained(folder, attn_implementation="eager")
+    model.eval()
+    return request.param, folder, tok, model
+
+
+def _translate(tok, model, sentences: list[str]) -> list[str]:
+    import torch
+
+    enc = tok(sentences, return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        ids = model.generate(**enc, num_beams=1, do_sample=False)
+    return tok.batch_decode(ids, skip_special_tokens=True)
+
+
+def _alignment(tok, model, text: str, layer: int):
+    """Greedy translation, then a teacher-forced pass over it: word alignment of ``layer``."""
+    import torch
+
+    enc = tok(text, return_tensors="pt")
+    with torch.inference_mode():
+        gen = model.generate(**enc, num_beams=1, do_sample=False)
+        out = model(**enc, decoder_input_ids=gen[:, :-1], output_attentions=True)
+    cross = torch.stack(out.cross_attentions)[:, 0].numpy()  # [L, H, T, S]
+    src_ids = [-1 if w is None else w for w in enc.word_ids()]
+    outputs = gen[0, 1:].tolist()  # the token predicted at each row
+    specials = set(tok.all_special_ids)
+    tgt_ids, k = [], 0
+    for t in outputs:
+        if t in specials:
+            tgt_ids.append(-1)
+        else:
+            tgt_ids.append(k)
+            k += 1
+    translation = tok.decode(gen[0], skip_special_tokens=True)
+    return translation, word_alignment(cross, src_ids, tgt_ids, layer=layer, head=None)
+
+
+def test_folder_contents(translator):
+    lang, folder, tok, model = translator
+    for name in (
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "README.md",
+        "alignment.json",
+        "heldout.tsv",
+        "SHA256SUMS",
+    ):
+        assert (folder / name).is_file(), name
+    assert (folder / "model.safetensors").stat().st_size < 3_000_000
+    tok_cfg = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    assert tok_cfg["tokenizer_class"] == "PreTrainedTokenizerFast"
+    digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    assert (folder / "SHA256SUMS").read_text().split() == [digest, "model.safetensors"]
+    assert model.config.model_type == "marian"
+    assert model.config._attn_implementation == "eager"
+    # Marian decodes from the pad token
+    assert model.config.decoder_start_token_id == tok.pad_token_id == 0
+    assert model.generation_config.decoder_start_token_id == 0
+    assert model.generation_config.forced_eos_token_id == tok.eos_token_id == 1
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert "toy" in card and f"--lang {lang}" in card
+
+
+def test_tokenizer_round_trip(translator):
+    lang, _, tok, _ = translator
+    enc = tok("I like this course")
+    words = tok.convert_ids_to_tokens(enc["input_ids"])
+    assert words == ["i", "like", "this", "course", "</s>"]  # lowercased, eos appended
+    assert tok.unk_token_id not in enc["input_ids"]
+    target = TRANSLATIONS[lang][0][1]
+    labels = tok(text_target=target)["input_ids"]
+    assert tok.unk_token_id not in labels and labels[-1] == tok.eos_token_id
+    assert tok.decode(labels, skip_special_tokens=True) == target
+    # a word outside the grammar is <unk>, not an error
+    assert tok("I like zebras")["input_ids"][2] == tok.unk_token_id
+
+
+def test_translations(translator):
+    lang, _, tok, model = translator
+    sources = [s for s, _ in TRANSLATIONS[lang]]
+    assert _translate(tok, model, sources) == [t for _, t in TRANSLATIONS[lang]]
+
+
+def test_heldout_exact_match(translator):
+    lang, folder, tok, model = translator
+    rows = [
+        line.split("\t")
+        for line in (folder / "heldout.tsv").read_text(encoding="utf-8").splitlines()
+    ]
+    assert len(rows) >= 100 and all(len(r) == 3 for r in rows)
+    sample = rows[:200]
+    hyps = _translate(tok, model, [r[0] for r in sample])
+    em = np.mean([h == r[1] for h, r in zip(hyps, sample, strict=True)])
+    assert em >= 0.98
+    # the recorded metrics agree with the acceptance bar
+    info = bundled_alignment_info(folder)
+    assert info["exact_match"] >= 0.98
+    assert info["best_head"] is None
+    assert info["best_layer"] == int(np.argmin(info["aer_by_layer"]))
+    assert min(info["aer_by_layer"]) <= 0.15
+    assert len(info["aer_by_layer"]) == model.config.decoder_layers
+
+
+def test_best_layer_alignment(translator):
+    lang, folder, tok, model = translator
+    layer = bundled_alignment_info(folder)["best_layer"]
+    translation, res = _alignment(tok, model, "I like this course", layer)
+    pairs = set(res.pairs)
+    assert res.matrix.shape == (len(translation.split()), 4)
+    assert res.layer == layer and res.head is None
+    if lang == "fr":
+        assert translation == "j'aime ce cours"
+        # j'aime <- like (its gold links are I and like), this -> ce, course -> cours
+        assert pairs == {(1, 0), (2, 1), (3, 2)}
+        # the -> la, car -> voiture, she -> elle
+        _, res2 = _alignment(tok, model, "she watches the car", layer)
+        assert {(0, 0), (2, 2), (3, 3)} <= set(res2.pairs)
+    else:
+        assert translation == "나는 이 강의를 좋아한다"
+        # I -> 나는, this -> 이, course -> 강의를, like -> 좋아한다 (verb last: SOV)
+        assert pairs == {(0, 0), (2, 1), (3, 2), (1, 3)}
+        _, res2 = _alignment(tok, model, "they like the book", layer)
+        assert set(res2.pairs) == {(0, 0), (2, 1), (3, 2), (1, 3)}
+
+
+def test_heldout_aer_of_best_layer(translator):
+    """Corpus AER of the best layer on held-out sentences (generated, then teacher-forced)."""
+    lang, folder, tok, model = translator
+    info = bundled_alignment_info(folder)
+    rows = [
+        line.split("\t")
+        for line in (folder / "heldout.tsv").read_text(encoding="utf-8").splitlines()
+    ]
+    counts = np.zeros(4, dtype=np.int64)
+    for src, _, line in rows[:40]:
+        _, res = _alignment(tok, model, src, info["best_layer"])
+        counts += aer_counts(res.pairs, parse_pharaoh(line))
+    assert aer_from_counts(counts) <= 0.15
+    # a worse layer is worse here too
+    worst = int(np.argmax(info["aer_by_layer"]))
+    if worst != info["best_layer"]:
+        worse = np.zeros(4, dtype=np.int64)
+        for src, _, line in rows[:40]:
+            _, res = _alignment(tok, model, src, worst)
+            worse += aer_counts(res.pairs, parse_pharaoh(line))
+        assert aer_from_counts(worse) > aer_from_counts(counts)
+
+
+# ============================================================================================
+# training smoke test
+# ============================================================================================
+def test_training_smoke_is_deterministic(tmp_path):
+    from transformers import AutoTokenizer
+
+    from analysis.toy_translation import train
+
+    cfg = train.TrainConfig(
+        n_pairs=48,
+        d_model=16,
+        heads=2,
+        ffn_dim=32,
+        layers=1,
+        epochs=2,
+        batch_size=16,
+        warmup_steps=2,
+        align_weight=0.5,  # exercise the guided-alignment loss too
+    )
+    pairs = grammar.sample_pairs("ko", cfg.n_pairs, seed=0)
+    tok = train.build_tokenizer(grammar.vocabulary(["ko"]))
+    data = train.encode(tok, pairs)
+
+    def run():
+        model = train.build_model(len(tok), cfg)
+        hist = train.train_model(model, data, cfg, log=lambda _: None)
+        return model, hist, train.translate(model, tok, [p.src for p in pairs[:4]])
+
+    model, hist1, out1 = run()
+    _, hist2, out2 = run()
+    assert hist1 == hist2 and out1 == out2
+    assert all(np.isfinite(hist1)) and hist1[-1] < hist1[0]
+    grid = train.alignment_grid(model, data)
+    assert grid.shape == (1, 3) and np.all((grid >= 0) & (grid <= 1))
+    train.save(model, tok, tmp_path)
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert reloaded("I like this course")["input_ids"] == tok("I like this course")["input_ids"]
