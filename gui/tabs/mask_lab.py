@@ -77,7 +77,8 @@ class MaskLabTab(QWidget):
         self.tokens.setToolTip("tick tokens to hide them (attention_mask = 0)")
         self.tokens.setMaximumHeight(150)
         self.mask_btn = QPushButton("Mask ticked tokens")
-        self.numbers = QLabel("Load a model and run a sentence, then run an experiment.")
+        self.numbers = QLabel("Run the padding experiment (your sentence batched with a longer one), or tick "
+                              "tokens and mask them. Needs a loaded model.")
         self.numbers.setWordWrap(True)
         self.numbers.setTextFormat(Qt.TextFormat.RichText)
         self.numbers.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -85,7 +86,7 @@ class MaskLabTab(QWidget):
         self.figure = Figure(figsize=(9, 6), dpi=100)
         self.canvas = FigureCanvasQTAgg(self.figure)
         gs = self.figure.add_gridspec(2, 3, height_ratios=[1, 6], hspace=0.45, wspace=0.35,
-                                      left=0.06, right=0.98, top=0.92, bottom=0.12)
+                                      left=0.06, right=0.98, top=0.86, bottom=0.12)
         self.ax_mask = self.figure.add_subplot(gs[0, :])
         self.ax_with = self.figure.add_subplot(gs[1, 0])
         self.ax_without = self.figure.add_subplot(gs[1, 1])
@@ -240,7 +241,7 @@ class MaskLabTab(QWidget):
         self._heat(self.ax_delta, d, [cols[j] for j in real_cols][: d.shape[1]], [rows[i] for i in real_rows][: d.shape[0]],
                    "Δ = without mask − alone (real tokens)", cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -lim, lim))
         self.figure.suptitle(f"{r.model} · {name} · layer {spec.layer} · "
-                             + ("mean of heads" if spec.head is None else f"head {spec.head}"), fontsize=10)
+                             + ("mean of heads" if spec.head is None else f"head {spec.head}"), fontsize=10, y=0.995)
         esc = html.escape
         pred = ""
         if r.prediction_task != "none":
