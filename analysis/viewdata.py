@@ -59,6 +59,18 @@ class HeatmapData:
 _NORM_CACHE: weakref.WeakKeyDictionary[Capture, dict[tuple, Normalize]] = weakref.WeakKeyDictionary()
 
 
+def stack_range(arr: np.ndarray) -> tuple[float, float]:
+    """(min, max) of a stack. float16 reductions are slow in numpy; for non-negative float16 data
+    (attention) the bit patterns sort like the values, so an integer max over a uint16 view is exact."""
+    if arr.dtype == np.float16:
+        bits = arr.view(np.uint16)
+        if not np.any(bits & 0x8000):  # no sign bit set: every value is >= 0 (or +NaN/inf)
+            hi = np.array(bits.max(), dtype=np.uint16).view(np.float16)
+            lo = np.array(bits.min(), dtype=np.uint16).view(np.float16)
+            return float(lo), float(hi)
+    return float(np.nanmin(arr)), float(np.nanmax(arr))
+
+
 def shared_norm(capture: Capture, name: str, spec: ViewSpec) -> Normalize:
     """The stack-wide colour range (cached per capture, stack and display options)."""
     per_capture = _NORM_CACHE.setdefault(capture, {})
@@ -70,7 +82,8 @@ def shared_norm(capture: Capture, name: str, spec: ViewSpec) -> Normalize:
             # nothing hidden: the range of the stored stack itself (no per-layer float copies)
             from .aggregate import color_norm
 
-            norm = color_norm(None, "linear", min(0.0, float(arr.min())), float(arr.max()))
+            lo, hi = stack_range(arr)
+            norm = color_norm(None, "linear", min(0.0, lo), hi)
         else:
             norm = _stack_norm(capture, name, _tokens(capture, spec, name), spec)
         per_capture[key] = norm
