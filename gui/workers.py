@@ -76,6 +76,8 @@ class JobRunner(QObject):
         super().__init__(parent)
         self.pool = QThreadPool(self)
         self.pool.setMaxThreadCount(max_threads)
+        # keep the threads: torch warms a thread's intra-op pool on its first forward pass
+        self.pool.setExpiryTimeout(-1)
         self._ids = 0
         self._current: dict[str, Worker] = {}
         self._all: list[Worker] = []
