@@ -80,6 +80,10 @@ class MainWindow(QMainWindow):
         self.model_panel = ModelPanel()
         self.input_panel = InputPanel()
         self.tokens = TokenStrip()
+        # seq2seq: the decoder side of the pipeline (decoder inputs and the output token each predicts)
+        self.dec_tokens = TokenStrip(rows=("decoder input", "id", "predicts"))
+        self.dec_label = QLabel("<b>Decoder</b> (row t reads the decoder input at t and predicts the output token t)")
+        self.dec_label.setWordWrap(True)
         self.output = OutputPanel()
         # views
         self.tabs = QTabWidget()
@@ -101,6 +105,10 @@ class MainWindow(QMainWindow):
         tok_label.setWordWrap(True)
         ll.addWidget(tok_label)
         ll.addWidget(self.tokens)
+        ll.addWidget(self.dec_label)
+        ll.addWidget(self.dec_tokens)
+        self.dec_label.setVisible(False)
+        self.dec_tokens.setVisible(False)
         ll.addWidget(QLabel("<b>Output</b> (postprocessing)"))
         ll.addWidget(self.output)
         ll.addStretch(1)
@@ -397,6 +405,11 @@ class MainWindow(QMainWindow):
         finally:
             self._updating = False
         self.tokens.set_tokens(cap.source, cap.prompt_length if cap.generated and cap.kind == "decoder" else None)
+        seq2seq = cap.decoder_inputs is not None and cap.outputs is not None
+        self.dec_label.setVisible(seq2seq)
+        self.dec_tokens.setVisible(seq2seq)
+        if seq2seq:
+            self.dec_tokens.set_tokens(cap.decoder_inputs, predicts=cap.outputs)
         self.output.set_prediction(cap)
         self.spec = replace(self._spec_from_controls(), alignment_layer=None, alignment_head=None)
         self._dirty = set(range(self.tabs.count()))
@@ -444,6 +457,9 @@ class MainWindow(QMainWindow):
         finally:
             self._updating = False
         self.head_spin.setEnabled(not self.agg_check.isChecked())
+        if self.capture is not None:
+            name = self.stack_combo.currentData() or self.capture.stack_names[0]
+            self.mask_check.setEnabled(self.capture.is_causal(name))
         self.lines_view.set_all_heads(self.lines_all.isChecked())
         self.spec = self._spec_from_controls()
         self._dirty = set(range(self.tabs.count()))

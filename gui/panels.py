@@ -213,17 +213,19 @@ class TokenStrip(QTableWidget):
 
     token_clicked = Signal(int)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(2, 0, parent)
-        self.setVerticalHeaderLabels(["token", "id"])
+    def __init__(self, parent: QWidget | None = None, rows: tuple[str, ...] = ("token", "id")) -> None:
+        super().__init__(len(rows), 0, parent)
+        self.setVerticalHeaderLabels(list(rows))
         self.horizontalHeader().setVisible(True)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectColumns)
-        self.setMaximumHeight(96)
+        self.setMaximumHeight(32 + 30 * len(rows))
         self.cellClicked.connect(lambda _r, c: self.token_clicked.emit(c))
 
-    def set_tokens(self, seq, prompt_length: int | None = None) -> None:
+    def set_tokens(self, seq, prompt_length: int | None = None, predicts=None) -> None:
+        """Show ``seq`` (display string, id); with ``predicts`` a third row: the output token each
+        position predicts (seq2seq decoder)."""
         n = len(seq)
         self.setColumnCount(n)
         self.setHorizontalHeaderLabels([str(i) for i in range(n)])
@@ -243,6 +245,12 @@ class TokenStrip(QTableWidget):
                     it.setToolTip(it.toolTip() + "\ngenerated continuation")
             self.setItem(0, i, a)
             self.setItem(1, i, b)
+            if predicts is not None and self.rowCount() > 2:
+                c = QTableWidgetItem(predicts.display[i])
+                c.setToolTip(f"row {i} of the decoder and cross maps predicts this token (id {int(predicts.ids[i])})")
+                if predicts.special[i]:
+                    c.setForeground(QColor("#b03a2e"))
+                self.setItem(2, i, c)
         self.resizeColumnsToContents()
 
 
