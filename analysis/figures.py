@@ -204,7 +204,7 @@ def validate_spec(capture: Capture, spec: ViewSpec) -> str:
 
 
 # -- labels, sizes, titles --------------------------------------------------------------------
-def _clean_label(text: str) -> str:
+def clean_label(text: str) -> str:
     s = "".join(
         ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(text)
     )
@@ -260,7 +260,7 @@ def _notes(spec: ViewSpec) -> list[str]:
     return notes
 
 
-def _title(capture: Capture, spec: ViewSpec, what: str, extra: str = "") -> str:
+def view_title(capture: Capture, spec: ViewSpec, what: str, extra: str = "") -> str:
     """The title: the user's or ``model · what``; notes (hidden tokens, renormalization, …) last."""
     head = spec.title if spec.title is not None else f"{capture.model} · {what}"
     notes = _notes(spec) + ([extra] if extra else [])
@@ -277,7 +277,7 @@ def _wrap(text: str, width_in: float, size_pt: float) -> str:
     return "\n".join(lines)
 
 
-def _what(capture: Capture, spec: ViewSpec, name: str) -> str:
+def view_what(capture: Capture, spec: ViewSpec, name: str) -> str:
     stack = _stack_title(capture, name)
     if spec.view == "model":
         return f"{stack}, all layers × heads"
@@ -288,18 +288,18 @@ def _what(capture: Capture, spec: ViewSpec, name: str) -> str:
     return f"{stack}, layer {spec.layer}, head {spec.head}"
 
 
-def _cmap(spec: ViewSpec, theme: Theme) -> Colormap:
+def view_cmap(spec: ViewSpec, theme: Theme) -> Colormap:
     cmap = mpl.colormaps[spec.cmap or theme.cmap]
     return cmap.with_extremes(bad=theme.gap_color)
 
 
-def _colorbar_label(spec: ViewSpec) -> str:
+def colorbar_label(spec: ViewSpec) -> str:
     return "attention weight" + (" (log scale)" if spec.scale == "log" else "")
 
 
 # -- shared data preparation ------------------------------------------------------------------
 @dataclass(frozen=True)
-class _Tokens:
+class ViewTokens:
     rows: list[str]  # display labels of the kept rows
     cols: list[str]
     row_idx: np.ndarray  # original indices
@@ -310,7 +310,7 @@ class _Tokens:
     col_title: str
 
 
-def _tokens(capture: Capture, spec: ViewSpec, name: str) -> _Tokens:
+def view_tokens(capture: Capture, spec: ViewSpec, name: str) -> ViewTokens:
     q, k = capture.query_tokens(name), capture.key_tokens(name)
     row_special = q.special
     if name in ("decoder_attentions", "cross_attentions") and capture.outputs is not None:
@@ -323,8 +323,8 @@ def _tokens(capture: Capture, spec: ViewSpec, name: str) -> _Tokens:
     col_keep = ~k.special if spec.hide_special else np.ones(len(k), bool)
     row_idx, col_idx = np.flatnonzero(row_keep), np.flatnonzero(col_keep)
     all_rows = capture.row_labels(name, spec.row_labels)
-    rows = [_clean_label(all_rows[i]) for i in row_idx]
-    cols = [_clean_label(k.display[i]) for i in col_idx]
+    rows = [clean_label(all_rows[i]) for i in row_idx]
+    cols = [clean_label(k.display[i]) for i in col_idx]
     if name in ("decoder_attentions", "cross_attentions"):
         row_title = {
             "input": "query: decoder input",
@@ -334,34 +334,34 @@ def _tokens(capture: Capture, spec: ViewSpec, name: str) -> _Tokens:
         col_title = "key: decoder input" if name == "decoder_attentions" else "key: source"
     else:
         row_title, col_title = "query", "key"
-    return _Tokens(rows, cols, row_idx, col_idx, row_keep, col_keep, row_title, col_title)
+    return ViewTokens(rows, cols, row_idx, col_idx, row_keep, col_keep, row_title, col_title)
 
 
-def _processed(arr: np.ndarray, tok: _Tokens, spec: ViewSpec) -> np.ndarray:
+def processed_map(arr: np.ndarray, tok: ViewTokens, spec: ViewSpec) -> np.ndarray:
     if not spec.hide_special:
         return np.asarray(arr, dtype=np.float32)
     return hide_tokens(arr, tok.row_keep, tok.col_keep, spec.renormalize)[0]
 
 
-def _stack_norm(capture: Capture, name: str, tok: _Tokens, spec: ViewSpec) -> Normalize:
+def stack_norm(capture: Capture, name: str, tok: ViewTokens, spec: ViewSpec) -> Normalize:
     """The colour range over the whole stack, processed like the view (layer by layer)."""
     arr = capture.stacks[name]
     lo, hi = math.inf, -math.inf
     for layer in range(arr.shape[0]):
-        vmin, vmax = value_range(_processed(arr[layer], tok, spec), spec.scale)
+        vmin, vmax = value_range(processed_map(arr[layer], tok, spec), spec.scale)
         lo, hi = min(lo, vmin), max(hi, vmax)
     return color_norm(None, spec.scale, lo, hi)
 
 
 def _view_norm(
-    values: np.ndarray, capture: Capture, name: str, tok: _Tokens, spec: ViewSpec
+    values: np.ndarray, capture: Capture, name: str, tok: ViewTokens, spec: ViewSpec
 ) -> Normalize:
     if spec.shared_range:
-        return _stack_norm(capture, name, tok, spec)
+        return stack_norm(capture, name, tok, spec)
     return color_norm(values, spec.scale)
 
 
-def _mask_for(capture: Capture, name: str, tok: _Tokens, spec: ViewSpec) -> np.ndarray | None:
+def causal_cells(capture: Capture, name: str, tok: ViewTokens, spec: ViewSpec) -> np.ndarray | None:
     """bool ``[Q', K']`` of causally masked cells among the shown ones, or None."""
     if not (spec.show_causal_mask and capture.is_causal(name)):
         return None
@@ -412,8 +412,8 @@ def _new_figure(spec: ViewSpec, size: tuple[float, float], title: str, theme: Th
 
 
 def _head_view(capture: Capture, spec: ViewSpec, name: str, theme: Theme) -> Figure:
-    tok = _tokens(capture, spec, name)
-    data = _processed(select_map(capture, name, spec.layer, spec.head, spec.aggregation), tok, spec)
+    tok = view_tokens(capture, spec, name)
+    data = processed_map(select_map(capture, name, spec.layer, spec.head, spec.aggregation), tok, spec)
     norm = _view_norm(data, capture, name, tok, spec)
 
     max_side = 14.0
@@ -422,14 +422,14 @@ def _head_view(capture: Capture, spec: ViewSpec, name: str, theme: Theme) -> Fig
     ylab = _text_inches(tok.rows, theme.tick_size) + 0.6
     xlab = _text_inches(tok.cols, theme.tick_size) + 0.6
     title_in = 3 * theme.title_size * 1.4 / 72
-    title = _title(capture, spec, _what(capture, spec, name))
+    title = view_title(capture, spec, view_what(capture, spec, name))
     fig = _new_figure(
         spec, (max(4.0, width + ylab + 1.6), max(3.5, height + xlab + title_in + 0.4)), title, theme
     )
     ax = fig.add_subplot()
-    im = ax.imshow(data, cmap=_cmap(spec, theme), norm=norm, aspect="auto", interpolation="nearest")
+    im = ax.imshow(data, cmap=view_cmap(spec, theme), norm=norm, aspect="auto", interpolation="nearest")
     im.set_gid(GID_ATTENTION)
-    mask = _mask_for(capture, name, tok, spec)
+    mask = causal_cells(capture, name, tok, spec)
     if mask is not None:
         _draw_mask(ax, mask, theme)
     _set_ticks(ax.xaxis, tok.cols, xstep)
@@ -438,13 +438,13 @@ def _head_view(capture: Capture, spec: ViewSpec, name: str, theme: Theme) -> Fig
     ax.set_xlabel(tok.col_title)
     ax.set_ylabel(tok.row_title)
     cb = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02)
-    cb.set_label(_colorbar_label(spec))
+    cb.set_label(colorbar_label(spec))
     return fig
 
 
 def _layer_view(capture: Capture, spec: ViewSpec, name: str, theme: Theme) -> Figure:
-    tok = _tokens(capture, spec, name)
-    maps = _processed(capture.stacks[name][spec.layer], tok, spec)  # [H, Q', K']
+    tok = view_tokens(capture, spec, name)
+    maps = processed_map(capture.stacks[name][spec.layer], tok, spec)  # [H, Q', K']
     norm = _view_norm(maps, capture, name, tok, spec)
     n_heads = maps.shape[0]
     ncols = math.ceil(math.sqrt(n_heads))
@@ -454,10 +454,10 @@ def _layer_view(capture: Capture, spec: ViewSpec, name: str, theme: Theme) -> Fi
     lab = _text_inches(tok.rows + tok.cols, theme.tick_size) + 0.3 if labelled else 0.2
     title_in = 3 * theme.title_size * 1.4 / 72
     size = (min(30.0, ncols * cell + lab + 1.2), min(30.0, nrows * cell + lab + title_in))
-    fig = _new_figure(spec, size, _title(capture, spec, _what(capture, spec, name)), theme)
+    fig = _new_figure(spec, size, view_title(capture, spec, view_what(capture, spec, name)), theme)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
-    mask = _mask_for(capture, name, tok, spec)
-    cmap = _cmap(spec, theme)
+    mask = causal_cells(capture, name, tok, spec)
+    cmap = view_cmap(spec, theme)
     im = None
     for h, ax in enumerate(axes.ravel()):
         if h >= n_heads:
@@ -476,7 +476,7 @@ def _layer_view(capture: Capture, spec: ViewSpec, name: str, theme: Theme) -> Fi
             ax.set_xticks([])
             ax.set_yticks([])
     cb = fig.colorbar(im, ax=list(fig.axes), fraction=0.04, pad=0.02)
-    cb.set_label(_colorbar_label(spec))
+    cb.set_label(colorbar_label(spec))
     return fig
 
 
@@ -502,7 +502,7 @@ def _upsample(m: np.ndarray, rep: int) -> np.ndarray:
 
 
 def _model_view(capture: Capture, spec: ViewSpec, name: str, theme: Theme) -> Figure:
-    tok = _tokens(capture, spec, name)
+    tok = view_tokens(capture, spec, name)
     arr = capture.stacks[name]
     n_layers, n_heads = arr.shape[:2]
     q, k = len(tok.row_idx), len(tok.col_idx)
@@ -519,7 +519,7 @@ def _model_view(capture: Capture, spec: ViewSpec, name: str, theme: Theme) -> Fi
     tq, tk = pq * rep, pk * rep
     canvas = np.full((n_layers * (tq + 1) - 1, n_heads * (tk + 1) - 1), np.nan, dtype=np.float32)
     for layer in range(n_layers):
-        maps = _processed(arr[layer], tok, spec)
+        maps = processed_map(arr[layer], tok, spec)
         for h in range(n_heads):
             y, x = layer * (tq + 1), h * (tk + 1)
             canvas[y : y + tq, x : x + tk] = _upsample(_pool(maps[h], pq, pk), rep)
@@ -529,13 +529,13 @@ def _model_view(capture: Capture, spec: ViewSpec, name: str, theme: Theme) -> Fi
     tile_h = min(1.4, max(0.25, tile_w * pq / pk, 10.0 / n_layers if n_layers < 8 else 0.25))
     title_in = 3 * theme.title_size * 1.4 / 72
     size = (min(24.0, n_heads * tile_w + 2.6), min(24.0, n_layers * tile_h + 1.2 + title_in))
-    fig = _new_figure(spec, size, _title(capture, spec, _what(capture, spec, name)), theme)
+    fig = _new_figure(spec, size, view_title(capture, spec, view_what(capture, spec, name)), theme)
     ax = fig.add_subplot()
     im = ax.imshow(
-        canvas, cmap=_cmap(spec, theme), norm=norm, aspect="auto", interpolation="nearest"
+        canvas, cmap=view_cmap(spec, theme), norm=norm, aspect="auto", interpolation="nearest"
     )
     im.set_gid(GID_ATTENTION)
-    mask = _mask_for(capture, name, tok, spec)
+    mask = causal_cells(capture, name, tok, spec)
     if mask is not None:
         pooled = _upsample(_pool(mask.astype(np.float64), pq, pk), rep) >= 1.0 - 1e-9
         full = np.zeros(canvas.shape, dtype=bool)
@@ -559,13 +559,13 @@ def _model_view(capture: Capture, spec: ViewSpec, name: str, theme: Theme) -> Fi
     for spine in ax.spines.values():
         spine.set_visible(False)
     cb = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
-    cb.set_label(_colorbar_label(spec))
+    cb.set_label(colorbar_label(spec))
     return fig
 
 
 def _lines_view(capture: Capture, spec: ViewSpec, name: str, theme: Theme) -> Figure:
-    tok = _tokens(capture, spec, name)
-    data = _processed(select_map(capture, name, spec.layer, spec.head, spec.aggregation), tok, spec)
+    tok = view_tokens(capture, spec, name)
+    data = processed_map(select_map(capture, name, spec.layer, spec.head, spec.aggregation), tok, spec)
     norm = _view_norm(data, capture, name, tok, spec)
     weights = np.nan_to_num(
         np.clip(np.asarray(np.ma.filled(norm(data), 0.0), dtype=np.float64), 0.0, 1.0)
@@ -575,7 +575,7 @@ def _lines_view(capture: Capture, spec: ViewSpec, name: str, theme: Theme) -> Fi
     step, height = _axis_plan(n, theme.tick_size, 20.0)
     lab = _text_inches(tok.rows + tok.cols, theme.tick_size)
     title_in = 3 * theme.title_size * 1.4 / 72
-    title = _title(capture, spec, _what(capture, spec, name), "line opacity ∝ attention")
+    title = view_title(capture, spec, view_what(capture, spec, name), "line opacity ∝ attention")
     fig = _new_figure(
         spec, (max(5.0, 2 * lab + 3.5), max(3.0, height + title_in + 0.8)), title, theme
     )
@@ -629,8 +629,8 @@ def _alignment_view(capture: Capture, spec: ViewSpec, name: str, theme: Theme) -
     n_tgt, n_src = matrix.shape
     src_words = capture.text.split()
     tgt_words = capture.output_text.split()
-    src = [_clean_label(src_words[i] if i < len(src_words) else f"w{i}") for i in range(n_src)]
-    tgt = [_clean_label(tgt_words[j] if j < len(tgt_words) else f"w{j}") for j in range(n_tgt)]
+    src = [clean_label(src_words[i] if i < len(src_words) else f"w{i}") for i in range(n_src)]
+    tgt = [clean_label(tgt_words[j] if j < len(tgt_words) else f"w{j}") for j in range(n_tgt)]
 
     def xs(n: int) -> np.ndarray:
         return np.array([0.5]) if n == 1 else np.linspace(0.0, 1.0, n)
@@ -647,7 +647,7 @@ def _alignment_view(capture: Capture, spec: ViewSpec, name: str, theme: Theme) -
     fig = _new_figure(
         spec,
         (width, 2.6 + (2 * words_in if rotate else 0.6) + title_in),
-        _title(capture, spec, what),
+        view_title(capture, spec, what),
         theme,
     )
     ax = fig.add_subplot()

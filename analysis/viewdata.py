@@ -15,14 +15,14 @@ from matplotlib.colors import Colormap, Normalize
 from .aggregate import select_map
 from .figures import (
     ViewSpec,
-    _cmap,
-    _colorbar_label,
-    _mask_for,
-    _processed,
-    _stack_norm,
-    _title,
-    _tokens,
-    _what,
+    causal_cells,
+    colorbar_label,
+    processed_map,
+    stack_norm,
+    view_cmap,
+    view_title,
+    view_tokens,
+    view_what,
 )
 from .result import Capture
 from .themes import Theme, get_theme
@@ -85,7 +85,7 @@ def shared_norm(capture: Capture, name: str, spec: ViewSpec) -> Normalize:
             lo, hi = stack_range(arr)
             norm = color_norm(None, "linear", min(0.0, lo), hi)
         else:
-            norm = _stack_norm(capture, name, _tokens(capture, spec, name), spec)
+            norm = stack_norm(capture, name, view_tokens(capture, spec, name), spec)
         per_capture[key] = norm
     return norm
 
@@ -94,22 +94,22 @@ def heatmap_data(capture: Capture, spec: ViewSpec, theme: Theme | str | None = N
     """Everything the Head view draws for ``spec`` (layer, head/aggregation, hidden tokens, …)."""
     theme = get_theme(theme or spec.theme)
     name = capture.resolve_stack(spec.stack)
-    tok = _tokens(capture, spec, name)
+    tok = view_tokens(capture, spec, name)
     raw = select_map(capture, name, spec.layer, spec.head, spec.aggregation)
-    m = _processed(raw, tok, spec)
+    m = processed_map(raw, tok, spec)
     if spec.shared_range:
         norm = shared_norm(capture, name, spec)
     else:
         from .aggregate import color_norm
 
         norm = color_norm(m, spec.scale)
-    cmap = _cmap(spec, theme)
-    title = _title(capture, spec, _what(capture, spec, name))
+    cmap = view_cmap(spec, theme)
+    title = view_title(capture, spec, view_what(capture, spec, name))
     return HeatmapData(
         matrix=m, row_labels=tuple(tok.rows), col_labels=tuple(tok.cols), row_idx=tok.row_idx, col_idx=tok.col_idx,
-        row_title=tok.row_title, col_title=tok.col_title, mask=_mask_for(capture, name, tok, spec), title=title,
+        row_title=tok.row_title, col_title=tok.col_title, mask=causal_cells(capture, name, tok, spec), title=title,
         norm=norm, vmin=float(norm.vmin), vmax=float(norm.vmax), scale=spec.scale, cmap=cmap,
-        cmap_name=spec.cmap or theme.cmap, colorbar_label=_colorbar_label(spec),
+        cmap_name=spec.cmap or theme.cmap, colorbar_label=colorbar_label(spec),
     )
 
 
@@ -117,6 +117,6 @@ def stack_tiles(capture: Capture, spec: ViewSpec, layer: int | None = None) -> t
     """The (processed) maps of a whole stack ``[L, H, Q', K']`` or of one layer ``[H, Q', K']``,
     with hidden tokens removed as in the Head view. Returns (array, token info)."""
     name = capture.resolve_stack(spec.stack)
-    tok = _tokens(capture, spec, name)
+    tok = view_tokens(capture, spec, name)
     arr = capture.stacks[name] if layer is None else capture.stacks[name][layer]
-    return _processed(arr, tok, spec), tok
+    return processed_map(arr, tok, spec), tok

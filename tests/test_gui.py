@@ -19,7 +19,7 @@ from PySide6.QtCore import QPoint, QSettings, Qt
 from PySide6.QtWidgets import QApplication
 
 from analysis.aggregate import hide_tokens, select_map
-from analysis.figures import _clean_label
+from analysis.figures import clean_label
 from analysis.themes import get_theme
 from tests.gui_fixtures import (  # noqa: F401 - fixtures, found by pytest under their names
     load,
@@ -187,8 +187,8 @@ def test_every_tab_and_every_seq2seq_stack_draws(qtbot, marian_window):
             if tab == "Head":
                 np.testing.assert_array_equal(shown(win), select_map(cap, name, 1, 2))
                 assert shown(win).shape == (q, k)
-                assert win.head_view.data.row_labels == tuple(_clean_label(s) for s in cap.row_labels(name))
-                assert win.head_view.data.col_labels == tuple(_clean_label(s) for s in cap.key_tokens(name).display)
+                assert win.head_view.data.row_labels == tuple(clean_label(s) for s in cap.row_labels(name))
+                assert win.head_view.data.col_labels == tuple(clean_label(s) for s in cap.key_tokens(name).display)
             elif tab == "Layer":
                 mos = win.layer_view.mos
                 assert mos.cell == (q, k) and mos.rows * mos.cols >= n_heads
@@ -460,10 +460,10 @@ def test_seq2seq_row_label_modes_on_the_cross_stack(qtbot, marian_window):
     assert win.rows_combo.isEnabled()
     win.select(stack="cross_attentions", layer=1, head=0)
     d = win.head_view.data
-    dec_in = [_clean_label(s) for s in cap.decoder_inputs.display]
-    out = [_clean_label(s) for s in cap.outputs.display]
+    dec_in = [clean_label(s) for s in cap.decoder_inputs.display]
+    out = [clean_label(s) for s in cap.outputs.display]
     assert list(d.row_labels) == dec_in
-    assert list(d.col_labels) == [_clean_label(s) for s in cap.source.display]
+    assert list(d.col_labels) == [clean_label(s) for s in cap.source.display]
     assert d.matrix.shape == (len(cap.outputs), len(cap.source))
     assert out[-1] == "</s>" and dec_in[0] == "<pad>"  # decoder input t predicts output t
     assert dec_in[1:] == out[:-1]
@@ -471,7 +471,7 @@ def test_seq2seq_row_label_modes_on_the_cross_stack(qtbot, marian_window):
     assert list(win.head_view.data.row_labels) == out
     assert win.head_view.ax.get_ylabel() == "query: predicted token"
     win.rows_combo.setCurrentText("both")
-    assert list(win.head_view.data.row_labels) == [_clean_label(f"{a} → {b}") for a, b in
+    assert list(win.head_view.data.row_labels) == [clean_label(f"{a} → {b}") for a, b in
                                                    zip(cap.decoder_inputs.display, cap.outputs.display, strict=True)]
     assert win.head_view.ax.get_ylabel() == "query: decoder input → predicted token"
     # the matrix is the same whatever the labels

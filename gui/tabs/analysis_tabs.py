@@ -44,7 +44,7 @@ from PySide6.QtWidgets import (
 from analysis import rollout as rollout_mod
 from analysis import stats as stats_mod
 from analysis.errors import HeadmapError
-from analysis.figures import _clean_label
+from analysis.figures import clean_label
 from analysis.result import SELF_STACKS, Capture
 from analysis.viewdata import heatmap_data
 
@@ -801,7 +801,7 @@ class RolloutTab(QWidget):
         cap, name = self.capture, self.stack
         if cap is None or name not in SELF_STACKS:
             return
-        labels = [_clean_label(s) for s in cap.query_tokens(name).display]
+        labels = [clean_label(s) for s in cap.query_tokens(name).display]
         n = len(labels)
         causal = cap.is_causal(name)
         self.caption.setText(self._caption(cap, name, causal))
