@@ -144,6 +144,7 @@ def capture(
     generate: bool = False,
     max_new_tokens: int = 0,
     num_beams: int = 1,
+    target_lang: str | None = None,
     max_tokens: int | None = DEFAULT_MAX_TOKENS,
     store_dtype=np.float32,
     progress: Progress | None = None,
@@ -159,6 +160,8 @@ def capture(
     generate : seq2seq – generate the target; decoder – continue the text ``max_new_tokens``
     max_new_tokens : decoder continuation length / seq2seq generation cap (0: automatic)
     num_beams : beam search width for seq2seq generation (1 = greedy)
+    target_lang : seq2seq generation – force the first target token to this language's token
+        (multilingual models: ``fra_Latn`` for NLLB, ``fr`` for M2M100/mBART-50 style ``__fr__``)
     max_tokens : cap on input tokens (the model's own maximum applies too); longer text is
         truncated and the capture's ``notes`` say so
     store_dtype : float32 (exact) or float16 (half the memory) for the stored stacks
@@ -199,7 +202,8 @@ def capture(
     _progress(progress, "run", 0.1, "running the model…")
     with torch.inference_mode():
         if lm.kind == "seq2seq":
-            dec_ids, out_ids, output_text, gen_flag = _seq2seq_target(lm, batch, target, generate, max_new_tokens, num_beams, limit, notes)
+            dec_ids, out_ids, output_text, gen_flag = _seq2seq_target(lm, batch, target, generate, max_new_tokens, num_beams, limit, notes,
+                                                                     target_lang)
             check_cancel(cancel)
             out = model(**batch, decoder_input_ids=torch.tensor([dec_ids], device=lm.device),
                         output_attentions=True, use_cache=False)
@@ -267,7 +271,18 @@ def decoder_start_id(lm: LoadedModel) -> int:
     raise CaptureError("this seq2seq model has no decoder_start_token_id in its config; set one in config.json")
 
 
-def _seq2seq_target(lm, batch, target, generate, max_new_tokens, num_beams, limit, notes):
+def language_token_id(tokenizer, lang: str) -> int:
+    """The id of a multilingual model's target-language token (``fra_Latn``, ``__fr__``, ``>>fr<<``)."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    for cand in (lang, f"__{lang}__", f">>{lang}<<", f"<{lang}>", f"<2{lang}>"):
+        tid = tokenizer.convert_tokens_to_ids(cand)
+        if isinstance(tid, int) and tid != unk and tid >= 0:
+            return tid
+    raise InputError(f"this tokenizer has no language token for '{lang}'; use the model's own code "
+                     "(e.g. fra_Latn for NLLB, fr for M2M100)")
+
+
+def _seq2seq_target(lm, batch, target, generate, max_new_tokens, num_beams, limit, notes, target_lang=None):
     """Decoder input ids, output ids, output text and whether it was generated."""
     tok = lm.tokenizer
     start = decoder_start_id(lm)
@@ -281,7 +296,10 @@ def _seq2seq_target(lm, batch, target, generate, max_new_tokens, num_beams, limi
     if target is not None and not generate:
         raise InputError("the target is empty; type a target sentence or choose Translate")
     new = max_new_tokens if max_new_tokens > 0 else min(limit, 256)
-    gen = lm.model.generate(**batch, max_new_tokens=new, num_beams=max(1, num_beams), do_sample=False,
+    extra = {}
+    if target_lang:
+        extra["forced_bos_token_id"] = language_token_id(tok, target_lang)
+    gen = lm.model.generate(**batch, max_new_tokens=new, num_beams=max(1, num_beams), do_sample=False, **extra,
                             early_stopping=True if num_beams > 1 else False)
     seq = gen[0].tolist()
     pad = tok.pad_token_id

@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     tg.add_argument("--generate", action="store_true", help="seq2seq: translate/generate the target; decoder: continue the text")
     g.add_argument("--max-new-tokens", type=int, default=0, metavar="N", help="tokens to generate (decoder continuation; default 20 with --generate; seq2seq: automatic)")
     g.add_argument("--num-beams", type=int, default=1, metavar="N", help="beam search width for seq2seq generation (default 1 = greedy)")
+    g.add_argument("--target-lang", metavar="LANG", help="seq2seq generation on multilingual models: force the target language "
+                   "(NLLB: fra_Latn, M2M100: fr)")
     g.add_argument("--max-tokens", type=int, default=1024, metavar="N", help="truncate the input to N tokens (default 1024; the model's maximum applies too)")
 
     g = p.add_argument_group("exports (headless)")
@@ -145,6 +147,8 @@ def run_headless(args: argparse.Namespace) -> int:
                     allow_pickle=args.allow_pickle, memory_check=not args.no_memory_check)
     if args.target is not None and lm.kind != "seq2seq":
         raise InputError(f"--target only applies to seq2seq models; {args.model} is a {lm.kind} model")
+    if args.target_lang and lm.kind != "seq2seq":
+        raise InputError(f"--target-lang only applies to seq2seq models; {args.model} is a {lm.kind} model")
     if args.export_alignment and lm.kind != "seq2seq":
         raise InputError(f"--export-alignment needs a seq2seq model with cross-attention; {args.model} is a {lm.kind} model")
     max_new = args.max_new_tokens
@@ -152,7 +156,7 @@ def run_headless(args: argparse.Namespace) -> int:
         max_new = 20
     generate = args.generate or (lm.kind == "seq2seq" and args.target is None)
     cap = capture(lm, args.text, target=args.target, generate=generate, max_new_tokens=max_new,
-                  num_beams=args.num_beams, max_tokens=args.max_tokens)
+                  num_beams=args.num_beams, max_tokens=args.max_tokens, target_lang=args.target_lang)
     for note in cap.notes:
         print(f"note: {note}", file=sys.stderr)
 

@@ -320,7 +320,7 @@ class MainWindow(QMainWindow):
         kwargs = {"store_dtype": np.float16, "max_tokens": self.max_tokens}
         if kind == "seq2seq":
             if inp["generate"]:
-                kwargs.update(generate=True, num_beams=inp["num_beams"])
+                kwargs.update(generate=True, num_beams=inp["num_beams"], target_lang=inp["target_lang"])
             else:
                 kwargs.update(target=inp["target"])
         elif kind == "decoder" and inp["max_new_tokens"] > 0:

@@ -160,6 +160,10 @@ class InputPanel(QGroupBox):
         self.target.setPlaceholderText("target sentence (teacher forcing), or tick Translate")
         self.translate = QCheckBox("Translate (generate)")
         self.translate.setChecked(True)
+        self.target_lang = QLineEdit()
+        self.target_lang.setPlaceholderText("target lang")
+        self.target_lang.setToolTip("multilingual models: the target language code (NLLB: fra_Latn, M2M100: fr); empty for others")
+        self.target_lang.setMaximumWidth(90)
         self.beams = QSpinBox()
         self.beams.setRange(1, 8)
         self.beams.setPrefix("beams ")
@@ -174,6 +178,7 @@ class InputPanel(QGroupBox):
         r.addWidget(QLabel("target"))
         r.addWidget(self.target, 1)
         r.addWidget(self.translate)
+        r.addWidget(self.target_lang)
         r.addWidget(self.beams)
         self.decoder_row = QWidget()
         r2 = QHBoxLayout(self.decoder_row)
@@ -204,6 +209,7 @@ class InputPanel(QGroupBox):
             "target": None if self.translate.isChecked() else self.target.text(),
             "generate": self.translate.isChecked(),
             "num_beams": self.beams.value(),
+            "target_lang": self.target_lang.text().strip() or None,
             "max_new_tokens": self.cont.value(),
         }
 

@@ -96,3 +96,16 @@ def test_no_eval_exec_or_shell_in_the_app():
                 line = text[: m.start()].count("\n") + 1
                 hits.append(f"{f.relative_to(ROOT)}:{line}: {m.group(0)}")
     assert hits == []
+
+
+def test_target_language_is_forced_for_multilingual_generation(loaded):
+    """M2M100/NLLB need a forced target-language token; any vocabulary token shows the mechanism."""
+    from analysis.capture import language_token_id
+
+    lm = loaded("marian")
+    tok = lm.tokenizer
+    word = next(t for t in ("▁cours", "▁ce", "▁j") if tok.convert_tokens_to_ids(t) != tok.unk_token_id)
+    cap = capture(lm, "I like this course", generate=True, max_new_tokens=5, target_lang=word)
+    assert int(cap.outputs.ids[0]) == language_token_id(tok, word) == tok.convert_tokens_to_ids(word)
+    with pytest.raises(InputError, match="no language token"):
+        capture(lm, "I like this course", generate=True, target_lang="xx_Nope")
