@@ -409,9 +409,17 @@ def dequantize_gguf(gguf: Path, bundled: str | None, progress: Progress | None, 
         save_model(model, str(tmp / "model.safetensors"))
         tok.save_pretrained(tmp)
         (tmp / "headmap-cache.json").write_text(json.dumps({"source": str(gguf)}))
+        if (target / "headmap-cache.json").exists():
+            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first: keep its copy
+            return target
         if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+            shutil.rmtree(target)  # an incomplete leftover without the marker
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not (target / "headmap-cache.json").exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # lost a race to an identical copy
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ModelLoadError(f"could not write the dequantized cache to {target} ({exc}); free some disk space or set HEADMAP_CACHE") from exc
