@@ -21,7 +21,6 @@ import numpy as np
 from matplotlib.colors import Normalize
 from matplotlib.patches import Rectangle
 from PySide6.QtCore import QSize, Qt
-from PySide6.QtGui import QCursor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -36,7 +35,6 @@ from PySide6.QtWidgets import (
     QStyledItemDelegate,
     QTableWidget,
     QTableWidgetItem,
-    QToolTip,
     QVBoxLayout,
     QWidget,
 )
@@ -256,7 +254,6 @@ class StatsGridView(CanvasView):
         self.ax.xaxis.set_label_position("top")
         self.values: np.ndarray = np.zeros((0, 0))
         self.stat = ""
-        self.hover_text = ""
         self.on_cell = None  # callable(layer, head) set by the tab
         self.canvas.mpl_connect("button_press_event", self._on_click)
         self.canvas.mpl_connect("motion_notify_event", self._on_motion)
@@ -325,12 +322,7 @@ class StatsGridView(CanvasView):
     def _on_motion(self, event) -> None:
         cell = self.cell_at(event)
         text = self.describe(*cell) if cell else ""
-        if text != self.hover_text:
-            self.hover_text = text
-            if text:
-                QToolTip.showText(QCursor.pos(), text, self.canvas)
-            else:
-                QToolTip.hideText()
+        self.set_hover(text)
 
     def _on_click(self, event) -> None:
         cell = self.cell_at(event)
@@ -585,7 +577,6 @@ class RolloutView(CanvasView):
         self.bar_values = np.zeros(0)
         self.labels: list[str] = []
         self.output_index = 0
-        self.hover_text = ""
         self.on_row = None  # callable(row) set by the tab
         self.canvas.mpl_connect("button_press_event", self._on_click)
         self.canvas.mpl_connect("motion_notify_event", self._on_motion)
@@ -668,12 +659,7 @@ class RolloutView(CanvasView):
             j = int(np.floor(event.xdata + 0.5))
             if 0 <= j < len(self.bar_values):
                 text = f"input {j} '{self.labels[j]}': {self.bar_values[j]:.4f}"
-        if text != self.hover_text:
-            self.hover_text = text
-            if text:
-                QToolTip.showText(QCursor.pos(), text, self.canvas)
-            else:
-                QToolTip.hideText()
+        self.set_hover(text)
 
 
 class RolloutTab(QWidget):

@@ -10,7 +10,8 @@ from __future__ import annotations
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtGui import QCursor
+from PySide6.QtWidgets import QLabel, QSizePolicy, QToolTip, QVBoxLayout, QWidget
 
 from analysis.fonts import ensure_cjk_font
 from analysis.themes import Theme, apply_theme, get_theme
@@ -40,8 +41,21 @@ class CanvasView(QWidget):
         self._background = None
         self._animated: list = []
         self.canvas.mpl_connect("draw_event", self._on_draw)
+        self.hover_text = ""  # the tooltip under the mouse ('' when none)
         self.full_draws = 0  # counted for tests/benchmarks
         self.blits = 0
+
+    # -- hover ------------------------------------------------------------------------------
+    def set_hover(self, text: str) -> bool:
+        """Show ``text`` as the canvas tooltip ('' hides it); True when it changed."""
+        if text == self.hover_text:
+            return False
+        self.hover_text = text
+        if text:
+            QToolTip.showText(QCursor.pos(), text, self.canvas)
+        else:
+            QToolTip.hideText()
+        return True
 
     # -- theme ------------------------------------------------------------------------------
     def set_theme(self, name: str) -> None:

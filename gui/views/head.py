@@ -11,8 +11,6 @@ from dataclasses import replace
 import numpy as np
 from matplotlib.colors import to_rgba
 from PySide6.QtCore import Signal
-from PySide6.QtGui import QCursor
-from PySide6.QtWidgets import QToolTip
 
 from analysis.viewdata import HeatmapData, heatmap_data
 
@@ -44,7 +42,6 @@ class HeadView(CanvasView):
         self.set_animated_artists([self.image, self.mask_image])
         self.data: HeatmapData | None = None
         self._layout_key = None
-        self.hover_text = ""
         self.canvas.mpl_connect("motion_notify_event", self._on_motion)
         self.canvas.mpl_connect("button_press_event", self._on_click)
         self._apply_theme_extra()
@@ -125,12 +122,7 @@ class HeadView(CanvasView):
     def _on_motion(self, event) -> None:
         cell = self._cell(event)
         text = self.hover_at(*cell) if cell else ""
-        if text != self.hover_text:
-            self.hover_text = text
-            if text:
-                QToolTip.showText(QCursor.pos(), text, self.canvas)
-            else:
-                QToolTip.hideText()
+        if self.set_hover(text):
             self.hovered.emit(text)
 
     def _on_click(self, event) -> None:

@@ -33,7 +33,6 @@ class LinesView(CanvasView):
         self.title = self.figure.text(0.5, 0.985, "", ha="center", va="top")
         self.all_heads = False
         self.focus: tuple[str, int] | None = None  # ("q" | "k", index) under the mouse
-        self.hover_text = ""
         self._weights = None  # [G, Q, K] (G colour groups)
         self._rows: list[str] = []
         self._cols: list[str] = []

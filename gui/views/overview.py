@@ -9,8 +9,6 @@ from dataclasses import replace
 
 import numpy as np
 from PySide6.QtCore import Signal
-from PySide6.QtGui import QCursor
-from PySide6.QtWidgets import QToolTip
 
 from analysis.overview import Mosaic, mosaic
 from analysis.viewdata import shared_norm, stack_tiles
@@ -44,7 +42,6 @@ class _MosaicView(CanvasView):
         self.mos: Mosaic | None = None
         self.capture = None
         self.spec = None
-        self.hover_text = ""
         self._key = None
         self.canvas.mpl_connect("motion_notify_event", self._on_motion)
         self.canvas.mpl_connect("button_press_event", self._on_click)
@@ -81,9 +78,7 @@ class _MosaicView(CanvasView):
     def _on_motion(self, event) -> None:
         hit = self._tile_and_cell(event)
         text = self.describe(*hit) if hit else ""
-        if text != self.hover_text:
-            self.hover_text = text
-            QToolTip.showText(QCursor.pos(), text, self.canvas) if text else QToolTip.hideText()
+        if self.set_hover(text):
             self.hovered.emit(text)
 
     def describe(self, r: int, c: int, y: int, x: int) -> str:  # pragma: no cover - overridden
