@@ -165,6 +165,25 @@ def value_range(
     return lo, hi
 
 
+def stack_range(arr: np.ndarray) -> tuple[float, float]:
+    """``(min, max)`` of the finite values of a stack, as :func:`value_range` reads them.
+
+    float16 reductions are slow in numpy; for non-negative finite float16 data (attention) the bit
+    patterns sort like the values, so integer min/max over a ``uint16`` view are exact and ~8× faster.
+    """
+    a = np.asarray(arr)
+    if a.dtype == np.float16 and a.size:
+        bits = a.view(np.uint16)
+        hi_bits = bits.max()
+        if hi_bits < 0x7C00:  # no sign bit, no inf/NaN: every value is finite and >= 0
+            lo = np.array(bits.min(), dtype=np.uint16).view(np.float16)
+            return float(lo), float(np.array(hi_bits, dtype=np.uint16).view(np.float16))
+    finite = a[np.isfinite(a)]
+    if not finite.size:
+        return 0.0, 0.0
+    return float(finite.min()), float(finite.max())
+
+
 def color_norm(
     values: np.ndarray | None,
     scale: Scale = "linear",

@@ -39,6 +39,7 @@ from .aggregate import (
     color_norm,
     hide_tokens,
     select_map,
+    stack_range,
     value_range,
 )
 from .errors import ExportError, InputError
@@ -346,6 +347,10 @@ def processed_map(arr: np.ndarray, tok: ViewTokens, spec: ViewSpec) -> np.ndarra
 def stack_norm(capture: Capture, name: str, tok: ViewTokens, spec: ViewSpec) -> Normalize:
     """The colour range over the whole stack, processed like the view (layer by layer)."""
     arr = capture.stacks[name]
+    if not spec.hide_special and spec.scale == "linear":
+        # nothing hidden: the range of the stored stack itself, without per-layer float copies
+        lo, hi = value_range(np.array(stack_range(arr)), "linear")  # same rules as value_range(arr)
+        return color_norm(None, "linear", lo, hi)
     lo, hi = math.inf, -math.inf
     for layer in range(arr.shape[0]):
         vmin, vmax = value_range(processed_map(arr[layer], tok, spec), spec.scale)

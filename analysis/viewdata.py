@@ -59,33 +59,13 @@ class HeatmapData:
 _NORM_CACHE: weakref.WeakKeyDictionary[Capture, dict[tuple, Normalize]] = weakref.WeakKeyDictionary()
 
 
-def stack_range(arr: np.ndarray) -> tuple[float, float]:
-    """(min, max) of a stack. float16 reductions are slow in numpy; for non-negative float16 data
-    (attention) the bit patterns sort like the values, so an integer max over a uint16 view is exact."""
-    if arr.dtype == np.float16:
-        bits = arr.view(np.uint16)
-        if not np.any(bits & 0x8000):  # no sign bit set: every value is >= 0 (or +NaN/inf)
-            hi = np.array(bits.max(), dtype=np.uint16).view(np.float16)
-            lo = np.array(bits.min(), dtype=np.uint16).view(np.float16)
-            return float(lo), float(hi)
-    return float(np.nanmin(arr)), float(np.nanmax(arr))
-
-
 def shared_norm(capture: Capture, name: str, spec: ViewSpec) -> Normalize:
     """The stack-wide colour range (cached per capture, stack and display options)."""
     per_capture = _NORM_CACHE.setdefault(capture, {})
     key = (name, spec.hide_special, spec.renormalize, spec.scale, spec.row_labels)
     norm = per_capture.get(key)
     if norm is None:
-        arr = capture.stacks[name]
-        if not spec.hide_special and spec.scale == "linear":
-            # nothing hidden: the range of the stored stack itself (no per-layer float copies)
-            from .aggregate import color_norm
-
-            lo, hi = stack_range(arr)
-            norm = color_norm(None, "linear", min(0.0, lo), hi)
-        else:
-            norm = stack_norm(capture, name, view_tokens(capture, spec, name), spec)
+        norm = stack_norm(capture, name, view_tokens(capture, spec, name), spec)
         per_capture[key] = norm
     return norm
 
