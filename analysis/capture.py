@@ -19,7 +19,14 @@ import numpy as np
 from .errors import CaptureError, InputError, NoAttentionError
 from .loader import CancelCheck, LoadedModel, Progress, _progress, check_cancel
 from .result import Capture, Prediction, TokenSeq
-from .tokens import display_strings, output_word_ids, special_flags, token_seq, tokenizer_style
+from .tokens import (
+    display_strings,
+    generated_seq,
+    output_word_ids,
+    special_flags,
+    token_seq,
+    tokenizer_style,
+)
 
 #: longest input captured by default: attention memory grows with the square of the length
 DEFAULT_MAX_TOKENS = 1024
@@ -209,12 +216,8 @@ def capture(
                         output_attentions=True, use_cache=False)
             for name in ("encoder_attentions", "decoder_attentions", "cross_attentions"):
                 stacks[name] = stack_attentions(getattr(out, name, None), name, arch, expected.get(name), store_dtype)
-            dsp = special_flags(tok, dec_ids)
-            osp = special_flags(tok, out_ids)
-            decoder_inputs = TokenSeq(np.array(dec_ids), tuple(_raw(tok, dec_ids)), tuple(_display(tok, dec_ids, dsp)),
-                                      dsp, tuple(output_word_ids(tok, dec_ids, list(dsp))))
-            outputs = TokenSeq(np.array(out_ids), tuple(_raw(tok, out_ids)), tuple(_display(tok, out_ids, osp)),
-                               osp, tuple(output_word_ids(tok, out_ids, list(osp))))
+            decoder_inputs = generated_seq(tok, dec_ids)
+            outputs = generated_seq(tok, out_ids)
         else:
             if lm.kind == "decoder" and generate and max_new_tokens > 0:
                 _progress(progress, "generate", 0.2, f"continuing the text {max_new_tokens} tokens…")
@@ -254,10 +257,6 @@ def capture(
 
 def _raw(tok, ids) -> list[str]:
     return [r if r is not None else "<?>" for r in tok.convert_ids_to_tokens([int(i) for i in ids])]
-
-
-def _display(tok, ids, special) -> list[str]:
-    return display_strings(_raw(tok, ids), list(special), tokenizer_style(tok))
 
 
 def decoder_start_id(lm: LoadedModel) -> int:

@@ -15,7 +15,7 @@ import codecs
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -195,6 +195,13 @@ def token_seq(tokenizer, ids: Sequence[int], text: str | None = None, offsets=No
         words = [-1] * len(ids)
     return TokenSeq(ids=np.array(ids, dtype=np.int64), raw=tuple(raw), display=tuple(display),
                     special=special, word_ids=tuple(words))
+
+
+def generated_seq(tokenizer, ids: Sequence[int]) -> TokenSeq:
+    """A :class:`TokenSeq` for target / generated tokens: no offsets exist, so the word ids come
+    from the decoded pieces (:func:`output_word_ids`)."""
+    seq = token_seq(tokenizer, ids)
+    return replace(seq, word_ids=tuple(output_word_ids(tokenizer, ids, list(seq.special))))
 
 
 def word_ids_by_display(raw_or_display: Sequence[str], special: Sequence[bool]) -> list[int]:
