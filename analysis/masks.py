@@ -948,3 +948,20 @@ __all__ = [
     "token_masking",
     "write_mask_report",
 ]
+
+
+# --------------------------------------------------------------------------------------------
+# jobs for the window (run in the model process: plain functions, no Qt)
+# --------------------------------------------------------------------------------------------
+def padding_job(lm: LoadedModel, text: str, pair: str | None, padding_side: str, progress=None, cancel=None) -> PaddingReport:
+    """:func:`padding_experiment` with a progress message, for the window's worker."""
+    if progress:
+        progress("padding", -1.0, "running the padding experiment (alone, batched with and without the mask)…")
+    return padding_experiment(lm, text, pair or None, padding_side=padding_side)
+
+
+def masking_job(lm: LoadedModel, text: str, positions, progress=None, cancel=None) -> MaskingReport:
+    """:func:`token_masking` with a progress message, for the window's worker."""
+    if progress:
+        progress("masking", -1.0, "running with the chosen tokens masked…")
+    return token_masking(lm, text, positions)

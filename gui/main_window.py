@@ -1,12 +1,14 @@
 """Headmap's main window: model and input panels, token strip, output, linked views.
 
-All computation goes through ``analysis/`` in worker threads (:mod:`gui.workers`); this module only
-routes signals and pushes results into widgets.
+All computation goes through ``analysis/`` in worker threads (:mod:`gui.workers`); the model itself
+lives in a child process (:mod:`analysis.host`) so loading and running never stall the window. This
+module only routes signals and pushes results into widgets.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -27,6 +29,7 @@ from PySide6.QtWidgets import (
 
 from analysis.errors import Cancelled, ConsentRequiredError, HeadmapError
 from analysis.figures import ViewSpec
+from analysis.host import RemoteModel, default_host, in_process
 
 from .panels import EXAMPLES, InputPanel, ModelPanel, OutputPanel, TokenStrip
 from .settings import Settings
@@ -66,6 +69,11 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("Headmap — attention microscope")
         self.settings = settings or Settings()
         self.runner = JobRunner(self)
+        # models live in a child process (analysis.host): loading and running never hold this
+        # process's GIL; HEADMAP_IN_PROCESS=1 keeps them here
+        self.host = None if in_process() else default_host()
+        if self.host is not None:
+            self.host.start()  # spawn now: it imports torch/transformers while the window opens
         self.lm = None
         self.capture = None
         self.last_error = ""
@@ -298,7 +306,8 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("the running capture was cancelled: a new model is loading")
         self._loading_ref = ref
         self.model_panel.show_progress("resolve", 0.0, f"loading {ref}…")
-        self.runner.start("load", load_model, ref, dtype=self.model_panel.dtype.currentText(),
+        job = load_model if self.host is None else partial(self.host.load, owner=f"window-{id(self)}")
+        self.runner.start("load", job, ref, dtype=self.model_panel.dtype.currentText(),
                           device=self.model_panel.device.currentText() or "auto",
                           trust_remote_code=self.model_panel.trust.isChecked(), allow_pickle=allow_pickle)
 
@@ -326,7 +335,13 @@ class MainWindow(QMainWindow):
         elif kind == "decoder" and inp["max_new_tokens"] > 0:
             kwargs.update(generate=True, max_new_tokens=inp["max_new_tokens"])
         self.statusBar().showMessage("running…")
-        self.runner.start("run", capture, self.lm, inp["text"], **kwargs)
+        self.runner.start("run", self.model_job(capture), self.lm, inp["text"], **kwargs)
+
+    def model_job(self, fn):
+        """``fn(lm, …)`` as a runner job: in the model process when the model lives there."""
+        if isinstance(self.lm, RemoteModel) and self.lm.host is not None:
+            return partial(self.lm.host.call, fn)
+        return fn
 
     def cancel(self) -> None:
         hit = False
@@ -708,11 +723,18 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:
         self.save_settings()
         self.runner.wait_all(5000)
+        self._release_model()
         super().closeEvent(event)
 
     def shutdown(self, timeout_ms: int = 30000) -> bool:
-        """Cancel and wait for every worker (tests, close)."""
-        return self.runner.wait_all(timeout_ms)
+        """Cancel and wait for every worker, free the model in the model process (tests, close)."""
+        done = self.runner.wait_all(timeout_ms)
+        self._release_model()
+        return done
+
+    def _release_model(self) -> None:
+        if isinstance(self.lm, RemoteModel) and self.lm.host is not None:
+            self.lm.host.release(self.lm)
 
     def autostart(self, ref: str | None = None) -> None:
         """Load ``ref`` (or the last model) and run the sentence in the editor."""

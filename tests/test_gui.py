@@ -146,7 +146,10 @@ def test_token_strip_shows_display_strings_ids_and_marks_specials(qtbot, bert_wi
     texts = [strip.item(0, i).text() for i in range(n)]
     ids = [int(strip.item(1, i).text()) for i in range(n)]
     assert texts == ["[CLS]", "i", "like", "this", "course", "[SEP]"]
-    assert ids == win.lm.tokenizer(TEXT)["input_ids"] == cap.source.ids.tolist()
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(win.lm.path))  # the model itself lives in the model process
+    assert ids == tok(TEXT)["input_ids"] == cap.source.ids.tolist()
     for i in range(n):
         special = i in (0, n - 1)
         for row in (0, 1):

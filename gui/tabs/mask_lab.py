@@ -32,22 +32,6 @@ from analysis.fonts import ensure_cjk_font
 DEFAULT_PAIR_HINT = "a longer second sentence (empty: a built-in default)"
 
 
-def _padding_job(lm, text, pair, padding_side, progress=None, cancel=None):
-    from analysis.masks import padding_experiment
-
-    if progress:
-        progress("padding", -1.0, "running the padding experiment (alone, batched with and without the mask)…")
-    return padding_experiment(lm, text, pair or None, padding_side=padding_side)
-
-
-def _masking_job(lm, text, positions, progress=None, cancel=None):
-    from analysis.masks import token_masking
-
-    if progress:
-        progress("masking", -1.0, "running with the chosen tokens masked…")
-    return token_masking(lm, text, positions)
-
-
 def _select(arr: np.ndarray, layer: int, head: int | None, how: str) -> np.ndarray:
     from analysis.aggregate import select_map
 
@@ -149,8 +133,10 @@ class MaskLabTab(QWidget):
             return
         side = self.side.currentText()
         side = None if side.startswith("default") else side
+        from analysis.masks import padding_job
+
         self.window.statusBar().showMessage("running the padding experiment…")
-        self.window.runner.start("mask_padding", _padding_job, self.window.lm, self.window.input_panel.text.toPlainText(),
+        self.window.runner.start("mask_padding", self.window.model_job(padding_job), self.window.lm, self.window.input_panel.text.toPlainText(),
                                  self.pair.text().strip(), side)
 
     def run_masking(self) -> None:
@@ -160,8 +146,10 @@ class MaskLabTab(QWidget):
         if not pos:
             self.window.show_error("tick at least one token to mask")
             return
+        from analysis.masks import masking_job
+
         self.window.statusBar().showMessage("running with masked tokens…")
-        self.window.runner.start("mask_tokens", _masking_job, self.window.lm, self.window.input_panel.text.toPlainText(), pos)
+        self.window.runner.start("mask_tokens", self.window.model_job(masking_job), self.window.lm, self.window.input_panel.text.toPlainText(), pos)
 
     def _on_finished(self, channel: str, result) -> None:
         if channel == "mask_padding":

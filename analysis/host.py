@@ -1,0 +1,528 @@
+"""Model work in a child process, so the window's interpreter never waits on it.
+
+Loading a checkpoint parses a tokenizer (Rust), a JSON file (C) and imports hundreds of modules;
+a forward pass runs for hundreds of milliseconds. In the window's own process all of that competes
+with the event loop for the GIL, and C code that holds it freezes the window (the Performance issue
+measured 240-300 ms stalls). A :class:`ModelHost` runs that work in a separate Python process
+(a fresh interpreter started with ``subprocess``, never a fork of the Qt process; the two talk
+over a socket pair with ``multiprocessing.connection``):
+
+* :meth:`ModelHost.load` loads a model there and returns a :class:`RemoteModel` — the model's
+  description (reference, kind, summary, notes) and a handle, no weights;
+* :meth:`ModelHost.call` runs a plain ``analysis`` function there, ``fn(lm, *args, progress=…,
+  cancel=…, **kwargs)``, with every :class:`RemoteModel` argument replaced by the loaded model, and
+  returns its result. Progress messages stream back while it runs; the caller's ``cancel`` is
+  forwarded. Large numpy arrays (attention stacks) do not go through the pipe: the child writes them
+  into one memory file (``/dev/shm`` where it exists) that this process maps and unlinks, so a
+  capture arrives without a copy and read-only arrays stay read-only.
+
+Errors raised in the child arrive as the same exception type (or a :class:`ModelHostError` with
+the message when the type cannot be pickled). If the child dies (killed, out of memory), the call
+raises :class:`ModelHostError` saying to load the model again; the next call starts a new child.
+
+Pure Python: no Qt. The window calls these methods from its worker threads; calls are serialised.
+``HEADMAP_*`` environment variables (cache folder, settings) are sent with every call.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import io
+import itertools
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from .errors import Cancelled, HeadmapError
+
+#: arrays at least this big travel through the shared memory file instead of the pipe
+ARRAY_MIN_BYTES = 1 << 16
+_ALIGN = 64
+#: environment variables forwarded with every call (prefixes)
+ENV_PREFIXES = ("HEADMAP_", "HF_", "TRANSFORMERS_")
+
+
+class ModelHostError(HeadmapError):
+    """The model process failed in a way that has no better error type."""
+
+
+@dataclass(frozen=True, eq=False)
+class RemoteModel:
+    """A model loaded in a :class:`ModelHost`: what the window shows about it, and its handle."""
+
+    reference: str
+    kind: str
+    summary: Any
+    path: Path
+    notes: tuple[str, ...]
+    handle: int
+    host: ModelHost | None = field(default=None, repr=False)
+
+    @property
+    def remote(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class _ModelRef:
+    handle: int
+
+
+# --------------------------------------------------------------------------------------------
+# pickling with out-of-band arrays
+# --------------------------------------------------------------------------------------------
+def _arena_dir() -> str:
+    shm = "/dev/shm"
+    if os.path.isdir(shm) and os.access(shm, os.W_OK):
+        return shm
+    return tempfile.gettempdir()
+
+
+def _mappingproxy(d: dict) -> MappingProxyType:
+    return MappingProxyType(d)
+
+
+class _ArenaPickler(pickle.Pickler):
+    """Pickles big arrays by reference into a file written alongside."""
+
+    def __init__(self, buf, min_bytes: int = ARRAY_MIN_BYTES) -> None:
+        super().__init__(buf, protocol=pickle.HIGHEST_PROTOCOL)
+        self.min_bytes = min_bytes
+        self.file = None
+        self.path: str | None = None
+        self.size = 0
+
+    def reducer_override(self, obj):
+        if type(obj) is MappingProxyType:
+            return _mappingproxy, (dict(obj),)
+        return NotImplemented
+
+    def persistent_id(self, obj):
+        if not isinstance(obj, np.ndarray) or obj.dtype.hasobject or obj.nbytes < self.min_bytes:
+            return None
+        if self.file is None:
+            fd, self.path = tempfile.mkstemp(prefix="headmap-", suffix=".arrays", dir=_arena_dir())
+            self.file = os.fdopen(fd, "wb")
+        pad = (-self.size) % _ALIGN
+        if pad:
+            self.file.write(b"\0" * pad)
+            self.size += pad
+        offset = self.size
+        data = np.ascontiguousarray(obj)
+        self.file.write(memoryview(data).cast("B"))
+        self.size += data.nbytes
+        return ("nd", offset, data.dtype.str, data.shape, bool(obj.flags.writeable))
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def dumps(obj) -> tuple[bytes, str | None]:
+    """Pickle ``obj``; big arrays go to a file whose path is returned (None when there are none)."""
+    buf = io.BytesIO()
+    p = _ArenaPickler(buf)
+    try:
+        p.dump(obj)
+    except BaseException:
+        p.close()
+        if p.path:
+            _unlink(p.path)
+        raise
+    p.close()
+    return buf.getvalue(), p.path
+
+
+class _ArenaUnpickler(pickle.Unpickler):
+    def __init__(self, buf, mm) -> None:
+        super().__init__(buf)
+        self.mm = mm
+
+    def persistent_load(self, pid):
+        tag, offset, dtype, shape, writeable = pid
+        if tag != "nd" or self.mm is None:
+            raise pickle.UnpicklingError(f"unknown array reference {tag!r}")
+        dt = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        a = np.frombuffer(self.mm, dtype=dt, count=count, offset=offset).reshape(shape)
+        if writeable:
+            return a.copy()  # the receiver may change it: give it its own memory
+        return a  # read-only view on the mapping (frombuffer of a read-only mapping)
+
+
+def loads(data: bytes, path: str | None):
+    """The inverse of :func:`dumps`; maps and then deletes the array file."""
+    mm = None
+    if path is not None:
+        import mmap
+
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                mm = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) if size else b""
+        finally:
+            _unlink(path)  # the mapping stays valid; nothing is left on disk
+    return _ArenaUnpickler(io.BytesIO(data), mm).load()
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+# --------------------------------------------------------------------------------------------
+# the child
+# --------------------------------------------------------------------------------------------
+def _describe(lm, handle: int) -> RemoteModel:
+    return RemoteModel(reference=lm.reference, kind=lm.kind, summary=lm.summary, path=Path(lm.path),
+                       notes=tuple(lm.notes), handle=handle)
+
+
+def _apply_env(env: dict[str, str]) -> None:
+    for k in [k for k in os.environ if k.startswith(ENV_PREFIXES) and k not in env]:
+        del os.environ[k]
+    os.environ.update(env)
+
+
+def _send_error(conn, exc: BaseException) -> None:
+    tb = traceback.format_exc()
+    try:
+        payload = pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.loads(payload)  # an exception that cannot be rebuilt would fail on the other side
+        conn.send(("error", payload, tb))
+    except Exception:  # noqa: BLE001
+        conn.send(("error_text", type(exc).__name__, str(exc), tb))
+
+
+def _child_main(conn, preload: bool) -> None:  # pragma: no cover - runs in the child
+    """The host loop: one job at a time in this (main) thread, until "quit" or the pipe closes.
+
+    A reader thread receives messages, so a "cancel" for the running job arrives while it runs.
+    """
+    import queue
+
+    models: dict[int, Any] = {}
+    owners: dict[str, int] = {}  # owner → its current model's handle
+    jobs: queue.Queue = queue.Queue()
+    cancel = threading.Event()
+    current = [None]  # id of the running job
+
+    def reader() -> None:
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                jobs.put(("quit",))
+                return
+            if msg[0] == "cancel":
+                if msg[1] == current[0]:
+                    cancel.set()
+                continue
+            jobs.put(msg)
+            if msg[0] == "quit":
+                return
+
+    threading.Thread(target=reader, name="headmap-host-reader", daemon=True).start()
+    if preload:
+        try:  # the heavy imports, while the window starts (nobody waits on them here)
+            import torch  # noqa: F401
+            import transformers  # noqa: F401
+
+            from . import capture, loader  # noqa: F401
+        except Exception:  # noqa: BLE001 - a real load reports the problem
+            pass
+    while True:
+        msg = jobs.get()
+        op = msg[0]
+        if op == "quit":
+            return
+        if op == "release":
+            models.pop(msg[1], None)
+            for o in [o for o, h in owners.items() if h == msg[1]]:
+                del owners[o]
+            gc.collect()
+            continue
+        if op != "call":
+            continue
+        _, job, fn, args, kwargs, env, load_handle, owner = msg
+        cancel.clear()
+        current[0] = job
+        _apply_env(env)
+
+        def progress(stage, fraction=None, message=""):
+            conn.send(("progress", stage, fraction, message))
+
+        def resolve(v):
+            if isinstance(v, _ModelRef):
+                if v.handle not in models:
+                    raise ModelHostError("the model is no longer loaded in the model process "
+                                         "(it was replaced or the process restarted); load it again")
+                return models[v.handle]
+            return v
+
+        try:
+            args = [resolve(a) for a in args]
+            kwargs = {k: resolve(v) for k, v in kwargs.items()}
+            result = fn(*args, progress=progress, cancel=cancel, **kwargs)
+            if load_handle is not None:
+                models[load_handle] = result
+                if owner is not None:
+                    old = owners.get(owner)
+                    owners[owner] = load_handle
+                    if old is not None and old != load_handle:
+                        models.pop(old, None)
+                        gc.collect()
+                result = _describe(result, load_handle)
+            data, path = dumps(result)
+            del result
+            conn.send(("ok", data, path))
+        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
+            _send_error(conn, exc)
+        finally:
+            current[0] = None
+
+
+def _child_entry() -> None:  # pragma: no cover - runs in the child
+    """``python -c "from analysis.host import _child_entry; _child_entry()" FD PRELOAD``."""
+    from multiprocessing.connection import Connection
+
+    extra = os.environ.pop("HEADMAP_HOST_SYSPATH", "")
+    for p in reversed([p for p in extra.split(os.pathsep) if p]):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    conn = Connection(int(sys.argv[1]))
+    _child_main(conn, sys.argv[2] == "1")
+
+
+# --------------------------------------------------------------------------------------------
+# the parent side
+# --------------------------------------------------------------------------------------------
+def supported() -> bool:
+    """A model process needs POSIX file-descriptor passing (Linux, macOS)."""
+    return os.name == "posix"
+
+
+class ModelHost:
+    """A child process that holds loaded models and runs analysis functions on them."""
+
+    def __init__(self, preload: bool = True) -> None:
+        self.preload = preload
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._conn = None
+        self._handles = itertools.count(1)
+        self._jobs = itertools.count(1)
+        self.calls = 0
+
+    # -- life cycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the child now (it imports torch and transformers while nobody waits)."""
+        with self._lock:
+            self._ensure()
+
+    def _ensure(self) -> None:
+        if self.alive():
+            return
+        self._discard()
+        from multiprocessing.connection import Connection
+
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        env["HEADMAP_HOST_SYSPATH"] = os.pathsep.join(p for p in sys.path if p)
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        code = "from analysis.host import _child_entry; _child_entry()"
+        try:
+            proc = subprocess.Popen([sys.executable, "-c", code, str(theirs.fileno()), "1" if self.preload else "0"],
+                                    pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env,
+                                    close_fds=True)
+        except OSError as exc:
+            ours.close()
+            raise ModelHostError(f"could not start the model process ({exc}); set HEADMAP_IN_PROCESS=1 "
+                                 "to run models inside the window") from exc
+        finally:
+            theirs.close()
+        self._proc, self._conn = proc, Connection(ours.detach())
+
+    def _discard(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except OSError:
+                pass
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.terminate()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = self._conn = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self.alive() else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the child (pending work is abandoned)."""
+        with self._lock:
+            if self._conn is not None and self.alive():
+                try:
+                    self._conn.send(("quit",))
+                    self._proc.wait(timeout)
+                except (OSError, subprocess.TimeoutExpired):
+                    pass
+            self._discard()
+
+    # -- calls -------------------------------------------------------------------------------
+    def load(self, reference: str, *, progress=None, cancel=None, owner: str | None = None,
+             loader: Callable[..., Any] | None = None, **kwargs) -> RemoteModel:
+        """Load ``reference`` in the child (``analysis.loader.load_model`` keyword arguments).
+
+        ``owner`` (a window): the child keeps one model per owner; once this one has loaded, the
+        owner's previous model is freed (a failed load keeps it).
+        """
+        if loader is None:
+            from .loader import load_model as loader
+        handle = next(self._handles)
+        desc = self._request(loader, (reference,), kwargs, progress, cancel, load_handle=handle, owner=owner)
+        return RemoteModel(**{**desc.__dict__, "host": self})
+
+    def release(self, lm) -> None:
+        """Free a model in the child (a closed window)."""
+        if not isinstance(lm, RemoteModel) or lm.host is not self:
+            return
+        with self._lock:
+            if self._conn is not None and self.alive():
+                try:
+                    self._conn.send(("release", lm.handle))
+                except OSError:
+                    pass
+
+    def call(self, fn: Callable[..., Any], *args, progress=None, cancel=None, **kwargs):
+        """Run ``fn(*args, progress=…, cancel=…, **kwargs)`` in the child; RemoteModel args become models.
+
+        ``fn`` must be a module-level function importable without Qt (it is pickled by name).
+        """
+        return self._request(fn, args, kwargs, progress, cancel)
+
+    def _request(self, fn, args, kwargs, progress, cancel, load_handle=None, owner=None):
+        from .loader import _cancelled
+
+        def ref(v):
+            if isinstance(v, RemoteModel):
+                if v.host is not None and v.host is not self:
+                    raise ModelHostError("this model belongs to another model process; load it again")
+                return _ModelRef(v.handle)
+            return v
+
+        args = tuple(ref(a) for a in args)
+        kwargs = {k: ref(v) for k, v in kwargs.items()}
+        env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
+        while not self._lock.acquire(timeout=0.05):
+            if _cancelled(cancel):
+                raise Cancelled("cancelled")
+        try:
+            if _cancelled(cancel):
+                raise Cancelled("cancelled")
+            self._ensure()
+            self.calls += 1
+            job = next(self._jobs)
+            conn, proc = self._conn, self._proc
+            try:
+                conn.send(("call", job, fn, args, kwargs, env, load_handle, owner))
+            except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
+                if isinstance(exc, OSError):
+                    self._discard()
+                raise ModelHostError(f"could not send the job to the model process ({exc}); try again") from exc
+            forwarded = False
+            while True:
+                try:
+                    ready = conn.poll(0.02)
+                except (OSError, EOFError):
+                    ready = True
+                if not ready:
+                    if not forwarded and _cancelled(cancel):
+                        try:
+                            conn.send(("cancel", job))
+                        except OSError:
+                            pass
+                        forwarded = True
+                    if proc.poll() is not None:
+                        ready = conn.poll(0)  # a last message may still be in the pipe
+                        if not ready:
+                            code = proc.returncode
+                            self._discard()
+                            raise ModelHostError(
+                                f"the model process stopped unexpectedly (exit code {code}; out of memory?); "
+                                "load the model again")
+                    continue
+                try:
+                    msg = conn.recv()
+                except (EOFError, OSError) as exc:
+                    try:
+                        code = proc.wait(timeout=2)
+                    except subprocess.TimeoutExpired:
+                        code = None
+                    self._discard()
+                    raise ModelHostError(f"the model process stopped unexpectedly (exit code {code}; "
+                                         "out of memory?); load the model again") from exc
+                kind = msg[0]
+                if kind == "progress":
+                    if progress is not None:
+                        progress(msg[1], msg[2], msg[3])
+                    continue
+                if kind == "ok":
+                    return loads(msg[1], msg[2])
+                if kind == "error":
+                    try:
+                        exc = pickle.loads(msg[1])
+                    except Exception:  # noqa: BLE001
+                        exc = ModelHostError("the model process failed; see the log")
+                    exc.__headmap_traceback__ = msg[2]
+                    raise exc
+                if kind == "error_text":
+                    exc = ModelHostError(f"{msg[2]}" if msg[1] in ("HeadmapError",) else f"{msg[1]}: {msg[2]}")
+                    exc.__headmap_traceback__ = msg[3]
+                    raise exc
+        finally:
+            self._lock.release()
+
+
+_default: ModelHost | None = None
+_default_lock = threading.Lock()
+
+
+def default_host() -> ModelHost:
+    """The process-wide host every window shares (started on first use, stopped at exit)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = ModelHost()
+            atexit.register(_default.close)
+        return _default
+
+
+def in_process() -> bool:
+    """Models run in the window's own process: ``HEADMAP_IN_PROCESS=1`` (debugging), or no POSIX."""
+    return os.environ.get("HEADMAP_IN_PROCESS", "") not in ("", "0") or not supported()
