@@ -173,7 +173,14 @@ def loads(data: bytes, path: str | None):
         try:
             with open(path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
-                mm = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) if size else b""
+                if not size:
+                    mm = b""
+                elif hasattr(mmap, "MAP_POPULATE"):
+                    # the kernel maps every page now, in this (worker) thread and without the GIL:
+                    # the first look at the arrays on the GUI thread takes no page faults
+                    mm = mmap.mmap(f.fileno(), size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ)
+                else:
+                    mm = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
         finally:
             _unlink(path)  # the mapping stays valid; nothing is left on disk
     return _ArenaUnpickler(io.BytesIO(data), mm).load()

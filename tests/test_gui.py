@@ -442,18 +442,30 @@ def test_causal_mask_overlay_on_a_decoder(qtbot, gpt2_window):
     win = gpt2_window
     view = win.head_view
     assert win.capture.is_causal()
-    assert view.mask_image.get_visible()
-    alpha = np.asarray(view.mask_image.get_array())[..., 3]
-    np.testing.assert_array_equal(alpha > 0, np.triu(np.ones((4, 4), bool), 1))
+    assert view.mask_patch.get_visible()
+    # the patch covers exactly the masked cells: test every cell centre and a point near each corner
+    path = view.mask_patch.get_path()
+    ii, jj = np.mgrid[0:4, 0:4]
+    for dy, dx in ((0, 0), (-0.45, -0.45), (0.45, 0.45), (-0.45, 0.45), (0.45, -0.45)):
+        pts = np.stack([jj.ravel() + dx, ii.ravel() + dy], 1)
+        covered = path.contains_points(pts).reshape(4, 4)
+        np.testing.assert_array_equal(covered, np.triu(np.ones((4, 4), bool), 1))
+    assert view.mask_patch.get_facecolor() == to_rgba(get_theme("light").masked_color)
     np.testing.assert_array_equal(view.data.mask, np.triu(np.ones((4, 4), bool), 1))
+    # and it is drawn: the masked cell's pixel has the masked colour
+    view.canvas.draw()
+    x, y = view.ax.transData.transform((3, 0))
+    rgba = np.asarray(view.canvas.buffer_rgba())
+    px = rgba[int(rgba.shape[0] - y), int(x)] / 255.0
+    np.testing.assert_allclose(px[:3], to_rgba(get_theme("light").masked_color)[:3], atol=0.02)
     win.mask_check.setChecked(False)
-    assert not view.mask_image.get_visible() and view.data.mask is None
+    assert not view.mask_patch.get_visible() and view.data.mask is None
     win.mask_check.setChecked(True)
-    assert view.mask_image.get_visible()
+    assert view.mask_patch.get_visible()
 
 
 def test_no_causal_mask_on_an_encoder(qtbot, bert_window):
-    assert not bert_window.head_view.mask_image.get_visible()
+    assert not bert_window.head_view.mask_patch.get_visible()
     assert not bert_window.rows_combo.isEnabled()
 
 

@@ -206,7 +206,7 @@ def test_no_matplotlib_tick_labels_only_the_overlay(qtbot, head):
     show(qtbot, head, synthetic_capture(256))
     assert head.ax.get_xticklabels() == [] and head.ax.get_yticklabels() == []
     assert list(head.ax.get_xticks()) == [] and list(head.ax.get_yticks()) == []
-    assert len(head.figure.axes) == 2 and len(head.ax.images) == 2
+    assert len(head.figure.axes) == 2 and len(head.ax.images) == 1 and len(head.ax.patches) == 1
     lab = head.labels
     assert lab.parent() is head.canvas
     assert lab.testAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)

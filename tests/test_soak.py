@@ -67,5 +67,6 @@ def test_soak_200_runs_with_selection_switching(qtbot, window, loaded):
     # the views keep a bounded number of artists (no tick labels or texts piling up)
     assert len(window.layer_view.ax.texts) <= n_heads
     assert len(window.lines_view.ax.texts) <= 2 * max(len(lm.tokenizer(t)["input_ids"]) for t in TEXTS)
-    assert len(window.head_view.figure.axes) == 2 and len(window.head_view.ax.images) == 2
+    assert len(window.head_view.figure.axes) == 2 and len(window.head_view.ax.images) == 1
+    assert len(window.head_view.ax.patches) == 1  # the causal-mask path, updated in place
     assert window.last_error == ""
