@@ -99,8 +99,10 @@ def window_fixture(make_window):
 
 # -- helpers ---------------------------------------------------------------------------------
 def is_idle(win) -> bool:
-    # a finished run's views are drawn one event-loop turn after its result arrives
-    return not win.runner.is_busy("load") and not win.runner.is_busy("run") and win._incoming is None
+    # a finished run's views are updated one event-loop turn after its result arrives, and drawn
+    # in the next one
+    return (not win.runner.is_busy("load") and not win.runner.is_busy("run") and win._incoming is None
+            and not getattr(win.tabs.currentWidget(), "draw_pending", ""))
 
 
 def wait_idle(qtbot, win, timeout: int = RUN_TIMEOUT_MS) -> None:

@@ -7,9 +7,11 @@ caches the background; :meth:`blit` restores the background and draws only them.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QCursor
 from PySide6.QtWidgets import QLabel, QSizePolicy, QToolTip, QVBoxLayout, QWidget
 
@@ -44,6 +46,8 @@ class CanvasView(QWidget):
         self.hover_text = ""  # the tooltip under the mouse ('' when none)
         self.full_draws = 0  # counted for tests/benchmarks
         self.blits = 0
+        self._defer = False
+        self.draw_pending = ""  # "redraw" / "blit" while a deferred draw waits for its turn
 
     # -- hover ------------------------------------------------------------------------------
     def set_hover(self, text: str) -> bool:
@@ -87,21 +91,55 @@ class CanvasView(QWidget):
                 else:
                     fig.draw_artist(a)
 
+    @contextmanager
+    def deferred_draws(self):
+        """Inside, :meth:`redraw` / :meth:`blit` only schedule the draw for the next event-loop
+        turn (a new capture: its data and layout now, its pixels in the next turn, so that
+        neither part holds the event loop for long). ``draw_pending`` says one is scheduled."""
+        self._defer = True
+        try:
+            yield
+        finally:
+            self._defer = False
+
+    def _schedule(self, kind: str) -> None:
+        if not self.draw_pending:
+            QTimer.singleShot(0, self, self._flush)
+        if self.draw_pending != "redraw":
+            self.draw_pending = kind
+
+    def _flush(self) -> None:
+        kind, self.draw_pending = self.draw_pending, ""
+        if kind == "redraw":
+            self.redraw()
+        elif kind == "blit":
+            self.blit()
+
     def redraw(self) -> None:
         """Full synchronous draw (layout, ticks, labels), then the animated artists."""
+        if self._defer:
+            self._schedule("redraw")
+            return
         self.canvas.draw()
         # artists changed before this draw queued a draw_idle: it would repeat the same full draw
         self.canvas._draw_pending = False
 
     def blit(self) -> None:
         """Redraw only the animated artists over the cached background."""
+        if self._defer:
+            self._schedule("blit")
+            return
         if self._background is None or self._stale_size():
             self.redraw()
             return
         self.canvas.restore_region(self._background)
         self._draw_animated()
-        self.canvas.blit(self.figure.bbox)
+        self.canvas.blit(self._blit_bbox())
         self.blits += 1
+
+    def _blit_bbox(self):
+        """The part of the canvas a blit repaints (subclasses may narrow it)."""
+        return self.figure.bbox
 
     def _stale_size(self) -> bool:
         w, h = self.canvas.get_width_height(physical=True)

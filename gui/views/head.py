@@ -164,18 +164,9 @@ class HeadView(CanvasView):
         else:
             self.blit()
 
-    def blit(self) -> None:
-        """As :meth:`CanvasView.blit`, but only the axes box goes to the screen: the animated
-        images live there, and the token labels around it (a Qt overlay) need no repaint."""
-        if self._background is None or self._stale_size():
-            self.redraw()
-            return
-        self.canvas.restore_region(self._background)
-        self._draw_animated()
-        self.canvas.blit(self._blit_bbox())
-        self.blits += 1
-
     def _blit_bbox(self) -> Bbox:
+        """Only the axes box goes to the screen on a blit: the animated image and mask live there,
+        and the token labels around it (a Qt overlay) need no repaint."""
         x0, y0, x1, y1 = self.ax.bbox.extents
         pad = 2 * (self.canvas.device_pixel_ratio or 1)  # the canvas rounds to whole pixels
         box = Bbox.from_extents(x0 - pad, y0 - pad, x1 + pad, y1 + pad)
