@@ -114,7 +114,8 @@ class _ArenaPickler(pickle.Pickler):
         if not isinstance(obj, np.ndarray) or obj.dtype.hasobject or obj.nbytes < self.min_bytes:
             return None
         if self.file is None:
-            fd, self.path = tempfile.mkstemp(prefix="headmap-", suffix=".arrays", dir=_arena_dir())
+            # named after the receiving process: files left by one that died can be swept
+            fd, self.path = tempfile.mkstemp(prefix=f"headmap-{os.getppid()}-", suffix=".arrays", dir=_arena_dir())
             self.file = os.fdopen(fd, "wb")
         pad = (-self.size) % _ALIGN
         if pad:
@@ -186,6 +187,36 @@ def loads(data: bytes, path: str | None):
     return _ArenaUnpickler(io.BytesIO(data), mm).load()
 
 
+def sweep_arrays(directory: str | None = None) -> int:
+    """Delete array files whose receiving process no longer exists (it died between the child's
+    write and its own unlink); returns how many were removed."""
+    directory = directory or _arena_dir()
+    removed = 0
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    for name in names:
+        parts = name.split("-")
+        if not (name.startswith("headmap-") and name.endswith(".arrays") and len(parts) >= 3 and parts[1].isdigit()):
+            continue
+        if _pid_alive(int(parts[1])):
+            continue
+        _unlink(os.path.join(directory, name))
+        removed += 1
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def _unlink(path: str) -> None:
     try:
         os.unlink(path)
@@ -205,6 +236,19 @@ def _apply_env(env: dict[str, str]) -> None:
     for k in [k for k in os.environ if k.startswith(ENV_PREFIXES) and k not in env]:
         del os.environ[k]
     os.environ.update(env)
+
+
+def _torch_threads(default: list[int]) -> None:
+    """``HEADMAP_TORCH_THREADS=n`` (sent with the call) sets torch's intra-op threads for it."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    if not default:
+        default.append(torch.get_num_threads())
+    want = os.environ.get("HEADMAP_TORCH_THREADS", "")
+    n = int(want) if want.isdigit() and int(want) > 0 else default[0]
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 def _send_error(conn, exc: BaseException) -> None:
@@ -245,6 +289,7 @@ def _child_main(conn, preload: bool) -> None:  # pragma: no cover - runs in the 
             if msg[0] == "quit":
                 return
 
+    default_threads: list[int] = []  # torch's own thread count, once torch is imported
     threading.Thread(target=reader, name="headmap-host-reader", daemon=True).start()
     if preload:
         try:  # the heavy imports, while the window starts (nobody waits on them here)
@@ -271,6 +316,7 @@ def _child_main(conn, preload: bool) -> None:  # pragma: no cover - runs in the 
         cancel.clear()
         current[0] = job
         _apply_env(env)
+        _torch_threads(default_threads)
 
         def progress(stage, fraction=None, message=""):
             conn.send(("progress", stage, fraction, message))
@@ -347,6 +393,7 @@ class ModelHost:
         if self.alive():
             return
         self._discard()
+        sweep_arrays()
         from multiprocessing.connection import Connection
 
         ours, theirs = socket.socketpair()

@@ -33,17 +33,26 @@ SHUTDOWN_TIMEOUT_MS = 30_000
 
 @pytest.fixture(name="one_torch_thread")
 def one_torch_thread_fixture():
-    """Run torch on one intra-op thread for the test, then restore the setting.
+    """Run torch on one intra-op thread for the test (here and in the window's model process,
+    through ``HEADMAP_TORCH_THREADS``), then restore the setting.
 
     The tiny checkpoints gain nothing from threads, and on a busy shared machine torch's
     spinning intra-op threads make a 20 ms capture take over a second.
     """
+    import os
+
     import torch
 
     before = torch.get_num_threads()
+    env_before = os.environ.get("HEADMAP_TORCH_THREADS")
     torch.set_num_threads(1)
+    os.environ["HEADMAP_TORCH_THREADS"] = "1"  # the window's model process, with each call
     yield
     torch.set_num_threads(before)
+    if env_before is None:
+        os.environ.pop("HEADMAP_TORCH_THREADS", None)
+    else:
+        os.environ["HEADMAP_TORCH_THREADS"] = env_before
 
 
 @pytest.fixture(name="settings_path")

@@ -12,7 +12,15 @@ import pytest
 
 from analysis.capture import capture
 from analysis.errors import Cancelled, ModelLoadError
-from analysis.host import ModelHost, ModelHostError, RemoteModel, _arena_dir, dumps, loads
+from analysis.host import (
+    ModelHost,
+    ModelHostError,
+    RemoteModel,
+    _arena_dir,
+    dumps,
+    loads,
+    sweep_arrays,
+)
 
 TEXT = "I like this course"
 
@@ -45,6 +53,12 @@ def _unpicklable_error(progress=None, cancel=None):
 
 def _pid(progress=None, cancel=None):
     return os.getpid()
+
+
+def _threads(progress=None, cancel=None):
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _arrays(progress=None, cancel=None):
@@ -176,3 +190,27 @@ def test_arrays_from_the_child(host):
     out = host.call(_arrays)
     assert not out["ro"].flags.writeable and out["rw"].flags.writeable
     assert out["ro"][-1] == 99_999 and out["rw"].sum() == 90_000
+
+
+def test_array_files_of_dead_processes_are_swept(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    stale = tmp_path / f"headmap-{dead_pid}-abc.arrays"
+    live = tmp_path / f"headmap-{os.getpid()}-abc.arrays"
+    other = tmp_path / "headmap-notes.txt"
+    for f in (stale, live, other):
+        f.write_bytes(b"x")
+    assert sweep_arrays(str(tmp_path)) == 1
+    assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_torch_threads_follow_the_environment_of_each_call(host, tiny_model_dir, monkeypatch):
+    host.load(str(tiny_model_dir("bert")))  # imports torch there
+    default = host.call(_threads)
+    monkeypatch.setenv("HEADMAP_TORCH_THREADS", "1")
+    assert host.call(_threads) == 1
+    monkeypatch.delenv("HEADMAP_TORCH_THREADS")
+    assert host.call(_threads) == default
