@@ -14,6 +14,7 @@ from analysis.overview import Mosaic, mosaic
 from analysis.viewdata import shared_norm, stack_tiles
 
 from .canvas import CanvasView
+from .fast_image import NearestImage
 
 _LABELS = {"attentions": "self-attention", "encoder_attentions": "encoder self-attention",
            "decoder_attentions": "decoder self-attention", "cross_attentions": "cross-attention"}
@@ -36,7 +37,11 @@ class _MosaicView(CanvasView):
         self.ax = self.figure.add_axes((0.08, 0.06, 0.84, 0.84))
         self.ax.set_xticks([])
         self.ax.set_yticks([])
-        self.image = self.ax.imshow(np.zeros((1, 1)), aspect="auto", interpolation="nearest")
+        # one image of all tiles, coloured before it is sampled to the screen (gui.views.fast_image)
+        self.image = NearestImage(self.ax, interpolation="nearest", origin="upper")
+        self.image.set_data(np.zeros((1, 1)))
+        self.ax.add_image(self.image)
+        self.ax.set_aspect("auto")
         self.title = self.figure.text(0.5, 0.985, "", ha="center", va="top")
         self.set_animated_artists([self.image, self.title])
         self.mos: Mosaic | None = None
