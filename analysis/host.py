@@ -376,7 +376,8 @@ class ModelHost:
 
     def __init__(self, preload: bool = True) -> None:
         self.preload = preload
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one call at a time
+        self._send_lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._conn = None
         self._handles = itertools.count(1)
@@ -437,16 +438,26 @@ class ModelHost:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def _send(self, msg) -> None:
+        """Every message to the child goes through here: one writer at a time on the socket."""
+        with self._send_lock:
+            self._conn.send(msg)
+
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the child (pending work is abandoned)."""
-        with self._lock:
+        """Stop the child. Waits up to ``timeout`` for a running call; after that the child is
+        terminated (the call then raises :class:`ModelHostError`)."""
+        idle = self._lock.acquire(timeout=timeout)
+        try:
             if self._conn is not None and self.alive():
                 try:
-                    self._conn.send(("quit",))
-                    self._proc.wait(timeout)
+                    self._send(("quit",))
+                    self._proc.wait(timeout if idle else 0.5)
                 except (OSError, subprocess.TimeoutExpired):
                     pass
             self._discard()
+        finally:
+            if idle:
+                self._lock.release()
 
     # -- calls -------------------------------------------------------------------------------
     def load(self, reference: str, *, progress=None, cancel=None, owner: str | None = None,
@@ -466,12 +477,13 @@ class ModelHost:
         """Free a model in the child (a closed window)."""
         if not isinstance(lm, RemoteModel) or lm.host is not self:
             return
-        with self._lock:
-            if self._conn is not None and self.alive():
-                try:
-                    self._conn.send(("release", lm.handle))
-                except OSError:
-                    pass
+        # no waiting for a running call (a window closing during a long run): the child frees the
+        # model when that call is done
+        if self._conn is not None and self.alive():
+            try:
+                self._send(("release", lm.handle))
+            except (OSError, AttributeError):
+                pass
 
     def call(self, fn: Callable[..., Any], *args, progress=None, cancel=None, **kwargs):
         """Run ``fn(*args, progress=…, cancel=…, **kwargs)`` in the child; RemoteModel args become models.
@@ -504,7 +516,7 @@ class ModelHost:
             job = next(self._jobs)
             conn, proc = self._conn, self._proc
             try:
-                conn.send(("call", job, fn, args, kwargs, env, load_handle, owner))
+                self._send(("call", job, fn, args, kwargs, env, load_handle, owner))
             except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
                 if isinstance(exc, OSError):
                     self._discard()
@@ -518,8 +530,8 @@ class ModelHost:
                 if not ready:
                     if not forwarded and _cancelled(cancel):
                         try:
-                            conn.send(("cancel", job))
-                        except OSError:
+                            self._send(("cancel", job))
+                        except (OSError, AttributeError):  # closed meanwhile
                             pass
                         forwarded = True
                     if proc.poll() is not None:

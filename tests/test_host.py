@@ -51,6 +51,11 @@ def _unpicklable_error(progress=None, cancel=None):
     raise LocalError("made in the child")
 
 
+def _sleep(seconds, progress=None, cancel=None):
+    time.sleep(seconds)
+    return seconds
+
+
 def _pid(progress=None, cancel=None):
     return os.getpid()
 
@@ -214,3 +219,38 @@ def test_torch_threads_follow_the_environment_of_each_call(host, tiny_model_dir,
     assert host.call(_threads) == 1
     monkeypatch.delenv("HEADMAP_TORCH_THREADS")
     assert host.call(_threads) == default
+
+
+def test_release_does_not_wait_for_a_running_call(host, tiny_model_dir):
+    lm = host.load(str(tiny_model_dir("bert")), owner="w9")
+    done = []
+    t = threading.Thread(target=lambda: done.append(host.call(_sleep, 1.5)))
+    t.start()
+    time.sleep(0.3)  # the sleep job is running in the child
+    t0 = time.monotonic()
+    host.release(lm)
+    assert time.monotonic() - t0 < 0.5
+    t.join(10)
+    assert done == [1.5]
+    with pytest.raises(ModelHostError, match="no longer loaded"):
+        host.call(capture, lm, TEXT)
+
+
+def test_close_during_a_call_stops_the_child_and_fails_the_call():
+    h = ModelHost(preload=False)
+    errors = []
+
+    def job():
+        try:
+            h.call(_sleep, 30)
+        except ModelHostError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=job)
+    t.start()
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    h.close(timeout=0.5)
+    assert time.monotonic() - t0 < 5
+    t.join(10)
+    assert not t.is_alive() and len(errors) == 1 and not h.alive()
