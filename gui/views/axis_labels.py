@@ -139,19 +139,18 @@ class AxisLabels(QWidget):
         return False
 
     # -- content and look ---------------------------------------------------------------------
+    # (setting labels, box or limits repaints nothing by itself: the view repaints the overlay
+    # when its canvas has drawn, so new labels never show over the previous map)
     def set_labels(self, rows: list[tuple[int, str]], cols: list[tuple[int, str]], n_rows: int, n_cols: int) -> None:
         self.rows, self.cols = list(rows), list(cols)
         self.n_rows, self.n_cols = int(n_rows), int(n_cols)
-        self.update()
 
     def set_box(self, left: float, bottom: float, width: float, height: float) -> None:
         self.box_fraction = (float(left), float(bottom), float(width), float(height))
-        self.update()
 
     def set_limits(self, max_row_width: float, max_col_width: float) -> None:
         self.max_row_width, self.max_col_width = float(max_row_width), float(max_col_width)
         self._elided.clear()
-        self.update()
 
     def set_style(self, font: QFont, color: QColor, tick_color: QColor, tick_length: float) -> None:
         if font != self.text_font:

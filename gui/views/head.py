@@ -164,6 +164,10 @@ class HeadView(CanvasView):
         else:
             self.blit()
 
+    def _on_draw(self, event) -> None:
+        super()._on_draw(event)
+        self.labels.update()  # the labels that belong to the map just drawn
+
     def _blit_bbox(self) -> Bbox:
         """Only the axes box goes to the screen on a blit: the animated image and mask live there,
         and the token labels around it (a Qt overlay) need no repaint."""
