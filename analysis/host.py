@@ -71,10 +71,6 @@ class RemoteModel:
     handle: int
     host: ModelHost | None = field(default=None, repr=False)
 
-    @property
-    def remote(self) -> bool:
-        return True
-
 
 @dataclass(frozen=True)
 class _ModelRef:
@@ -382,7 +378,6 @@ class ModelHost:
         self._conn = None
         self._handles = itertools.count(1)
         self._jobs = itertools.count(1)
-        self.calls = 0
 
     # -- life cycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -437,6 +432,16 @@ class ModelHost:
 
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    def _stopped(self, proc: subprocess.Popen) -> ModelHostError:
+        """The error for a child that died during a call (after reaping and forgetting it)."""
+        try:
+            code = proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            code = None
+        self._discard()
+        return ModelHostError(f"the model process stopped unexpectedly (exit code {code}; out of memory?); "
+                              "load the model again")
 
     def _send(self, msg) -> None:
         """Every message to the child goes through here: one writer at a time on the socket."""
@@ -512,7 +517,6 @@ class ModelHost:
             if _cancelled(cancel):
                 raise Cancelled("cancelled")
             self._ensure()
-            self.calls += 1
             job = next(self._jobs)
             conn, proc = self._conn, self._proc
             try:
@@ -537,22 +541,12 @@ class ModelHost:
                     if proc.poll() is not None:
                         ready = conn.poll(0)  # a last message may still be in the pipe
                         if not ready:
-                            code = proc.returncode
-                            self._discard()
-                            raise ModelHostError(
-                                f"the model process stopped unexpectedly (exit code {code}; out of memory?); "
-                                "load the model again")
+                            raise self._stopped(proc)
                     continue
                 try:
                     msg = conn.recv()
                 except (EOFError, OSError) as exc:
-                    try:
-                        code = proc.wait(timeout=2)
-                    except subprocess.TimeoutExpired:
-                        code = None
-                    self._discard()
-                    raise ModelHostError(f"the model process stopped unexpectedly (exit code {code}; "
-                                         "out of memory?); load the model again") from exc
+                    raise self._stopped(proc) from exc
                 kind = msg[0]
                 if kind == "progress":
                     if progress is not None:
@@ -568,7 +562,7 @@ class ModelHost:
                     exc.__headmap_traceback__ = msg[2]
                     raise exc
                 if kind == "error_text":
-                    exc = ModelHostError(f"{msg[2]}" if msg[1] in ("HeadmapError",) else f"{msg[1]}: {msg[2]}")
+                    exc = ModelHostError(msg[2] if msg[1] == "HeadmapError" else f"{msg[1]}: {msg[2]}")
                     exc.__headmap_traceback__ = msg[3]
                     raise exc
         finally:

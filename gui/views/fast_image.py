@@ -61,3 +61,13 @@ class NearestImage(AxesImage):
             flat = rgba.view(np.uint32).reshape(rows * cols)
             im = flat[np.add.outer(i * cols, j)].view(np.uint8).reshape(height, width, 4)
         return np.ascontiguousarray(im), left, b, IdentityTransform()
+
+
+def add_nearest_image(ax) -> NearestImage:
+    """A :class:`NearestImage` (origin upper, placeholder data) added to ``ax``, whose aspect
+    becomes "auto": what ``ax.imshow(..., aspect="auto", interpolation="nearest")`` sets up."""
+    image = NearestImage(ax, interpolation="nearest", origin="upper")
+    image.set_data(np.zeros((1, 1)))
+    ax.add_image(image)
+    ax.set_aspect("auto")
+    return image

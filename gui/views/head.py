@@ -25,7 +25,7 @@ from analysis.viewdata import HeatmapData, heatmap_data
 
 from .axis_labels import LABEL_PAD, AxisLabels, label_font
 from .canvas import CanvasView
-from .fast_image import NearestImage
+from .fast_image import add_nearest_image
 
 #: the axes box: right edge (the colour bar is right of it) and top, in figure fractions
 AX_RIGHT, AX_TOP = 0.84, 0.95
@@ -79,10 +79,7 @@ class HeadView(CanvasView):
         self.cax = self.figure.add_axes((0.87, 0.2, 0.025, 0.72))
         # colour the cells, then one cell per screen pixel (gui.views.fast_image): a blit of a
         # 256-token map costs ~1 ms of image instead of ~12
-        self.image = NearestImage(self.ax, interpolation="nearest", origin="upper")
-        self.image.set_data(np.zeros((1, 1)))
-        self.ax.add_image(self.image)
-        self.ax.set_aspect("auto")
+        self.image = add_nearest_image(self.ax)
         # the causally masked cells: one filled path of per-row rectangles (drawing it costs well
         # under a millisecond; an RGBA image of the mask cost as much as the heatmap itself)
         self.mask_patch = PathPatch(MPath(np.zeros((1, 2))), linewidth=0, edgecolor="none",

@@ -14,7 +14,7 @@ from analysis.overview import Mosaic, mosaic
 from analysis.viewdata import shared_norm, stack_tiles
 
 from .canvas import CanvasView
-from .fast_image import NearestImage
+from .fast_image import add_nearest_image
 
 _LABELS = {"attentions": "self-attention", "encoder_attentions": "encoder self-attention",
            "decoder_attentions": "decoder self-attention", "cross_attentions": "cross-attention"}
@@ -38,10 +38,7 @@ class _MosaicView(CanvasView):
         self.ax.set_xticks([])
         self.ax.set_yticks([])
         # one image of all tiles, coloured before it is sampled to the screen (gui.views.fast_image)
-        self.image = NearestImage(self.ax, interpolation="nearest", origin="upper")
-        self.image.set_data(np.zeros((1, 1)))
-        self.ax.add_image(self.image)
-        self.ax.set_aspect("auto")
+        self.image = add_nearest_image(self.ax)
         self.title = self.figure.text(0.5, 0.985, "", ha="center", va="top")
         self.set_animated_artists([self.image, self.title])
         self.mos: Mosaic | None = None
