@@ -18,7 +18,13 @@ class ModelLoadError(HeadmapError):
 
 
 class RemoteCodeError(ModelLoadError):
-    """The checkpoint needs custom code and trust_remote_code is off."""
+    """The checkpoint needs custom code that no consent covers.
+
+    ``request``: the :class:`analysis.consent.CodeConsent` to ask the user for (this checkpoint and
+    the sha256 of its code files), or ``None`` when the code was not looked at.
+    """
+
+    request = None
 
 
 class ConsentRequiredError(ModelLoadError):

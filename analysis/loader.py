@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .bundled import BUNDLED, bundled_path, sha256_file
+from .consent import CodeConsent, check_remote_code
 from .errors import (
     Cancelled,
     ConsentRequiredError,
@@ -506,7 +507,7 @@ def load_model(
     ref: str,
     dtype: str = "auto",
     device: str = "auto",
-    trust_remote_code: bool = False,
+    trust_remote_code: bool | CodeConsent | None = False,
     allow_pickle: bool = False,
     memory_check: bool = True,
     progress: Progress | None = None,
@@ -520,7 +521,9 @@ def load_model(
     dtype : ``auto`` | ``float32`` | ``float16`` | ``bfloat16`` (auto: float32 on CPU)
     device : ``auto`` | ``cpu`` | ``cuda`` | ``mps``; ``auto`` on a GPU machine uses accelerate's
         ``device_map="auto"`` (spreads a large model over the GPUs and the CPU)
-    trust_remote_code : allow the checkpoint's own Python code (off by default)
+    trust_remote_code : allow the checkpoint's own Python code (off by default): ``True`` for this
+        ``ref`` (the CLI flag), or a :class:`~analysis.consent.CodeConsent` that must name this
+        checkpoint and the sha256 of its current code files (the window)
     allow_pickle : allow ``pytorch_model.bin`` weights (loaded with ``weights_only``)
     progress : ``progress(stage, fraction_or_None, message)``; stages ``resolve``, ``download``,
         ``dequantize``, ``load``, ``ready``
@@ -539,11 +542,8 @@ def load_model(
     check_folder(folder, allow_pickle)  # before importing transformers: bad folders fail fast
     import transformers
 
-    if _needs_remote_code(folder) and not trust_remote_code:
-        raise RemoteCodeError(
-            f"{ref} needs custom Python code from its repository to run; Headmap never runs code you did not "
-            "agree to — enable trust_remote_code (CLI: --trust-remote-code) only if you trust its author"
-        )
+    # consent covers one checkpoint and its code as hashed now (analysis.consent)
+    trust_remote_code = check_remote_code(ref, folder, _needs_remote_code(folder), trust_remote_code)
     dev = _resolve_device(device)
     _progress(progress, "load", 0.1, "reading the config…")
     try:

@@ -27,7 +27,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from analysis.errors import Cancelled, ConsentRequiredError, HeadmapError
+from analysis.consent import ConsentBook, canonical_reference, local_consent
+from analysis.errors import Cancelled, ConsentRequiredError, HeadmapError, RemoteCodeError
 from analysis.figures import ViewSpec
 from analysis.host import RemoteModel, default_host, in_process
 
@@ -82,6 +83,8 @@ class MainWindow(QMainWindow):
         self._pending_run = False
         self.max_tokens = 1024  # longest input captured (attention memory grows with its square)
         self._dialog: QMessageBox | None = None
+        # consent to run a checkpoint's own code: per checkpoint and its code's sha256, never carried over
+        self.consents = ConsentBook()
         self._dirty: set[int] = set()
         self._updating = False
         self.spec = ViewSpec(view="head", head=0, shared_range=True, theme=theme or self.settings.value("theme", "light"))
@@ -139,6 +142,7 @@ class MainWindow(QMainWindow):
         self.model_panel.load_requested.connect(self.load_model)
         self.model_panel.cancel_requested.connect(self.cancel)
         self.model_panel.trust_toggled.connect(self._on_trust_toggled)
+        self.model_panel.reference_changed.connect(self._on_reference_changed)
         self.input_panel.run_requested.connect(self.run)
         self.runner.finished.connect(self._on_job_finished)
         self.runner.failed.connect(self._on_job_failed)
@@ -311,7 +315,7 @@ class MainWindow(QMainWindow):
         job = load_model if self.host is None else partial(self.host.load, owner=f"window-{id(self)}")
         self.runner.start("load", job, ref, dtype=self.model_panel.dtype.currentText(),
                           device=self.model_panel.device.currentText() or "auto",
-                          trust_remote_code=self.model_panel.trust.isChecked(), allow_pickle=allow_pickle)
+                          trust_remote_code=self.consents.get(ref), allow_pickle=allow_pickle)
 
     def run(self) -> None:
         if self.runner.is_busy("load"):
@@ -382,6 +386,9 @@ class MainWindow(QMainWindow):
             self._pending_run = False
             if isinstance(exc, ConsentRequiredError) and "pickle" in str(exc):
                 self._ask_pickle(exc)
+                return
+            if isinstance(exc, RemoteCodeError) and exc.request is not None:
+                self._ask_remote_code(exc)
                 return
         self.show_error(error_message(exc))
 
@@ -730,23 +737,47 @@ class MainWindow(QMainWindow):
         self._dialog = box
         box.open()
 
+    def _on_reference_changed(self, ref: str) -> None:
+        # the trust box shows whether the model named in the box has consent: it never carries over
+        self.model_panel.show_trusted(self.consents.get(ref) is not None)
+
     def _on_trust_toggled(self, on: bool) -> None:
+        ref = self.model_panel.reference()
         if not on:
+            self.consents.revoke(ref)
             return
-        ref = self.model_panel.reference() or "this repository"
-        box = QMessageBox(QMessageBox.Icon.Warning, "Trust remote code?",
-                          f"Trusting remote code runs Python code from {ref} on this computer, with your permissions.\n\n"
-                          "Only allow it for repositories whose authors you trust.",
+        consent = local_consent(ref)
+        code = (f" ({', '.join(consent.files)}; sha256 {consent.code_sha256[:12]}…)"
+                if consent.code_sha256 and consent.files else "")
+        self._ask_code_consent(
+            f"Trusting remote code runs Python code from {ref or 'this repository'}{code} on this computer, with "
+            "your permissions. The consent covers this model only, and only its code as it is now: another model, "
+            "or a changed code file, asks again.\n\nOnly allow it for repositories whose authors you trust.",
+            consent, reload=False)
+
+    def _ask_remote_code(self, exc: RemoteCodeError) -> None:
+        self.statusBar().showMessage(f"waiting for your decision: {exc}")
+        self._ask_code_consent(f"{exc}.\n\nRun the code of {exc.request.reference}?", exc.request, reload=True)
+
+    def _ask_code_consent(self, text: str, consent, reload: bool) -> None:
+        """One question about one checkpoint's code; Yes records the consent (and loads again)."""
+        box = QMessageBox(QMessageBox.Icon.Warning, "Trust remote code?", text,
                           QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
         box.setDefaultButton(QMessageBox.StandardButton.No)
+        ref = self._loading_ref if reload else self.model_panel.reference()
 
         def done(result: int) -> None:
-            if result != QMessageBox.StandardButton.Yes:
-                self.model_panel.trust.blockSignals(True)
-                self.model_panel.trust.setChecked(False)
-                self.model_panel.trust.blockSignals(False)
+            granted = result == QMessageBox.StandardButton.Yes
+            if granted:
+                self.consents.grant(consent)
+            if canonical_reference(self.model_panel.reference()) == consent.reference:
+                self.model_panel.show_trusted(self.consents.get(consent.reference) is not None)
+            if granted and reload:
+                self.load_model(ref)
 
         box.finished.connect(done)
+        if self._dialog is not None:
+            self._dialog.close()
         self._dialog = box
         box.open()
 

@@ -37,6 +37,7 @@ class ModelPanel(QGroupBox):
     load_requested = Signal(str)
     cancel_requested = Signal()
     trust_toggled = Signal(bool)
+    reference_changed = Signal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Model", parent)
@@ -94,6 +95,7 @@ class ModelPanel(QGroupBox):
         self.folder_btn.clicked.connect(self._on_folder)
         self.gguf_btn.clicked.connect(self._on_gguf)
         self.trust.toggled.connect(self.trust_toggled)
+        self.combo.editTextChanged.connect(lambda text: self.reference_changed.emit(text.strip()))
 
     def set_choices(self, bundled: list[tuple[str, str]], recent: list[str], cached: list[str]) -> None:
         current = self.reference()
@@ -114,6 +116,12 @@ class ModelPanel(QGroupBox):
 
     def set_reference(self, ref: str) -> None:
         self.combo.setEditText(ref)
+
+    def show_trusted(self, trusted: bool) -> None:
+        """Tick the trust box without asking (it shows whether the model shown has consent)."""
+        self.trust.blockSignals(True)
+        self.trust.setChecked(trusted)
+        self.trust.blockSignals(False)
 
     def _on_load(self) -> None:
         self.load_requested.emit(self.reference())

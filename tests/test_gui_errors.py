@@ -81,10 +81,16 @@ def test_remote_code_is_refused_without_trust_and_never_runs(qtbot, window, brok
     folder = broken_dir("remote-code")
     window.load_model(str(folder))
     wait_idle(qtbot, window)
-    assert_error_shown(window, "needs custom Python code")
-    assert "trust_remote_code" in window.last_error
+    # refused, and a question names the model and its code files (default: No)
+    box = window._dialog
+    assert box is not None and box.isVisible() and window.isEnabled()
+    assert "needs custom Python code" in box.text() and str(folder) in box.text() and "modeling_custom.py" in box.text()
+    assert box.defaultButton() is box.button(QMessageBox.StandardButton.No)
+    assert window.model_panel.progress.format() == "failed"
+    box.button(QMessageBox.StandardButton.No).click()
+    settle(qtbot, window)
     assert not (folder / REMOTE_CODE_MARKER).exists()
-    assert window.lm is None
+    assert window.lm is None and not window.model_panel.trust.isChecked()
 
 
 def test_pickle_weights_ask_first_and_load_only_after_yes(qtbot, window, broken_dir):
