@@ -13,11 +13,14 @@ import os
 import sys
 from collections.abc import Sequence
 
+from .stats import STAT_NAMES as _STATS
+
 EXIT_OK = 0
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL = 1
 
-_VIEWS = ("head", "layer", "model", "lines", "alignment")
+#: the views the CLI exports (every view of the window but Compare, which needs a pinned capture)
+_VIEWS = ("head", "layer", "model", "lines", "alignment", "steps", "stats", "rollout", "flow", "masks")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,18 +73,33 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--export-pdf", metavar="OUT.pdf", help="write a figure of --view as PDF")
 
     g = p.add_argument_group("figure options")
-    g.add_argument("--view", choices=_VIEWS, default="head", help="which view to export (default head)")
+    g.add_argument("--view", choices=_VIEWS, default="head",
+                   help="which view to export (default head); the window's tab of the same name draws the same figure")
     g.add_argument("--stack", choices=["encoder", "decoder", "cross"], help="seq2seq: which stack (default encoder)")
-    g.add_argument("--layer", type=int, default=0, metavar="L", help="layer, 0-based (default 0)")
+    g.add_argument("--layer", type=int, metavar="L",
+                   help="layer, 0-based (default 0; rollout/flow: combine layers 0…L, default all)")
     g.add_argument("--head", type=int, metavar="H", help="head, 0-based (default: aggregate over heads)")
     g.add_argument("--aggregate", choices=["mean", "max"], default="mean", help="aggregation over heads when --head is not given")
     g.add_argument("--hide-special", action="store_true", help="hide special tokens (rows renormalized)")
+    g.add_argument("--rows", choices=["input", "predicts", "both"], default="both",
+                   help="seq2seq decoder and cross-attention rows: labelled by the decoder input at t, the token "
+                        "predicted at t, or both (default both: 'input → predicted')")
+    g.add_argument("--step", type=int, default=0, metavar="T", help="--view steps: the decoder position t (default 0)")
+    g.add_argument("--stat", choices=list(_STATS), default="entropy", metavar="NAME",
+                   help=f"--view stats: the statistic of the grid ({', '.join(_STATS)}; default entropy)")
+    g.add_argument("--fusion", choices=["mean", "max", "min"], default="mean", help="--view rollout/flow: how heads are fused")
+    g.add_argument("--residual", type=float, default=0.5, metavar="A", help="--view rollout/flow: residual weight α in α·I + (1−α)·A (default 0.5)")
+    g.add_argument("--position", type=int, metavar="P",
+                   help="--view rollout/flow: the output position of the bars (default: the last of a decoder, else 0)")
+    g.add_argument("--flow-values", choices=["shares", "raw"], default="shares",
+                   help="--view flow: each output row as shares of the input (default, as the paper's code) or raw max-flow values")
     g.add_argument("--dpi", type=int, default=150, metavar="N", help="PNG resolution, 72–600 (default 150)")
     g.add_argument("--theme", choices=["light", "dark", "presentation"], default="light", help="figure theme")
     g.add_argument("--all-layers", action="store_true", help="one file per layer: OUT-L00.png, OUT-L01.png, …")
 
     g = p.add_argument_group("mask lab (headless)")
-    g.add_argument("--pair", metavar="OTHER", help="a second, longer sentence to batch with --text (padding experiment)")
+    g.add_argument("--pair", metavar="OTHER", help="a second, longer sentence to batch with --text (padding experiment; "
+                   "--mask-report and --view masks)")
     g.add_argument("--mask-report", metavar="OUT.json", help="write the padding experiment's numbers as JSON (needs --pair)")
     g.add_argument("--padding-side", choices=["left", "right"], help="default: right for encoders and seq2seq, left for decoders")
 
@@ -118,8 +136,8 @@ def _quiet_libraries(debug: bool) -> None:
         pass
 
 
-def run_headless(args: argparse.Namespace) -> int:
-    """Load, capture and write every requested file. Raises HeadmapError on user errors."""
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse contradictory or out-of-range flags before anything is loaded (one sentence)."""
     from .errors import InputError
 
     if not args.model:
@@ -129,16 +147,23 @@ def run_headless(args: argparse.Namespace) -> int:
     if args.mask_report and not args.pair:
         raise InputError("--mask-report needs --pair OTHER: a second, longer sentence to batch with --text")
     fig_path = args.export_png or args.export_svg or args.export_pdf
+    if fig_path and args.view == "masks" and not args.pair:
+        raise InputError("--view masks needs --pair OTHER: a second, longer sentence to batch with --text")
     if fig_path and not 72 <= args.dpi <= 600:
         raise InputError(f"--dpi {args.dpi} is out of range; choose 72–600")
-    for flag in ("layer", "alignment_layer"):
+    for flag, what in (("layer", "layers"), ("alignment_layer", "layers"), ("head", "heads"),
+                       ("alignment_head", "heads"), ("step", "steps"), ("position", "positions")):
         v = getattr(args, flag)
         if v is not None and v < 0:
-            raise InputError(f"--{flag.replace('_', '-')} {v} is negative; layers are 0-based")
-    for flag in ("head", "alignment_head"):
-        v = getattr(args, flag)
-        if v is not None and v < 0:
-            raise InputError(f"--{flag.replace('_', '-')} {v} is negative; heads are 0-based")
+            raise InputError(f"--{flag.replace('_', '-')} {v} is negative; {what} are 0-based")
+
+
+def run_headless(args: argparse.Namespace) -> int:
+    """Load, capture and write every requested file. Raises HeadmapError on user errors."""
+    from .errors import InputError
+
+    check_args(args)
+    fig_path = args.export_png or args.export_svg or args.export_pdf
 
     from .capture import capture
     from .loader import load_model
@@ -175,25 +200,16 @@ def run_headless(args: argparse.Namespace) -> int:
         from .stats import write_stats_csv
 
         writers.append(lambda: write_stats_csv(cap, args.export_stats))
-    if fig_path:
-        from .figures import ViewSpec, export_all_layers, export_figure, validate_spec
-
-        spec = ViewSpec(
-            view=args.view, stack=args.stack, layer=args.layer, head=args.head, aggregation=args.aggregate,
-            hide_special=args.hide_special, renormalize=args.hide_special, theme=args.theme, dpi=args.dpi,
-            alignment_layer=args.alignment_layer, alignment_head=args.alignment_head,
-        )
-        if args.stack and cap.kind != "seq2seq" and args.stack == "cross":
-            raise InputError(f"--stack cross needs a seq2seq model; {args.model} is a {cap.kind} model with one stack")
-        validate_spec(cap, spec)
-        if args.all_layers:
-            writers.append(lambda: export_all_layers(cap, spec, fig_path))
-        else:
-            writers.append(lambda: export_figure(cap, spec, fig_path))
-    if args.mask_report:
-        from .masks import padding_experiment, write_mask_report
+    report = None
+    if args.mask_report or (fig_path and args.view == "masks"):
+        from .masks import padding_experiment
 
         report = padding_experiment(lm, args.text, args.pair, padding_side=args.padding_side)
+    if fig_path:
+        writers.append(_figure_writer(args, cap, lm, report, fig_path))
+    if args.mask_report:
+        from .masks import write_mask_report
+
         writers.append(lambda: write_mask_report(report, args.mask_report))
     if args.save_session:
         from .session import save_session
@@ -206,6 +222,37 @@ def run_headless(args: argparse.Namespace) -> int:
     for w in writers:
         w()
     return EXIT_OK
+
+
+def figure_spec(args: argparse.Namespace):
+    """The :class:`~analysis.figures.ViewSpec` the figure flags describe (what the window's tab of
+    that view would show with the same choices)."""
+    from .figures import ViewSpec
+
+    rollout = args.view in ("rollout", "flow")
+    return ViewSpec(
+        view=args.view, stack=args.stack, layer=0 if args.layer is None or rollout else args.layer, head=args.head,
+        aggregation=args.aggregate, hide_special=args.hide_special, renormalize=args.hide_special,
+        row_labels=args.rows, theme=args.theme, dpi=args.dpi, alignment_layer=args.alignment_layer,
+        alignment_head=args.alignment_head, step=args.step, stat=args.stat, fusion=args.fusion,
+        residual=args.residual, through_layer=args.layer if rollout else None, position=args.position,
+        flow_values=args.flow_values,
+    )
+
+
+def _figure_writer(args: argparse.Namespace, cap, lm, report, fig_path: str):
+    """Validate the figure request now; return the function that writes it."""
+    from .errors import InputError
+    from .figures import ViewInputs, export_all_layers, export_figure, validate_spec
+
+    if args.stack and cap.kind != "seq2seq" and args.stack == "cross":
+        raise InputError(f"--stack cross needs a seq2seq model; {args.model} is a {cap.kind} model with one stack")
+    spec = figure_spec(args)
+    inputs = ViewInputs(mask_report=report, model_folder=lm.summary.source_path)
+    validate_spec(cap, spec, inputs)
+    if args.all_layers:
+        return lambda: export_all_layers(cap, spec, fig_path)
+    return lambda: export_figure(cap, spec, fig_path, inputs=inputs)
 
 
 def headless_main(args: argparse.Namespace) -> int:

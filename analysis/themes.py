@@ -200,6 +200,10 @@ def get_theme(name: str | Theme) -> Theme:
         raise InputError(f"unknown theme '{name}': choose one of {', '.join(THEMES)}") from None
 
 
+#: ``Artist.set_gid`` of texts whose colour :func:`apply_theme` leaves alone
+FIXED_COLOUR = "fixed-colour"
+
+
 def apply_theme(fig: Figure, theme: Theme | str) -> Figure:
     """Colour an existing figure (background, every axes, spines, ticks, titles, labels).
 
@@ -227,6 +231,7 @@ def apply_theme(fig: Figure, theme: Theme | str) -> Figure:
         )
         titles = [ax.title, getattr(ax, "_left_title", None), getattr(ax, "_right_title", None)]
         for text in [*titles, ax.xaxis.label, ax.yaxis.label, *ax.texts]:
-            if text is not None:
+            # texts drawn on a coloured background (cell values, tile names) keep their colour
+            if text is not None and text.get_gid() != FIXED_COLOUR:
                 text.set_color(theme.text_color)
     return fig

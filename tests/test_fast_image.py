@@ -1,4 +1,4 @@
-"""gui.views.fast_image.NearestImage draws the same pixels as matplotlib's nearest AxesImage."""
+"""analysis.views.fast_image.NearestImage draws the same pixels as matplotlib's nearest AxesImage."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap, LogNorm, Normalize
 from matplotlib.figure import Figure
 
-from gui.views.fast_image import NearestImage
+from analysis.views.fast_image import NearestImage
 
 RNG = np.random.default_rng(0)
 

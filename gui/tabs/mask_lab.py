@@ -1,18 +1,16 @@
-"""Mask lab: the padding experiment and token masking, shown and measured.
+"""Mask lab tab: the padding experiment and token masking, shown and measured.
 
-The experiments run in worker threads through :mod:`analysis.masks`; this tab only draws their
-reports. One canvas, created once; its four axes are updated in place for the current
-stack/layer/head of the window's selection.
+The experiments run next to the model (:func:`analysis.masks.padding_job` /
+:func:`~analysis.masks.masking_job`) as one job kind, "masks": a new experiment supersedes the
+running one, and Cancel (here, or the model panel's) stops it. The picture is
+:mod:`analysis.views.masks` (data and drawer, the same as every export) for the selection's
+stack, layer and head; the numbers are listed beside it.
 """
 
 from __future__ import annotations
 
 import html
 
-import numpy as np
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.colors import TwoSlopeNorm
-from matplotlib.figure import Figure
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox,
@@ -27,30 +25,27 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from analysis.fonts import ensure_cjk_font
+from analysis.errors import Cancelled, HeadmapError
+from analysis.figures import ViewInputs
+from analysis.views.masks import masks_data
+
+from ..views.canvas import DrawnView
+from .base import StateTab, TabContext
 
 DEFAULT_PAIR_HINT = "a longer second sentence (empty: a built-in default)"
+START = ("Run the padding experiment (your sentence batched with a longer one), or tick tokens and mask them. "
+         "Needs a loaded model.")
 
 
-def _select(arr: np.ndarray, layer: int, head: int | None, how: str) -> np.ndarray:
-    from analysis.aggregate import select_map
-
-    layer = min(layer, arr.shape[0] - 1)
-    if head is not None:
-        head = min(head, arr.shape[1] - 1)
-    return select_map(arr, None, layer, head, how)
-
-
-class MaskLabTab(QWidget):
+class MaskLabTab(StateTab, QWidget):
     """Padding experiment (mask on / off, Δ, numbers) and token-masking what-if."""
 
-    def __init__(self, window) -> None:
-        super().__init__(window)
-        ensure_cjk_font()
-        self.window = window
-        self.padding_report = None
-        self.masking_report = None
+    figure_view = "masks"
 
+    def __init__(self, ctx: TabContext, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.report = None  # the PaddingReport or MaskingReport on screen
+        self.job = None
         self.pair = QLineEdit()
         self.pair.setPlaceholderText(DEFAULT_PAIR_HINT)
         self.side = QComboBox()
@@ -61,21 +56,22 @@ class MaskLabTab(QWidget):
         self.tokens.setToolTip("tick tokens to hide them (attention_mask = 0)")
         self.tokens.setMaximumHeight(150)
         self.mask_btn = QPushButton("Mask ticked tokens")
-        self.numbers = QLabel("Run the padding experiment (your sentence batched with a longer one), or tick "
-                              "tokens and mask them. Needs a loaded model.")
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.numbers = QLabel(START)
         self.numbers.setWordWrap(True)
         self.numbers.setTextFormat(Qt.TextFormat.RichText)
         self.numbers.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.view = DrawnView("masks")
+        self.view.setVisible(False)
+        self._build_layout()
+        self.pad_btn.clicked.connect(self.run_padding)
+        self.mask_btn.clicked.connect(self.run_masking)
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.attach(ctx)
+        ctx.state.capture_changed.connect(self._on_capture)
 
-        self.figure = Figure(figsize=(9, 6), dpi=100)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        gs = self.figure.add_gridspec(2, 3, height_ratios=[1, 6], hspace=0.45, wspace=0.35,
-                                      left=0.06, right=0.98, top=0.86, bottom=0.12)
-        self.ax_mask = self.figure.add_subplot(gs[0, :])
-        self.ax_with = self.figure.add_subplot(gs[1, 0])
-        self.ax_without = self.figure.add_subplot(gs[1, 1])
-        self.ax_delta = self.figure.add_subplot(gs[1, 2])
-
+    def _build_layout(self) -> None:
         top = QHBoxLayout()
         top.addWidget(QLabel("pair"))
         top.addWidget(self.pair, 1)
@@ -83,7 +79,11 @@ class MaskLabTab(QWidget):
         top.addWidget(self.pad_btn)
         mrow = QHBoxLayout()
         mrow.addWidget(self.tokens, 1)
-        mrow.addWidget(self.mask_btn)
+        buttons = QVBoxLayout()
+        buttons.addWidget(self.mask_btn)
+        buttons.addWidget(self.cancel_btn)
+        buttons.addStretch(1)
+        mrow.addLayout(buttons)
         left = QWidget()
         ll = QVBoxLayout(left)
         ll.addLayout(top)
@@ -91,206 +91,107 @@ class MaskLabTab(QWidget):
         ll.addWidget(self.numbers)
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(left)
-        split.addWidget(self.canvas)
+        split.addWidget(self.view)
         split.setStretchFactor(1, 4)
         lay = QVBoxLayout(self)
         lay.addWidget(split)
 
-        self.pad_btn.clicked.connect(self.run_padding)
-        self.mask_btn.clicked.connect(self.run_masking)
-        window.runner.finished.connect(self._on_finished)
-        window.runner.failed.connect(self._on_failed)
-        self.mode = "padding"
+    # -- reports ------------------------------------------------------------------------------
+    @property
+    def padding_report(self):
+        return self.report if hasattr(self.report, "pad_positions") else None
 
-    # -- window protocol ---------------------------------------------------------------------
-    def show_window_state(self, window) -> None:
-        cap = window.capture
-        if cap is not None and self.tokens.count() != len(cap.source):
-            self.tokens.clear()
-            for i, t in enumerate(cap.source.display):
-                it = QListWidgetItem(f"{i}: {t}")
-                it.setFlags(it.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-                it.setCheckState(Qt.CheckState.Unchecked)
-                self.tokens.addItem(it)
-        self._draw()
+    @property
+    def masking_report(self):
+        return self.report if self.report is not None and not hasattr(self.report, "pad_positions") else None
+
+    def _on_capture(self, cap) -> None:
+        self.tokens.clear()
+        if cap is None:
+            return
+        for i, t in enumerate(cap.source.display):
+            it = QListWidgetItem(f"{i}: {t}")
+            it.setFlags(it.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            it.setCheckState(Qt.CheckState.Unchecked)
+            self.tokens.addItem(it)
 
     def checked_positions(self) -> list[int]:
         return [i for i in range(self.tokens.count()) if self.tokens.item(i).checkState() == Qt.CheckState.Checked]
 
+    def export_request(self):
+        if self.report is None:
+            raise HeadmapError("run the padding experiment or mask some tokens first; then export the mask lab")
+        return self.state.spec_for("masks"), ViewInputs(mask_report=self.report)
+
     # -- experiments -------------------------------------------------------------------------
-    def _ready(self) -> bool:
-        w = self.window
-        if w.lm is None:
-            w.show_error("the mask lab runs the model: load a model first (a reopened session has only its arrays)")
-            return False
-        if not w.input_panel.text.toPlainText().strip():
-            w.show_error("the text is empty; type a sentence to run")
-            return False
-        return True
+    def _text(self) -> str | None:
+        if self.state.model is None:
+            self.ctx.report("the mask lab runs the model: load a model first (a reopened session has only its arrays)")
+            return None
+        cap = self.state.capture
+        if cap is None or not cap.text.strip():
+            self.ctx.report("run a sentence first; the mask lab uses the sentence on screen")
+            return None
+        return cap.text
 
     def run_padding(self) -> None:
-        if not self._ready():
+        text = self._text()
+        if text is None:
             return
         side = self.side.currentText()
-        side = None if side.startswith("default") else side
         from analysis.masks import padding_job
 
-        self.window.statusBar().showMessage("running the padding experiment…")
-        self.window.runner.start("mask_padding", self.window.model_job(padding_job), self.window.lm, self.window.input_panel.text.toPlainText(),
-                                 self.pair.text().strip(), side)
+        self._start("running the padding experiment…", padding_job, text, self.pair.text().strip(),
+                    None if side.startswith("default") else side)
 
     def run_masking(self) -> None:
-        if not self._ready():
+        text = self._text()
+        if text is None:
             return
         pos = self.checked_positions()
         if not pos:
-            self.window.show_error("tick at least one token to mask")
+            self.ctx.report("tick at least one token to mask")
             return
         from analysis.masks import masking_job
 
-        self.window.statusBar().showMessage("running with masked tokens…")
-        self.window.runner.start("mask_tokens", self.window.model_job(masking_job), self.window.lm, self.window.input_panel.text.toPlainText(), pos)
+        self._start("running with masked tokens…", masking_job, text, pos)
 
-    def _on_finished(self, channel: str, result) -> None:
-        if channel == "mask_padding":
-            self.padding_report = result
-            self.mode = "padding"
-        elif channel == "mask_tokens":
-            self.masking_report = result
-            self.mode = "tokens"
+    def _start(self, message: str, fn, *args) -> None:
+        self.ctx.status(message)
+        self.job = self.ctx.jobs.start("masks", self.ctx.model_job(fn), self.state.model, *args)
+        self.job.finished.connect(self._on_finished)
+        self.job.failed.connect(self._on_failed)
+        self.job.progress.connect(lambda _s, _f, msg: self.ctx.status(msg))
+        self.cancel_btn.setEnabled(True)
+
+    def cancel(self) -> None:
+        if self.ctx.jobs.cancel("masks"):
+            self.ctx.status("mask experiment cancelled")
+        self.cancel_btn.setEnabled(False)
+
+    def _on_finished(self, report) -> None:
+        self.report = report
+        self.cancel_btn.setEnabled(False)
+        self.ctx.status("mask experiment done")
+        self.refresh_now()
+
+    def _on_failed(self, exc) -> None:
+        self.cancel_btn.setEnabled(False)
+        if isinstance(exc, Cancelled):
+            self.ctx.status("mask experiment cancelled")
         else:
-            return
-        self.window.statusBar().showMessage("mask experiment done")
-        self._draw()
-
-    def _on_failed(self, channel: str, exc) -> None:
-        if channel in ("mask_padding", "mask_tokens"):
-            from gui.main_window import error_message
-
-            self.window.show_error(error_message(exc))
+            self.ctx.report(exc)
 
     # -- drawing -----------------------------------------------------------------------------
-    def _stack(self, report_maps) -> str:
-        spec = self.window.spec
-        names = list(report_maps)
-        want = spec.stack
-        alias = {"encoder": "encoder_attentions", "decoder": "decoder_attentions", "cross": "cross_attentions"}
-        want = alias.get(want, want)
-        return want if want in names else names[0]
-
-    def _heat(self, ax, m, xlabels, ylabels, title, cmap="viridis", norm=None, mark_cols=()):
-        ax.clear()
-        ax.imshow(m, aspect="auto", interpolation="nearest", cmap=cmap, norm=norm, vmin=None if norm else 0.0,
-                  vmax=None if norm else 1.0)
-        n = max(m.shape)
-        step = max(1, int(np.ceil(n / 30)))
-        size = 7 if n <= 30 else 5
-        ax.set_xticks(range(0, m.shape[1], step), [xlabels[i] for i in range(0, m.shape[1], step)], rotation=90, fontsize=size)
-        ax.set_yticks(range(0, m.shape[0], step), [ylabels[i] for i in range(0, m.shape[0], step)], fontsize=size)
-        for j in mark_cols:
-            ax.axvline(j, color="#d1495b", lw=0.6, alpha=0.5)
-        ax.set_title(title, fontsize=9)
-
-    def _draw(self) -> None:
-        spec = self.window.spec
-        if self.mode == "padding" and self.padding_report is not None:
-            self._draw_padding(self.padding_report, spec)
-        elif self.mode == "tokens" and self.masking_report is not None:
-            self._draw_masking(self.masking_report, spec)
-        else:
-            for ax in (self.ax_mask, self.ax_with, self.ax_without, self.ax_delta):
-                ax.clear()
-                ax.set_axis_off()
-            self.ax_with.text(0, 0.5, "Run an experiment above.", fontsize=11)
-        self.canvas.draw_idle()
-
-    def _draw_padding(self, r, spec) -> None:
-        name = self._stack(r.masked)
-        toks = list(r.tokens)
-        rows = list(r.decoder_tokens) if name in ("decoder_attentions", "cross_attentions") else toks
-        cols = list(r.decoder_tokens) if name == "decoder_attentions" else toks
-        pads = [p for p in r.pad_positions] if cols is toks else []
-        self.ax_mask.clear()
-        self.ax_mask.set_axis_on()
-        am = np.asarray(r.attention_mask)
-        self.ax_mask.imshow(am, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
-        self.ax_mask.set_yticks([0, 1], ["sentence", "pair"], fontsize=7)
-        self.ax_mask.set_xticks(range(am.shape[1]), toks, rotation=90, fontsize=6)
-        self.ax_mask.set_title(f"attention mask ({r.padding_side} padding; black = 1, white = 0 = pad)", fontsize=9)
-        mw = _select(r.masked[name], spec.layer, spec.head, spec.aggregation)
-        mu = _select(r.unmasked[name], spec.layer, spec.head, spec.aggregation)
-        d = _select(r.delta_unmasked[name], spec.layer, spec.head, "mean") if spec.head is None else \
-            np.asarray(r.delta_unmasked[name][min(spec.layer, r.delta_unmasked[name].shape[0] - 1), min(spec.head, r.delta_unmasked[name].shape[1] - 1)], np.float32)
-        self._heat(self.ax_with, mw, cols, rows, f"WITH mask: pad columns = {r.pad_attention_max:.1g}", mark_cols=pads)
-        self._heat(self.ax_without, mu, cols, rows, "WITHOUT mask (all ones): pads get attention", mark_cols=pads)
-        lim = float(np.abs(d).max()) or 1e-9
-        real_rows = list(r.real_positions) if rows is toks else list(range(d.shape[0]))
-        real_cols = list(r.real_positions) if cols is toks else list(range(d.shape[1]))
-        self._heat(self.ax_delta, d, [cols[j] for j in real_cols][: d.shape[1]], [rows[i] for i in real_rows][: d.shape[0]],
-                   "Δ = without mask − alone (real tokens)", cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -lim, lim))
-        self.figure.suptitle(f"{r.model} · {name} · layer {spec.layer} · "
-                             + ("mean of heads" if spec.head is None else f"head {spec.head}"), fontsize=10, y=0.995)
-        esc = html.escape
-        pred = ""
-        if r.prediction_task != "none":
-            pred = (f"<br>prediction alone: <b>{esc(' '.join(r.prediction_alone[:12]))}</b>; with mask: "
-                    f"<b>{esc(' '.join(r.prediction_masked[:12]))}</b> ({'changed' if r.prediction_changed_masked else 'same'}); "
-                    f"without mask: <b>{esc(' '.join(r.prediction_unmasked[:12]))}</b> "
-                    f"({'CHANGED' if r.prediction_changed_unmasked else 'same'})")
-        cross = "" if r.cross_pad_attention_max is None else f"<br>cross-attention on pad positions with the mask: {r.cross_pad_attention_max:.3g}"
-        self.numbers.setText(
-            f"<b>Padding experiment</b> ({r.padding_side} padding, pad token {esc(r.pad_token)}): "
-            f"largest weight on a pad column with the mask: <b>{r.pad_attention_max:.3g}</b><br>"
-            f"max |Δ attention| vs. alone — with mask: <b>{r.masked_attention_max_abs_diff:.2e}</b>, "
-            f"without: <b>{r.unmasked_attention_max_abs_diff:.2e}</b><br>"
-            f"max |Δ last hidden state| — with mask: <b>{r.masked_output_max_abs_diff:.2e}</b>, "
-            f"without: <b>{r.unmasked_output_max_abs_diff:.2e}</b>{cross}{pred}"
-            + ("<br><i>" + "<br>".join(esc(n) for n in r.notes) + "</i>" if r.notes else "")
-        )
-
-    def _draw_masking(self, r, spec) -> None:
-        name = self._stack(r.masked)
-        toks = list(r.tokens)
-        dec = list(r.decoder_tokens)
-        rows = dec if name in ("decoder_attentions", "cross_attentions") else toks
-        cols = dec if name == "decoder_attentions" else toks
-        marks = list(r.masked_positions) if cols is toks else []
-        self.ax_mask.clear()
-        am = np.asarray(r.attention_mask)[None, :]
-        self.ax_mask.imshow(am, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
-        self.ax_mask.set_yticks([0], ["mask"], fontsize=7)
-        self.ax_mask.set_xticks(range(am.shape[1]), toks, rotation=90, fontsize=6)
-        self.ax_mask.set_title("attention mask with the ticked tokens hidden (white = 0)", fontsize=9)
-        b = _select(r.baseline[name], spec.layer, spec.head, spec.aggregation)
-        m = _select(r.masked[name], spec.layer, spec.head, spec.aggregation)
-        d = m - b
-        self._heat(self.ax_with, b, cols, rows, "before (all tokens visible)", mark_cols=marks)
-        self._heat(self.ax_without, m, cols, rows, f"after: masked columns = {r.masked_column_max:.1g}", mark_cols=marks)
-        lim = float(np.abs(d).max()) or 1e-9
-        self._heat(self.ax_delta, d, cols, rows, "Δ = after − before", cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -lim, lim))
-        self.figure.suptitle(f"{r.model} · {name} · layer {spec.layer} · "
-                             + ("mean of heads" if spec.head is None else f"head {spec.head}"), fontsize=10)
-        esc = html.escape
-        parts = [f"<b>Token masking</b>: hidden {', '.join(esc(toks[i]) for i in r.masked_positions)}"]
-        if r.top5_before:
-            parts.append("next token before: " + " · ".join(f"{esc(t)} {p:.1%}" for t, p in r.top5_before))
-            parts.append("next token after: " + " · ".join(f"{esc(t)} {p:.1%}" for t, p in r.top5_after))
-        if r.translation_before or r.translation_after:
-            parts.append(f"translation before: <b>{esc(r.translation_before)}</b>; after: <b>{esc(r.translation_after)}</b>")
-        if len(r.hidden_positions):
-            parts.append(f"hidden-state change of the visible tokens: mean L2 <b>{r.mean_hidden_l2:.3g}</b>, "
-                         f"mean cosine distance <b>{r.mean_hidden_cosine_distance:.3g}</b>")
-        pa = r.prediction_after
-        if pa.task == "masked_lm" and pa.per_position:
-            pb = dict(r.prediction_before.per_position)
-            for pos, items in pa.per_position:
-                before = " · ".join(f"{esc(t)} {p:.0%}" for t, p in pb.get(pos, ()))
-                after = " · ".join(f"{esc(t)} {p:.0%}" for t, p in items)
-                parts.append(f"[MASK] at {pos}: before {before}; after {after}")
-        if r.notes:
-            parts.append("<i>" + "<br>".join(esc(n) for n in r.notes) + "</i>")
-        self.numbers.setText("<br>".join(parts))
-
-
-def install(window) -> None:
-    window.add_tab(MaskLabTab(window), "Mask lab")
+    def refresh(self) -> None:
+        if self.report is None:
+            self.view.setVisible(False)
+            self.numbers.setText(START)
+            return
+        spec = self.state.spec_for("masks")
+        self.view.set_theme(spec.theme)
+        d = masks_data(self.report, spec)
+        self.view.setVisible(True)
+        self.view.show_data(d)
+        head, *rest = d.numbers
+        self.numbers.setText("<b>" + html.escape(head) + "</b><br>" + "<br>".join(html.escape(n) for n in rest))

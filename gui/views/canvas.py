@@ -1,14 +1,17 @@
 """Base for matplotlib views: one FigureCanvasQTAgg created once, themed, with blitting.
 
-Subclasses build their artists once (``_build``) and update them in place. Artists that change on
-every selection (the image, the title) are *animated*: a full ``canvas.draw()`` skips them and
-caches the background; :meth:`blit` restores the background and draws only them.
+Subclasses hold one drawer of :mod:`analysis.views` (artists created once, updated in place).
+Artists that change on every selection (the image) may be *animated*: a full ``canvas.draw()``
+skips them and caches the background; :meth:`blit` restores the background and draws only them.
+:class:`DrawnView` is a canvas showing one view's data through its drawer, with the data's title
+above the canvas (what exports put above the figure).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 
+import matplotlib as mpl
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from PySide6.QtCore import Qt, QTimer
@@ -17,6 +20,7 @@ from PySide6.QtWidgets import QLabel, QSizePolicy, QToolTip, QVBoxLayout, QWidge
 
 from analysis.fonts import ensure_cjk_font
 from analysis.themes import Theme, apply_theme, get_theme
+from analysis.views import DRAWERS
 
 
 class CanvasView(QWidget):
@@ -148,3 +152,40 @@ class CanvasView(QWidget):
             return (bg.get_extents()[2] - bg.get_extents()[0], bg.get_extents()[3] - bg.get_extents()[1]) != (w, h)
         except Exception:
             return False
+
+
+class DrawnView(CanvasView):
+    """A canvas showing the data of one :mod:`analysis.views` view through that view's drawer.
+
+    ``show_data(data)`` draws; the drawer is recreated (on the same canvas) when the theme changes.
+    """
+
+    def __init__(self, view: str, parent: QWidget | None = None, theme: str = "light") -> None:
+        super().__init__(parent, theme)
+        self.view_name = view
+        self.title_label.setVisible(True)
+        self.data = None
+        self._new_drawer()
+
+    def _new_drawer(self) -> None:
+        # built under the theme's rcParams, like an exported figure
+        with mpl.rc_context(self.theme.rc()):
+            self.drawer = DRAWERS[self.view_name](self.figure, self.theme, live=True)
+        apply_theme(self.figure, self.theme)
+
+    def set_theme(self, name: str) -> None:
+        if name == self.theme.name:
+            return
+        self.theme = get_theme(name)
+        self.figure.clear()
+        self._new_drawer()
+        if self.data is not None:
+            self.show_data(self.data)
+
+    def show_data(self, data, **options) -> None:
+        """Draw ``data`` (the view's data) and its title; a full draw."""
+        self.data = data
+        with mpl.rc_context(self.theme.rc()):
+            self.drawer.draw(data, **options)
+        self.title_label.setText(data.title)
+        self.redraw()

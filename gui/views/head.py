@@ -1,31 +1,29 @@
 """Head view: one heatmap, query rows × key columns, token labels, colour bar, hover tooltip.
 
-Switching layer/head with the same tokens only calls ``set_data`` on the (animated) image and
-blits; the token labels are laid out only when the tokens or options change. The token labels
-are not matplotlib tick labels (creating ticks and rendering their text with Agg made a new
-sentence cost several times the heatmap itself): :class:`~gui.views.axis_labels.AxisLabels`, a
-transparent Qt widget over the canvas, paints them next to the axes box. The axis titles and the
-colour bar stay matplotlib artists.
+The map is drawn by :class:`analysis.views.heatmap.HeatmapDrawer` (``live=True``) from
+:func:`analysis.views.heatmap.heatmap_data`: the same data and drawer as every exported Head
+figure. Switching layer/head with the same tokens only sets the image data and blits; the token
+labels are laid out only when the tokens or options change. The token labels are not matplotlib
+tick labels (creating ticks and rendering their text with Agg made a new sentence cost several
+times the heatmap itself): :class:`~gui.views.axis_labels.AxisLabels`, a transparent Qt widget
+over the canvas, paints the data's labels next to the axes box. The axis titles and the colour bar
+stay matplotlib artists; the title is a label above the canvas.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import matplotlib as mpl
 import numpy as np
 from matplotlib.colors import to_rgba
-from matplotlib.patches import PathPatch
-from matplotlib.path import Path as MPath
 from matplotlib.transforms import Bbox
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QColor
 
-from analysis.viewdata import HeatmapData, heatmap_data
+from analysis.views.heatmap import HeatmapData, HeatmapDrawer, heatmap_data, hover_text
 
+from ..tabs.base import StateTab
 from .axis_labels import LABEL_PAD, AxisLabels, label_font
 from .canvas import CanvasView
-from .fast_image import add_nearest_image
 
 #: the axes box: right edge (the colour bar is right of it) and top, in figure fractions
 AX_RIGHT, AX_TOP = 0.84, 0.95
@@ -43,53 +41,23 @@ def _tick_step(n: int, pixels: float, font_px: float, pitch: float | None = None
     return max(1, int(np.ceil(n / fit)))
 
 
-def mask_path(mask: np.ndarray) -> MPath:
-    """One path covering the True cells of ``mask`` ``[rows, cols]`` (cell (i, j) spans
-    x ∈ [j − ½, j + ½], y ∈ [i − ½, i + ½]): a rectangle per run of True cells in a row."""
-    m = np.asarray(mask, dtype=bool)
-    padded = np.zeros((m.shape[0], m.shape[1] + 2), dtype=np.int8)
-    padded[:, 1:-1] = m
-    edges = np.diff(padded, axis=1)
-    rows, starts = np.nonzero(edges == 1)
-    _, ends = np.nonzero(edges == -1)  # same row order: each run has one start and one end
-    if len(rows) == 0:
-        return MPath(np.zeros((1, 2)))
-    x0, x1 = starts - 0.5, ends - 0.5
-    y0, y1 = rows - 0.5, rows + 0.5
-    verts = np.stack([np.stack([x0, y0], 1), np.stack([x1, y0], 1), np.stack([x1, y1], 1),
-                      np.stack([x0, y1], 1), np.stack([x0, y0], 1)], axis=1).reshape(-1, 2)
-    codes = np.tile([MPath.MOVETO, MPath.LINETO, MPath.LINETO, MPath.LINETO, MPath.CLOSEPOLY], len(rows))
-    return MPath(verts, codes)
-
-
 def _qcolor(color) -> QColor:
     r, g, b, a = to_rgba(color)
     return QColor.fromRgbF(r, g, b, a)
 
 
-class HeadView(CanvasView):
-    """One attention map. ``display(capture, spec)`` draws; ``hover_at(i, j)`` is the tooltip logic."""
+class HeadView(StateTab, CanvasView):
+    """One attention map of the viewer state's selection; ``hover_at(i, j)`` is the tooltip."""
 
+    figure_view = "head"
     hovered = Signal(str)
     cell_clicked = Signal(int, int)  # original query index, key index
 
     def __init__(self, parent=None, theme: str = "light") -> None:
         super().__init__(parent, theme)
-        self.ax = self.figure.add_axes((0.18, 0.2, 0.66, 0.75))
-        self.cax = self.figure.add_axes((0.87, 0.2, 0.025, 0.72))
-        # colour the cells, then one cell per screen pixel (gui.views.fast_image): a blit of a
-        # 256-token map costs ~1 ms of image instead of ~12
-        self.image = add_nearest_image(self.ax)
-        # the causally masked cells: one filled path of per-row rectangles (drawing it costs well
-        # under a millisecond; an RGBA image of the mask cost as much as the heatmap itself)
-        self.mask_patch = PathPatch(MPath(np.zeros((1, 2))), linewidth=0, edgecolor="none",
-                                    antialiased=False, visible=False, zorder=3)
-        self.ax.add_patch(self.mask_patch)
-        self._mask_cells: np.ndarray | None = None
-        self.cbar = self.figure.colorbar(self.image, cax=self.cax)
-        # no matplotlib tick labels on the map: the overlay draws the tokens (see module doc)
-        self.ax.set_xticks([])
-        self.ax.set_yticks([])
+        self.drawer = HeatmapDrawer(self.figure, self.theme, live=True)
+        self.ax, self.cax = self.drawer.ax, self.drawer.cbar.ax
+        self.image, self.mask_patch, self.cbar = self.drawer.image, self.drawer.mask_patch, self.drawer.cbar
         self.labels = AxisLabels(self.canvas)
         # the live title is a QLabel above the canvas: drawing text into the figure on every
         # switch costs more than the image itself (exported figures get a real title)
@@ -98,7 +66,6 @@ class HeadView(CanvasView):
         self.set_animated_artists([self.image, self.mask_patch])
         self.data: HeatmapData | None = None
         self._layout_key = None
-        self._cbar_stale = False
         self.canvas.mpl_connect("motion_notify_event", self._on_motion)
         self.canvas.mpl_connect("button_press_event", self._on_click)
         self.canvas.mpl_connect("resize_event", self._on_resize)
@@ -111,15 +78,14 @@ class HeadView(CanvasView):
 
     def _apply_theme_extra(self) -> None:
         t = self.theme
-        self.mask_patch.set_facecolor(t.masked_color)
-        for ax in (self.ax, self.cax):
-            ax.tick_params(colors=t.grid_color, labelcolor=t.text_color, labelsize=t.tick_size)
+        self.drawer.set_theme(t)
         dpi = self._logical_dpi()
         # font and tick length as matplotlib would draw them: points → logical pixels
         tick_len = float(mpl.rcParams["xtick.major.size"]) * dpi / 72.0
         self.labels.set_style(label_font(t.tick_size * dpi / 72.0), _qcolor(t.text_color), _qcolor(t.grid_color), tick_len)
         self._layout_key = None
         if self.data is not None:
+            self.drawer.draw(self.data)
             self._layout(self.data)  # the label font size may have changed: margins follow
 
     def _on_resize(self, _event) -> None:
@@ -128,33 +94,29 @@ class HeadView(CanvasView):
         if self.data is not None:
             self._layout(self.data)
 
-    # -- public -------------------------------------------------------------------------------
+    # -- the state ----------------------------------------------------------------------------
+    def refresh(self) -> None:
+        cap = self.state.capture
+        if cap is None:
+            return
+        spec = self.state.spec_for("head")
+        if spec.theme != self.theme.name:
+            self.set_theme(spec.theme)
+        self.show_map(heatmap_data(cap, spec, self.theme))
+
     def display(self, capture, spec) -> None:
-        """Show ``spec`` (an :class:`analysis.figures.ViewSpec`, view ignored) of ``capture``."""
-        spec = replace(spec, view="head")
-        d = heatmap_data(capture, spec, self.theme)
-        old = self.data
+        """Show ``spec`` of ``capture`` directly (benchmarks, tests without a window)."""
+        from dataclasses import replace
+
+        self.show_map(heatmap_data(capture, replace(spec, view="head"), self.theme))
+
+    def show_map(self, d: HeatmapData) -> None:
+        """Draw ``d``: a blit when only the map changed, else a new layout and a full draw."""
         self.data = d
-        self.image.set_data(d.matrix)
-        if old is None or old.cmap_name != d.cmap_name or self._layout_key is None:
-            # the colour bar follows in _layout (always reached then: cmap_name is in the key),
-            # once, together with the norm, instead of once per change
-            with self.image.callbacks.blocked(signal="changed"):
-                self.image.set_cmap(d.cmap)
-            self._cbar_stale = True
-        self.image.set_extent((-0.5, d.matrix.shape[1] - 0.5, d.matrix.shape[0] - 0.5, -0.5))
-        if d.mask is not None:
-            if self._mask_cells is None or not np.array_equal(self._mask_cells, d.mask):
-                self.mask_patch.set_path(mask_path(d.mask))
-                self._mask_cells = d.mask
-            self.mask_patch.set_facecolor(self.theme.masked_color)
-            self.mask_patch.set_visible(True)
-        else:
-            self.mask_patch.set_visible(False)
+        changed = self.drawer.draw(d)
         self.title_label.setText(d.title)
-        key = (d.row_labels, d.col_labels, d.row_title, d.col_title, self.theme.name, d.cmap_name,
-               d.vmin, d.vmax, d.scale, self.canvas.get_width_height())
-        if key != self._layout_key:
+        key = (d.row_labels, d.col_labels, d.row_title, d.col_title, self.theme.name, self.canvas.get_width_height())
+        if changed or key != self._layout_key:
             self._layout(d)
             self._layout_key = key
             self.redraw()
@@ -181,10 +143,6 @@ class HeadView(CanvasView):
         dpi = self._logical_dpi()
         font_px = t.tick_size * dpi / 72.0
         q, k = d.matrix.shape
-        self.ax.set_xlim(-0.5, k - 0.5)
-        self.ax.set_ylim(q - 0.5, -0.5)
-        self.ax.set_ylabel(d.row_title, color=t.text_color)
-        self.ax.set_xlabel(d.col_title, color=t.text_color)
         # margins in logical pixels, from the axes edge outwards: tick, pad, labels, gap, title
         near = lab.tick_length + LABEL_PAD
         title_px = max(self.ax.yaxis.label.get_fontsize(), self.ax.xaxis.label.get_fontsize()) * dpi / 72.0 * 1.25
@@ -217,21 +175,10 @@ class HeadView(CanvasView):
         self.ax.xaxis.set_label_coords(0.5, -(near + col_w + TITLE_GAP) / max(box[3] * h, 1.0))
         lab.set_box(*box)
         lab.set_labels(rows, cols, q, k)
-        with self.image.callbacks.blocked(signal="changed"):
-            self.image.set_norm(d.norm)
-        if self._cbar_stale or self.cbar.norm is not self.image.norm:
-            self.cbar.update_normal(self.image)  # one colour bar update for the cmap and the norm
-            self._cbar_stale = False
-        self.cbar.set_label(d.colorbar_label, color=t.text_color)
 
     def hover_at(self, i: int, j: int) -> str:
         """Tooltip text for the displayed cell (row i, column j); '' outside the map."""
-        d = self.data
-        if d is None or not (0 <= i < d.matrix.shape[0] and 0 <= j < d.matrix.shape[1]):
-            return ""
-        w = float(d.matrix[i, j])
-        extra = " (masked: a future position)" if d.mask is not None and d.mask[i, j] else ""
-        return f"{d.row_labels[i]} → {d.col_labels[j]}: {w:.4f}{extra}"
+        return "" if self.data is None else hover_text(self.data, i, j)
 
     def _cell(self, event) -> tuple[int, int] | None:
         if event.inaxes is not self.ax or event.xdata is None or self.data is None:

@@ -1,89 +1,131 @@
 """Layer view (all heads of one layer) and Model view (layers × heads of a stack).
 
-Both draw ONE image – the maps tiled by :func:`analysis.overview.mosaic` – never one axes per head.
+Both draw ONE image – the maps tiled by :func:`analysis.overview.mosaic` – never one axes per head,
+through :class:`analysis.views.overview.MosaicDrawer` from :func:`~analysis.views.overview.layer_data`
+/ :func:`~analysis.views.overview.model_data`: the data and drawer of every exported overview. A
+colour bar shows the range; the selected head is outlined. Tiles are never drawn flatter than 2:1:
+when the window is too small for a deep model (SmolLM2's 30 × 9) the canvas grows and scrolls.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import math
 
-import numpy as np
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QScrollArea, QSizePolicy
 
-from analysis.overview import Mosaic, mosaic
-from analysis.viewdata import shared_norm, stack_tiles
+from analysis.views.overview import MAX_TILE_ASPECT, MosaicData, MosaicDrawer, layer_data, model_data
 
+from ..tabs.base import StateTab
 from .canvas import CanvasView
-from .fast_image import add_nearest_image
 
-_LABELS = {"attentions": "self-attention", "encoder_attentions": "encoder self-attention",
-           "decoder_attentions": "decoder self-attention", "cross_attentions": "cross-attention"}
-
-
-def _label(name: str) -> str:
-    return _LABELS.get(name, name)
+#: the axes box inside the canvas (figure fractions): left, bottom, width, top margin
+AX_LEFT, AX_BOTTOM, AX_WIDTH, AX_TOP = 0.07, 0.03, 0.82, 0.92
+CBAR_GAP, CBAR_WIDTH = 0.02, 0.02
 
 
-#: largest tile side in pixels before max-pooling (keeps 30 × 9 overviews of long inputs fast)
-MODEL_MAX_CELL = 64
-LAYER_MAX_CELL = 160
-
-
-class _MosaicView(CanvasView):
+class _MosaicView(StateTab, CanvasView):
     hovered = Signal(str)
+    kind = ""
 
     def __init__(self, parent=None, theme: str = "light") -> None:
         super().__init__(parent, theme)
-        self.ax = self.figure.add_axes((0.08, 0.06, 0.84, 0.84))
-        self.ax.set_xticks([])
-        self.ax.set_yticks([])
-        # one image of all tiles, coloured before it is sampled to the screen (gui.views.fast_image)
-        self.image = add_nearest_image(self.ax)
-        self.title = self.figure.text(0.5, 0.985, "", ha="center", va="top")
-        self.set_animated_artists([self.image, self.title])
-        self.mos: Mosaic | None = None
-        self.capture = None
-        self.spec = None
-        self._key = None
+        self.title_label.setVisible(True)
+        # the canvas scrolls when a deep model's tiles would be flatter than 2:1
+        lay = self.layout()
+        lay.removeWidget(self.canvas)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll.setWidget(self.canvas)
+        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        lay.addWidget(self.scroll)
+        self.drawer = MosaicDrawer(self.figure, self.theme, live=True)
+        self.ax, self.image = self.drawer.ax, self.drawer.image
+        self.set_animated_artists([self.image, self.drawer.marker])
+        self.data: MosaicData | None = None
+        self.mos = None
+        self._fit_key = None
         self.canvas.mpl_connect("motion_notify_event", self._on_motion)
         self.canvas.mpl_connect("button_press_event", self._on_click)
-        self._apply_theme_extra()
+        self.canvas.mpl_connect("resize_event", lambda _e: self._fit())
 
     def _apply_theme_extra(self) -> None:
-        self.title.set_color(self.theme.text_color)
-        self.title.set_fontsize(self.theme.title_size)
-        self.ax.tick_params(colors=self.theme.grid_color, labelcolor=self.theme.text_color, labelsize=self.theme.tick_size)
-        self._key = None
+        self.drawer.set_theme(self.theme)
+        if self.data is not None:
+            self.drawer.draw(self.data)
 
-    def _set_image(self, mos: Mosaic, norm, cmap, title: str, layout_key) -> None:
-        self.mos = mos
-        self.image.set_data(mos.image)
-        self.image.set_extent((-0.5, mos.image.shape[1] - 0.5, mos.image.shape[0] - 0.5, -0.5))
-        self.image.set_cmap(cmap)
-        self.image.set_norm(norm)
-        self.title.set_text(title)
-        if layout_key != self._key:
-            self._layout(mos)
-            self._key = layout_key
+    def _build(self, spec):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def refresh(self) -> None:
+        cap = self.state.capture
+        if cap is None:
+            return
+        spec = self.state.spec_for(self.kind)
+        if spec.theme != self.theme.name:
+            self.set_theme(spec.theme)
+        self.show_mosaic(self._build(cap, spec))
+
+    def display(self, capture, spec) -> None:
+        """Show ``spec`` of ``capture`` directly (benchmarks, tests without a window)."""
+        from dataclasses import replace
+
+        self.show_mosaic(self._build(capture, replace(spec, view=self.kind)))
+
+    def show_mosaic(self, d: MosaicData) -> None:
+        self.data, self.mos = d, d.mosaic
+        changed = self.drawer.draw(d)
+        self.title_label.setText(d.title)
+        if self._fit() or changed:
             self.redraw()
         else:
             self.blit()
 
-    def _layout(self, mos: Mosaic) -> None:  # pragma: no cover - overridden
-        pass
+    # -- tiles never flatter than 2:1 --------------------------------------------------------------
+    def _fit(self) -> bool:
+        """Place the axes so tiles keep an aspect between 1:2 and 2:1 (a taller canvas scrolls);
+        True when the box or the canvas height changed."""
+        d = self.data
+        if d is None:
+            return False
+        m = d.mosaic
+        width = max(self.scroll.viewport().width(), 100)
+        height = max(self.scroll.viewport().height(), 100)
+        full = AX_TOP - AX_BOTTOM
+        tile_w = AX_WIDTH * width / m.cols
+        h_cells, w_cells = m.cell  # pooled cells are square: the tile's own aspect
+        ideal = min(max(tile_w * h_cells / max(w_cells, 1), tile_w / MAX_TILE_ASPECT), tile_w * MAX_TILE_ASPECT)
+        flattest = m.rows * tile_w / MAX_TILE_ASPECT  # axes pixels with 2:1 tiles
+        if m.rows * ideal <= full * height:  # fits at its own aspect
+            canvas_h, box_h = height, m.rows * ideal / height
+        elif flattest <= full * height:  # fits when squashed, up to 2:1
+            canvas_h, box_h = height, full
+        else:  # scroll rather than squash further
+            canvas_h, box_h = int(math.ceil(flattest / full)), full
+        key = (canvas_h, round(box_h, 4), width)
+        if key == self._fit_key:
+            return False
+        self._fit_key = key
+        self.canvas.setMinimumHeight(canvas_h if canvas_h > height else 0)
+        self.ax.set_position((AX_LEFT, AX_TOP - box_h, AX_WIDTH, box_h))
+        self.drawer.cbar.ax.set_position((AX_LEFT + AX_WIDTH + CBAR_GAP, AX_TOP - box_h, CBAR_WIDTH, box_h))
+        return True
 
-    def _tile_and_cell(self, event):
-        if event.inaxes is not self.ax or event.xdata is None or self.mos is None:
+    # -- mouse ---------------------------------------------------------------------------------
+    def _tile(self, event) -> tuple[int, int] | None:
+        if event.inaxes is not self.ax or event.xdata is None or self.data is None:
             return None
-        return self.mos.cell_at(event.ydata, event.xdata)
+        return self.data.tile_at(event.ydata, event.xdata)
 
     def _on_motion(self, event) -> None:
-        hit = self._tile_and_cell(event)
-        text = self.describe(*hit) if hit else ""
+        t = self._tile(event)
+        text = self.describe(*t) if t else ""
         if self.set_hover(text):
             self.hovered.emit(text)
 
-    def describe(self, r: int, c: int, y: int, x: int) -> str:  # pragma: no cover - overridden
+    def describe(self, r: int, c: int) -> str:  # pragma: no cover - overridden
         return ""
 
     def _on_click(self, event) -> None:  # pragma: no cover - overridden
@@ -91,90 +133,36 @@ class _MosaicView(CanvasView):
 
 
 class LayerView(_MosaicView):
-    """All heads of one layer as small multiples (one tiled image)."""
+    """All heads of one layer as small multiples (one tiled image); click a head to open it."""
 
+    kind = figure_view = "layer"
     head_clicked = Signal(int)
 
-    def display(self, capture, spec) -> None:
-        self.capture, self.spec = capture, spec
-        name = capture.resolve_stack(spec.stack)
-        tiles, tok = stack_tiles(capture, spec, spec.layer)
-        self._tok = tok
-        n_heads = tiles.shape[0]
-        cols = int(np.ceil(np.sqrt(n_heads)))
-        mos = mosaic(tiles, cols=cols, gap=max(1, tiles.shape[-1] // 12), max_cell=LAYER_MAX_CELL)
-        norm = shared_norm(capture, name, replace(spec, view="head"))
-        cmap = self._cmap(spec)
-        title = f"{capture.model} · {_label(name)} · layer {spec.layer}: all {n_heads} heads (click one to open it)"
-        self._set_image(mos, norm, cmap, title, (mos.rows, mos.cols, mos.cell, n_heads, self.theme.name))
+    def _build(self, cap, spec) -> MosaicData:
+        return layer_data(cap, spec, self.theme)
 
-    def _cmap(self, spec):
-        import matplotlib as mpl
-
-        return mpl.colormaps[spec.cmap or self.theme.cmap].with_extremes(bad=self.theme.figure_facecolor)
-
-    def _layout(self, mos: Mosaic) -> None:
-        for t in list(self.ax.texts):
-            t.remove()
-        h, w = mos.cell
-        n = self.capture.n_heads(self.spec.stack)
-        labels = []
-        for k in range(n):
-            r, c = divmod(k, mos.cols)
-            labels.append(self.ax.text(c * (w + mos.gap), r * (h + mos.gap), f"H{k}", color="white",
-                                       fontsize=self.theme.tick_size, va="top", ha="left",
-                                       bbox=dict(facecolor="black", alpha=0.55, lw=0, pad=1)))
-        # drawn over the (animated) image on every blit, not into the cached background below it
-        self.set_animated_artists([self.image, *labels, self.title])
-
-    def describe(self, r, c, y, x) -> str:
-        head = r * self.mos.cols + c
-        if head >= self.capture.n_heads(self.spec.stack):
-            return ""
-        return f"head {head} (click to open)"
+    def describe(self, r: int, c: int) -> str:
+        return f"layer {self.data.layer}, head {r * self.data.mosaic.cols + c} (click to open it)"
 
     def _on_click(self, event) -> None:
-        hit = self._tile_and_cell(event)
-        if hit:
-            head = hit[0] * self.mos.cols + hit[1]
-            if head < self.capture.n_heads(self.spec.stack):
-                self.head_clicked.emit(head)
+        t = self._tile(event)
+        if t:
+            self.head_clicked.emit(t[0] * self.data.mosaic.cols + t[1])
 
 
 class ModelView(_MosaicView):
     """The layers × heads overview of a whole stack; clicking a cell opens it in the Head view."""
 
+    kind = figure_view = "model"
     cell_clicked = Signal(int, int)  # layer, head
 
-    def display(self, capture, spec) -> None:
-        self.capture, self.spec = capture, spec
-        name = capture.resolve_stack(spec.stack)
-        tiles, _tok = stack_tiles(capture, spec)
-        n_layers, n_heads = tiles.shape[:2]
-        mos = mosaic(tiles, gap=max(1, min(tiles.shape[-1], MODEL_MAX_CELL) // 10), max_cell=MODEL_MAX_CELL)
-        norm = shared_norm(capture, name, replace(spec, view="head"))
-        import matplotlib as mpl
+    def _build(self, cap, spec) -> MosaicData:
+        return model_data(cap, spec, self.theme)
 
-        cmap = mpl.colormaps[spec.cmap or self.theme.cmap].with_extremes(bad=self.theme.figure_facecolor)
-        title = f"{capture.model} · {_label(name)}: {n_layers} layers × {n_heads} heads (click a cell to open it)"
-        self._set_image(mos, norm, cmap, title, (mos.rows, mos.cols, mos.cell, self.theme.name))
-
-    def _layout(self, mos: Mosaic) -> None:
-        h, w = mos.cell
-        ts = self.theme.tick_size
-        rows = range(mos.rows)
-        step = max(1, int(np.ceil(mos.rows / 32)))
-        self.ax.set_yticks([r * (h + mos.gap) + h / 2 for r in rows][::step], [f"L{r}" for r in rows][::step], fontsize=ts)
-        self.ax.set_xticks([c * (w + mos.gap) + w / 2 for c in range(mos.cols)], [f"H{c}" for c in range(mos.cols)], fontsize=ts)
-        self.ax.xaxis.tick_top()
-        self.ax.set_xlim(-0.5, mos.image.shape[1] - 0.5)
-        self.ax.set_ylim(mos.image.shape[0] - 0.5, -0.5)
-        self.ax.set_position((0.08, 0.03, 0.88, 0.86))
-
-    def describe(self, r, c, y, x) -> str:
-        return f"layer {r}, head {c} (click to open)"
+    def describe(self, r: int, c: int) -> str:
+        return f"layer {r}, head {c} (click to open it)"
 
     def _on_click(self, event) -> None:
-        hit = self._tile_and_cell(event)
-        if hit:
-            self.cell_clicked.emit(hit[0], hit[1])
+        t = self._tile(event)
+        if t:
+            self.cell_clicked.emit(t[0], t[1])

@@ -1,0 +1,260 @@
+"""What the views share: token labels, titles, colour ranges, the causal-mask shape, sizes.
+
+Pure functions of a capture and a :class:`~analysis.views.spec.ViewSpec` (plus matplotlib's colour
+and path helpers); no figure is created here.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+import unicodedata
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import matplotlib as mpl
+import numpy as np
+from matplotlib.colors import Colormap, Normalize
+from matplotlib.path import Path as MplPath
+
+from ..aggregate import color_norm, hide_tokens, stack_range, value_range
+from ..result import Capture
+from ..themes import Theme
+from .spec import ViewSpec
+
+#: longer token labels are shortened with "…"
+MAX_LABEL_CHARS = 24
+#: artist ids (``Artist.get_gid``) tests and the window can look for
+GID_ATTENTION = "attention"
+GID_MASK = "causal-mask"
+GID_MASK_HATCH = "causal-mask-hatch"
+GID_LINES = "attention-lines"
+GID_ALIGNMENT = "alignment-lines"
+GID_SELECTED = "selected"
+
+STACK_TITLES = {
+    "attentions": "self-attention",
+    "encoder_attentions": "encoder self-attention",
+    "decoder_attentions": "decoder self-attention",
+    "cross_attentions": "cross-attention",
+}
+#: decoder/cross stacks: their rows are decoder positions
+DECODER_ROW_STACKS = ("decoder_attentions", "cross_attentions")
+
+
+# -- labels -----------------------------------------------------------------------------------
+def clean_label(text: str, limit: int = MAX_LABEL_CHARS) -> str:
+    """A token as a figure label: control characters escaped, at most ``limit`` characters,
+    ``$`` escaped (a pair would switch matplotlib into mathtext)."""
+    s = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(text))
+    if len(s) > limit:
+        s = s[: limit - 1] + "…"
+    return s.replace("$", r"\$")
+
+
+def text_inches(labels: Sequence[str], size_pt: float) -> float:
+    """Rough width of the longest label (wide CJK glyphs count as 1 em, others as 0.6 em)."""
+    widest = 0.0
+    for s in labels:
+        ems = sum(1.0 if unicodedata.east_asian_width(c) in "WF" else 0.6 for c in s.replace("\\$", "$"))
+        widest = max(widest, ems)
+    return widest * size_pt / 72.0
+
+
+def axis_plan(n: int, tick_pt: float, max_in: float) -> tuple[int, float]:
+    """``(label step, axis length in inches)`` so labels of ``tick_pt`` never overlap."""
+    pitch = tick_pt * 1.5 / 72.0
+    length = max(n * pitch, 1.2)
+    if length <= max_in:
+        return 1, length
+    return max(1, math.ceil(n * pitch / max_in)), max_in
+
+
+def tick_step(n: int, length_in: float, tick_pt: float, pitch: float = 1.5) -> int:
+    """Label every k-th of ``n`` items along ``length_in`` inches so labels never overlap."""
+    fit = max(1, int(length_in * 72.0 / (tick_pt * pitch)))
+    return max(1, math.ceil(n / fit))
+
+
+def set_ticks(axis, labels: Sequence[str], step: int) -> None:
+    pos = np.arange(0, len(labels), step)
+    axis.set_ticks(pos, [labels[i] for i in pos])
+
+
+def wrap(text: str, width_in: float, size_pt: float) -> str:
+    chars = max(20, int(width_in * 72.0 / (size_pt * 0.6)))
+    lines = []
+    for line in text.split("\n"):
+        lines.extend(textwrap.wrap(line, chars, break_long_words=True, break_on_hyphens=False) or [""])
+    return "\n".join(lines)
+
+
+def stack_title(capture: Capture, name: str) -> str:
+    if name == "attentions":
+        return "causal self-attention" if capture.kind == "decoder" else "self-attention"
+    return STACK_TITLES.get(name, name)
+
+
+def heads_what(spec: ViewSpec, n_heads: int) -> str:
+    return f"{spec.aggregation} of {n_heads} heads" if spec.head is None else f"head {spec.head}"
+
+
+def notes(spec: ViewSpec) -> list[str]:
+    out = []
+    if spec.hide_special and spec.view not in ("alignment", "steps", "rollout", "flow", "stats", "masks"):
+        out.append("special tokens hidden, rows renormalized" if spec.renormalize
+                   else "special tokens hidden, rows not renormalized")
+    if spec.scale == "log" and spec.view in ("head", "layer", "model", "lines", "compare"):
+        out.append("log colour scale")
+    if spec.shared_range and spec.view in ("head", "layer", "model", "lines"):
+        out.append("colour range shared by all layers and heads")
+    return out
+
+
+def view_title(capture: Capture, spec: ViewSpec, what: str, extra: str = "") -> str:
+    """The title: the user's or ``model · what``; notes (hidden tokens, renormalization, …) last."""
+    head = spec.title if spec.title is not None else f"{capture.model} · {what}"
+    ns = notes(spec) + ([extra] if extra else [])
+    return head + ("\n" + " ".join(f"({n})" for n in ns) if ns else "")
+
+
+def view_cmap(spec: ViewSpec, theme: Theme, bad: str | None = None) -> Colormap:
+    cmap = mpl.colormaps[spec.cmap or theme.cmap]
+    return cmap.with_extremes(bad=bad or theme.gap_color)
+
+
+def colorbar_label(spec: ViewSpec) -> str:
+    return "attention weight" + (" (log scale)" if spec.scale == "log" else "")
+
+
+# -- tokens shown -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ViewTokens:
+    """The rows and columns a map of one stack shows.
+
+    rows, cols : display labels of the kept rows / columns
+    row_idx, col_idx : their original indices; row_keep, col_keep : bool masks over the originals
+    row_title, col_title : what the rows and columns are (axis titles)
+    """
+
+    rows: list[str]
+    cols: list[str]
+    row_idx: np.ndarray
+    col_idx: np.ndarray
+    row_keep: np.ndarray
+    col_keep: np.ndarray
+    row_title: str
+    col_title: str
+
+
+ROW_TITLES = {
+    "input": "query: decoder input at t",
+    "predicts": "query: token predicted at t",
+    "both": "query: input → predicted token",
+}
+
+
+def axis_titles(capture: Capture, name: str, mode: str) -> tuple[str, str]:
+    """What the rows and the columns of a map of stack ``name`` are."""
+    if name in DECODER_ROW_STACKS and capture.outputs is not None:
+        col = "key: decoder input" if name == "decoder_attentions" else "key: source token"
+        return ROW_TITLES[mode], col
+    return "query token", "key token"
+
+
+def view_tokens(capture: Capture, spec: ViewSpec, name: str) -> ViewTokens:
+    q, k = capture.query_tokens(name), capture.key_tokens(name)
+    mode = spec.rows
+    row_special = q.special
+    if name in DECODER_ROW_STACKS and capture.outputs is not None:
+        # row t predicts outputs[t]: labelled by its output, the row is special when that is
+        if mode == "predicts":
+            row_special = capture.outputs.special
+        elif mode == "both":
+            row_special = q.special & capture.outputs.special
+    row_keep = ~row_special if spec.hide_special else np.ones(len(q), bool)
+    col_keep = ~k.special if spec.hide_special else np.ones(len(k), bool)
+    row_idx, col_idx = np.flatnonzero(row_keep), np.flatnonzero(col_keep)
+    all_rows = capture.row_labels(name, mode)
+    rows = [clean_label(all_rows[i]) for i in row_idx]
+    cols = [clean_label(k.display[i]) for i in col_idx]
+    row_title, col_title = axis_titles(capture, name, mode)
+    return ViewTokens(rows, cols, row_idx, col_idx, row_keep, col_keep, row_title, col_title)
+
+
+def processed_map(arr: np.ndarray, tok: ViewTokens, spec: ViewSpec) -> np.ndarray:
+    """``arr`` ``[..., Q, K]`` as shown: float32, hidden rows/columns dropped (renormalised)."""
+    if not spec.hide_special:
+        return np.asarray(arr, dtype=np.float32)
+    return hide_tokens(arr, tok.row_keep, tok.col_keep, spec.renormalize)[0]
+
+
+# -- colour ranges ----------------------------------------------------------------------------
+def stack_norm(capture: Capture, name: str, tok: ViewTokens, spec: ViewSpec) -> Normalize:
+    """The colour range over the whole stack, processed like the view (layer by layer)."""
+    arr = capture.stacks[name]
+    if not spec.hide_special and spec.scale == "linear":
+        # nothing hidden: the range of the stored stack itself, without per-layer float copies
+        lo, hi = value_range(np.array(stack_range(arr)), "linear")  # same rules as value_range(arr)
+        return color_norm(None, "linear", lo, hi)
+    lo, hi = math.inf, -math.inf
+    for layer in range(arr.shape[0]):
+        vmin, vmax = value_range(processed_map(arr[layer], tok, spec), spec.scale)
+        lo, hi = min(lo, vmin), max(hi, vmax)
+    return color_norm(None, spec.scale, lo, hi)
+
+
+# per capture (weakly: a new capture must never inherit a dead one's ranges through a reused id)
+_NORM_CACHE: weakref.WeakKeyDictionary[Capture, dict[tuple, Normalize]] = weakref.WeakKeyDictionary()
+
+
+def shared_norm(capture: Capture, name: str, spec: ViewSpec) -> Normalize:
+    """The stack-wide colour range (cached per capture, stack and display options)."""
+    per_capture = _NORM_CACHE.setdefault(capture, {})
+    key = (name, spec.hide_special, spec.renormalize, spec.scale, spec.rows)
+    norm = per_capture.get(key)
+    if norm is None:
+        norm = stack_norm(capture, name, view_tokens(capture, spec, name), spec)
+        per_capture[key] = norm
+    return norm
+
+
+def view_norm(values: np.ndarray, capture: Capture, name: str, spec: ViewSpec) -> Normalize:
+    """The shared stack range, or the range of ``values`` (what this view shows)."""
+    if spec.shared_range:
+        return shared_norm(capture, name, spec)
+    return color_norm(values, spec.scale)
+
+
+# -- the causal mask --------------------------------------------------------------------------
+def causal_cells(capture: Capture, name: str, tok: ViewTokens, spec: ViewSpec) -> np.ndarray | None:
+    """bool ``[Q', K']`` of causally masked cells among the shown ones, or None."""
+    if not (spec.show_causal_mask and capture.is_causal(name)):
+        return None
+    mask = tok.col_idx[None, :] > tok.row_idx[:, None]
+    return mask if mask.any() else None
+
+
+def mask_path(mask: np.ndarray) -> MplPath:
+    """One path covering the True cells of ``mask`` ``[rows, cols]`` (cell (i, j) spans
+    x ∈ [j − ½, j + ½], y ∈ [i − ½, i + ½]): a rectangle per run of True cells in a row."""
+    m = np.asarray(mask, dtype=bool)
+    padded = np.zeros((m.shape[0], m.shape[1] + 2), dtype=np.int8)
+    padded[:, 1:-1] = m
+    edges = np.diff(padded, axis=1)
+    rows, starts = np.nonzero(edges == 1)
+    _, ends = np.nonzero(edges == -1)  # same row order: each run has one start and one end
+    if len(rows) == 0:
+        return MplPath(np.zeros((1, 2)))
+    x0, x1 = starts - 0.5, ends - 0.5
+    y0, y1 = rows - 0.5, rows + 0.5
+    verts = np.stack([np.stack([x0, y0], 1), np.stack([x1, y0], 1), np.stack([x1, y1], 1),
+                      np.stack([x0, y1], 1), np.stack([x0, y0], 1)], axis=1).reshape(-1, 2)
+    codes = np.tile([MplPath.MOVETO, MplPath.LINETO, MplPath.LINETO, MplPath.LINETO, MplPath.CLOSEPOLY], len(rows))
+    return MplPath(verts, codes)
+
+
+# -- sizes --------------------------------------------------------------------------------------
+def title_inches(theme: Theme, lines: int = 3) -> float:
+    return lines * theme.title_size * 1.4 / 72

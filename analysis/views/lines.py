@@ -1,0 +1,175 @@
+"""The Lines view (bertviz's "head view"): query tokens left, key tokens right, a line from
+query i to key j whose opacity and width grow with the attention weight.
+
+One map (a head, or the mean/max of a layer's heads) in one colour, or every head of the layer in
+its own colour. :func:`lines_data` builds it, :class:`LinesDrawer` draws it (in the window, with
+the lines of the token under the mouse highlighted; in every export).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib.collections import LineCollection
+from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure
+
+from ..aggregate import color_norm
+from ..result import Capture
+from ..themes import Theme
+from .common import (
+    GID_LINES,
+    heads_what,
+    processed_map,
+    stack_title,
+    text_inches,
+    title_inches,
+    view_norm,
+    view_title,
+    view_tokens,
+)
+from .spec import ViewSpec
+
+#: lines whose strength (0–1) is below this are not drawn (they would be invisible anyway)
+MIN_STRENGTH = 0.02
+#: at most this many lines are drawn (the strongest)
+MAX_LINES = 4000
+#: x of the query and key columns
+XQ, XK = 0.3, 0.7
+
+
+@dataclass(frozen=True)
+class LinesData:
+    """strength : ``[G, Q', K']`` in 0–1 (the colour scale's position of each weight); G = 1 for
+    one map, = heads with ``lines_per_head``. weights : the attention values themselves."""
+
+    strength: np.ndarray
+    weights: np.ndarray
+    rows: tuple[str, ...]
+    cols: tuple[str, ...]
+    row_title: str
+    col_title: str
+    title: str
+    per_head: bool
+
+
+def lines_data(capture: Capture, spec: ViewSpec) -> LinesData:
+    name = capture.resolve_stack(spec.stack)
+    tok = view_tokens(capture, spec, name)
+    layer = processed_map(capture.stacks[name][spec.layer], tok, spec)  # [H, Q', K']
+    n_heads = layer.shape[0]
+    if spec.lines_per_head:
+        weights = layer
+        norm = color_norm(weights, "linear")
+        what = f"all {n_heads} heads, one colour each"
+    else:
+        if spec.head is None:
+            one = layer.mean(0) if spec.aggregation == "mean" else layer.max(0)
+        else:
+            one = layer[spec.head]
+        weights = one[None]
+        norm = view_norm(weights, capture, name, spec)
+        what = heads_what(spec, n_heads)
+    strength = np.nan_to_num(np.clip(np.asarray(np.ma.filled(norm(weights), 0.0), dtype=np.float32), 0.0, 1.0))
+    title = view_title(capture, spec, f"{stack_title(capture, name)}, layer {spec.layer}, {what}",
+                       "line opacity ∝ attention")
+    return LinesData(strength, weights, tuple(tok.rows), tuple(tok.cols), tok.row_title, tok.col_title, title,
+                     spec.lines_per_head)
+
+
+def token_y(n: int) -> np.ndarray:
+    """Vertical positions of ``n`` tokens (first on top), in axes units 0–1."""
+    if n == 0:
+        return np.empty(0)
+    return np.linspace(1.0, 0.0, n) if n > 1 else np.array([0.5])
+
+
+def label_size(n: int, theme: Theme) -> float:
+    return max(5.0, min(theme.base_size, 420.0 / max(n, 1)))
+
+
+class LinesDrawer:
+    """Draws :class:`LinesData` (``focus``: only the lines of one token, ("q"|"k", index))."""
+
+    def __init__(self, fig: Figure, theme: Theme, live: bool = False) -> None:
+        self.fig, self.theme, self.live = fig, theme, live
+        self.ax = fig.add_axes((0.02, 0.02, 0.96, 0.94)) if live else fig.add_subplot()
+        self.ax.set_axis_off()
+        self.lines = LineCollection([], capstyle="round", gid=GID_LINES)
+        self.ax.add_collection(self.lines)
+        self.texts: list = []
+        self.n_lines = 0
+        self._labels_key = None
+
+    def set_theme(self, theme: Theme) -> None:
+        self.theme = theme
+        self._labels_key = None
+
+    @staticmethod
+    def size(d: LinesData, theme: Theme) -> tuple[float, float]:
+        n = max(len(d.rows), len(d.cols), 1)
+        lab = text_inches(list(d.rows + d.cols), label_size(n, theme))
+        height = min(20.0, max(3.0, n * label_size(n, theme) * 1.5 / 72.0))
+        return max(5.0, 2 * lab + 3.5), height + title_inches(theme) + 0.8
+
+    def draw(self, d: LinesData, focus: tuple[str, int] | None = None) -> bool:
+        labels_changed = self._draw_labels(d)
+        self._draw_lines(d, focus)
+        return labels_changed
+
+    def _draw_labels(self, d: LinesData) -> bool:
+        key = (d.rows, d.cols, d.row_title, d.col_title, self.theme.name)
+        if key == self._labels_key:
+            return False
+        for t in self.texts:
+            t.remove()
+        th = self.theme
+        n = max(len(d.rows), len(d.cols), 1)
+        size = label_size(n, th)
+        self.texts = []
+        for x, labels, ha in ((XQ - 0.01, d.rows, "right"), (XK + 0.01, d.cols, "left")):
+            for y, s in zip(token_y(len(labels)), labels, strict=True):
+                self.texts.append(self.ax.text(x, y, s, ha=ha, va="center", fontsize=size, color=th.text_color))
+        self.texts.append(self.ax.text(XQ - 0.01, 1.035, d.row_title, ha="right", va="bottom",
+                                       fontsize=th.tick_size, color=th.grid_color, style="italic"))
+        self.texts.append(self.ax.text(XK + 0.01, 1.035, d.col_title, ha="left", va="bottom",
+                                       fontsize=th.tick_size, color=th.grid_color, style="italic"))
+        self.ax.set_xlim(0, 1)
+        self.ax.set_ylim(-0.03, 1.08)
+        self._labels_key = key
+        return True
+
+    def _draw_lines(self, d: LinesData, focus: tuple[str, int] | None) -> None:
+        g, q, k = d.strength.shape
+        yq, yk = token_y(q), token_y(k)
+        segs, colors, widths = [], [], []
+        palette = self.theme.line_colors
+        for gi in range(g):
+            s = d.strength[gi]
+            keep = s >= MIN_STRENGTH
+            if focus is not None:
+                side, idx = focus
+                sel = np.zeros_like(keep)
+                if side == "q" and 0 <= idx < q:
+                    sel[idx, :] = True
+                elif side == "k" and 0 <= idx < k:
+                    sel[:, idx] = True
+                keep &= sel
+            ii, jj = np.nonzero(keep)
+            w = s[ii, jj]
+            if w.size > MAX_LINES // g:
+                top = np.argpartition(w, -(MAX_LINES // g))[-(MAX_LINES // g):]
+                ii, jj, w = ii[top], jj[top], w[top]
+            order = np.argsort(w, kind="stable")  # strongest drawn last, on top
+            ii, jj, w = ii[order], jj[order], w[order]
+            segs.append(np.stack([np.stack([np.full(w.size, XQ), yq[ii]], 1), np.stack([np.full(w.size, XK), yk[jj]], 1)], 1))
+            c = np.tile(to_rgba(palette[gi % len(palette)]), (w.size, 1))
+            c[:, 3] = (0.08 + 0.92 * w) if g == 1 else 0.8 * w
+            colors.append(c)
+            widths.append(0.4 + 2.6 * w)
+        seg = np.concatenate(segs) if segs else np.zeros((0, 2, 2))
+        self.lines.set_segments(seg)
+        self.lines.set_color(np.concatenate(colors) if seg.size else "none")
+        self.lines.set_linewidths(np.concatenate(widths) if seg.size else 1.0)
+        self.n_lines = len(seg)

@@ -1,0 +1,136 @@
+"""File ▸ Export, Copy image, Save and Open session.
+
+Export and Copy image draw the visible tab through the same view data and drawer as the tab
+itself (:func:`analysis.figures.build_figure` with the tab's :meth:`export_request`: its spec and
+inputs), so the file shows what the tab shows. Sessions save the capture with the viewer state's
+selection and reopen without a model.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import asdict, replace
+
+from PySide6.QtCore import QObject
+from PySide6.QtWidgets import QFileDialog, QInputDialog, QWidget
+
+from analysis.errors import HeadmapError
+
+from .state import ViewerState
+
+
+class FileActions(QObject):
+    """Export / copy the visible tab; save / reopen sessions.
+
+    ``current_tab()`` returns the visible tab (a :class:`gui.tabs.base.StateTab`), ``inputs()``
+    the input panel's values, ``options()`` extra session options (dtype, tab name),
+    ``open_capture(session)`` shows a reopened session's capture and selection.
+    """
+
+    def __init__(self, parent: QWidget, state: ViewerState, current_tab: Callable, inputs: Callable,
+                 options: Callable, open_capture: Callable, status: Callable, report: Callable) -> None:
+        super().__init__(parent)
+        self.parent_widget = parent
+        self.state = state
+        self.current_tab, self.inputs, self.options = current_tab, inputs, options
+        self.open_capture, self.status, self.report = open_capture, status, report
+
+    # -- figures ------------------------------------------------------------------------------
+    def export_request(self):
+        """(spec, inputs) of the visible tab; one sentence when it has nothing to export."""
+        if self.state.capture is None:
+            raise HeadmapError("nothing to export yet; run a sentence first")
+        tab = self.current_tab()
+        if not hasattr(tab, "export_request"):
+            raise HeadmapError("this tab has no figure to export")
+        return tab.export_request()
+
+    def export_view(self, path: str, dpi: int | None = None) -> str:
+        """Export the visible tab to ``path`` (.png/.svg/.pdf), atomically."""
+        from analysis.figures import export_figure
+
+        spec, inputs = self.export_request()
+        if dpi is not None:
+            spec = replace(spec, dpi=dpi)
+        return str(export_figure(self.state.capture, spec, path, inputs=inputs))
+
+    def build_figure(self):
+        """The visible tab as a new Figure (what Export writes)."""
+        from analysis.figures import build_figure
+
+        spec, inputs = self.export_request()
+        return build_figure(self.state.capture, spec, inputs)
+
+    def copy_image(self) -> None:
+        """Copy the visible tab, rendered as its exported figure, to the clipboard."""
+        from PySide6.QtGui import QGuiApplication, QImage
+
+        try:
+            fig = self.build_figure()
+        except HeadmapError as exc:
+            self.report(exc)
+            return
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=fig.dpi)
+        QGuiApplication.clipboard().setImage(QImage.fromData(buf.getvalue(), "PNG"))
+        self.status("view copied to the clipboard")
+
+    def on_export(self) -> None:
+        try:
+            spec, _ = self.export_request()
+        except HeadmapError as exc:
+            self.report(exc)
+            return
+        path, _flt = QFileDialog.getSaveFileName(self.parent_widget, "Export view", f"headmap-{spec.view}.png",
+                                                 "PNG image (*.png);;SVG vector (*.svg);;PDF (*.pdf)")
+        if not path:
+            return
+        dpi = spec.dpi
+        if path.lower().endswith(".png"):
+            dpi, ok = QInputDialog.getInt(self.parent_widget, "PNG resolution", "DPI (72–600)", 200, 72, 600)
+            if not ok:
+                return
+        try:
+            out = self.export_view(path, dpi)
+        except HeadmapError as exc:
+            self.report(exc)
+            return
+        self.status(f"exported {out}")
+
+    # -- sessions -------------------------------------------------------------------------------
+    def save_session_to(self, path: str) -> None:
+        from analysis.session import save_session
+
+        cap = self.state.capture
+        if cap is None:
+            raise HeadmapError("nothing to save yet; run a sentence first")
+        options = {"spec": asdict(self.state.spec), **self.options()}
+        save_session(path, cap, model_ref=cap.model, inputs=self.inputs(), options=options)
+
+    def open_session(self, path: str) -> None:
+        """Reopen a session: the captured arrays come from the file, no model is needed."""
+        from analysis.session import load_session
+
+        sess = load_session(path)
+        self.open_capture(sess)
+        self.status(f"reopened session {path} ({sess.model_ref}; the model is not loaded)")
+
+    def on_save_session(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self.parent_widget, "Save session", "lesson.headmap",
+                                              "Headmap session (*.headmap)")
+        if path:
+            try:
+                self.save_session_to(path)
+                self.status(f"session saved to {path}")
+            except HeadmapError as exc:
+                self.report(exc)
+
+    def on_open_session(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self.parent_widget, "Open session", "",
+                                              "Headmap session (*.headmap);;All files (*)")
+        if path:
+            try:
+                self.open_session(path)
+            except HeadmapError as exc:
+                self.report(exc)

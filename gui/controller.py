@@ -1,0 +1,220 @@
+"""Loading, running and cancelling: the window's model work.
+
+:class:`ModelController` starts the "load" and "run" jobs (in the model process of
+:mod:`analysis.host`, or in this process with ``HEADMAP_IN_PROCESS=1``), asks the questions a load
+may need (pickle weights; consent to run a checkpoint's own code, given per checkpoint and its
+code's sha256, :mod:`analysis.consent`), puts the loaded model into the viewer state and hands
+finished captures to the window (``capture_ready``). A new load or run cancels the running model
+jobs it would otherwise wait behind (a mask experiment).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import QMessageBox, QWidget
+
+from analysis.consent import ConsentBook, canonical_reference, local_consent
+from analysis.errors import Cancelled, ConsentRequiredError, RemoteCodeError
+from analysis.host import RemoteModel
+
+from .panels import InputPanel, ModelPanel
+from .state import ViewerState
+from .workers import Jobs
+
+#: job kinds that use the model process (a new load or run supersedes them)
+MODEL_JOBS = ("load", "run", "masks")
+
+
+class ModelController(QObject):
+    """The model panel's Load/Cancel, the input panel's Run, and their jobs.
+
+    Signals
+    -------
+    capture_ready(Capture) : a run finished (the window shows it)
+    error(object) : an exception or sentence for the user
+    status(str) : a status-bar line
+    """
+
+    capture_ready = Signal(object)
+    error = Signal(object)
+    status = Signal(str)
+
+    def __init__(self, parent: QWidget, state: ViewerState, jobs: Jobs, host, model_panel: ModelPanel,
+                 input_panel: InputPanel, settings, open_dialog) -> None:
+        super().__init__(parent)
+        self.open_dialog = open_dialog  # shows a non-blocking dialog (closing the previous one)
+        self.parent_widget = parent
+        self.state, self.jobs, self.host = state, jobs, host
+        self.model_panel, self.input_panel, self.settings = model_panel, input_panel, settings
+        # consent to run a checkpoint's own code: per checkpoint and its code's sha256, never carried over
+        self.consents = ConsentBook()
+        self.max_tokens = 1024  # longest input captured (attention memory grows with its square)
+        self.pending_run = False
+        self.loading_ref = ""
+        model_panel.load_requested.connect(self.load_model)
+        model_panel.cancel_requested.connect(self.cancel)
+        model_panel.trust_toggled.connect(self._on_trust_toggled)
+        model_panel.reference_changed.connect(self._on_reference_changed)
+        input_panel.run_requested.connect(self.run)
+        jobs.busy_changed.connect(lambda kind, busy: kind == "load" and model_panel.set_busy(busy))
+
+    # -- jobs ---------------------------------------------------------------------------------
+    def model_job(self, fn):
+        """``fn(model, …)`` as a job function: in the model process when the model lives there."""
+        lm = self.state.model
+        if isinstance(lm, RemoteModel) and lm.host is not None:
+            return partial(lm.host.call, fn)
+        return fn
+
+    def load_model(self, ref: str | None = None, allow_pickle: bool = False) -> None:
+        from analysis.loader import load_model
+
+        ref = (ref or self.model_panel.reference()).strip()
+        if not ref:
+            self.error.emit("choose a model first: a bundled model, a folder, a .gguf file or a hub id")
+            return
+        if self.jobs.cancel("run", "masks"):
+            self.status.emit("the running job was cancelled: a new model is loading")
+        self.loading_ref = ref
+        self.model_panel.show_progress("resolve", 0.0, f"loading {ref}…")
+        fn = load_model if self.host is None else partial(self.host.load, owner=f"window-{id(self.parent_widget)}")
+        job = self.jobs.start("load", fn, ref, dtype=self.model_panel.dtype.currentText(),
+                              device=self.model_panel.device.currentText() or "auto",
+                              trust_remote_code=self.consents.get(ref), allow_pickle=allow_pickle)
+        job.progress.connect(self._on_load_progress)
+        job.finished.connect(self._set_model)
+        job.failed.connect(self._on_load_failed)
+
+    def run(self) -> None:
+        if self.jobs.is_busy("load"):
+            self.pending_run = True
+            self.status.emit("the model is still loading; the run starts when it is ready")
+            return
+        lm = self.state.model
+        if lm is None:
+            self.error.emit("load a model first (choose one and press Load)")
+            return
+        from analysis.capture import capture
+
+        inp = self.input_panel.inputs()
+        if not inp["text"].strip():
+            self.error.emit("the text is empty; type a sentence to run")
+            return
+        kwargs = {"store_dtype": np.float16, "max_tokens": self.max_tokens}
+        if lm.kind == "seq2seq":
+            if inp["generate"]:
+                kwargs.update(generate=True, num_beams=inp["num_beams"], target_lang=inp["target_lang"])
+            else:
+                kwargs.update(target=inp["target"])
+        elif lm.kind == "decoder" and inp["max_new_tokens"] > 0:
+            kwargs.update(generate=True, max_new_tokens=inp["max_new_tokens"])
+        self.jobs.cancel("masks")  # it would hold the model process
+        self.status.emit("running…")
+        job = self.jobs.start("run", self.model_job(capture), lm, inp["text"], **kwargs)
+        job.progress.connect(lambda _s, _f, msg: self.status.emit(msg))
+        job.finished.connect(self.capture_ready)
+        job.failed.connect(self._on_run_failed)
+
+    def cancel(self) -> None:
+        hit = self.jobs.cancel(*MODEL_JOBS)
+        self.pending_run = False
+        self.model_panel.show_progress("cancelled", 0.0, "cancelled")
+        self.model_panel.set_busy(False)
+        self.status.emit("cancelled" if hit else "nothing to cancel")
+
+    def release(self) -> None:
+        """Free the loaded model in the model process (close, tests)."""
+        lm = self.state.model
+        if isinstance(lm, RemoteModel) and lm.host is not None:
+            lm.host.release(lm)
+
+    # -- results ------------------------------------------------------------------------------
+    def _on_load_progress(self, stage: str, fraction: float, message: str) -> None:
+        self.model_panel.show_progress(stage, None if fraction < 0 else fraction, message)
+        self.status.emit(message)
+
+    def _set_model(self, lm) -> None:
+        s = lm.summary
+        card = "<br>".join(s.lines())
+        if lm.notes:
+            card += "<br><i>" + "<br>".join(lm.notes) + "</i>"
+        self.model_panel.card.setText(card)
+        self.model_panel.show_progress("ready", 1.0, f"loaded {lm.reference}")
+        self.input_panel.set_kind(lm.kind)
+        self.settings.add_recent(lm.reference)
+        self.settings.setValue("last_model", lm.reference)
+        self.status.emit(f"loaded {lm.reference} ({s.kind}, {s.architecture})")
+        self.state.set_model(lm)
+        if self.pending_run or self.input_panel.text.toPlainText().strip():
+            self.pending_run = False
+            self.run()
+
+    def _on_load_failed(self, exc) -> None:
+        if isinstance(exc, Cancelled):
+            self.status.emit("cancelled")
+            return
+        self.model_panel.show_progress("failed", 0.0, "")
+        self.pending_run = False
+        if isinstance(exc, ConsentRequiredError) and "pickle" in str(exc):
+            self._ask(QMessageBox.Icon.Warning, "Pickle weights", str(exc) + "\n\nLoad them anyway?",
+                      lambda: self.load_model(self.loading_ref, allow_pickle=True))
+            return
+        if isinstance(exc, RemoteCodeError) and exc.request is not None:
+            self.status.emit(f"waiting for your decision: {exc}")
+            self._ask_code_consent(f"{exc}.\n\nRun the code of {exc.request.reference}?", exc.request, reload=True)
+            return
+        self.error.emit(exc)
+
+    def _on_run_failed(self, exc) -> None:
+        if isinstance(exc, Cancelled):
+            self.status.emit("cancelled")
+        else:
+            self.error.emit(exc)
+
+    # -- questions ----------------------------------------------------------------------------
+    def _ask(self, icon, title: str, text: str, on_yes) -> QMessageBox:
+        """A non-blocking Yes/No question (default No); ``on_yes()`` after Yes."""
+        box = QMessageBox(icon, title, text, QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                          self.parent_widget)
+        box.setDefaultButton(QMessageBox.StandardButton.No)
+        box.finished.connect(lambda r: r == QMessageBox.StandardButton.Yes and on_yes())
+        self.open_dialog(box)
+        return box
+
+    def _on_reference_changed(self, ref: str) -> None:
+        # the trust box shows whether the model named in the box has consent: it never carries over
+        self.model_panel.show_trusted(self.consents.get(ref) is not None)
+
+    def _on_trust_toggled(self, on: bool) -> None:
+        ref = self.model_panel.reference()
+        if not on:
+            self.consents.revoke(ref)
+            return
+        consent = local_consent(ref)
+        code = (f" ({', '.join(consent.files)}; sha256 {consent.code_sha256[:12]}…)"
+                if consent.code_sha256 and consent.files else "")
+        self._ask_code_consent(
+            f"Trusting remote code runs Python code from {ref or 'this repository'}{code} on this computer, with "
+            "your permissions. The consent covers this model only, and only its code as it is now: another model, "
+            "or a changed code file, asks again.\n\nOnly allow it for repositories whose authors you trust.",
+            consent, reload=False)
+
+    def _ask_code_consent(self, text: str, consent, reload: bool) -> None:
+        """One question about one checkpoint's code; Yes records the consent (and loads again)."""
+        ref = self.loading_ref if reload else self.model_panel.reference()
+
+        def yes() -> None:
+            self.consents.grant(consent)
+            if reload:
+                self.load_model(ref)
+
+        box = self._ask(QMessageBox.Icon.Warning, "Trust remote code?", text, yes)
+
+        def shown(_result: int) -> None:  # after Yes or No, the box shows the truth
+            if canonical_reference(self.model_panel.reference()) == consent.reference:
+                self.model_panel.show_trusted(self.consents.get(consent.reference) is not None)
+
+        box.finished.connect(shown)

@@ -1,0 +1,136 @@
+"""What every tab gets from the window, and how a tab follows the viewer state.
+
+A tab never sees the main window. It receives a :class:`TabContext`: the :class:`ViewerState`
+(read the capture and the selection, change the selection), :class:`~gui.workers.Jobs` to start
+long work (and ``model_job`` to run a function next to the loaded model), and two ways to speak to
+the user (``report``: one sentence in the status bar and a dialog; ``status``: a status-bar line).
+
+:class:`StateTab` is the mixin of every tab: it marks itself stale when the capture or the
+selection changes and redraws when it is on screen (at once when visible, else when shown).
+A tab that shows one of :mod:`analysis.views` names it in ``figure_view``; :meth:`export_request`
+says what File ▸ Export and Copy image draw for it (the same spec and inputs it draws with).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from PySide6.QtCore import QSize, Qt
+from PySide6.QtWidgets import QLabel, QSizePolicy
+
+from analysis.errors import HeadmapError
+from analysis.figures import ViewInputs, ViewSpec
+
+from ..state import ViewerState
+from ..workers import Jobs
+
+
+@dataclass(frozen=True)
+class TabContext:
+    """The small typed interface a tab gets (never the window).
+
+    state : the viewer state
+    jobs : starts long work; one current job per kind
+    report : ``report(exc_or_sentence)``: one sentence in the status bar and a dialog
+    status : ``status(text)``: a status-bar message
+    model_job : ``model_job(fn)`` → a job function running ``fn(model, …)`` next to the loaded
+        model (in the model process, or in this process)
+    """
+
+    state: ViewerState
+    jobs: Jobs
+    report: Callable[[object], None]
+    status: Callable[[str], None]
+    model_job: Callable[[Callable], Callable]
+
+
+class StateTab:
+    """Mixin for a QWidget tab that follows the viewer state (call :meth:`attach` once)."""
+
+    #: the :mod:`analysis.views` view this tab draws and exports ("" = none)
+    figure_view: str = ""
+    ctx: TabContext
+    _stale: bool = True
+
+    def attach(self, ctx: TabContext) -> None:
+        self.ctx = ctx
+        self._stale = True
+        ctx.state.capture_changed.connect(self._on_state_changed)
+        ctx.state.selection_changed.connect(self._on_state_changed)
+
+    @property
+    def state(self) -> ViewerState:
+        return self.ctx.state
+
+    def on_screen(self) -> bool:
+        return self.isVisibleTo(self.window())  # type: ignore[attr-defined]
+
+    def _on_state_changed(self, *_args) -> None:
+        self._stale = True
+        if self.on_screen():
+            self.refresh_now()
+
+    def mark_stale(self) -> None:
+        """Redraw at once if on screen, else when shown (a tab's own option changed)."""
+        self._on_state_changed()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)  # type: ignore[misc]
+        if self._stale:
+            self.refresh_now()
+
+    def refresh_now(self) -> None:
+        """Redraw from the state now; a failure is one sentence to the user, never a dead slot."""
+        self._stale = False
+        try:
+            self.refresh()
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a message
+            self.ctx.report(exc)
+
+    def refresh(self) -> None:  # pragma: no cover - every tab overrides it
+        raise NotImplementedError
+
+    def export_request(self) -> tuple[ViewSpec, ViewInputs]:
+        """The spec and inputs of what this tab shows (File ▸ Export, Copy image)."""
+        if not self.figure_view:
+            raise HeadmapError("this tab has no figure to export")
+        if self.state.capture is None:
+            raise HeadmapError("nothing to export yet; run a sentence first")
+        return self.state.spec_for(self.figure_view), ViewInputs()
+
+
+class Caption(QLabel):
+    """A word-wrapped label that always gets the height its text needs at its current width
+    (a plain QLabel next to an expanding canvas gets squeezed and cuts lines off)."""
+
+    def __init__(self, text: str = "", rich: bool = False, warning: bool = False) -> None:
+        super().__init__(text)
+        self.setWordWrap(True)
+        self.setTextFormat(Qt.TextFormat.RichText if rich else Qt.TextFormat.AutoText)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+        if warning:
+            self.setStyleSheet("QLabel { color: #c0392b; font-weight: bold; }")
+
+    def _needed(self, hint: QSize) -> QSize:
+        width = self.width() if self.width() > 50 else 900
+        return QSize(hint.width(), max(hint.height(), self.heightForWidth(width)))
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return self._needed(super().minimumSizeHint())
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return self._needed(super().sizeHint())
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().resizeEvent(event)
+        if self.heightForWidth(self.width()) != self.height():
+            self.updateGeometry()
+
+
+def message_label() -> QLabel:
+    lab = QLabel("")
+    lab.setAlignment(Qt.AlignmentFlag.AlignCenter)
+    lab.setWordWrap(True)
+    lab.setTextFormat(Qt.TextFormat.RichText)
+    return lab
