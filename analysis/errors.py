@@ -1,7 +1,8 @@
 """Domain errors of Headmap.
 
-Every error carries one sentence that says what went wrong *and what to do*. The CLI prints
-``str(err)`` and exits non-zero; the window shows it in the status bar and a dialog.
+Every error carries one sentence that says what went wrong *and what to do*. :func:`user_message`
+turns any exception into the sentence shown for it: the CLI prints it and exits non-zero; the
+window shows it in the status bar and a dialog.
 """
 
 from __future__ import annotations
@@ -53,3 +54,37 @@ class ExportError(HeadmapError):
 
 class Cancelled(HeadmapError):
     """The user cancelled a long job."""
+
+
+#: the sentence for a :class:`MemoryError`
+OUT_OF_MEMORY = "out of memory; use a shorter text (--max-tokens) or a smaller dtype"
+#: what follows an unexpected error's description unless the caller gives its own hint
+UNEXPECTED_HINT = "try again, or report it with the model and text used"
+_DETAIL_CHARS = 240
+
+
+def user_message(exc: BaseException, *, hint: str = UNEXPECTED_HINT) -> str:
+    """The one sentence shown for ``exc``, in the window and by the CLI.
+
+    Parameters
+    ----------
+    exc : any exception that ended a job
+    hint : what to do after an unexpected error (the CLI says to rerun with ``--debug``)
+
+    Returns
+    -------
+    * a :class:`HeadmapError`: its own sentence, ``str(exc)``;
+    * a ``KeyError`` (``Capture.resolve_stack`` explains itself in one): its first argument;
+    * a ``MemoryError``: :data:`OUT_OF_MEMORY`;
+    * anything else: ``unexpected <type>: <first line of the message, at most 240 characters>;
+      <hint>``.
+    """
+    if isinstance(exc, HeadmapError):
+        return str(exc)
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    if isinstance(exc, MemoryError):
+        return OUT_OF_MEMORY
+    text = str(exc)
+    detail = text.splitlines()[0][:_DETAIL_CHARS] if text.strip() else ""
+    return f"unexpected {type(exc).__name__}: {detail}; {hint}"

@@ -28,7 +28,13 @@ from PySide6.QtWidgets import (
 )
 
 from analysis.consent import ConsentBook, canonical_reference, local_consent
-from analysis.errors import Cancelled, ConsentRequiredError, HeadmapError, RemoteCodeError
+from analysis.errors import (
+    Cancelled,
+    ConsentRequiredError,
+    HeadmapError,
+    RemoteCodeError,
+    user_message,
+)
 from analysis.figures import ViewSpec
 from analysis.host import RemoteModel, default_host, in_process
 
@@ -50,13 +56,8 @@ STACK_LABELS = {
 
 
 def error_message(exc: BaseException) -> str:
-    """One sentence for the user, whatever went wrong."""
-    if isinstance(exc, HeadmapError):
-        return str(exc)
-    if isinstance(exc, MemoryError):
-        return "out of memory; use a shorter text or a smaller dtype"
-    text = str(exc).splitlines()[0][:240] if str(exc) else ""
-    return f"unexpected {type(exc).__name__}: {text}; try again, or report it with the model and text used"
+    """One sentence for the user, whatever went wrong (:func:`analysis.errors.user_message`)."""
+    return user_message(exc)
 
 
 class MainWindow(QMainWindow):
