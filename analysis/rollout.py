@@ -28,19 +28,20 @@ in about 1 s (numpy: 18 s), of a 30-layer decoder in about 1.5 s and of a 30-lay
 about 2.5 s, one row (``rows=[i]``) in under 0.1 s (numpy: 0.3 s for 6 layers, 19 s for the last
 row of a 30-layer decoder). Single sharp heads are the hard case: about 7 s for the whole matrix
 of a 6-layer encoder (numpy: 65 s). Views should ask for the row in view and compute the full
-matrix in a worker (``progress``/``cancel``).
+matrix in a worker (``task``: progress and cancel, :class:`analysis.tasks.TaskState`).
 
 Everything here is numpy (plus scipy's max-flow solver) and never modifies its inputs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 
-from .errors import Cancelled, InputError
+from .errors import InputError
+from .tasks import TaskState, as_task
 
 Fusion = Literal["mean", "max", "min"]
 FUSIONS = ("mean", "max", "min")
@@ -73,9 +74,6 @@ _MASK_BYTES = 16 * 2**20
 _CERTIFY_TOPS = (2, 4, 8)
 _CERTIFY_TRIAL = 64
 _CERTIFY_RATE = 0.5
-
-ProgressFn = Callable[[int, int], None]
-CancelFn = Callable[[], bool]
 
 
 class SelfAttentionRequired(InputError, ValueError):
@@ -189,8 +187,7 @@ def attention_flow(
     output_layer: int = -1,
     *,
     rows: Sequence[int] | None = None,
-    progress: ProgressFn | None = None,
-    cancel: CancelFn | None = None,
+    task: TaskState | None = None,
     backend: Backend = "auto",
 ) -> np.ndarray:
     """Attention flow: max-flow from every input token to every output token.
@@ -208,8 +205,10 @@ def attention_flow(
     output_layer : the layer whose output is the sink layer (``-1`` = the last layer)
     rows : only these output tokens (0-based); the other rows of the result are NaN. The
         per-token bars of one output token need only its row, which is ``S`` times cheaper.
-    progress : called as ``progress(done, total)`` with counts of ``(i, j)`` problems
-    cancel : polled between batches; returning True raises :class:`analysis.errors.Cancelled`
+    task : progress and cancel (:class:`analysis.tasks.TaskState`): stage ``flow``, fraction
+        ``done / total`` of the ``(i, j)`` problems, message ``attention flow: 12 of 40 token
+        pairs``; cancellation is checked before every batch of problems (raises
+        :class:`analysis.errors.Cancelled`)
     backend : max-flow solver: ``scipy`` (Dinic on integer capacities: never above the exact
         flow, within ``1e-7`` of it on typical maps, ``2e-7`` at worst seen, see
         :func:`_scipy_layered_flow`), ``numpy`` (pure-numpy push-relabel, exact to ``1e-9``,
@@ -250,9 +249,7 @@ def attention_flow(
     out[list(wanted)] = 0.0
     outputs = np.repeat(np.asarray(list(wanted), dtype=np.int64), n)
     inputs = np.tile(np.arange(n, dtype=np.int64), len(wanted))
-    values = layered_max_flow(
-        trans, outputs, inputs, progress=progress, cancel=cancel, backend=backend
-    )
+    values = layered_max_flow(trans, outputs, inputs, task=task, backend=backend)
     out[outputs, inputs] = values
     return out
 
@@ -322,8 +319,7 @@ def layered_max_flow(
     outputs: np.ndarray,
     inputs: np.ndarray,
     *,
-    progress: ProgressFn | None = None,
-    cancel: CancelFn | None = None,
+    task: TaskState | None = None,
     backend: Backend = "auto",
 ) -> np.ndarray:
     """Max-flow values on the layered graph of ``transitions``.
@@ -334,7 +330,7 @@ def layered_max_flow(
         ``j`` at layer ``l`` to token ``i`` at layer ``l + 1`` has capacity ``transitions[l, i, j]``
     outputs : int ``[P]``, sink token of each problem (at layer ``T``)
     inputs : int ``[P]``, source token of each problem (at layer 0)
-    progress, cancel, backend : as in :func:`attention_flow`
+    task, backend : as in :func:`attention_flow`
 
     Returns
     -------
@@ -360,19 +356,18 @@ def layered_max_flow(
     if outs.shape != ins.shape:
         raise ValueError("outputs and inputs must have the same length")
     engine = flow_backend(backend)
+    task = as_task(task)
     n_layers, n, _ = trans.shape
     total = outs.size
     if n_layers == 1:
         values = trans[0][outs, ins].copy()
-        if progress is not None:
-            progress(total, total)
+        _report(task, total, total)
         return values
     supply = trans[0][:, ins].T  # [P, S]: source j → token k at layer 1
     demand = trans[-1][outs, :]  # [P, S]: token k at layer T-1 → sink i
     if n_layers == 2:
         values = np.minimum(supply, demand).sum(axis=-1)
-        if progress is not None:
-            progress(total, total)
+        _report(task, total, total)
         return values
 
     values = np.zeros(total)
@@ -382,25 +377,29 @@ def layered_max_flow(
         # causal: capacity only from a token to itself or later ones, so j > i carries nothing
         todo = todo[ins[todo] <= outs[todo]]
     done = total - todo.size
-    if progress is not None:
-        progress(done, total)
+    _report(task, done, total)
     if engine == "scipy":
         values[todo] = _scipy_layered_flow(
-            trans, outs[todo], ins[todo], progress=progress, cancel=cancel, done=done, total=total
+            trans, outs[todo], ins[todo], task=task, done=done, total=total
         )
         return values
     cap_mid = np.ascontiguousarray(np.transpose(trans[1:-1], (0, 2, 1)))  # [D, from, to]
     per_problem = cap_mid.nbytes
     batch = int(max(1, min(_MAX_BATCH, _BATCH_BYTES // max(per_problem, 1))))
     for start in range(0, todo.size, batch):
-        if cancel is not None and cancel():
-            raise Cancelled("attention flow was cancelled")
+        task.check()
         part = todo[start : start + batch]
         values[part] = _push_relabel(cap_mid, supply[part], demand[part], bound[part])
         done += part.size
-        if progress is not None:
-            progress(done, total)
+        _report(task, done, total)
     return values
+
+
+def _report(task: TaskState, done: int, total: int) -> None:
+    """Progress of :func:`layered_max_flow`: ``done`` of ``total`` ``(i, j)`` problems solved."""
+    task.report(
+        "flow", done / total if total else 1.0, f"attention flow: {done} of {total} token pairs"
+    )
 
 
 # -- scipy backend: integer Dinic on one graph per batch of problems ---------------------------
@@ -537,8 +536,7 @@ def _scipy_layered_flow(
     outs: np.ndarray,
     ins: np.ndarray,
     *,
-    progress: ProgressFn | None,
-    cancel: CancelFn | None,
+    task: TaskState,
     done: int,
     total: int,
 ) -> np.ndarray:
@@ -604,16 +602,14 @@ def _scipy_layered_flow(
     edge_lists = [[np.nonzero(layer) for layer in g] for g in graphs]
 
     def solve(g: int, part: np.ndarray) -> None:
-        if cancel is not None and cancel():
-            raise Cancelled("attention flow was cancelled")
+        task.check()
         forward, backward = reach[g]
         alive = forward[:, ins[part]] & backward[:, outs[part]]
         flows[part] = _solve_union(caps, cap_mid, edge_lists[g], outs[part], ins[part], alive)
 
     pending = np.flatnonzero(upper > 0)
     done += count - pending.size
-    if progress is not None:
-        progress(done, total)
+    _report(task, done, total)
     for g in range(len(graphs) - 1, 0, -1):  # the sparsest subgraph first
         eligible = pending[2 * sizes[g][pending] <= sizes[0][pending]]
         settled, tried, hits = [], 0, 0
@@ -621,8 +617,7 @@ def _scipy_layered_flow(
             solve(g, part)
             settled.append(part[flows[part] >= upper[part]])
             done += settled[-1].size
-            if progress is not None:
-                progress(done, total)
+            _report(task, done, total)
             tried, hits = tried + part.size, hits + settled[-1].size
             if tried >= _CERTIFY_TRIAL:
                 if hits < _CERTIFY_RATE * tried:
@@ -633,8 +628,7 @@ def _scipy_layered_flow(
     for part in _batches(pending, sizes[0], _UNION_EDGES_FULL, most):
         solve(0, part)
         done += part.size
-        if progress is not None:
-            progress(done, total)
+        _report(task, done, total)
     return flows / scale
 
 

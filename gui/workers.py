@@ -1,7 +1,8 @@
 """Off-GUI-thread jobs: a QRunnable owning a separate QObject of signals.
 
-The compute function is a plain module-level function from ``analysis/`` that takes
-``progress`` and ``cancel`` keyword arguments. Exceptions become the ``failed`` signal, never a crash.
+The compute function is a plain module-level function from ``analysis/`` that takes a ``task``
+keyword argument (:class:`analysis.tasks.TaskState`: progress and cancel). Exceptions become the
+``failed`` signal, never a crash.
 A :class:`JobRunner` gives every job an id per channel ("load", "run", …); a newer job on a channel
 supersedes the older one (which is cancelled) and late results of superseded jobs are dropped.
 The worker never touches a widget or a Figure.
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+
+from analysis.tasks import TaskState
 
 
 class WorkerSignals(QObject):
@@ -45,7 +48,7 @@ class Worker(QRunnable):
     def run(self) -> None:  # runs in a pool thread
         try:
             self.signals.started.emit(self.job_id)
-            result = self.fn(*self.args, progress=self._progress, cancel=self.cancel_event, **self.kwargs)
+            result = self.fn(*self.args, task=TaskState(self._progress, self.cancel_event), **self.kwargs)
         except BaseException as exc:  # noqa: BLE001 - every failure goes back as a signal
             exc.__headmap_traceback__ = traceback.format_exc()  # type: ignore[attr-defined]
             try:

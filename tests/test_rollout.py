@@ -21,6 +21,7 @@ from analysis.rollout import (
     rollout,
     token_contributions,
 )
+from analysis.tasks import TaskState
 
 nx = pytest.importorskip("networkx")
 pytest.importorskip("scipy.sparse.csgraph")
@@ -383,33 +384,39 @@ def test_flow_reports_progress_and_can_be_cancelled(monkeypatch, backend):
     rng = np.random.default_rng(4)
     att = frozen(random_attention(rng, 3, 2, 5))
     seen = []
-    attention_flow(att, backend=backend, progress=lambda done, total: seen.append((done, total)))
-    assert seen and seen[-1] == (25, 25)
-    assert all(a <= b for (a, _), (b, _) in zip(seen, seen[1:], strict=False))
+
+    def progress(stage, fraction, message):
+        seen.append((stage, fraction, message))
+
+    def fractions():
+        return [f for _, f, _ in seen]
+
+    attention_flow(att, backend=backend, task=TaskState(progress))
+    assert seen and seen[-1] == ("flow", 1.0, "attention flow: 25 of 25 token pairs")
+    assert {st for st, _, _ in seen} == {"flow"} and fractions() == sorted(fractions())
     with pytest.raises(Cancelled):
-        attention_flow(att, backend=backend, cancel=lambda: True)
+        attention_flow(att, backend=backend, task=TaskState(cancel=lambda: True))
     # small batches: progress after every few problems, cancel honoured mid-way
     monkeypatch.setattr(rollout_mod, "_UNION_EDGES", 1)
     monkeypatch.setattr(rollout_mod, "_UNION_EDGES_FULL", 1)
     monkeypatch.setattr(rollout_mod, "_MAX_BATCH", 2)
     seen.clear()
-    attention_flow(att, backend=backend, progress=lambda done, total: seen.append((done, total)))
-    assert len(seen) >= 10 and seen[-1] == (25, 25)
-    assert all(a <= b for (a, _), (b, _) in zip(seen, seen[1:], strict=False))
-    polls, seen = [], []
+    attention_flow(att, backend=backend, task=TaskState(progress))
+    assert len(seen) >= 10 and seen[-1] == ("flow", 1.0, "attention flow: 25 of 25 token pairs")
+    assert fractions() == sorted(fractions())
+    for _, fraction, message in seen:
+        done = int(message.split()[2])
+        assert message == f"attention flow: {done} of 25 token pairs" and fraction == done / 25
+    polls = []
+    seen.clear()
 
     def cancel_third():
         polls.append(1)
         return len(polls) >= 3
 
     with pytest.raises(Cancelled):
-        attention_flow(
-            att,
-            backend=backend,
-            cancel=cancel_third,
-            progress=lambda done, total: seen.append((done, total)),
-        )
-    assert len(polls) == 3 and 0 < seen[-1][0] < 25
+        attention_flow(att, backend=backend, task=TaskState(progress, cancel_third))
+    assert len(polls) == 3 and 0 < fractions()[-1] < 1
 
 
 # -- per-token bars ----------------------------------------------------------------------------

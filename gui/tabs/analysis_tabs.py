@@ -44,6 +44,7 @@ from analysis import stats as stats_mod
 from analysis.errors import HeadmapError
 from analysis.figures import clean_label
 from analysis.result import SELF_STACKS, Capture
+from analysis.tasks import TaskState
 from analysis.viewdata import heatmap_data
 
 from ..views.canvas import CanvasView
@@ -137,26 +138,18 @@ def _reports_failures(method):
 # ============================================================================================
 # jobs (run in the window's worker threads: plain functions, no Qt)
 # ============================================================================================
-def _stats_job(capture: Capture, progress=None, cancel=None) -> list[dict]:
+def _stats_job(capture: Capture, task: TaskState | None = None) -> list[dict]:
     """Every layer/head row of every stack of ``capture`` (:func:`analysis.stats.stats_rows`)."""
-    if progress is not None:
-        progress("stats", None, "computing head statistics…")
-    return stats_mod.stats_rows(capture)
+    return stats_mod.stats_rows(capture, task=task)
 
 
 def _flow_job(att: np.ndarray, fusion: str, residual: float = 0.5, output_layer: int = -1,
-              progress=None, cancel=None) -> np.ndarray:
+              task: TaskState | None = None) -> np.ndarray:
     """Attention flow ``[S, S]`` of a self-attention stack ``att`` ``[L, H, S, S]``
-    (:func:`analysis.rollout.attention_flow`), reporting progress and polling ``cancel`` (a
-    ``threading.Event``) between batches of max-flow problems."""
-
-    def report(done: int, total: int) -> None:
-        progress("flow", done / total if total else 1.0, f"attention flow: {done} of {total} token pairs")
-
+    (:func:`analysis.rollout.attention_flow`, which reports progress to ``task`` and checks its
+    cancel signal between batches of max-flow problems)."""
     return rollout_mod.attention_flow(
-        att, fusion=fusion, residual=residual, output_layer=output_layer,
-        progress=report if progress is not None else None,
-        cancel=cancel.is_set if cancel is not None else None,
+        att, fusion=fusion, residual=residual, output_layer=output_layer, task=task
     )
 
 
