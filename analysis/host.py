@@ -13,9 +13,10 @@ over a socket pair with ``multiprocessing.connection``):
   **kwargs)``, with every :class:`RemoteModel` argument replaced by the loaded model, and returns
   its result. The caller passes its own :class:`analysis.tasks.TaskState` as ``task``; the function
   gets one in the child whose progress messages stream back to the caller's task while it runs and
-  whose cancel event is set when the caller's task is cancelled. Large numpy arrays (attention stacks) do not go through the pipe: the child writes them
-  into one memory file (``/dev/shm`` where it exists) that this process maps and unlinks, so a
-  capture arrives without a copy and read-only arrays stay read-only.
+  whose cancel event is set when the caller's task is cancelled. Large numpy arrays (attention
+  stacks) do not go through the pipe: the child writes them into one memory file (``/dev/shm``
+  where it exists) that this process maps and unlinks, so a capture arrives without a copy and
+  read-only arrays stay read-only.
 
 Errors raised in the child arrive as the same exception type (or a :class:`ModelHostError` with
 the message when the type cannot be pickled). If the child dies (killed, out of memory), the call
