@@ -17,8 +17,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import CaptureError, InputError, NoAttentionError
-from .loader import CancelCheck, LoadedModel, Progress, _progress, check_cancel
+from .loader import LoadedModel
 from .result import Capture, Prediction, TokenSeq
+from .tasks import TaskState, as_task
 from .tokens import (
     display_strings,
     generated_seq,
@@ -61,7 +62,8 @@ def encode(lm: LoadedModel, text: str, limit: int) -> tuple[dict, list, bool, st
     return dict(enc), offsets, truncated, kept
 
 
-def _to_device(batch: dict, lm: LoadedModel) -> dict:
+def to_device(batch: dict, lm: LoadedModel) -> dict:
+    """``batch`` with every tensor moved to the model's (first) device."""
     dev = lm.device
     return {k: (v.to(dev) if hasattr(v, "to") else v) for k, v in batch.items()}
 
@@ -114,7 +116,22 @@ def _topk(tokenizer, logits_row, k: int = TOP_K) -> tuple[tuple[str, float], ...
     return tuple((lab, float(pp)) for lab, pp in zip(labels, p.tolist(), strict=True))
 
 
-def _prediction(lm: LoadedModel, out, input_ids: Sequence[int], prompt_length: int, output_text: str) -> Prediction:
+def prediction_for(lm: LoadedModel, out, input_ids: Sequence[int], prompt_length: int, output_text: str) -> Prediction:
+    """What the model's head predicts in the forward pass ``out`` (batch row 0).
+
+    Parameters
+    ----------
+    lm : the loaded model
+    out : its output (``logits`` ``[1, N, V]`` or ``[1, C]`` for a classifier)
+    input_ids : the input ids ``[N]`` (finds ``[MASK]`` positions of a masked LM)
+    prompt_length : decoder: the prompt's tokens; steps are reported from its last one
+    output_text : decoder continuation / seq2seq translation, kept as is
+
+    Returns
+    -------
+    Prediction: decoder next-token top-5 (and per step), seq2seq per-step top-5, classifier labels,
+    masked-LM top-5 at each ``[MASK]``; an empty Prediction without a head.
+    """
     import torch
 
     tok = lm.tokenizer
@@ -154,8 +171,7 @@ def capture(
     target_lang: str | None = None,
     max_tokens: int | None = DEFAULT_MAX_TOKENS,
     store_dtype=np.float32,
-    progress: Progress | None = None,
-    cancel: CancelCheck = None,
+    task: TaskState | None = None,
 ) -> Capture:
     """Capture every attention map of ``lm`` on ``text``.
 
@@ -172,6 +188,8 @@ def capture(
     max_tokens : cap on input tokens (the model's own maximum applies too); longer text is
         truncated and the capture's ``notes`` say so
     store_dtype : float32 (exact) or float16 (half the memory) for the stored stacks
+    task : progress and cancel (:class:`analysis.tasks.TaskState`): stages ``run`` and
+        ``generate``; cancellation is checked between the model calls
 
     Returns
     -------
@@ -180,6 +198,7 @@ def capture(
     """
     import torch
 
+    task = as_task(task)
     tok = lm.tokenizer
     notes: list[str] = []
     limit = token_limit(lm, max_tokens)
@@ -194,10 +213,10 @@ def capture(
     enc, offsets, truncated, kept = encode(lm, text, prompt_limit)
     if truncated:
         notes.append(f"the text was truncated to {prompt_limit} tokens (the longest input this model/capture takes)")
-    check_cancel(cancel)
+    task.check()
     ids = enc["input_ids"][0].tolist()
     source = token_seq(tok, ids, kept, offsets)
-    batch = _to_device(enc, lm)
+    batch = to_device(enc, lm)
     model = lm.model
     stacks: dict[str, np.ndarray] = {}
     expected = {s.name: (s.layers, s.heads) for s in lm.summary.stacks}
@@ -206,12 +225,12 @@ def capture(
     output_text = ""
     prompt_length = len(ids)
     gen_flag = False
-    _progress(progress, "run", 0.1, "running the model…")
+    task.report("run", 0.1, "running the model…")
     with torch.inference_mode():
         if lm.kind == "seq2seq":
-            dec_ids, out_ids, output_text, gen_flag = _seq2seq_target(lm, batch, target, generate, max_new_tokens, num_beams, limit, notes,
-                                                                     target_lang)
-            check_cancel(cancel)
+            dec_ids, out_ids, output_text, gen_flag = seq2seq_target(lm, batch, target, generate, max_new_tokens, num_beams, limit, notes,
+                                                                    target_lang)
+            task.check()
             out = model(**batch, decoder_input_ids=torch.tensor([dec_ids], device=lm.device),
                         output_attentions=True, use_cache=False)
             for name in ("encoder_attentions", "decoder_attentions", "cross_attentions"):
@@ -220,7 +239,7 @@ def capture(
             outputs = generated_seq(tok, out_ids)
         else:
             if lm.kind == "decoder" and generate and max_new_tokens > 0:
-                _progress(progress, "generate", 0.2, f"continuing the text {max_new_tokens} tokens…")
+                task.report("generate", 0.2, f"continuing the text {max_new_tokens} tokens…")
                 pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
                 gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                                      pad_token_id=pad)
@@ -228,7 +247,7 @@ def capture(
                 cont = full[len(ids):]
                 output_text = tok.decode(cont, skip_special_tokens=True)
                 gen_flag = True
-                check_cancel(cancel)
+                task.check()
                 batch = {"input_ids": gen, "attention_mask": torch.ones_like(gen)}
                 csp = special_flags(tok, cont)
                 cont_words = output_word_ids(tok, cont, list(csp))
@@ -244,9 +263,9 @@ def capture(
                 else model(**batch, output_attentions=True)
             stacks["attentions"] = stack_attentions(getattr(out, "attentions", None), "attentions", arch,
                                                     expected.get("attentions"), store_dtype)
-    check_cancel(cancel)
+    task.check()
     _check_lengths(stacks, source, decoder_inputs)
-    pred = _prediction(lm, out, source.ids.tolist(), prompt_length, output_text)
+    pred = prediction_for(lm, out, source.ids.tolist(), prompt_length, output_text)
     return Capture(
         model=lm.reference, kind=lm.kind, architecture=arch, text=kept, source=source, stacks=stacks,
         target=(target if target is not None else (output_text if lm.kind == "seq2seq" else None)),
@@ -281,8 +300,35 @@ def language_token_id(tokenizer, lang: str) -> int:
                      "(e.g. fra_Latn for NLLB, fr for M2M100)")
 
 
-def _seq2seq_target(lm, batch, target, generate, max_new_tokens, num_beams, limit, notes, target_lang=None):
-    """Decoder input ids, output ids, output text and whether it was generated."""
+def seq2seq_target(
+    lm: LoadedModel,
+    batch: dict,
+    target: str | None,
+    generate: bool,
+    max_new_tokens: int,
+    num_beams: int,
+    limit: int,
+    notes: list[str],
+    target_lang: str | None = None,
+) -> tuple[list[int], list[int], str, bool]:
+    """The decoder side of a seq2seq capture: typed (teacher forcing) or generated.
+
+    Parameters
+    ----------
+    lm : a seq2seq model
+    batch : the encoder inputs (``input_ids`` ``[1, S]``, ``attention_mask``) on the model's device
+    target : a typed target, or None to generate one (``generate`` must then be True)
+    generate : generate when ``target`` is None or empty
+    max_new_tokens : generation cap (0: ``min(limit, 256)``)
+    num_beams : beam width (1 = greedy)
+    limit : the most target tokens kept when a typed target is tokenized
+    notes : remarks are appended here (a truncated target)
+    target_lang : force the first generated token to this language's token
+
+    Returns
+    -------
+    (decoder input ids ``[T]``, output ids ``[T]``, output text, whether it was generated)
+    """
     tok = lm.tokenizer
     start = decoder_start_id(lm)
     if target is not None and str(target).strip():

@@ -21,6 +21,8 @@ EXIT_INTERNAL = 1
 
 #: the views the CLI exports (every view of the window but Compare, which needs a pinned capture)
 _VIEWS = ("head", "layer", "model", "lines", "alignment", "steps", "stats", "rollout", "flow", "masks")
+#: what the CLI suggests after an unexpected error
+_DEBUG_HINT = "rerun with --debug for details"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,27 +260,18 @@ def _figure_writer(args: argparse.Namespace, cap, lm, report, fig_path: str):
 def headless_main(args: argparse.Namespace) -> int:
     """Run the headless exports; returns the exit code (one line on stderr on failure)."""
     _quiet_libraries(args.debug)
-    from .errors import HeadmapError
+    from .errors import HeadmapError, user_message
 
     try:
         return run_headless(args)
-    except HeadmapError as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written", file=sys.stderr)
         return 130
-    except MemoryError:
-        print("error: out of memory; use a shorter text (--max-tokens) or a smaller dtype", file=sys.stderr)
-        return EXIT_INTERNAL
     except Exception as exc:  # noqa: BLE001 - the CLI's promise: one line, no traceback
-        if args.debug:
+        if args.debug and not isinstance(exc, MemoryError):
             raise
-        msg = str(exc).splitlines()[0][:300] if str(exc) else ""
-        print(f"error: unexpected {type(exc).__name__}: {msg}; rerun with --debug for details", file=sys.stderr)
-        return EXIT_INTERNAL
+        print(f"error: {user_message(exc, hint=_DEBUG_HINT)}", file=sys.stderr)
+        return exc.exit_code if isinstance(exc, HeadmapError) else EXIT_INTERNAL
 
 
 def main(argv: Sequence[str] | None = None) -> int:

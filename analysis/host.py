@@ -9,12 +9,14 @@ over a socket pair with ``multiprocessing.connection``):
 
 * :meth:`ModelHost.load` loads a model there and returns a :class:`RemoteModel` — the model's
   description (reference, kind, summary, notes) and a handle, no weights;
-* :meth:`ModelHost.call` runs a plain ``analysis`` function there, ``fn(lm, *args, progress=…,
-  cancel=…, **kwargs)``, with every :class:`RemoteModel` argument replaced by the loaded model, and
-  returns its result. Progress messages stream back while it runs; the caller's ``cancel`` is
-  forwarded. Large numpy arrays (attention stacks) do not go through the pipe: the child writes them
-  into one memory file (``/dev/shm`` where it exists) that this process maps and unlinks, so a
-  capture arrives without a copy and read-only arrays stay read-only.
+* :meth:`ModelHost.call` runs a plain ``analysis`` function there, ``fn(lm, *args, task=…,
+  **kwargs)``, with every :class:`RemoteModel` argument replaced by the loaded model, and returns
+  its result. The caller passes its own :class:`analysis.tasks.TaskState` as ``task``; the function
+  gets one in the child whose progress messages stream back to the caller's task while it runs and
+  whose cancel event is set when the caller's task is cancelled. Large numpy arrays (attention
+  stacks) do not go through the pipe: the child writes them into one memory file (``/dev/shm``
+  where it exists) that this process maps and unlinks, so a capture arrives without a copy and
+  read-only arrays stay read-only.
 
 Errors raised in the child arrive as the same exception type (or a :class:`ModelHostError` with
 the message when the type cannot be pickled). If the child dies (killed, out of memory), the call
@@ -46,7 +48,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import Cancelled, HeadmapError
+from .errors import HeadmapError
+from .tasks import TaskState, as_task
 
 #: arrays at least this big travel through the shared memory file instead of the pipe
 ARRAY_MIN_BYTES = 1 << 16
@@ -257,94 +260,117 @@ def _send_error(conn, exc: BaseException) -> None:
         conn.send(("error_text", type(exc).__name__, str(exc), tb))
 
 
-def _child_main(conn, preload: bool) -> None:  # pragma: no cover - runs in the child
-    """The host loop: one job at a time in this (main) thread, until "quit" or the pipe closes.
+class _Child:  # pragma: no cover - runs in the child
+    """The model process's state: the loaded models, whose they are, the running job's cancel."""
 
-    A reader thread receives messages, so a "cancel" for the running job arrives while it runs.
-    """
-    import queue
+    def __init__(self, conn) -> None:
+        import queue
 
-    models: dict[int, Any] = {}
-    owners: dict[str, int] = {}  # owner → its current model's handle
-    jobs: queue.Queue = queue.Queue()
-    cancel = threading.Event()
-    current = [None]  # id of the running job
+        self.conn = conn
+        self.models: dict[int, Any] = {}
+        self.owners: dict[str, int] = {}  # owner → its current model's handle
+        self.jobs: queue.Queue = queue.Queue()
+        self.cancel = threading.Event()
+        self.current: int | None = None  # id of the running job
+        self.default_threads: list[int] = []  # torch's own thread count, once torch is imported
 
-    def reader() -> None:
+    def read(self) -> None:
+        """The reader thread: queue the jobs, set the running job's cancel event at once."""
         while True:
             try:
-                msg = conn.recv()
+                msg = self.conn.recv()
             except (EOFError, OSError):
-                jobs.put(("quit",))
+                self.jobs.put(("quit",))
                 return
             if msg[0] == "cancel":
-                if msg[1] == current[0]:
-                    cancel.set()
+                if msg[1] == self.current:
+                    self.cancel.set()
                 continue
-            jobs.put(msg)
+            self.jobs.put(msg)
             if msg[0] == "quit":
                 return
 
-    default_threads: list[int] = []  # torch's own thread count, once torch is imported
-    threading.Thread(target=reader, name="headmap-host-reader", daemon=True).start()
-    if preload:
-        try:  # the heavy imports, while the window starts (nobody waits on them here)
-            import torch  # noqa: F401
-            import transformers  # noqa: F401
+    def release(self, handle: int) -> None:
+        self.models.pop(handle, None)
+        for o in [o for o, h in self.owners.items() if h == handle]:
+            del self.owners[o]
+        gc.collect()
 
-            from . import capture, loader  # noqa: F401
-        except Exception:  # noqa: BLE001 - a real load reports the problem
-            pass
-    while True:
-        msg = jobs.get()
-        op = msg[0]
-        if op == "quit":
-            return
-        if op == "release":
-            models.pop(msg[1], None)
-            for o in [o for o, h in owners.items() if h == msg[1]]:
-                del owners[o]
-            gc.collect()
-            continue
-        if op != "call":
-            continue
+    def resolve(self, v):
+        """A model reference becomes the loaded model; anything else stays."""
+        if not isinstance(v, _ModelRef):
+            return v
+        if v.handle not in self.models:
+            raise ModelHostError("the model is no longer loaded in the model process "
+                                 "(it was replaced or the process restarted); load it again")
+        return self.models[v.handle]
+
+    def keep(self, lm, handle: int, owner: str | None) -> RemoteModel:
+        """Hold a loaded model under ``handle``; the owner's previous model is freed."""
+        self.models[handle] = lm
+        if owner is not None:
+            old = self.owners.get(owner)
+            self.owners[owner] = handle
+            if old is not None and old != handle:
+                self.models.pop(old, None)
+                gc.collect()
+        return _describe(lm, handle)
+
+    def call(self, msg) -> None:
+        """Run one job, ``fn(*args, task=…, **kwargs)``, and send its result or its error back."""
         _, job, fn, args, kwargs, env, load_handle, owner = msg
-        cancel.clear()
-        current[0] = job
+        self.cancel.clear()
+        self.current = job
         _apply_env(env)
-        _torch_threads(default_threads)
+        _torch_threads(self.default_threads)
+        conn = self.conn
 
-        def progress(stage, fraction=None, message=""):
+        def progress(stage, fraction, message):
             conn.send(("progress", stage, fraction, message))
 
-        def resolve(v):
-            if isinstance(v, _ModelRef):
-                if v.handle not in models:
-                    raise ModelHostError("the model is no longer loaded in the model process "
-                                         "(it was replaced or the process restarted); load it again")
-                return models[v.handle]
-            return v
-
         try:
-            args = [resolve(a) for a in args]
-            kwargs = {k: resolve(v) for k, v in kwargs.items()}
-            result = fn(*args, progress=progress, cancel=cancel, **kwargs)
+            args = [self.resolve(a) for a in args]
+            kwargs = {k: self.resolve(v) for k, v in kwargs.items()}
+            result = fn(*args, task=TaskState(progress, self.cancel), **kwargs)
             if load_handle is not None:
-                models[load_handle] = result
-                if owner is not None:
-                    old = owners.get(owner)
-                    owners[owner] = load_handle
-                    if old is not None and old != load_handle:
-                        models.pop(old, None)
-                        gc.collect()
-                result = _describe(result, load_handle)
+                result = self.keep(result, load_handle, owner)
             data, path = dumps(result)
             del result
             conn.send(("ok", data, path))
         except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
             _send_error(conn, exc)
         finally:
-            current[0] = None
+            self.current = None
+
+
+def _preload() -> None:  # pragma: no cover - runs in the child
+    """The heavy imports, while the window starts (nobody waits on them here)."""
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+
+        from . import capture, loader  # noqa: F401
+    except Exception:  # noqa: BLE001 - a real load reports the problem
+        pass
+
+
+def _child_main(conn, preload: bool) -> None:  # pragma: no cover - runs in the child
+    """The host loop: one job at a time in this (main) thread, until "quit" or the pipe closes.
+
+    A reader thread receives messages, so a "cancel" for the running job arrives while it runs.
+    """
+    child = _Child(conn)
+    threading.Thread(target=child.read, name="headmap-host-reader", daemon=True).start()
+    if preload:
+        _preload()
+    while True:
+        msg = child.jobs.get()
+        if msg[0] == "quit":
+            return
+        if msg[0] == "release":
+            child.release(msg[1])
+        elif msg[0] == "call":
+            child.call(msg)
 
 
 def _child_entry() -> None:  # pragma: no cover - runs in the child
@@ -465,17 +491,19 @@ class ModelHost:
                 self._lock.release()
 
     # -- calls -------------------------------------------------------------------------------
-    def load(self, reference: str, *, progress=None, cancel=None, owner: str | None = None,
+    def load(self, reference: str, *, task: TaskState | None = None, owner: str | None = None,
              loader: Callable[..., Any] | None = None, **kwargs) -> RemoteModel:
         """Load ``reference`` in the child (``analysis.loader.load_model`` keyword arguments).
 
-        ``owner`` (a window): the child keeps one model per owner; once this one has loaded, the
-        owner's previous model is freed (a failed load keeps it).
+        ``task`` (:class:`analysis.tasks.TaskState`) receives the loader's progress and its cancel
+        signal is forwarded to the child, as in :meth:`call`. ``owner`` (a window): the child keeps
+        one model per owner; once this one has loaded, the owner's previous model is freed (a
+        failed load keeps it).
         """
         if loader is None:
             from .loader import load_model as loader
         handle = next(self._handles)
-        desc = self._request(loader, (reference,), kwargs, progress, cancel, load_handle=handle, owner=owner)
+        desc = self._request(loader, (reference,), kwargs, task, load_handle=handle, owner=owner)
         return RemoteModel(**{**desc.__dict__, "host": self})
 
     def release(self, lm) -> None:
@@ -490,15 +518,18 @@ class ModelHost:
             except (OSError, AttributeError):
                 pass
 
-    def call(self, fn: Callable[..., Any], *args, progress=None, cancel=None, **kwargs):
-        """Run ``fn(*args, progress=…, cancel=…, **kwargs)`` in the child; RemoteModel args become models.
+    def call(self, fn: Callable[..., Any], *args, task: TaskState | None = None, **kwargs):
+        """Run ``fn(*args, task=…, **kwargs)`` in the child; RemoteModel args become models.
 
-        ``fn`` must be a module-level function importable without Qt (it is pickled by name).
+        ``fn`` must be a module-level function importable without Qt (it is pickled by name). In
+        the child it gets ``task=TaskState(progress, cancel)`` whose progress comes back here to
+        ``task.report`` and whose cancel event is set once ``task`` here is cancelled (polled while
+        the call runs; a call cancelled before it starts raises :class:`Cancelled` at once).
         """
-        return self._request(fn, args, kwargs, progress, cancel)
+        return self._request(fn, args, kwargs, task)
 
-    def _request(self, fn, args, kwargs, progress, cancel, load_handle=None, owner=None):
-        from .loader import _cancelled
+    def _request(self, fn, args, kwargs, task: TaskState | None, load_handle=None, owner=None):
+        task = as_task(task)
 
         def ref(v):
             if isinstance(v, RemoteModel):
@@ -511,11 +542,9 @@ class ModelHost:
         kwargs = {k: ref(v) for k, v in kwargs.items()}
         env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
         while not self._lock.acquire(timeout=0.05):
-            if _cancelled(cancel):
-                raise Cancelled("cancelled")
+            task.check()
         try:
-            if _cancelled(cancel):
-                raise Cancelled("cancelled")
+            task.check()
             self._ensure()
             job = next(self._jobs)
             conn, proc = self._conn, self._proc
@@ -525,48 +554,53 @@ class ModelHost:
                 if isinstance(exc, OSError):
                     self._discard()
                 raise ModelHostError(f"could not send the job to the model process ({exc}); try again") from exc
-            forwarded = False
-            while True:
-                try:
-                    ready = conn.poll(0.02)
-                except (OSError, EOFError):
-                    ready = True
-                if not ready:
-                    if not forwarded and _cancelled(cancel):
-                        try:
-                            self._send(("cancel", job))
-                        except (OSError, AttributeError):  # closed meanwhile
-                            pass
-                        forwarded = True
-                    if proc.poll() is not None:
-                        ready = conn.poll(0)  # a last message may still be in the pipe
-                        if not ready:
-                            raise self._stopped(proc)
-                    continue
-                try:
-                    msg = conn.recv()
-                except (EOFError, OSError) as exc:
-                    raise self._stopped(proc) from exc
-                kind = msg[0]
-                if kind == "progress":
-                    if progress is not None:
-                        progress(msg[1], msg[2], msg[3])
-                    continue
-                if kind == "ok":
-                    return loads(msg[1], msg[2])
-                if kind == "error":
-                    try:
-                        exc = pickle.loads(msg[1])
-                    except Exception:  # noqa: BLE001
-                        exc = ModelHostError("the model process failed; see the log")
-                    exc.__headmap_traceback__ = msg[2]
-                    raise exc
-                if kind == "error_text":
-                    exc = ModelHostError(msg[2] if msg[1] == "HeadmapError" else f"{msg[1]}: {msg[2]}")
-                    exc.__headmap_traceback__ = msg[3]
-                    raise exc
+            return self._await(job, conn, proc, task)
         finally:
             self._lock.release()
+
+    def _await(self, job: int, conn, proc: subprocess.Popen, task: TaskState):
+        """Relay the child's progress to ``task`` and its cancel to the child until the result."""
+        forwarded = False
+        while True:
+            try:
+                ready = conn.poll(0.02)
+            except (OSError, EOFError):
+                ready = True
+            if not ready:
+                if not forwarded and task.cancelled:
+                    try:
+                        self._send(("cancel", job))
+                    except (OSError, AttributeError):  # closed meanwhile
+                        pass
+                    forwarded = True
+                if proc.poll() is not None and not conn.poll(0):  # a last message may still be in the pipe
+                    raise self._stopped(proc)
+                continue
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError) as exc:
+                raise self._stopped(proc) from exc
+            if msg[0] == "progress":
+                task.report(msg[1], msg[2], msg[3])
+            elif msg[0] == "ok":
+                return loads(msg[1], msg[2])
+            elif msg[0] in ("error", "error_text"):
+                raise _child_error(msg)
+
+
+def _child_error(msg: tuple) -> BaseException:
+    """The exception an ``error`` / ``error_text`` message from the child stands for, carrying the
+    child's traceback as ``__headmap_traceback__``."""
+    if msg[0] == "error":
+        try:
+            exc = pickle.loads(msg[1])
+        except Exception:  # noqa: BLE001
+            exc = ModelHostError("the model process failed; see the log")
+        exc.__headmap_traceback__ = msg[2]
+        return exc
+    exc = ModelHostError(msg[2] if msg[1] == "HeadmapError" else f"{msg[1]}: {msg[2]}")
+    exc.__headmap_traceback__ = msg[3]
+    return exc
 
 
 _default: ModelHost | None = None

@@ -20,8 +20,6 @@ import os
 import re
 import shutil
 import socket
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,6 @@ from typing import Any
 from .bundled import BUNDLED, bundled_path, sha256_file
 from .consent import CodeConsent, check_remote_code
 from .errors import (
-    Cancelled,
     ConsentRequiredError,
     HeadmapError,
     InputError,
@@ -38,11 +35,10 @@ from .errors import (
     RemoteCodeError,
 )
 from .result import Kind
+from .tasks import TaskState, as_task
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-Progress = Callable[[str, float | None, str], None]
-CancelCheck = Callable[[], bool] | threading.Event | None
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 _TOKENIZER_FILES = (
@@ -123,24 +119,6 @@ class LoadedModel:
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-def _cancelled(cancel: CancelCheck) -> bool:
-    if cancel is None:
-        return False
-    if isinstance(cancel, threading.Event):
-        return cancel.is_set()
-    return bool(cancel())
-
-
-def check_cancel(cancel: CancelCheck) -> None:
-    if _cancelled(cancel):
-        raise Cancelled("cancelled")
-
-
-def _progress(progress: Progress | None, stage: str, fraction: float | None = None, msg: str = "") -> None:
-    if progress is not None:
-        progress(stage, fraction, msg or stage)
-
-
 def cache_dir() -> Path:
     """Headmap's own cache (dequantized GGUF models). ``HEADMAP_CACHE`` overrides it."""
     env = os.environ.get("HEADMAP_CACHE")
@@ -268,8 +246,11 @@ class Resolved:
     bundled: str | None = None
 
 
-def resolve_reference(ref: str, progress: Progress | None = None, cancel: CancelCheck = None) -> Resolved:
-    """Turn a model reference into a local folder (downloading from the hub if needed)."""
+def resolve_reference(ref: str, task: TaskState | None = None) -> Resolved:
+    """Turn a model reference into a local folder (downloading from the hub if needed).
+
+    ``task`` reports the download (stage ``download``) and can cancel before it starts.
+    """
     ref = (ref or "").strip()
     if not ref:
         raise InputError("no model given; choose a bundled model, a folder, a .gguf file or a hub id")
@@ -289,10 +270,10 @@ def resolve_reference(ref: str, progress: Progress | None = None, cancel: Cancel
     looks_like_path = ref.startswith(("/", ".", "~")) or "\\" in ref or ref.count("/") > 1 or ref.endswith(".gguf")
     if looks_like_path or not _HUB_ID.match(ref):
         raise ModelLoadError(f"{ref} does not exist; check the path, or give a hub id like 'bert-base-uncased'")
-    return Resolved(_hub_snapshot(ref, progress, cancel))
+    return Resolved(_hub_snapshot(ref, as_task(task)))
 
 
-def _hub_snapshot(repo_id: str, progress: Progress | None, cancel: CancelCheck) -> Path:
+def _hub_snapshot(repo_id: str, task: TaskState) -> Path:
     from huggingface_hub import snapshot_download
 
     patterns = ["*.json", "*.safetensors", "*.model", "*.spm", "*.txt", "*.tiktoken", "tokenizer*", "*.py"]
@@ -305,8 +286,7 @@ def _hub_snapshot(repo_id: str, progress: Progress | None, cancel: CancelCheck) 
             f"'{repo_id}' is not in the local cache and the hub is unreachable; "
             "connect to the internet once, or open a local folder or a bundled model"
         )
-    check_cancel(cancel)
-    _progress(progress, "download", None, f"downloading {repo_id} from the Hugging Face hub…")
+    task.step("download", None, f"downloading {repo_id} from the Hugging Face hub…")
     try:
         from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
     except ImportError:  # pragma: no cover
@@ -372,19 +352,22 @@ def _gguf_cache_folder(gguf: Path, bundled: str | None) -> Path:
     return cache_dir() / "gguf" / f"{gguf.stem}-{key}"
 
 
-def dequantize_gguf(gguf: Path, bundled: str | None, progress: Progress | None, cancel: CancelCheck) -> Path:
-    """Dequantize a GGUF file once into a ``save_pretrained``-style cache folder; reuse it after."""
+def dequantize_gguf(gguf: Path, bundled: str | None, task: TaskState | None = None) -> Path:
+    """Dequantize a GGUF file once into a ``save_pretrained``-style cache folder; reuse it after.
+
+    ``task`` reports stage ``dequantize`` and is checked for cancellation between the steps.
+    """
+    task = as_task(task)
     target = _gguf_cache_folder(gguf, bundled)
     if (target / "headmap-cache.json").exists():
         return target
-    check_cancel(cancel)
-    _progress(progress, "dequantize", None, f"dequantizing {gguf.name} (once; reused next time)…")
+    task.step("dequantize", None, f"dequantizing {gguf.name} (once; reused next time)…")
     from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        check_cancel(cancel)
+        task.check()
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     except HeadmapError:
         raise
@@ -393,8 +376,7 @@ def dequantize_gguf(gguf: Path, bundled: str | None, progress: Progress | None, 
             f"could not dequantize {gguf.name} ({type(exc).__name__}: {str(exc)[:200]}); "
             "the file may be damaged or use a quantization transformers cannot read"
         ) from exc
-    check_cancel(cancel)
-    _progress(progress, "dequantize", 0.9, "writing the dequantized cache…")
+    task.step("dequantize", 0.9, "writing the dequantized cache…")
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -510,8 +492,7 @@ def load_model(
     trust_remote_code: bool | CodeConsent | None = False,
     allow_pickle: bool = False,
     memory_check: bool = True,
-    progress: Progress | None = None,
-    cancel: CancelCheck = None,
+    task: TaskState | None = None,
 ) -> LoadedModel:
     """Load a checkpoint for attention capture.
 
@@ -525,35 +506,22 @@ def load_model(
         ``ref`` (the CLI flag), or a :class:`~analysis.consent.CodeConsent` that must name this
         checkpoint and the sha256 of its current code files (the window)
     allow_pickle : allow ``pytorch_model.bin`` weights (loaded with ``weights_only``)
-    progress : ``progress(stage, fraction_or_None, message)``; stages ``resolve``, ``download``,
-        ``dequantize``, ``load``, ``ready``
-    cancel : an Event or a callable; checked between stages (raises :class:`Cancelled`)
+    task : progress and cancel (:class:`analysis.tasks.TaskState`); stages ``resolve``,
+        ``download``, ``dequantize``, ``load``, ``ready``; cancellation is checked between them
+        (raises :class:`~analysis.errors.Cancelled`)
 
     Raises
     ------
     HeadmapError subclasses with one sentence saying what to do.
     """
-    _progress(progress, "resolve", 0.0, f"finding {ref}…")
-    res = resolve_reference(ref, progress, cancel)
-    check_cancel(cancel)
-    folder = res.folder
-    if res.gguf_file:
-        folder = dequantize_gguf(res.folder / res.gguf_file, res.bundled, progress, cancel)
-    check_folder(folder, allow_pickle)  # before importing transformers: bad folders fail fast
-    import transformers
-
+    task = as_task(task)
+    task.report("resolve", 0.0, f"finding {ref}…")
+    folder = _checkpoint_folder(ref, allow_pickle, task)
     # consent covers one checkpoint and its code as hashed now (analysis.consent)
     trust_remote_code = check_remote_code(ref, folder, _needs_remote_code(folder), trust_remote_code)
     dev = _resolve_device(device)
-    _progress(progress, "load", 0.1, "reading the config…")
-    try:
-        config = transformers.AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
-    except ValueError as exc:
-        if "trust_remote_code" in str(exc):
-            raise RemoteCodeError(f"{ref} needs custom code (trust_remote_code) to load; enable it only if you trust its author") from exc
-        raise ModelLoadError(f"the config of {ref} cannot be read ({exc}); is the folder complete?") from exc
-    except Exception as exc:
-        raise ModelLoadError(f"the config of {ref} cannot be read ({exc}); is the folder complete?") from exc
+    task.report("load", 0.1, "reading the config…")
+    config = _read_config(ref, folder, trust_remote_code)
     kind = detect_kind(config)
     tdtype = _torch_dtype(dtype, dev, config)
     notes: list[str] = []
@@ -561,14 +529,60 @@ def load_model(
         _, warn = check_memory(config, kind, tdtype, dev, trust_remote_code)
         if warn:
             notes.append(warn)
-    check_cancel(cancel)
-    _progress(progress, "load", 0.3, "loading the tokenizer…")
+    task.step("load", 0.3, "loading the tokenizer…")
+    tokenizer = _read_tokenizer(ref, folder, trust_remote_code)
+    task.step("load", 0.5, "loading the weights…")
+    spread = dev == "cuda" and device == "auto"  # accelerate places the layers itself
+    model = _read_weights(ref, folder, kind, config, tdtype, trust_remote_code, device_map=spread)
+    task.check()
+    if not spread and dev != "cpu":
+        model.to(dev)
+    model.eval()
+    impl = getattr(model.config, "_attn_implementation", "eager")
+    if impl not in ("eager", None):
+        raise NoAttentionError(f"{type(model).__name__} runs with '{impl}' attention, which returns no attention maps; it cannot be shown")
+    summary = _summary(ref, kind, model, config, tokenizer, folder)
+    task.report("ready", 1.0, f"loaded {ref}")
+    return LoadedModel(ref, kind, model, tokenizer, config, summary, folder, notes)
+
+
+def _checkpoint_folder(ref: str, allow_pickle: bool, task: TaskState) -> Path:
+    """The checked ``save_pretrained`` folder of ``ref`` (downloaded or dequantized when needed)."""
+    res = resolve_reference(ref, task)
+    task.check()
+    folder = res.folder
+    if res.gguf_file:
+        folder = dequantize_gguf(res.folder / res.gguf_file, res.bundled, task)
+    check_folder(folder, allow_pickle)  # before importing transformers: bad folders fail fast
+    return folder
+
+
+def _remote_code_error(ref: str) -> RemoteCodeError:
+    return RemoteCodeError(f"{ref} needs custom code (trust_remote_code) to load; enable it only if you trust its author")
+
+
+def _read_config(ref: str, folder: Path, trust_remote_code: bool):
+    import transformers
+
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+        return transformers.AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        if isinstance(exc, ValueError) and "trust_remote_code" in str(exc):
+            raise _remote_code_error(ref) from exc
+        raise ModelLoadError(f"the config of {ref} cannot be read ({exc}); is the folder complete?") from exc
+
+
+def _read_tokenizer(ref: str, folder: Path, trust_remote_code: bool):
+    import transformers
+
+    try:
+        return transformers.AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
     except Exception as exc:
         raise ModelLoadError(f"the tokenizer of {ref} cannot be loaded ({type(exc).__name__}: {str(exc)[:160]}); save it with tokenizer.save_pretrained") from exc
-    check_cancel(cancel)
-    _progress(progress, "load", 0.5, "loading the weights…")
+
+
+def _read_weights(ref: str, folder: Path, kind: Kind, config, tdtype, trust_remote_code: bool, *, device_map: bool):
+    """The model with its head, eager attention, in ``tdtype`` (``device_map="auto"`` if asked)."""
     cls = _auto_class(kind, config)
     kwargs: dict[str, Any] = {
         "attn_implementation": "eager",
@@ -577,32 +591,36 @@ def load_model(
     }
     if not list(folder.glob("*.safetensors")):
         kwargs["use_safetensors"] = False
-    if dev == "cuda" and device == "auto":
+    if device_map:
         kwargs["device_map"] = "auto"
     try:
-        model = cls.from_pretrained(str(folder), **kwargs)
+        return cls.from_pretrained(str(folder), **kwargs)
     except HeadmapError:
         raise
     except Exception as exc:
         msg = str(exc)
         if "trust_remote_code" in msg:
-            raise RemoteCodeError(f"{ref} needs custom code (trust_remote_code) to load; enable it only if you trust its author") from exc
+            raise _remote_code_error(ref) from exc
         if any(s in msg.lower() for s in ("deserializ", "header", "safetensor", "invalid", "truncat", "eof", "corrupt")):
             raise ModelLoadError(f"the weights of {ref} are damaged or incomplete ({msg[:160]}); download or copy the model again") from exc
         raise ModelLoadError(f"{ref} could not be loaded ({type(exc).__name__}: {msg[:200]}); check that it is a transformers checkpoint") from exc
-    check_cancel(cancel)
-    if "device_map" not in kwargs and dev != "cpu":
-        model.to(dev)
-    model.eval()
-    impl = getattr(model.config, "_attn_implementation", "eager")
-    if impl not in ("eager", None):
-        raise NoAttentionError(f"{type(model).__name__} runs with '{impl}' attention, which returns no attention maps; it cannot be shown")
+
+
+def _device_label(model) -> str:
+    placed = getattr(model, "hf_device_map", None)
+    if placed:
+        return "auto (" + ", ".join(sorted({str(v) for v in placed.values()})) + ")"
+    return str(next(model.parameters()).device)
+
+
+def _summary(ref: str, kind: Kind, model, config, tokenizer, folder: Path) -> ModelSummary:
     n_params = sum(p.numel() for p in model.parameters())
     try:
         mem = int(model.get_memory_footprint())
     except Exception:
         mem = sum(p.numel() * p.element_size() for p in model.parameters())
-    summary = ModelSummary(
+    head = _head_kind(model, kind)
+    return ModelSummary(
         reference=ref,
         kind=kind,
         architecture=type(model).__name__,
@@ -610,15 +628,13 @@ def load_model(
         stacks=stack_infos(config, kind),
         n_params=int(n_params),
         dtype=str(next(model.parameters()).dtype).replace("torch.", ""),
-        device=str(getattr(model, "hf_device_map", None) and "auto (" + ", ".join(sorted({str(v) for v in model.hf_device_map.values()})) + ")" or next(model.parameters()).device),
+        device=_device_label(model),
         memory_bytes=mem,
         max_positions=max_positions(config, tokenizer),
-        has_lm_head=_head_kind(model, kind) in ("lm", "masked_lm"),
-        head_kind=_head_kind(model, kind),
+        has_lm_head=head in ("lm", "masked_lm"),
+        head_kind=head,
         source_path=str(folder),
     )
-    _progress(progress, "ready", 1.0, f"loaded {ref}")
-    return LoadedModel(ref, kind, model, tokenizer, config, summary, folder, notes)
 
 
 def bundled_choices() -> list[tuple[str, str]]:

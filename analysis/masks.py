@@ -55,17 +55,18 @@ from typing import Any
 import numpy as np
 
 from .capture import (
-    _prediction,
-    _seq2seq_target,
-    _to_device,
     encode,
+    prediction_for,
+    seq2seq_target,
     stack_attentions,
+    to_device,
     token_limit,
 )
 from .errors import CaptureError, InputError
 from .fileio import atomic_write_text
-from .loader import CancelCheck, LoadedModel, Progress, _progress, check_cancel
-from .result import Kind, Prediction
+from .loader import LoadedModel
+from .result import Kind, Prediction, TokenSeq
+from .tasks import TaskState, as_task
 from .tokens import TokenizerStyle, display_strings, special_flags, token_seq, tokenizer_style
 
 #: the second sentence when none is given (repeated when the user's sentence is longer)
@@ -440,14 +441,42 @@ def _max_abs(a: np.ndarray) -> float:
 # --------------------------------------------------------------------------------------------
 # the padding experiment
 # --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _PaddedPair:
+    """The sentence alone and padded in a batch of two with the longer sentence."""
+
+    ids: list[int]  # the sentence alone [S]
+    other: str
+    other_ids: list[int]  # the pair [Sb]
+    row0: list[int]  # the sentence padded [Sb]
+    mask0: list[int]  # its attention mask [Sb]
+    real: np.ndarray  # int64 positions of the sentence's own tokens in row0
+    pads: np.ndarray  # int64 positions of the pads in row0
+    pad_id: int
+    pad_tok: str
+
+
+@dataclass(frozen=True)
+class _PaddingRuns:
+    """The three forward passes of the padding experiment and what they were run with."""
+
+    alone: Any
+    masked: Any
+    unmasked: Any
+    names: tuple[str, ...]
+    mask: Any  # torch int64 [2, Sb], the masked run's attention mask
+    position_ids: Any  # torch int64 [2, Sb] or None
+    decoder_tokens: tuple[str, ...]
+    target: str | None
+
+
 def padding_experiment(
     lm: LoadedModel,
     text: str,
     other: str | None = None,
     padding_side: str | None = None,
     target: str | None = None,
-    progress: Progress | None = None,
-    cancel: CancelCheck = None,
+    task: TaskState | None = None,
 ) -> PaddingReport:
     """Batch ``text`` with a longer sentence and compare its attention with and without the mask.
 
@@ -459,8 +488,8 @@ def padding_experiment(
         :data:`DEFAULT_PAIR` (repeated when ``text`` is longer)
     padding_side : ``left`` | ``right``; default right for encoders and seq2seq, left for decoders
     target : seq2seq only – the teacher-forced target; default: the greedy translation of ``text``
-    progress : ``progress(stage, fraction, message)`` between the runs (stage ``run``)
-    cancel : an Event or a callable, checked between the runs (raises :class:`Cancelled`)
+    task : progress (stage ``run``) and cancel, checked between the runs
+        (:class:`analysis.tasks.TaskState`; raises :class:`~analysis.errors.Cancelled`)
 
     Returns
     -------
@@ -472,22 +501,42 @@ def padding_experiment(
     InputError : empty text, ``other`` not longer than ``text``, too many tokens, bad side, a target
         for a model that is not seq2seq.
     """
-    import torch
+    padding_side = _padding_side(lm, padding_side, target)
+    limit = token_limit(lm)
+    notes: list[str] = []
+    pair = _padded_pair(lm, text, other, padding_side, limit, notes)
+    runs = _padding_runs(lm, pair, padding_side, target, limit, notes, as_task(task))
+    return _padding_report(lm, text, padding_side, pair, runs, notes)
 
+
+def _padding_side(lm: LoadedModel, padding_side: str | None, target: str | None) -> str:
+    """The side to pad on (checked), default right for encoders and seq2seq, left for decoders."""
     if padding_side is None:
         padding_side = "left" if lm.kind == "decoder" else "right"
     if padding_side not in PADDING_SIDES:
         raise InputError(f"unknown padding side '{padding_side}'; choose left or right")
+    _check_target(lm, target)
+    return padding_side
+
+
+def _check_target(lm: LoadedModel, target: str | None) -> None:
     if target is not None and lm.kind != "seq2seq":
         raise InputError(
             f"a target only applies to seq2seq models; this is a {lm.kind} model — drop the target"
         )
-    tok = lm.tokenizer
-    limit = token_limit(lm)
+
+
+def _padded_pair(
+    lm: LoadedModel, text: str, other: str | None, padding_side: str, limit: int, notes: list[str]
+) -> _PaddedPair:
+    """Tokenize both sentences and pad the sentence to the pair's length (a pad note to ``notes``)."""
     ids = _ids(lm, text, "sentence", limit)
     if other is None:
         other = DEFAULT_PAIR
-        while len(tok(other)["input_ids"]) <= len(ids) and len(other) < 20 * len(str(text)) + 1000:
+        while (
+            len(lm.tokenizer(other)["input_ids"]) <= len(ids)
+            and len(other) < 20 * len(str(text)) + 1000
+        ):
             other = other + " " + DEFAULT_PAIR
     other_ids = _ids(lm, other, "second sentence (--pair)", limit)
     if len(other_ids) <= len(ids):
@@ -495,24 +544,21 @@ def padding_experiment(
             f"the second sentence has {len(other_ids)} tokens and the sentence {len(ids)}; the second one must be "
             "longer so that the sentence gets padded — give a longer second sentence"
         )
-
-    notes: list[str] = []
     pad_id, pad_tok, pad_note = _pad_token(lm)
     if pad_note:
         notes.append(pad_note)
-    sb, s = len(other_ids), len(ids)
-    n_pad = sb - s
+    s, n_pad = len(ids), len(other_ids) - len(ids)
     if padding_side == "left":
         row0, mask0 = [pad_id] * n_pad + ids, [0] * n_pad + [1] * s
     else:
         row0, mask0 = ids + [pad_id] * n_pad, [1] * s + [0] * n_pad
     real = np.flatnonzero(np.array(mask0)).astype(np.int64)
     pads = np.flatnonzero(np.array(mask0) == 0).astype(np.int64)
-    dev = lm.device
-    batch_ids = torch.tensor([row0, other_ids], device=dev)
-    mask = torch.tensor([mask0, [1] * sb], device=dev)
-    ones = torch.ones_like(mask)
+    return _PaddedPair(ids, other, other_ids, row0, mask0, real, pads, pad_id, pad_tok)
 
+
+def _masked_positions(lm: LoadedModel, mask, padding_side: str, notes: list[str]):
+    """Position ids for the masked run (None: the model's own) and why (a note to ``notes``)."""
     model = lm.model
     position_ids = None
     if padding_side == "left":
@@ -535,125 +581,192 @@ def padding_experiment(
             "right padding in a decoder: the causal mask alone hides the trailing pads from every real "
             "token, so the run without the padding mask matches too; predict from the last real token"
         )
+    return position_ids
 
+
+def _run_options(lm: LoadedModel) -> dict[str, Any]:
+    """Keyword arguments of every forward pass here: attention maps and hidden states, no cache."""
     kw: dict[str, Any] = {"output_attentions": True, "output_hidden_states": True}
-    dec_ids: list[int] | None = None
-    decoder_tokens: tuple[str, ...] = ()
-    tgt_text: str | None = None
     if lm.kind != "encoder":
         kw["use_cache"] = False
-    alone_ids = torch.tensor([ids], device=dev)
+    return kw
 
-    def step(fraction: float, message: str) -> None:
-        check_cancel(cancel)
-        _progress(progress, "run", fraction, message)
 
+def _teacher_target(
+    lm: LoadedModel,
+    single: dict,
+    target: str | None,
+    limit: int,
+    notes: list[str],
+    task: TaskState,
+    what: str,
+) -> tuple[list[int], str, bool]:
+    """Seq2seq: the decoder input ids of the typed ``target``, or of ``single``'s greedy translation.
+
+    Returns (decoder input ids ``[T]``, the target text, whether it was generated).
+    """
+    task.step("run", 0.05, f"translating {what}…" if target is None else "preparing the target…")
+    dec_ids, _out_ids, tgt_text, generated = seq2seq_target(
+        lm, single, target, target is None, 0, 1, limit, notes
+    )
+    return dec_ids, (target if target is not None else tgt_text), generated
+
+
+def _padding_runs(
+    lm: LoadedModel,
+    pair: _PaddedPair,
+    padding_side: str,
+    target: str | None,
+    limit: int,
+    notes: list[str],
+    task: TaskState,
+) -> _PaddingRuns:
+    """Run the sentence alone, then the padded batch with and without the attention mask."""
+    import torch
+
+    dev, model = lm.device, lm.model
+    batch_ids = torch.tensor([pair.row0, pair.other_ids], device=dev)
+    mask = torch.tensor([pair.mask0, [1] * len(pair.other_ids)], device=dev)
+    position_ids = _masked_positions(lm, mask, padding_side, notes)
+    kw = _run_options(lm)
+    alone_ids = torch.tensor([pair.ids], device=dev)
     with torch.inference_mode():
-        if lm.kind == "seq2seq":
-            single = {"input_ids": alone_ids, "attention_mask": torch.ones_like(alone_ids)}
-            step(
-                0.05,
-                "translating the sentence alone…" if target is None else "preparing the target…",
-            )
-            dec_ids, _out_ids, tgt_text, generated = _seq2seq_target(
-                lm, single, target, target is None, 0, 1, limit, notes
-            )
-            if target is not None:
-                tgt_text = target
-            decoder_tokens = _labels(lm, dec_ids)
-            dec1 = torch.tensor([dec_ids], device=dev)
-            dec2 = torch.tensor([dec_ids, dec_ids], device=dev)
-            common = (
-                {"decoder_input_ids": dec1},
-                {"decoder_input_ids": dec2},
-                {"decoder_input_ids": dec2},
-            )
-            names = _SEQ2SEQ_STACKS
-        else:
-            extra = {"position_ids": position_ids} if position_ids is not None else {}
-            common = ({}, extra, {})
-            names = ("attentions",)
-        step(0.2, "running the sentence alone…")
-        out_alone = model(
-            input_ids=alone_ids, attention_mask=torch.ones_like(alone_ids), **common[0], **kw
+        extra, names, decoder_tokens, tgt_text = _padding_extras(
+            lm, alone_ids, position_ids, target, limit, notes, task
         )
-        step(0.45, "running the padded batch with the attention mask…")
-        out_masked = model(input_ids=batch_ids, attention_mask=mask, **common[1], **kw)
-        step(0.7, "running the padded batch without the mask…")
-        out_unmasked = model(input_ids=batch_ids, attention_mask=ones, **common[2], **kw)
-    step(0.9, "comparing…")
+        task.step("run", 0.2, "running the sentence alone…")
+        out_alone = model(
+            input_ids=alone_ids, attention_mask=torch.ones_like(alone_ids), **extra[0], **kw
+        )
+        task.step("run", 0.45, "running the padded batch with the attention mask…")
+        out_masked = model(input_ids=batch_ids, attention_mask=mask, **extra[1], **kw)
+        task.step("run", 0.7, "running the padded batch without the mask…")
+        out_unmasked = model(
+            input_ids=batch_ids, attention_mask=torch.ones_like(mask), **extra[2], **kw
+        )
+    task.step("run", 0.9, "comparing…")
+    return _PaddingRuns(
+        out_alone, out_masked, out_unmasked, names, mask, position_ids, decoder_tokens, tgt_text
+    )
 
-    alone = _row_stacks(out_alone, names, lm, 0)
-    masked = _row_stacks(out_masked, names, lm, 0)
-    unmasked = _row_stacks(out_unmasked, names, lm, 0)
 
-    def restrict(name: str, arr: np.ndarray) -> np.ndarray:
-        if name in _SOURCE_QUERY:
-            arr = arr[:, :, real, :]
-        if name in _SOURCE_KEY:
-            arr = arr[:, :, :, real]
-        return arr
+def _padding_extras(
+    lm: LoadedModel,
+    alone_ids,
+    position_ids,
+    target: str | None,
+    limit: int,
+    notes: list[str],
+    task: TaskState,
+) -> tuple[tuple[dict, dict, dict], tuple[str, ...], tuple[str, ...], str | None]:
+    """What the three runs get besides ids and mask (alone, masked, unmasked), the stack names,
+    and for seq2seq the shared decoder input's tokens and its target text."""
+    import torch
 
-    delta_m = {n: restrict(n, masked[n]) - alone[n] for n in names}
-    delta_u = {n: restrict(n, unmasked[n]) - alone[n] for n in names}
-    stack_diffs = {
-        n: {"masked": _max_abs(delta_m[n]), "unmasked": _max_abs(delta_u[n])} for n in names
-    }
+    if lm.kind != "seq2seq":
+        masked = {"position_ids": position_ids} if position_ids is not None else {}
+        return ({}, masked, {}), ("attentions",), (), None
+    single = {"input_ids": alone_ids, "attention_mask": torch.ones_like(alone_ids)}
+    dec_ids, tgt_text, _ = _teacher_target(
+        lm, single, target, limit, notes, task, "the sentence alone"
+    )
+    dec1 = torch.tensor([dec_ids], device=lm.device)
+    dec2 = torch.tensor([dec_ids, dec_ids], device=lm.device)
+    extra = ({"decoder_input_ids": dec1}, {"decoder_input_ids": dec2}, {"decoder_input_ids": dec2})
+    return extra, _SEQ2SEQ_STACKS, _labels(lm, dec_ids), tgt_text
 
-    pad_max, leak = 0.0, []
-    cross_max = None
+
+def _restrict(name: str, arr: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """A batch row's stack cut to the sentence's real positions on its source axes."""
+    if name in _SOURCE_QUERY:
+        arr = arr[:, :, real, :]
+    if name in _SOURCE_KEY:
+        arr = arr[:, :, :, real]
+    return arr
+
+
+def _padding_attention(lm: LoadedModel, runs: _PaddingRuns, pair: _PaddedPair) -> dict[str, Any]:
+    """The report's attention fields: the sentence's stacks in the three runs, the Δs on its real
+    positions and their numbers (see :class:`PaddingReport`)."""
+    names, real, pads = runs.names, pair.real, pair.pads
+    alone, masked, unmasked = (
+        _row_stacks(o, names, lm, 0) for o in (runs.alone, runs.masked, runs.unmasked)
+    )
+    delta_m = {n: _restrict(n, masked[n], real) - alone[n] for n in names}
+    delta_u = {n: _restrict(n, unmasked[n], real) - alone[n] for n in names}
+    diffs = {n: {"masked": _max_abs(delta_m[n]), "unmasked": _max_abs(delta_u[n])} for n in names}
+    pad_max, leak, cross_max = 0.0, [], None
     for n in names:
         if n in _SOURCE_QUERY:
             pad_max = max(pad_max, _max(masked[n][:, :, real][:, :, :, pads]))
             leak.append(unmasked[n][:, :, real][:, :, :, pads].sum(-1).ravel())
         elif n == "cross_attentions":
             cross_max = _max(masked[n][:, :, :, pads])
+    return {
+        "alone": alone,
+        "masked": masked,
+        "unmasked": unmasked,
+        "delta_masked": delta_m,
+        "delta_unmasked": delta_u,
+        "stack_diffs": diffs,
+        "pad_attention_max": pad_max,
+        "unmasked_pad_attention_mass": float(np.mean(np.concatenate(leak))) if leak else 0.0,
+        "masked_attention_max_abs_diff": max(d["masked"] for d in diffs.values()),
+        "unmasked_attention_max_abs_diff": max(d["unmasked"] for d in diffs.values()),
+        "cross_pad_attention_max": cross_max,
+    }
 
-    # outputs: the real tokens' last hidden states (decoder side of seq2seq: every position is real)
-    h_alone, h_m, h_u = (_hidden(o, lm.kind, 0) for o in (out_alone, out_masked, out_unmasked))
-    output_diffs = {}
+
+def _padding_outputs(lm: LoadedModel, runs: _PaddingRuns, real: np.ndarray) -> dict[str, Any]:
+    """The report's output fields: max |batch − alone| of the last hidden states of the real
+    tokens, per output name and overall, and their scale."""
+    h_alone, h_m, h_u = (_hidden(o, lm.kind, 0) for o in (runs.alone, runs.masked, runs.unmasked))
+    diffs = {}
     for name, ref in h_alone.items():
+        # the decoder side of seq2seq has no padding: every position is real
         sel = (lambda a: a) if name == "decoder_last_hidden_state" else (lambda a: a[real])
-        output_diffs[name] = {
+        diffs[name] = {
             "masked": _max_abs(sel(h_m[name]) - ref),
             "unmasked": _max_abs(sel(h_u[name]) - ref),
         }
+    return {
+        "output_diffs": diffs,
+        "masked_output_max_abs_diff": max(d["masked"] for d in diffs.values()),
+        "unmasked_output_max_abs_diff": max(d["unmasked"] for d in diffs.values()),
+        "output_scale": max(_max_abs(v) for v in h_alone.values()),
+    }
 
-    pred = _padding_predictions(lm, out_alone, out_masked, out_unmasked, real)
+
+def _padding_report(
+    lm: LoadedModel,
+    text: str,
+    padding_side: str,
+    pair: _PaddedPair,
+    runs: _PaddingRuns,
+    notes: list[str],
+) -> PaddingReport:
+    """Compare the three runs on the sentence's real positions and gather the numbers."""
     return PaddingReport(
         model=lm.reference,
         kind=lm.kind,
         text=str(text),
-        pair=str(other),
+        pair=str(pair.other),
         padding_side=padding_side,
-        pad_token=pad_tok,
-        pad_token_id=pad_id,
+        pad_token=pair.pad_tok,
+        pad_token_id=pair.pad_id,
         row=0,
-        tokens=_labels(lm, row0),
-        pair_tokens=_labels(lm, other_ids),
-        pad_positions=tuple(int(i) for i in pads),
-        real_positions=tuple(int(i) for i in real),
-        attention_mask=mask.cpu().numpy(),
-        position_ids=None if position_ids is None else position_ids.cpu().numpy(),
-        target=tgt_text,
-        decoder_tokens=decoder_tokens,
-        alone=alone,
-        masked=masked,
-        unmasked=unmasked,
-        delta_masked=delta_m,
-        delta_unmasked=delta_u,
-        pad_attention_max=pad_max,
-        unmasked_pad_attention_mass=float(np.mean(np.concatenate(leak))) if leak else 0.0,
-        masked_attention_max_abs_diff=max(d["masked"] for d in stack_diffs.values()),
-        unmasked_attention_max_abs_diff=max(d["unmasked"] for d in stack_diffs.values()),
-        masked_output_max_abs_diff=max(d["masked"] for d in output_diffs.values()),
-        unmasked_output_max_abs_diff=max(d["unmasked"] for d in output_diffs.values()),
-        cross_pad_attention_max=cross_max,
-        output_scale=max(_max_abs(v) for v in h_alone.values()),
-        stack_diffs=stack_diffs,
-        output_diffs=output_diffs,
+        tokens=_labels(lm, pair.row0),
+        pair_tokens=_labels(lm, pair.other_ids),
+        pad_positions=tuple(int(i) for i in pair.pads),
+        real_positions=tuple(int(i) for i in pair.real),
+        attention_mask=runs.mask.cpu().numpy(),
+        position_ids=None if runs.position_ids is None else runs.position_ids.cpu().numpy(),
+        target=runs.target,
+        decoder_tokens=runs.decoder_tokens,
         notes=tuple(notes),
-        **pred,
+        **_padding_attention(lm, runs, pair),
+        **_padding_outputs(lm, runs, pair.real),
+        **_padding_predictions(lm, runs.alone, runs.masked, runs.unmasked, pair.real),
     )
 
 
@@ -757,13 +870,36 @@ def _blind_rows(kind: str, name: str, mask: np.ndarray, t: int) -> tuple[int, ..
     return ()
 
 
+@dataclass(frozen=True)
+class _MaskingInput:
+    """The sentence as run and the tokens to hide."""
+
+    text: str  # the text kept after truncation
+    source: TokenSeq
+    positions: tuple[int, ...]  # the hidden token indices
+    keep: np.ndarray  # int64 [S], the masked run's attention mask
+    encoding: dict  # the tokenizer's tensors, batch of one
+
+
+@dataclass(frozen=True)
+class _MaskingRuns:
+    """The forward passes without and with the token mask."""
+
+    before: Any
+    after: Any
+    names: tuple[str, ...]
+    decoder_tokens: tuple[str, ...] = ()
+    target: str | None = None
+    translation_before: str = ""
+    translation_after: str = ""
+
+
 def token_masking(
     lm: LoadedModel,
     text: str,
     masked: Sequence[int],
     target: str | None = None,
-    progress: Progress | None = None,
-    cancel: CancelCheck = None,
+    task: TaskState | None = None,
 ) -> MaskingReport:
     """Hide the tokens at ``masked`` (attention mask 0) and compare with the unmasked run.
 
@@ -777,6 +913,8 @@ def token_masking(
     masked : 0-based indices of the tokens to hide (into the tokens *with* special tokens)
     target : seq2seq only – the teacher-forced target; default the greedy translation of the full
         sentence (shared by both runs so the decoder and cross maps compare row by row)
+    task : progress (stage ``run``) and cancel, checked between the runs
+        (:class:`analysis.tasks.TaskState`; raises :class:`~analysis.errors.Cancelled`)
 
     Returns
     -------
@@ -788,148 +926,190 @@ def token_masking(
     InputError : an index out of range, no index, every token masked, an empty text, a target for a
         model that is not seq2seq.
     """
-    import torch
-
-    if target is not None and lm.kind != "seq2seq":
-        raise InputError(
-            f"a target only applies to seq2seq models; this is a {lm.kind} model — drop the target"
-        )
+    _check_target(lm, target)
     limit = token_limit(lm)
-    enc, offsets, truncated, kept = encode(lm, text, limit)
     notes: list[str] = []
+    inp = _masking_input(lm, text, masked, limit, notes)
+    runs = _masking_runs(lm, inp, target, limit, notes, as_task(task))
+    return _masking_report(lm, inp, runs, notes)
+
+
+def _masking_input(
+    lm: LoadedModel, text: str, masked: Sequence[int], limit: int, notes: list[str]
+) -> _MaskingInput:
+    """Tokenize ``text`` (a truncation note to ``notes``) and check the positions to hide."""
+    enc, offsets, truncated, kept = encode(lm, text, limit)
     if truncated:
         notes.append(
             f"the text was truncated to {limit} tokens (the longest input this model takes)"
         )
     ids = enc["input_ids"][0].tolist()
-    n = len(ids)
-    positions = _check_positions(masked, n)
-    src = token_seq(lm.tokenizer, ids, kept, offsets)
-    keep = np.ones(n, dtype=np.int64)
+    positions = _check_positions(masked, len(ids))
+    keep = np.ones(len(ids), dtype=np.int64)
     keep[list(positions)] = 0
-    dev = lm.device
-    model = lm.model
-    batch = _to_device(enc, lm)
+    return _MaskingInput(kept, token_seq(lm.tokenizer, ids, kept, offsets), positions, keep, enc)
+
+
+def _masking_batches(lm: LoadedModel, inp: _MaskingInput) -> tuple[dict, dict]:
+    """The model inputs without and with the token mask (same ids, same positions)."""
+    import torch
+
+    dev, n = lm.device, len(inp.keep)
+    batch = to_device(inp.encoding, lm)
     batch["attention_mask"] = torch.ones((1, n), dtype=torch.long, device=dev)
     batch_m = dict(batch)
-    batch_m["attention_mask"] = torch.tensor([keep.tolist()], device=dev)
-    kw: dict[str, Any] = {"output_attentions": True, "output_hidden_states": True}
-    if lm.kind != "encoder":
-        kw["use_cache"] = False
-    if lm.kind == "decoder" and _accepts(model, "position_ids"):
+    batch_m["attention_mask"] = torch.tensor([inp.keep.tolist()], device=dev)
+    if lm.kind == "decoder" and _accepts(lm.model, "position_ids"):
         # explicit 0..S-1 so no model derives positions from the mask: masking only hides keys
         pos = torch.arange(n, device=dev)[None]
         batch["position_ids"] = pos
         batch_m["position_ids"] = pos
-    dec_tokens: tuple[str, ...] = ()
-    tgt_text = None
-    trans_before = trans_after = ""
+    return batch, batch_m
 
-    def step(fraction: float, message: str) -> None:
-        check_cancel(cancel)
-        _progress(progress, "run", fraction, message)
 
+def _masking_runs(
+    lm: LoadedModel,
+    inp: _MaskingInput,
+    target: str | None,
+    limit: int,
+    notes: list[str],
+    task: TaskState,
+) -> _MaskingRuns:
+    """Run the sentence without and with the token mask (seq2seq: also translate both ways)."""
+    import torch
+
+    batch, batch_m = _masking_batches(lm, inp)
+    kw = _run_options(lm)
     with torch.inference_mode():
         if lm.kind == "seq2seq":
-            single = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-            step(
-                0.05,
-                "translating the full sentence…" if target is None else "preparing the target…",
-            )
-            dec_ids, _o, tgt_text, generated = _seq2seq_target(
-                lm, single, target, target is None, 0, 1, limit, notes
-            )
-            if target is not None:
-                tgt_text = target
-            dec_tokens = _labels(lm, dec_ids)
-            dec = torch.tensor([dec_ids], device=dev)
-            step(0.3, "running without the token mask…")
-            out_b = model(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                decoder_input_ids=dec,
-                **kw,
-            )
-            step(0.45, "running with the token mask…")
-            out_m = model(
-                input_ids=batch["input_ids"],
-                attention_mask=batch_m["attention_mask"],
-                decoder_input_ids=dec,
-                **kw,
-            )
-            step(0.6, "translating with the token mask…")
-            trans_before = tgt_text if generated else _translate(lm, single, limit)
-            trans_after = _translate(
-                lm,
-                {"input_ids": batch_m["input_ids"], "attention_mask": batch_m["attention_mask"]},
-                limit,
-            )
-            names = _SEQ2SEQ_STACKS
+            runs = _masking_seq2seq_runs(lm, batch, batch_m, kw, target, limit, notes, task)
         else:
-            step(0.2, "running without the token mask…")
-            out_b = model(**batch, **kw)
-            step(0.55, "running with the token mask…")
-            out_m = model(**batch_m, **kw)
-            names = ("attentions",)
-    step(0.9, "comparing…")
+            task.step("run", 0.2, "running without the token mask…")
+            out_b = lm.model(**batch, **kw)
+            task.step("run", 0.55, "running with the token mask…")
+            runs = _MaskingRuns(out_b, lm.model(**batch_m, **kw), ("attentions",))
+    task.step("run", 0.9, "comparing…")
+    return runs
 
-    base = _row_stacks(out_b, names, lm, 0)
-    after = _row_stacks(out_m, names, lm, 0)
-    delta = {k: after[k] - base[k] for k in names}
-    blind = {k: _blind_rows(lm.kind, k, keep, after[k].shape[2]) for k in names}
+
+def _masking_seq2seq_runs(
+    lm: LoadedModel,
+    batch: dict,
+    batch_m: dict,
+    kw: dict,
+    target: str | None,
+    limit: int,
+    notes: list[str],
+    task: TaskState,
+) -> _MaskingRuns:
+    """Seq2seq: both runs share the decoder input (the target, or the full sentence's translation)."""
+    import torch
+
+    model = lm.model
+    single = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    hidden = {"input_ids": batch_m["input_ids"], "attention_mask": batch_m["attention_mask"]}
+    dec_ids, tgt_text, generated = _teacher_target(
+        lm, single, target, limit, notes, task, "the full sentence"
+    )
+    dec = torch.tensor([dec_ids], device=lm.device)
+    task.step("run", 0.3, "running without the token mask…")
+    out_b = model(**single, decoder_input_ids=dec, **kw)
+    task.step("run", 0.45, "running with the token mask…")
+    out_m = model(**hidden, decoder_input_ids=dec, **kw)
+    task.step("run", 0.6, "translating with the token mask…")
+    before = tgt_text if generated else _translate(lm, single, limit)
+    after = _translate(lm, hidden, limit)
+    return _MaskingRuns(
+        out_b, out_m, _SEQ2SEQ_STACKS, _labels(lm, dec_ids), tgt_text, before, after
+    )
+
+
+def _masked_column_max(
+    after: Mapping[str, np.ndarray],
+    blind: Mapping[str, tuple[int, ...]],
+    positions: tuple[int, ...],
+) -> float:
+    """The largest weight on a hidden key column, over the stacks with source keys and the query
+    rows that see a key."""
     cols = np.array(positions, dtype=np.int64)
     col_max = 0.0
-    for k in names:
+    for k, att in after.items():
         if k not in _SOURCE_KEY:
             continue
-        rows = np.setdiff1d(np.arange(after[k].shape[2]), np.array(blind[k], dtype=np.int64))
-        col_max = max(col_max, _max(after[k][:, :, rows][:, :, :, cols]))
-    for k, r in blind.items():
-        if r:
-            notes.append(
-                f"{k}: query rows {list(r)} see no token once the chosen tokens are hidden; "
-                "transformers spreads them evenly over every key, so ignore those rows"
-            )
+        rows = np.setdiff1d(np.arange(att.shape[2]), np.array(blind[k], dtype=np.int64))
+        col_max = max(col_max, _max(att[:, :, rows][:, :, :, cols]))
+    return col_max
 
-    # hidden-state distances of the tokens that stay visible
+
+def _hidden_distances(lm: LoadedModel, runs: _MaskingRuns, keep: np.ndarray) -> dict[str, Any]:
+    """The report's hidden-state fields: L2 and cosine distances ``[U]`` between the runs of the
+    last hidden states (seq2seq: the encoder's) of the tokens that stay visible, and their means."""
     hname = "encoder_last_hidden_state" if lm.kind == "seq2seq" else "last_hidden_state"
-    hb, hm = _hidden(out_b, lm.kind, 0)[hname], _hidden(out_m, lm.kind, 0)[hname]
+    hb, hm = _hidden(runs.before, lm.kind, 0)[hname], _hidden(runs.after, lm.kind, 0)[hname]
     vis = np.flatnonzero(keep).astype(np.int64)
     a, b = hb[vis].astype(np.float64), hm[vis].astype(np.float64)
     l2 = np.linalg.norm(b - a, axis=-1)
     denom = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
     cos = np.where(denom > 0, np.sum(a * b, axis=-1) / np.where(denom > 0, denom, 1.0), 1.0)
     cos_dist = np.clip(1.0 - cos, 0.0, 2.0)
+    return {
+        "hidden_positions": tuple(int(i) for i in vis),
+        "hidden_l2": l2.astype(np.float32),
+        "hidden_cosine_distance": cos_dist.astype(np.float32),
+        "mean_hidden_l2": float(np.mean(l2)) if l2.size else 0.0,
+        "mean_hidden_cosine_distance": float(np.mean(cos_dist)) if cos_dist.size else 0.0,
+    }
 
-    ids_list = src.ids.tolist()
-    pb = _prediction(lm, out_b, ids_list, n, trans_before)
-    pa = _prediction(lm, out_m, ids_list, n, trans_after)
+
+def _masking_predictions(lm: LoadedModel, inp: _MaskingInput, runs: _MaskingRuns) -> dict[str, Any]:
+    """The report's output fields: both runs' predictions (decoder: their top-5, seq2seq: the
+    translations)."""
+    ids, n = inp.source.ids.tolist(), len(inp.keep)
+    pb = prediction_for(lm, runs.before, ids, n, runs.translation_before)
+    pa = prediction_for(lm, runs.after, ids, n, runs.translation_after)
+    decoder = lm.kind == "decoder"
+    return {
+        "prediction_before": pb,
+        "prediction_after": pa,
+        "top5_before": pb.items if decoder else (),
+        "top5_after": pa.items if decoder else (),
+        "translation_before": runs.translation_before,
+        "translation_after": runs.translation_after,
+    }
+
+
+def _masking_report(
+    lm: LoadedModel, inp: _MaskingInput, runs: _MaskingRuns, notes: list[str]
+) -> MaskingReport:
+    """Compare the two runs: attention, hidden states and predictions."""
+    names = runs.names
+    base = _row_stacks(runs.before, names, lm, 0)
+    after = _row_stacks(runs.after, names, lm, 0)
+    blind = {k: _blind_rows(lm.kind, k, inp.keep, after[k].shape[2]) for k in names}
+    col_max = _masked_column_max(after, blind, inp.positions)
+    for k, r in blind.items():
+        if r:
+            notes.append(
+                f"{k}: query rows {list(r)} see no token once the chosen tokens are hidden; "
+                "transformers spreads them evenly over every key, so ignore those rows"
+            )
     return MaskingReport(
         model=lm.reference,
         kind=lm.kind,
-        text=kept,
-        tokens=src.display,
-        masked_positions=positions,
-        attention_mask=keep,
+        text=inp.text,
+        tokens=inp.source.display,
+        masked_positions=inp.positions,
+        attention_mask=inp.keep,
         blind_rows=blind,
-        target=tgt_text,
-        decoder_tokens=dec_tokens,
+        target=runs.target,
+        decoder_tokens=runs.decoder_tokens,
         baseline=base,
         masked=after,
-        delta=delta,
+        delta={k: after[k] - base[k] for k in names},
         masked_column_max=col_max,
-        prediction_before=pb,
-        prediction_after=pa,
-        top5_before=pb.items if lm.kind == "decoder" else (),
-        top5_after=pa.items if lm.kind == "decoder" else (),
-        translation_before=trans_before,
-        translation_after=trans_after,
-        hidden_positions=tuple(int(i) for i in vis),
-        hidden_l2=l2.astype(np.float32),
-        hidden_cosine_distance=cos_dist.astype(np.float32),
-        mean_hidden_l2=float(np.mean(l2)) if l2.size else 0.0,
-        mean_hidden_cosine_distance=float(np.mean(cos_dist)) if cos_dist.size else 0.0,
         notes=tuple(notes),
+        **_hidden_distances(lm, runs, inp.keep),
+        **_masking_predictions(lm, inp, runs),
     )
 
 
@@ -953,15 +1133,27 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # jobs for the window (run in the model process: plain functions, no Qt)
 # --------------------------------------------------------------------------------------------
-def padding_job(lm: LoadedModel, text: str, pair: str | None, padding_side: str, progress=None, cancel=None) -> PaddingReport:
-    """:func:`padding_experiment` with a progress message, for the window's worker."""
-    if progress:
-        progress("padding", -1.0, "running the padding experiment (alone, batched with and without the mask)…")
-    return padding_experiment(lm, text, pair or None, padding_side=padding_side)
+def padding_job(
+    lm: LoadedModel,
+    text: str,
+    pair: str | None,
+    padding_side: str,
+    task: TaskState | None = None,
+) -> PaddingReport:
+    """:func:`padding_experiment` for the window's worker: an empty ``pair`` means the default."""
+    task = as_task(task)
+    task.report(
+        "padding",
+        None,
+        "running the padding experiment (alone, batched with and without the mask)…",
+    )
+    return padding_experiment(lm, text, pair or None, padding_side=padding_side, task=task)
 
 
-def masking_job(lm: LoadedModel, text: str, positions, progress=None, cancel=None) -> MaskingReport:
-    """:func:`token_masking` with a progress message, for the window's worker."""
-    if progress:
-        progress("masking", -1.0, "running with the chosen tokens masked…")
-    return token_masking(lm, text, positions)
+def masking_job(
+    lm: LoadedModel, text: str, positions: Sequence[int], task: TaskState | None = None
+) -> MaskingReport:
+    """:func:`token_masking` for the window's worker."""
+    task = as_task(task)
+    task.report("masking", None, "running with the chosen tokens masked…")
+    return token_masking(lm, text, positions, task=task)

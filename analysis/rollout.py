@@ -19,46 +19,38 @@ both rollout and flow stay lower-triangular (a product of lower-triangular matri
 lower-triangular; flow can only move from a token to itself or later tokens).
 
 Cost: rollout is ``L`` matrix products (milliseconds). Flow is ``S²`` max-flow problems on a graph
-of ``(T − 1)·S`` inner nodes and ``T·S²`` edges. With scipy installed they are solved by scipy's
-Dinic solver on integer capacities (:func:`_scipy_layered_flow`; never above the exact flow and
-within ``1e-7`` of it on typical maps, ``2e-7`` at worst seen); without it, exactly by a pure-numpy
-push-relabel solver (``backend="numpy"``). Measured on the 2-core reference machine with 64
-tokens and random peaked maps (12 heads, mean-fused): the whole matrix of a 6-layer encoder
-in about 1 s (numpy: 18 s), of a 30-layer decoder in about 1.5 s and of a 30-layer encoder in
-about 2.5 s, one row (``rows=[i]``) in under 0.1 s (numpy: 0.3 s for 6 layers, 19 s for the last
-row of a 30-layer decoder). Single sharp heads are the hard case: about 7 s for the whole matrix
-of a 6-layer encoder (numpy: 65 s). Views should ask for the row in view and compute the full
-matrix in a worker (``progress``/``cancel``).
+of ``(T − 1)·S`` inner nodes and ``T·S²`` edges, solved by scipy's Dinic solver on integer
+capacities (:func:`_scipy_layered_flow`; never above the exact flow and within ``1e-7`` of it on
+typical maps, ``2e-7`` at worst seen). Measured on the 2-core reference machine with 64 tokens and
+random peaked maps (12 heads, mean-fused): the whole matrix of a 6-layer encoder in about 1 s, of
+a 30-layer decoder in about 1.5 s and of a 30-layer encoder in about 2.5 s, one row
+(``rows=[i]``) in under 0.1 s. Single sharp heads are the hard case: about 7 s for the whole
+matrix of a 6-layer encoder. Views should ask for the row in view and compute the full matrix in
+a worker (``task``: progress and cancel, :class:`analysis.tasks.TaskState`).
 
 Everything here is numpy (plus scipy's max-flow solver) and never modifies its inputs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 
-from .errors import Cancelled, InputError
+from .errors import InputError
+from .tasks import TaskState, as_task
 
 Fusion = Literal["mean", "max", "min"]
 FUSIONS = ("mean", "max", "min")
-Backend = Literal["auto", "scipy", "numpy"]
-#: max-flow solvers of :func:`attention_flow`: ``auto`` = scipy when installed, else numpy
-BACKENDS = ("auto", "scipy", "numpy")
 #: attention flow solves S² max-flow problems; above this many tokens it is refused
 FLOW_MAX_TOKENS = 64
 
-# residual capacities and excesses below these count as zero in the max-flow solver; the flow
-# values are exact up to about (number of graph nodes) × _EPS_EXCESS ≈ 1e-9
-_EPS_RESIDUAL = 1e-14
-_EPS_EXCESS = 1e-12
-# memory for one batch of max-flow problems (their edge flows, float64)
-_BATCH_BYTES = 48 * 2**20
-_MAX_BATCH = 512
+# a problem whose flow cannot exceed this (the smaller of its source's out-capacity and its
+# sink's in-capacity) is 0 without being solved
+_EPS_BOUND = 1e-12
 
-# scipy backend: capacities become int32 (scipy's Dinic needs integers)
+# capacities become int32 (scipy's Dinic needs integers)
 _INT32_MAX = 2**31 - 1
 _MAX_SCALE = 2.0**62  # tiny capacities: keep the scale finite
 # edges of the problems solved together in one scipy call, on subgraphs / on full graphs
@@ -73,9 +65,6 @@ _MASK_BYTES = 16 * 2**20
 _CERTIFY_TOPS = (2, 4, 8)
 _CERTIFY_TRIAL = 64
 _CERTIFY_RATE = 0.5
-
-ProgressFn = Callable[[int, int], None]
-CancelFn = Callable[[], bool]
 
 
 class SelfAttentionRequired(InputError, ValueError):
@@ -189,9 +178,7 @@ def attention_flow(
     output_layer: int = -1,
     *,
     rows: Sequence[int] | None = None,
-    progress: ProgressFn | None = None,
-    cancel: CancelFn | None = None,
-    backend: Backend = "auto",
+    task: TaskState | None = None,
 ) -> np.ndarray:
     """Attention flow: max-flow from every input token to every output token.
 
@@ -208,18 +195,17 @@ def attention_flow(
     output_layer : the layer whose output is the sink layer (``-1`` = the last layer)
     rows : only these output tokens (0-based); the other rows of the result are NaN. The
         per-token bars of one output token need only its row, which is ``S`` times cheaper.
-    progress : called as ``progress(done, total)`` with counts of ``(i, j)`` problems
-    cancel : polled between batches; returning True raises :class:`analysis.errors.Cancelled`
-    backend : max-flow solver: ``scipy`` (Dinic on integer capacities: never above the exact
-        flow, within ``1e-7`` of it on typical maps, ``2e-7`` at worst seen, see
-        :func:`_scipy_layered_flow`), ``numpy`` (pure-numpy push-relabel, exact to ``1e-9``,
-        4 to 250 times slower) or ``auto`` (scipy when installed, else numpy); an unknown name,
-        or ``scipy`` without scipy, raises :class:`InputError`
+    task : progress and cancel (:class:`analysis.tasks.TaskState`): stage ``flow``, fraction
+        ``done / total`` of the ``(i, j)`` problems, message ``attention flow: 12 of 40 token
+        pairs``; cancellation is checked before every batch of problems (raises
+        :class:`analysis.errors.Cancelled`)
 
     Returns
     -------
-    float64 ``[S, S]``, every value in ``[0, 1]``. For a causal stack ``out[i, j] = 0`` for
-    ``j > i``. Weights that make ``Â`` infinite or NaN raise :class:`InputError`.
+    float64 ``[S, S]``, every value in ``[0, 1]``: scipy's Dinic solver on integer capacities,
+    never above the exact flow and within ``1e-7`` of it on typical maps (``2e-7`` at worst
+    seen, see :func:`_scipy_layered_flow`). For a causal stack ``out[i, j] = 0`` for ``j > i``.
+    Weights that make ``Â`` infinite or NaN raise :class:`InputError`.
     """
     arr = _check_stack(att, "attention flow")
     n = arr.shape[2]
@@ -236,7 +222,6 @@ def attention_flow(
         raise InputError(
             f"output_layer {output_layer} is out of range: layers are 0–{n_layers - 1} (or -1)"
         )
-    flow_backend(backend)  # reject an unknown or unavailable backend before any work
     trans = augmented_attention(arr[: last + 1], fusion, residual)
     if not np.isfinite(trans).all():
         raise InputError(
@@ -250,10 +235,33 @@ def attention_flow(
     out[list(wanted)] = 0.0
     outputs = np.repeat(np.asarray(list(wanted), dtype=np.int64), n)
     inputs = np.tile(np.arange(n, dtype=np.int64), len(wanted))
-    values = layered_max_flow(
-        trans, outputs, inputs, progress=progress, cancel=cancel, backend=backend
-    )
+    values = layered_max_flow(trans, outputs, inputs, task=task)
     out[outputs, inputs] = values
+    return out
+
+
+def flow_shares(flow: np.ndarray) -> np.ndarray:
+    """Each output token's attention flow as shares of the input tokens.
+
+    Abnar & Zuidema's reference code reads a flow matrix row by row this way: row ``i`` divided by
+    its sum says which part of what reaches output token ``i`` comes from each input token.
+
+    Parameters
+    ----------
+    flow : ``[S, S]`` (output token, input token) non-negative flow values, e.g.
+        :func:`attention_flow`; rows left uncomputed there (NaN) stay NaN
+
+    Returns
+    -------
+    float64 ``[S, S]``, a new array: every row sums to 1, except a row of zeros, which stays
+    zero, and a row holding NaN, which is all NaN.
+    """
+    m = np.asarray(flow, dtype=np.float64)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise InputError(f"expected an [S, S] flow matrix; got shape {m.shape}")
+    sums = m.sum(axis=-1, keepdims=True)
+    out = np.divide(m, sums, out=np.zeros_like(m), where=sums > 0)
+    out[np.isnan(sums[:, 0])] = np.nan
     return out
 
 
@@ -282,49 +290,12 @@ def token_contributions(matrix: np.ndarray, output_index: int) -> np.ndarray:
 
 
 # -- max-flow on a layered graph ---------------------------------------------------------------
-def _scipy_maximum_flow():
-    """``(csr_matrix, maximum_flow)`` from scipy, or None when scipy is not installed.
-
-    Imported on first use: scipy's graph module is not needed until a flow is computed.
-    """
-    try:
-        from scipy.sparse import csr_matrix
-        from scipy.sparse.csgraph import maximum_flow
-    except ImportError:  # pragma: no cover - scipy is a dependency; tests patch this function
-        return None
-    return csr_matrix, maximum_flow
-
-
-def flow_backend(backend: Backend = "auto") -> str:
-    """The max-flow solver that ``backend`` selects: ``"scipy"`` or ``"numpy"``.
-
-    ``auto`` picks scipy when it can be imported and the pure-numpy solver otherwise; asking
-    for ``scipy`` without scipy installed raises :class:`InputError`.
-    """
-    if backend not in BACKENDS:
-        raise InputError(
-            f"unknown max-flow backend '{backend}'; choose one of: {', '.join(BACKENDS)}"
-        )
-    if backend == "numpy":
-        return "numpy"
-    if _scipy_maximum_flow() is None:
-        if backend == "scipy":
-            raise InputError(
-                "the scipy max-flow backend needs scipy, which is not installed: install scipy "
-                "or choose backend='numpy'"
-            )
-        return "numpy"
-    return "scipy"
-
-
 def layered_max_flow(
     transitions: np.ndarray,
     outputs: np.ndarray,
     inputs: np.ndarray,
     *,
-    progress: ProgressFn | None = None,
-    cancel: CancelFn | None = None,
-    backend: Backend = "auto",
+    task: TaskState | None = None,
 ) -> np.ndarray:
     """Max-flow values on the layered graph of ``transitions``.
 
@@ -334,19 +305,16 @@ def layered_max_flow(
         ``j`` at layer ``l`` to token ``i`` at layer ``l + 1`` has capacity ``transitions[l, i, j]``
     outputs : int ``[P]``, sink token of each problem (at layer ``T``)
     inputs : int ``[P]``, source token of each problem (at layer 0)
-    progress, cancel, backend : as in :func:`attention_flow`
+    task : progress and cancel, as in :func:`attention_flow`
 
     Returns
     -------
     float64 ``[P]``: the max-flow value of each ``(outputs[p], inputs[p])`` problem.
 
     ``T = 1`` is the edge itself, ``T = 2`` has the closed form ``Σ_k min(cap0[k, j], cap1[i, k])``
-    (both exact with either backend). Deeper graphs go to scipy's Dinic solver on integer
-    capacities (:func:`_scipy_layered_flow`: never above the exact value, below it by under
-    ``5e-10`` per edge of the minimum cut, relative to the largest capacity) or, with
-    ``backend="numpy"``, to a push-relabel algorithm (Goldberg & Tarjan 1988) vectorised over a
-    batch of problems and over the tokens of one layer, with exact global relabelling (exact to
-    about ``1e-9``, and much slower).
+    (both exact). Deeper graphs go to scipy's Dinic solver on integer capacities
+    (:func:`_scipy_layered_flow`: never above the exact value, below it by under ``5e-10`` per
+    edge of the minimum cut, relative to the largest capacity).
     """
     trans = np.asarray(transitions, dtype=np.float64)
     if trans.ndim != 3 or trans.shape[1] != trans.shape[2] or trans.shape[0] < 1:
@@ -359,51 +327,42 @@ def layered_max_flow(
     ins = np.asarray(inputs, dtype=np.int64).reshape(-1)
     if outs.shape != ins.shape:
         raise ValueError("outputs and inputs must have the same length")
-    engine = flow_backend(backend)
+    task = as_task(task)
     n_layers, n, _ = trans.shape
     total = outs.size
     if n_layers == 1:
         values = trans[0][outs, ins].copy()
-        if progress is not None:
-            progress(total, total)
+        _report(task, total, total)
         return values
     supply = trans[0][:, ins].T  # [P, S]: source j → token k at layer 1
     demand = trans[-1][outs, :]  # [P, S]: token k at layer T-1 → sink i
     if n_layers == 2:
         values = np.minimum(supply, demand).sum(axis=-1)
-        if progress is not None:
-            progress(total, total)
+        _report(task, total, total)
         return values
 
     values = np.zeros(total)
     bound = np.minimum(supply.sum(-1), demand.sum(-1))
-    todo = np.flatnonzero(bound > _EPS_EXCESS)
+    todo = np.flatnonzero(bound > _EPS_BOUND)
     if not any(np.triu(t, 1).any() for t in trans):
         # causal: capacity only from a token to itself or later ones, so j > i carries nothing
         todo = todo[ins[todo] <= outs[todo]]
     done = total - todo.size
-    if progress is not None:
-        progress(done, total)
-    if engine == "scipy":
-        values[todo] = _scipy_layered_flow(
-            trans, outs[todo], ins[todo], progress=progress, cancel=cancel, done=done, total=total
-        )
-        return values
-    cap_mid = np.ascontiguousarray(np.transpose(trans[1:-1], (0, 2, 1)))  # [D, from, to]
-    per_problem = cap_mid.nbytes
-    batch = int(max(1, min(_MAX_BATCH, _BATCH_BYTES // max(per_problem, 1))))
-    for start in range(0, todo.size, batch):
-        if cancel is not None and cancel():
-            raise Cancelled("attention flow was cancelled")
-        part = todo[start : start + batch]
-        values[part] = _push_relabel(cap_mid, supply[part], demand[part], bound[part])
-        done += part.size
-        if progress is not None:
-            progress(done, total)
+    _report(task, done, total)
+    values[todo] = _scipy_layered_flow(
+        trans, outs[todo], ins[todo], task=task, done=done, total=total
+    )
     return values
 
 
-# -- scipy backend: integer Dinic on one graph per batch of problems ---------------------------
+def _report(task: TaskState, done: int, total: int) -> None:
+    """Progress of :func:`layered_max_flow`: ``done`` of ``total`` ``(i, j)`` problems solved."""
+    task.report(
+        "flow", done / total if total else 1.0, f"attention flow: {done} of {total} token pairs"
+    )
+
+
+# -- integer Dinic (scipy) on one graph per batch of problems ---------------------------------
 def _integer_capacities(trans: np.ndarray) -> tuple[np.ndarray, float]:
     """``floor(trans · scale)`` as int64 and ``scale = (2**31 - 1) / trans.max()``: the largest
     capacity just fits int32. Rounding down loses under ``1 / scale`` per edge (``4.7e-10``
@@ -472,7 +431,10 @@ def _solve_union(
 
     Returns int64 ``[P]`` in units of the integer capacities.
     """
-    csr_matrix, maximum_flow = _scipy_maximum_flow()
+    # imported on first use: scipy's graph module is not needed until a flow is computed
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import maximum_flow
+
     n_problems = alive.shape[1]
     n_nodes = int(alive.sum())
     ids = np.zeros(alive.shape, dtype=np.int64)
@@ -537,8 +499,7 @@ def _scipy_layered_flow(
     outs: np.ndarray,
     ins: np.ndarray,
     *,
-    progress: ProgressFn | None,
-    cancel: CancelFn | None,
+    task: TaskState,
     done: int,
     total: int,
 ) -> np.ndarray:
@@ -575,19 +536,66 @@ def _scipy_layered_flow(
     cap_mid = np.ascontiguousarray(np.transpose(caps[1:-1], (0, 2, 1)))  # [D, from, to]
     n = trans.shape[1]
     most = max(1, _MASK_BYTES // (n * n))  # problems per batch: bounds its [P, E] edge masks
-    graphs = [cap_mid > 0]  # open inner edges: the full graph, then ever sparser subgraphs
+    graphs = _subgraphs(cap_mid)
+    # [D, to, from] open edges of each graph
+    reach = [_reachability(caps, g.transpose(0, 2, 1).astype(np.float32)) for g in graphs]
+    upper, sizes = _problem_sizes(caps, graphs, reach, outs, ins, most)
+    flows = np.zeros(outs.size, dtype=np.int64)
+    edge_lists = [[np.nonzero(layer) for layer in g] for g in graphs]
+
+    def solve(g: int, part: np.ndarray) -> np.ndarray:
+        """Solve ``part`` on graph ``g``; returns the problems it settled (flow = upper bound)."""
+        task.check()
+        forward, backward = reach[g]
+        alive = forward[:, ins[part]] & backward[:, outs[part]]
+        flows[part] = _solve_union(caps, cap_mid, edge_lists[g], outs[part], ins[part], alive)
+        return part[flows[part] >= upper[part]]
+
+    def advance(solved: int) -> None:
+        nonlocal done
+        done += solved
+        _report(task, done, total)
+
+    pending = np.flatnonzero(upper > 0)
+    advance(outs.size - pending.size)
+    for g in range(len(graphs) - 1, 0, -1):  # the sparsest subgraph first
+        eligible = pending[2 * sizes[g][pending] <= sizes[0][pending]]
+        batches = _batches(eligible, sizes[g], _UNION_EDGES, most, largest_first=True)
+        settled = _certify(batches, lambda part, g=g: solve(g, part), advance)
+        if settled:
+            pending = np.setdiff1d(pending, np.concatenate(settled))
+    for part in _batches(pending, sizes[0], _UNION_EDGES_FULL, most):
+        solve(0, part)
+        advance(part.size)
+    return flows / scale
+
+
+def _subgraphs(cap_mid: np.ndarray) -> list[np.ndarray]:
+    """bool ``[D, from, to]`` open inner edges: the full graph, then ever sparser subgraphs of
+    the strongest edges (:data:`_CERTIFY_TOPS`), each kept only if it drops edges."""
+    graphs = [cap_mid > 0]
     for top in sorted(_CERTIFY_TOPS, reverse=True):
         strong = _strongest_edges(cap_mid, top)
         if strong.sum() < graphs[-1].sum():
             graphs.append(strong)
-    mids = [g.transpose(0, 2, 1).astype(np.float32) for g in graphs]  # [D, to, from]
+    return graphs
 
-    reach = [_reachability(caps, mid) for mid in mids]
+
+def _problem_sizes(
+    caps: np.ndarray,
+    graphs: list[np.ndarray],
+    reach: list[tuple[np.ndarray, np.ndarray]],
+    outs: np.ndarray,
+    ins: np.ndarray,
+    most: int,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Each problem's upper bound on its flow, int64 ``[P]`` (``min(source out-capacity, sink
+    in-capacity)`` over the nodes that can carry flow), and the estimated edges of its graph in
+    each of ``graphs`` (float ``[P]`` each), computed ``most`` problems at a time."""
     density = [g.mean(axis=(1, 2)) for g in graphs]  # [D]: share of open inner edges
-
     count = outs.size
     upper = np.zeros(count, dtype=np.int64)
-    sizes = [np.zeros(count) for _ in graphs]  # estimated edges of each problem's graph
+    sizes = [np.zeros(count) for _ in graphs]
     for start in range(0, count, most):
         part = slice(start, start + most)
         supply, demand = caps[0][:, ins[part]].T, caps[-1][outs[part]]
@@ -599,183 +607,21 @@ def _scipy_layered_flow(
                 upper[part] = np.minimum((supply * first).sum(-1), (demand * last).sum(-1))
             inner = (nodes[:-1] * nodes[1:] * density[g][:, None]).sum(0)
             sizes[g][part] = nodes[0] + nodes[-1] + inner
-
-    flows = np.zeros(count, dtype=np.int64)
-    edge_lists = [[np.nonzero(layer) for layer in g] for g in graphs]
-
-    def solve(g: int, part: np.ndarray) -> None:
-        if cancel is not None and cancel():
-            raise Cancelled("attention flow was cancelled")
-        forward, backward = reach[g]
-        alive = forward[:, ins[part]] & backward[:, outs[part]]
-        flows[part] = _solve_union(caps, cap_mid, edge_lists[g], outs[part], ins[part], alive)
-
-    pending = np.flatnonzero(upper > 0)
-    done += count - pending.size
-    if progress is not None:
-        progress(done, total)
-    for g in range(len(graphs) - 1, 0, -1):  # the sparsest subgraph first
-        eligible = pending[2 * sizes[g][pending] <= sizes[0][pending]]
-        settled, tried, hits = [], 0, 0
-        for part in _batches(eligible, sizes[g], _UNION_EDGES, most, largest_first=True):
-            solve(g, part)
-            settled.append(part[flows[part] >= upper[part]])
-            done += settled[-1].size
-            if progress is not None:
-                progress(done, total)
-            tried, hits = tried + part.size, hits + settled[-1].size
-            if tried >= _CERTIFY_TRIAL:
-                if hits < _CERTIFY_RATE * tried:
-                    break  # smaller graphs are settled even less often: leave them to the next
-                tried, hits = 0, 0
-        if settled:
-            pending = np.setdiff1d(pending, np.concatenate(settled))
-    for part in _batches(pending, sizes[0], _UNION_EDGES_FULL, most):
-        solve(0, part)
-        done += part.size
-        if progress is not None:
-            progress(done, total)
-    return flows / scale
+    return upper, sizes
 
 
-# -- numpy backend: batched push-relabel -------------------------------------------------------
-def _exact_labels(
-    cap_mid: np.ndarray, flow: np.ndarray, sink_open: np.ndarray, dead: int
-) -> np.ndarray:
-    """Distances to the sink in the residual graph, ``dead`` where it cannot be reached.
-
-    ``cap_mid`` ``[D, S, S]`` (from, to), ``flow`` ``[P, D, S, S]``, ``sink_open`` bool ``[P, S]``
-    (last layer → sink edges with residual capacity). Returns int32 ``[P, D + 1, S]``.
-    """
-    n_problems, n = sink_open.shape
-    n_mid = cap_mid.shape[0] + 1
-    fwd_open = [cap_mid[k][None] - flow[:, k] > _EPS_RESIDUAL for k in range(n_mid - 1)]
-    bwd_open = [flow[:, k] > _EPS_RESIDUAL for k in range(n_mid - 1)]
-    dist = np.full((n_problems, n_mid, n), dead, dtype=np.int32)
-    dist[:, -1] = np.where(sink_open, 1, dead)
-    order = list(range(n_mid - 2, -1, -1)) + list(range(1, n_mid))
-    changed = True
-    while changed:
-        changed = False
-        for k in order:
-            cand = np.full((n_problems, n), dead, dtype=np.int32)
-            if k < n_mid - 1:  # forward residual edge to layer k+1
-                nxt = np.where(fwd_open[k], dist[:, k + 1][:, None, :], dead).min(axis=2) + 1
-                np.minimum(cand, nxt, out=cand)
-            if k > 0:  # backward residual edge (undo flow that came from layer k-1)
-                prv = np.where(bwd_open[k - 1], dist[:, k - 1][:, :, None], dead).min(axis=1) + 1
-                np.minimum(cand, prv, out=cand)
-            np.minimum(cand, dead, out=cand)
-            new = np.minimum(dist[:, k], cand)
-            if (new != dist[:, k]).any():
-                dist[:, k] = new
-                changed = True
-    return dist
-
-
-def _spread(cap: np.ndarray, amount: np.ndarray) -> np.ndarray:
-    """Push ``amount`` ``[P, S]`` out over edges ``cap`` ``[P, S, S]`` (last axis), in proportion
-    to their residual capacity: all of it if it fits, else saturating every edge."""
-    total = cap.sum(axis=-1)
-    frac = np.divide(amount, total, out=np.zeros_like(total), where=total > 0)
-    np.minimum(frac, 1.0, out=frac)
-    return cap * frac[..., None]
-
-
-def _push_relabel(
-    cap_mid: np.ndarray, supply: np.ndarray, demand: np.ndarray, bound: np.ndarray
-) -> np.ndarray:
-    """Max-flow of a batch of problems that share the middle layers of a layered graph.
-
-    The graph of problem ``p``: source → token k at middle layer 0 (capacity ``supply[p, k]``),
-    middle layer ``m`` → ``m + 1`` (capacity ``cap_mid[m]``, (from, to)), token k at the last
-    middle layer → sink (capacity ``demand[p, k]``). ``bound`` ``[P]`` is an upper bound on the
-    flow (a problem stops once its flow reaches it). Returns float64 ``[P]``.
-
-    Push-relabel with sweeps over the layers: all tokens of one layer are discharged at once,
-    which is exact because edges only join adjacent layers (the tokens of a layer share no
-    edge). Labels are reset to exact residual distances after every sweep (global relabelling);
-    nodes that cannot reach the sink are dropped (their excess would only return to the source).
-    """
-    n_problems, n = supply.shape
-    n_mid = cap_mid.shape[0] + 1
-    dead = n_mid * n + 2  # the label of the source = number of nodes
-    flow = np.zeros((n_problems, n_mid - 1, n, n))
-    sunk = np.zeros((n_problems, n))
-    excess = np.zeros((n_problems, n_mid, n))
-    excess[:, 0] = supply
-    label = _exact_labels(cap_mid, flow, demand > _EPS_RESIDUAL, dead)
-    result = np.zeros(n_problems)
-    index = np.arange(n_problems)
-    order = list(range(n_mid)) + list(range(n_mid - 2, 0, -1))
-    max_sweeps = 4 * dead + 64  # a guard; push-relabel needs far fewer
-    for _ in range(max_sweeps):
-        for k in order:
-            active = (excess[:, k] > _EPS_EXCESS) & (label[:, k] < dead)
-            if not active.any():
-                continue
-            amount = np.where(active, excess[:, k], 0.0)
-            lab = label[:, k]
-            # push forward along admissible edges (label drops by exactly 1)
-            if k < n_mid - 1:
-                residual = cap_mid[k][None] - flow[:, k]
-                admissible = (residual > _EPS_RESIDUAL) & (
-                    lab[:, :, None] == label[:, k + 1][:, None, :] + 1
-                )
-                pushed = _spread(np.where(admissible, residual, 0.0), amount)
-                flow[:, k] += pushed
-                moved = pushed.sum(axis=2)
-                excess[:, k + 1] += pushed.sum(axis=1)
-            else:
-                residual = demand - sunk
-                admissible = (residual > _EPS_RESIDUAL) & (lab == 1)
-                moved = np.where(admissible, np.minimum(residual, amount), 0.0)
-                sunk += moved
-            excess[:, k] -= moved
-            amount = np.maximum(amount - moved, 0.0)
-            # push backward: cancel flow that came in from layer k-1
-            if k > 0:
-                back = np.transpose(flow[:, k - 1], (0, 2, 1))  # [P, node at k, node at k-1]
-                admissible = (back > _EPS_RESIDUAL) & (
-                    lab[:, :, None] == label[:, k - 1][:, None, :] + 1
-                )
-                pushed = _spread(np.where(admissible, back, 0.0), amount)
-                flow[:, k - 1] -= np.transpose(pushed, (0, 2, 1))
-                excess[:, k] -= pushed.sum(axis=2)
-                excess[:, k - 1] += pushed.sum(axis=1)
-            # relabel nodes whose admissible edges are all saturated
-            stuck = (excess[:, k] > _EPS_EXCESS) & (label[:, k] < dead)
-            if stuck.any():
-                cand = np.full((flow.shape[0], n), dead, dtype=np.int32)
-                if k < n_mid - 1:
-                    open_ = cap_mid[k][None] - flow[:, k] > _EPS_RESIDUAL
-                    nxt = np.where(open_, label[:, k + 1][:, None, :], dead).min(axis=2) + 1
-                    np.minimum(cand, nxt, out=cand)
-                else:
-                    np.minimum(cand, np.where(demand - sunk > _EPS_RESIDUAL, 1, dead), out=cand)
-                if k > 0:
-                    open_ = flow[:, k - 1] > _EPS_RESIDUAL
-                    prv = np.where(open_, label[:, k - 1][:, :, None], dead).min(axis=1) + 1
-                    np.minimum(cand, prv, out=cand)
-                np.minimum(cand, dead, out=cand)
-                label[:, k] = np.where(stuck, np.maximum(cand, label[:, k]), label[:, k])
-        delivered = sunk.sum(axis=1)
-        running = ((excess > _EPS_EXCESS) & (label < dead)).any(axis=(1, 2))
-        running &= delivered < bound - _EPS_EXCESS
-        if not running.all():
-            finished = ~running
-            result[index[finished]] = delivered[finished]
-            index = index[running]
-            if index.size == 0:
-                return result
-            flow, sunk, excess, label = (
-                flow[running],
-                sunk[running],
-                excess[running],
-                label[running],
-            )
-            demand, bound = demand[running], bound[running]
-        fresh = _exact_labels(cap_mid, flow, demand - sunk > _EPS_RESIDUAL, dead)
-        label = np.maximum(label, fresh)
-    result[index] = sunk.sum(axis=1)
-    return result
+def _certify(batches, solve, advance) -> list[np.ndarray]:
+    """One pass on a subgraph: ``solve(part)`` each batch (largest problems first) and collect
+    the problems it settled; ``advance(n)`` reports them. The pass is given up once a run of
+    :data:`_CERTIFY_TRIAL` tried problems had under :data:`_CERTIFY_RATE` of them settled."""
+    settled: list[np.ndarray] = []
+    tried, hits = 0, 0
+    for part in batches:
+        settled.append(solve(part))
+        advance(settled[-1].size)
+        tried, hits = tried + part.size, hits + settled[-1].size
+        if tried >= _CERTIFY_TRIAL:
+            if hits < _CERTIFY_RATE * tried:
+                break  # smaller graphs are settled even less often: leave them to the next
+            tried, hits = 0, 0
+    return settled

@@ -44,6 +44,7 @@ import numpy as np
 
 from .fileio import atomic_write_text
 from .result import SELF_STACKS, Capture
+from .tasks import TaskState, as_task
 
 #: the statistics, in CSV column order
 STAT_NAMES = (
@@ -136,6 +137,7 @@ def head_stats(
     self_attention: bool = True,
     key_special: np.ndarray | None = None,
     key_punct: np.ndarray | None = None,
+    task: TaskState | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-head statistics of one attention stack.
 
@@ -147,6 +149,8 @@ def head_stats(
     key_special : bool ``[K]``, True for special key tokens; ``None`` → ``to_special`` is NaN
     key_punct : bool ``[K]``, True for punctuation key tokens; ``None`` → ``to_punctuation``
         is NaN
+    task : progress (stage ``stats``, one report per layer) and cancel, checked before every
+        layer (:class:`analysis.tasks.TaskState`; raises :class:`~analysis.errors.Cancelled`)
 
     Returns
     -------
@@ -167,10 +171,12 @@ def head_stats(
     if n_q == 0 or n_k == 0:
         return out
 
+    task = as_task(task)
     rows = np.arange(n_q)
     distance = np.abs(rows[:, None] - np.arange(n_k)[None, :]).astype(np.float64)
     # one layer at a time keeps the float64 working copy small for long inputs
     for layer in range(n_layers):
+        task.step("stats", layer / n_layers, f"head statistics: layer {layer + 1} of {n_layers}")
         a = np.asarray(arr[layer], dtype=np.float64)  # [H, Q, K]
         logs = np.zeros_like(a)
         np.log(a, out=logs, where=a > 0)
@@ -191,8 +197,17 @@ def head_stats(
     return out
 
 
-def capture_stats(capture: Capture) -> dict[str, dict[str, np.ndarray]]:
+def capture_stats(
+    capture: Capture, *, task: TaskState | None = None
+) -> dict[str, dict[str, np.ndarray]]:
     """:func:`head_stats` of every stack of a capture.
+
+    Parameters
+    ----------
+    capture : the capture
+    task : progress (stage ``stats``: one report per stack and per layer) and cancel, checked
+        before every layer (:class:`analysis.tasks.TaskState`; raises
+        :class:`~analysis.errors.Cancelled`)
 
     Returns
     -------
@@ -200,14 +215,18 @@ def capture_stats(capture: Capture) -> dict[str, dict[str, np.ndarray]]:
     float64 ``[L, H]``. Special/punctuation masks come from each stack's key tokens;
     ``cross_attentions`` is treated as cross-attention (positional statistics NaN).
     """
+    task = as_task(task)
+    names = capture.stack_names
     result: dict[str, dict[str, np.ndarray]] = {}
-    for name in capture.stack_names:
+    for i, name in enumerate(names):
+        task.step("stats", i / len(names), f"head statistics of {name}…")
         keys = capture.key_tokens(name)
         result[name] = head_stats(
             capture.stacks[name],
             self_attention=name in SELF_STACKS,
             key_special=keys.special,
             key_punct=punctuation_mask(keys.display),
+            task=task.sub(i / len(names), (i + 1) / len(names)),
         )
     return result
 
@@ -273,8 +292,14 @@ def _cell(value: float) -> float | None:
     return None if np.isnan(v) else v
 
 
-def stats_rows(capture: Capture) -> list[dict[str, Any]]:
+def stats_rows(capture: Capture, *, task: TaskState | None = None) -> list[dict[str, Any]]:
     """One row per stack, layer and head (in that order).
+
+    Parameters
+    ----------
+    capture : the capture
+    task : progress (stage ``stats``) and cancel, checked before every stack and layer
+        (:class:`analysis.tasks.TaskState`; raises :class:`~analysis.errors.Cancelled`)
 
     Returns
     -------
@@ -282,8 +307,10 @@ def stats_rows(capture: Capture) -> list[dict[str, Any]]:
     (0-based ints), one float per statistic (``None`` where undefined) and ``tags`` (the head's
     tags joined with ``;``, ``""`` for none).
     """
+    task = as_task(task)
     rows: list[dict[str, Any]] = []
-    for name, stats in capture_stats(capture).items():
+    for name, stats in capture_stats(capture, task=task.sub(0.0, 0.95)).items():
+        task.check()
         n_keys = capture.shape(name)[3]
         tags = head_tags(stats, causal=capture.is_causal(name), n_keys=n_keys)
         n_layers, n_heads = stats["entropy"].shape

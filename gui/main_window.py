@@ -44,11 +44,6 @@ ARROWS = ((Qt.Key.Key_Up, -1, "layer"), (Qt.Key.Key_Down, 1, "layer"), (Qt.Key.K
           (Qt.Key.Key_Right, 1, "head"))
 
 
-def error_message(exc: BaseException) -> str:
-    """One sentence for the user, whatever went wrong (:func:`analysis.errors.user_message`)."""
-    return user_message(exc)
-
-
 class MainWindow(QMainWindow):
     """The Headmap window. ``settings`` lets tests use a private settings file."""
 

@@ -10,6 +10,7 @@ import pytest
 from analysis.capture import capture, decoder_start_id, stack_attentions
 from analysis.errors import CaptureError, InputError
 from analysis.result import Capture
+from analysis.tasks import TaskState
 from tests.tiny_models import (
     BASE_ARCHS,
     CLS_LABELS,
@@ -311,10 +312,10 @@ def test_progress_and_cancel(loaded):
     from analysis.errors import Cancelled
 
     stages = []
-    capture(loaded("bert"), TEXT, progress=lambda st, f, m: stages.append(st))
+    capture(loaded("bert"), TEXT, task=TaskState(lambda st, f, m: stages.append(st)))
     assert "run" in stages
     with pytest.raises(Cancelled):
-        capture(loaded("bert"), TEXT, cancel=lambda: True)
+        capture(loaded("bert"), TEXT, task=TaskState(cancel=lambda: True))
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,52 +21,58 @@ from analysis.host import (
     loads,
     sweep_arrays,
 )
+from analysis.tasks import TaskState
 
 TEXT = "I like this course"
 
 
 # functions the child runs (pickled by name: module level, importable there)
-def _wait_for_cancel(progress=None, cancel=None):
-    progress("waiting", None, "waiting for cancel")
+def _wait_for_cancel(task=None):
+    task.report("waiting", None, "waiting for cancel")
     t0 = time.monotonic()
     while time.monotonic() - t0 < 30:
-        if cancel.is_set():
+        if task.cancelled:
             raise Cancelled("cancelled in the child")
         time.sleep(0.01)
     return "never cancelled"
 
 
-def _die(progress=None, cancel=None):
+def _report_half(task=None):
+    task.step("half", 0.5, "half way")
+    return type(task).__name__
+
+
+def _die(task=None):
     os._exit(3)
 
 
-def _env(name, progress=None, cancel=None):
+def _env(name, task=None):
     return os.environ.get(name)
 
 
-def _unpicklable_error(progress=None, cancel=None):
+def _unpicklable_error(task=None):
     class LocalError(Exception):
         pass
 
     raise LocalError("made in the child")
 
 
-def _sleep(seconds, progress=None, cancel=None):
+def _sleep(seconds, task=None):
     time.sleep(seconds)
     return seconds
 
 
-def _pid(progress=None, cancel=None):
+def _pid(task=None):
     return os.getpid()
 
 
-def _threads(progress=None, cancel=None):
+def _threads(task=None):
     import torch
 
     return torch.get_num_threads()
 
 
-def _arrays(progress=None, cancel=None):
+def _arrays(task=None):
     ro = np.arange(100_000, dtype=np.float32)
     ro.setflags(write=False)
     return {"ro": ro, "rw": np.ones((300, 300)), "small": np.arange(3), "proxy": MappingProxyType({"a": 1})}
@@ -86,7 +92,7 @@ def _arena_files():
 def test_capture_through_the_host_equals_the_capture_in_this_process(host, tiny_model_dir, loaded):
     folder = str(tiny_model_dir("gpt2"))
     seen = []
-    lm = host.load(folder, progress=lambda *a: seen.append(a))
+    lm = host.load(folder, task=TaskState(lambda *a: seen.append(a)))
     assert isinstance(lm, RemoteModel) and lm.host is host
     assert lm.reference == folder and lm.kind == "decoder" and lm.summary.architecture
     assert seen and seen[-1][0] == "ready"
@@ -127,10 +133,20 @@ def test_cancel_reaches_the_running_job(host):
     threading.Timer(0.5, ev.set).start()
     t0 = time.monotonic()
     with pytest.raises(Cancelled):
-        host.call(_wait_for_cancel, cancel=ev)
+        host.call(_wait_for_cancel, task=TaskState(cancel=ev))
     assert time.monotonic() - t0 < 20
     # the next job is not cancelled by the old flag
     assert host.call(_env, "PATH") is not None
+
+
+def test_progress_comes_back_to_the_callers_task(host):
+    seen = []
+    task = TaskState(lambda *a: seen.append(a)).sub(0.5, 1.0)
+    assert host.call(_report_half, task=task) == "TaskState"  # the child's task
+    assert seen == [("half", 0.75, "half way")]  # mapped into the caller's range
+    assert host.call(_report_half) == "TaskState"  # no task here: the child still gets one
+    with pytest.raises(Cancelled):
+        host.call(_report_half, task=TaskState(cancel=lambda: True))
 
 
 def test_environment_is_forwarded_with_each_call(host, monkeypatch):

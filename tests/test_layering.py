@@ -1,7 +1,8 @@
 """The analysis layer never imports Qt or the GUI (napari-style layering, see STYLE.md).
 
 Two checks: importing every ``analysis`` module in a fresh interpreter leaves PySide6 and ``gui`` out
-of ``sys.modules``, and no source file under ``analysis/`` mentions them.
+of ``sys.modules``, and no source file under ``analysis/`` mentions them. A third keeps the modules'
+own helpers their own: no ``analysis`` module uses another one's ``_private`` names.
 """
 
 from __future__ import annotations
@@ -92,3 +93,47 @@ def test_forbidden_pattern_catches_what_it_should():
         assert _FORBIDDEN.search(bad), bad
     for ok in ("# the window lives in gui/", "guide = 1", "from guidance import x", "import guitar"):
         assert not _FORBIDDEN.search(ok), ok
+
+
+def _private_imports(path: Path) -> list[str]:
+    """``from .x import _name`` and ``x._name`` (x an imported analysis module) in one file."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found, modules = [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            inside = node.level > 0 or (node.module or "").startswith("analysis")
+            for alias in node.names:
+                private = alias.name.startswith("_") and not alias.name.startswith("__")
+                if inside and private:
+                    found.append(f"line {node.lineno}: from {'.' * node.level}{node.module or ''} import {alias.name}")
+                if inside and node.module is None:  # from . import capture
+                    modules.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            modules.update(a.asname or a.name.split(".")[-1] for a in node.names if a.name.startswith("analysis"))
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
+                and node.attr.startswith("_") and not node.attr.startswith("__")):
+            found.append(f"line {node.lineno}: {node.value.id}.{node.attr}")
+    return found
+
+
+def test_no_analysis_module_uses_another_modules_private_names():
+    offenders = {}
+    for path in sorted(ANALYSIS.rglob("*.py")):
+        hits = _private_imports(path)
+        if hits:
+            offenders[path.relative_to(ANALYSIS).as_posix()] = hits
+    assert not offenders, f"make these helpers public in their own module: {offenders}"
+
+
+def test_private_import_check_catches_what_it_should(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("from .capture import _prediction, encode\nfrom . import loader\nx = loader._cancelled\n"
+                   "from analysis.rollout import _report\n")
+    assert len(_private_imports(bad)) == 3
+    ok = tmp_path / "ok.py"
+    ok.write_text("from __future__ import annotations\nfrom .capture import prediction_for\n"
+                  "import numpy as np\nx = np._NoValue\nfrom .tasks import __all__\n")
+    assert _private_imports(ok) == []

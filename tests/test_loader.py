@@ -23,6 +23,7 @@ from analysis.errors import (
     RemoteCodeError,
 )
 from analysis.loader import detect_kind, load_model, stack_infos
+from analysis.tasks import TaskState
 from tests.tiny_models import (
     BASE_ARCHS,
     DECODERS,
@@ -368,16 +369,16 @@ def test_stack_attentions_rejects_missing_maps():
 def test_cancel_before_load(tiny_model_dir):
     folder = str(tiny_model_dir("bert"))
     with pytest.raises(Cancelled):
-        load_model(folder, cancel=lambda: True)
+        load_model(folder, task=TaskState(cancel=lambda: True))
     ev = threading.Event()
     ev.set()
     with pytest.raises(Cancelled):
-        load_model(folder, cancel=ev)
+        load_model(folder, task=TaskState(cancel=ev))
 
 
 def test_progress_stages(tiny_model_dir):
     stages = []
-    load_model(str(tiny_model_dir("bert")), progress=lambda stage, frac, msg: stages.append((stage, frac, msg)))
+    load_model(str(tiny_model_dir("bert")), task=TaskState(lambda stage, frac, msg: stages.append((stage, frac, msg))))
     names = [s for s, _, _ in stages]
     assert names[0] == "resolve" and names[-1] == "ready"
     assert "load" in names

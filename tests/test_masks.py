@@ -35,6 +35,7 @@ from analysis.masks import (
     token_masking,
     write_mask_report,
 )
+from analysis.tasks import TaskState
 from tests.tiny_models import KIND
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -378,15 +379,42 @@ def test_progress_and_cancel(loaded):
     from analysis.errors import Cancelled
 
     seen: list[tuple[str, float | None]] = []
-    padding_experiment(loaded("bert"), TEXT, PAIR, progress=lambda st, f, msg: seen.append((st, f)))
+    padding_experiment(
+        loaded("bert"), TEXT, PAIR, task=TaskState(lambda st, f, msg: seen.append((st, f)))
+    )
     fractions = [f for _, f in seen]
     assert {st for st, _ in seen} == {"run"} and len(seen) >= 3 and fractions == sorted(fractions)
     stop = threading.Event()
     stop.set()
     with pytest.raises(Cancelled):
-        padding_experiment(loaded("bert"), TEXT, PAIR, cancel=stop)
+        padding_experiment(loaded("bert"), TEXT, PAIR, task=TaskState(cancel=stop))
     with pytest.raises(Cancelled):
-        token_masking(loaded("bert"), TEXT, [1], cancel=stop)
+        token_masking(loaded("bert"), TEXT, [1], task=TaskState(cancel=stop))
+
+
+def test_the_window_jobs_report_and_forward_their_task(loaded):
+    import threading
+
+    from analysis.errors import Cancelled
+    from analysis.masks import masking_job, padding_job
+
+    seen: list[tuple[str, float | None]] = []
+    report = padding_job(
+        loaded("bert"), TEXT, "", "right", task=TaskState(lambda st, f, m: seen.append((st, f)))
+    )
+    assert report.pair.startswith(DEFAULT_PAIR)  # an empty pair: the default one
+    assert seen[0] == ("padding", None) and {st for st, _ in seen[1:]} == {"run"}
+    seen.clear()
+    masking_job(loaded("bert"), TEXT, [1], task=TaskState(lambda st, f, m: seen.append((st, f))))
+    assert seen[0] == ("masking", None) and {st for st, _ in seen[1:]} == {"run"}
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Cancelled):
+        padding_job(loaded("bert"), TEXT, PAIR, "right", task=TaskState(cancel=stop))
+    with pytest.raises(Cancelled):
+        masking_job(loaded("bert"), TEXT, [1], task=TaskState(cancel=stop))
+    # without a task they still run
+    assert padding_job(loaded("bert"), TEXT, PAIR, "left").padding_side == "left"
 
 
 def test_write_mask_report_is_utf8_json(tmp_path, loaded):

@@ -10,25 +10,24 @@ from hypothesis import strategies as st
 import analysis.rollout as rollout_mod
 from analysis.errors import Cancelled, InputError
 from analysis.rollout import (
-    BACKENDS,
     FLOW_MAX_TOKENS,
     attention_flow,
     augmented_attention,
-    flow_backend,
     flow_is_available,
+    flow_shares,
     fuse_heads,
     layered_max_flow,
     rollout,
     token_contributions,
 )
+from analysis.tasks import TaskState
 
 nx = pytest.importorskip("networkx")
 pytest.importorskip("scipy.sparse.csgraph")
 
-#: how far each max-flow backend may be from the exact value (for capacities of at most 1); the
-#: scipy backend rounds capacities down to multiples of 1 / (2**31 - 1), so it is never above
-SOLVERS = ("numpy", "scipy")
-TOL = {"numpy": 1e-9, "scipy": 1e-6}
+#: how far the max flow may be from the exact value (for capacities of at most 1); scipy's Dinic
+#: solver runs on capacities rounded down to multiples of 1 / (2**31 - 1), so it is never above
+TOL = 1e-6
 
 
 def random_attention(rng, L, H, S, causal=False, peaked=1.0, Q=None):
@@ -46,19 +45,33 @@ def frozen(a):
     return a
 
 
-def networkx_flow(trans, i, j):
-    """Max flow from token j (layer 0) to token i (layer T) with networkx."""
+def layered_graph(trans):
+    """The layered graph of ``trans`` ``[T, S, S]`` (to, from) as a networkx DiGraph: input token
+    ``j`` is node ``("in", j)``, output token ``i`` is ``("out", i)``. Input nodes have no
+    in-edges and output nodes no out-edges, so one graph serves every ``(i, j)`` problem."""
     T, S, _ = trans.shape
     g = nx.DiGraph()
-    g.add_node(("in", j))
-    g.add_node(("out", i))
     for layer in range(T):
         for to in range(S):
             for frm in range(S):
                 src = ("in", frm) if layer == 0 else (layer, frm)
                 dst = ("out", to) if layer == T - 1 else (layer + 1, to)
                 g.add_edge(src, dst, capacity=float(trans[layer, to, frm]))
-    return nx.maximum_flow_value(g, ("in", j), ("out", i))
+    return g
+
+
+def networkx_flow(trans, i, j):
+    """Max flow from token j (layer 0) to token i (layer T) with networkx."""
+    return nx.maximum_flow_value(layered_graph(trans), ("in", j), ("out", i))
+
+
+def networkx_flows(trans):
+    """``[S, S]`` exact max flows of every (output i, input j) pair with networkx."""
+    g = layered_graph(trans)
+    n = trans.shape[1]
+    return np.array(
+        [[nx.maximum_flow_value(g, ("in", j), ("out", i)) for j in range(n)] for i in range(n)]
+    )
 
 
 # -- fusion and rollout ------------------------------------------------------------------------
@@ -181,32 +194,30 @@ def test_layered_max_flow_matches_networkx(T, S, causal, sparse, magnitude, seed
     outs = np.repeat(np.arange(S), S)
     ins = np.tile(np.arange(S), S)
     want = np.array([networkx_flow(trans, i, j) for i, j in zip(outs, ins, strict=True)])
-    for backend in SOLVERS:
-        got = layered_max_flow(trans, outs, ins, backend=backend)
-        np.testing.assert_array_equal(trans, copy)
-        np.testing.assert_allclose(got, want, rtol=0, atol=TOL[backend] * magnitude)
+    got = layered_max_flow(trans, outs, ins)
+    np.testing.assert_array_equal(trans, copy)
+    np.testing.assert_allclose(got, want, rtol=0, atol=TOL * magnitude)
     # integer capacities rounded down: a feasible flow, never above the maximum
-    assert (layered_max_flow(trans, outs, ins, backend="scipy") <= want + 1e-12 * magnitude).all()
+    assert (got <= want + 1e-12 * magnitude).all()
 
 
-@pytest.mark.parametrize("backend", SOLVERS)
-def test_flow_matches_networkx_on_peaked_attention(backend):
-    # sharper, more realistic maps exercise many push-relabel sweeps / Dinic phases
+def test_flow_matches_networkx_on_peaked_attention():
+    # sharper, more realistic maps exercise many Dinic phases
     rng = np.random.default_rng(11)
     att = frozen(random_attention(rng, 5, 3, 7, peaked=2.0))
-    flow = attention_flow(att, backend=backend)
+    flow = attention_flow(att)
     trans = augmented_attention(att)
     for i in range(7):
         for j in range(7):
-            assert flow[i, j] == pytest.approx(networkx_flow(trans, i, j), abs=TOL[backend])
+            assert flow[i, j] == pytest.approx(networkx_flow(trans, i, j), abs=TOL)
 
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_scipy_flow_matches_networkx_on_a_wider_map(causal):
-    # 12 tokens: wide enough for the scipy backend's first pass on the strongest edges
+    # 12 tokens: wide enough for the solver's first pass on the strongest edges
     rng = np.random.default_rng(21 + causal)
     att = frozen(random_attention(rng, 4, 4, 12, causal=causal, peaked=1.5))
-    flow = attention_flow(att, backend="scipy")
+    flow = attention_flow(att)
     trans = augmented_attention(att)
     for i, j in [(0, 0), (3, 1), (11, 0), (11, 11), (7, 9), (5, 5), (10, 2)]:
         want = networkx_flow(trans, i, j)
@@ -214,22 +225,22 @@ def test_scipy_flow_matches_networkx_on_a_wider_map(causal):
         assert flow[i, j] <= want + 1e-12
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(
     L=st.integers(3, 6),
     H=st.integers(1, 3),
-    S=st.integers(2, 10),
+    S=st.integers(2, 8),
     causal=st.booleans(),
     peaked=st.sampled_from([0.5, 1.0, 2.5]),
     residual=st.sampled_from([0.0, 0.3, 0.5, 0.9]),
     fusion=st.sampled_from(["mean", "max", "min"]),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_scipy_backend_matches_numpy_backend(L, H, S, causal, peaked, residual, fusion, seed):
+def test_flow_matches_networkx_for_any_options(L, H, S, causal, peaked, residual, fusion, seed):
     rng = np.random.default_rng(seed)
     att = frozen(random_attention(rng, L, H, S, causal=causal, peaked=peaked))
-    exact = attention_flow(att, fusion, residual, backend="numpy")
-    fast = attention_flow(att, fusion, residual, backend="scipy")
+    exact = networkx_flows(augmented_attention(att, fusion, residual))
+    fast = attention_flow(att, fusion, residual)
     np.testing.assert_allclose(fast, exact, rtol=0, atol=1e-6)
     assert (fast <= exact + 1e-9).all()
     if causal:
@@ -237,12 +248,12 @@ def test_scipy_backend_matches_numpy_backend(L, H, S, causal, peaked, residual, 
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_scipy_passes_and_batches_match_numpy(monkeypatch, causal):
+def test_scipy_passes_and_batches_match_networkx(monkeypatch, causal):
     # 16 tokens, dense mean-fused maps: the passes on the strongest edges of every node settle
     # most problems; other subgraphs, early give-ups and one problem per scipy call must agree
     rng = np.random.default_rng(3 + causal)
     att = frozen(random_attention(rng, 5, 4, 16, causal=causal, peaked=1.5))
-    exact = attention_flow(att, backend="numpy")
+    exact = networkx_flows(augmented_attention(att))
     calls = []
     solve = rollout_mod._solve_union
 
@@ -263,7 +274,7 @@ def test_scipy_passes_and_batches_match_numpy(monkeypatch, causal):
         with monkeypatch.context() as m:
             for name, value in options.items():
                 m.setattr(rollout_mod, name, value)
-            fast = attention_flow(att, backend="scipy")
+            fast = attention_flow(att)
         np.testing.assert_allclose(fast, exact, rtol=0, atol=1e-6, err_msg=str(options))
         assert (fast <= exact + 1e-9).all()
         graphs = {edges for edges, _ in calls}
@@ -277,34 +288,11 @@ def test_scipy_passes_and_batches_match_numpy(monkeypatch, causal):
         assert sum(problems for _, problems in calls) >= (136 if causal else 256)
 
 
-def test_backend_selection(monkeypatch):
-    assert BACKENDS == ("auto", "scipy", "numpy")
-    assert flow_backend() == "scipy" and flow_backend("scipy") == "scipy"
-    assert flow_backend("numpy") == "numpy"
-    rng = np.random.default_rng(8)
-    att = frozen(random_attention(rng, 3, 2, 5))
-    with pytest.raises(InputError, match="backend"):
-        flow_backend("cuda")
-    with pytest.raises(InputError, match="backend"):
-        attention_flow(att, backend="cuda")
-    exact = attention_flow(att, backend="numpy")
-    np.testing.assert_allclose(attention_flow(att), exact, atol=1e-6)
-    # without scipy, auto falls back to the numpy solver and scipy is refused
-    monkeypatch.setattr(rollout_mod, "_scipy_maximum_flow", lambda: None)
-    assert flow_backend() == "numpy"
-    with pytest.raises(InputError, match="scipy"):
-        flow_backend("scipy")
-    with pytest.raises(InputError, match="scipy"):
-        attention_flow(att, backend="scipy")
-    np.testing.assert_array_equal(attention_flow(att), exact)
-
-
 def test_flow_rejects_non_finite_weights():
     att = np.broadcast_to(np.eye(4), (3, 1, 4, 4)).copy()
     att[1, 0, 2, 2] = np.inf
-    for backend in BACKENDS:
-        with pytest.raises(InputError, match="infinit"), np.errstate(invalid="ignore"):
-            attention_flow(att, backend=backend)
+    with pytest.raises(InputError, match="infinit"), np.errstate(invalid="ignore"):
+        attention_flow(att)
     trans = np.full((3, 2, 2), 0.5)
     trans[1, 0, 1] = np.inf
     with pytest.raises(ValueError, match="finite"):
@@ -370,46 +358,88 @@ def test_flow_is_limited_to_64_tokens():
     assert FLOW_MAX_TOKENS == 64
     assert flow_is_available(64) and not flow_is_available(65) and not flow_is_available(0)
     att = np.broadcast_to(np.eye(65), (1, 1, 65, 65))
-    for backend in BACKENDS:
-        with pytest.raises(InputError, match="64 tokens") as err:
-            attention_flow(att, backend=backend)
-        assert "rollout" in str(err.value)
+    with pytest.raises(InputError, match="64 tokens") as err:
+        attention_flow(att)
+    assert "rollout" in str(err.value)
     with pytest.raises(InputError):
         attention_flow(np.broadcast_to(np.eye(5), (1, 1, 5, 5)), max_tokens=4)
 
 
-@pytest.mark.parametrize("backend", SOLVERS)
-def test_flow_reports_progress_and_can_be_cancelled(monkeypatch, backend):
+def test_flow_reports_progress_and_can_be_cancelled(monkeypatch):
     rng = np.random.default_rng(4)
     att = frozen(random_attention(rng, 3, 2, 5))
     seen = []
-    attention_flow(att, backend=backend, progress=lambda done, total: seen.append((done, total)))
-    assert seen and seen[-1] == (25, 25)
-    assert all(a <= b for (a, _), (b, _) in zip(seen, seen[1:], strict=False))
+
+    def progress(stage, fraction, message):
+        seen.append((stage, fraction, message))
+
+    def fractions():
+        return [f for _, f, _ in seen]
+
+    attention_flow(att, task=TaskState(progress))
+    assert seen and seen[-1] == ("flow", 1.0, "attention flow: 25 of 25 token pairs")
+    assert {st for st, _, _ in seen} == {"flow"} and fractions() == sorted(fractions())
     with pytest.raises(Cancelled):
-        attention_flow(att, backend=backend, cancel=lambda: True)
+        attention_flow(att, task=TaskState(cancel=lambda: True))
     # small batches: progress after every few problems, cancel honoured mid-way
     monkeypatch.setattr(rollout_mod, "_UNION_EDGES", 1)
     monkeypatch.setattr(rollout_mod, "_UNION_EDGES_FULL", 1)
-    monkeypatch.setattr(rollout_mod, "_MAX_BATCH", 2)
     seen.clear()
-    attention_flow(att, backend=backend, progress=lambda done, total: seen.append((done, total)))
-    assert len(seen) >= 10 and seen[-1] == (25, 25)
-    assert all(a <= b for (a, _), (b, _) in zip(seen, seen[1:], strict=False))
-    polls, seen = [], []
+    attention_flow(att, task=TaskState(progress))
+    assert len(seen) >= 10 and seen[-1] == ("flow", 1.0, "attention flow: 25 of 25 token pairs")
+    assert fractions() == sorted(fractions())
+    for _, fraction, message in seen:
+        done = int(message.split()[2])
+        assert message == f"attention flow: {done} of 25 token pairs" and fraction == done / 25
+    polls = []
+    seen.clear()
 
     def cancel_third():
         polls.append(1)
         return len(polls) >= 3
 
     with pytest.raises(Cancelled):
-        attention_flow(
-            att,
-            backend=backend,
-            cancel=cancel_third,
-            progress=lambda done, total: seen.append((done, total)),
-        )
-    assert len(polls) == 3 and 0 < seen[-1][0] < 25
+        attention_flow(att, task=TaskState(progress, cancel_third))
+    assert len(polls) == 3 and 0 < fractions()[-1] < 1
+    # a sub-task: the same fractions, mapped into its part of the caller's range
+    seen.clear()
+    attention_flow(att, task=TaskState(progress).sub(0.5, 1.0))
+    assert min(fractions()) >= 0.5 and fractions()[-1] == 1.0
+
+
+def test_flow_of_one_or_two_layers_reports_once():
+    rng = np.random.default_rng(7)
+    for layers in (1, 2):
+        seen = []
+        att = frozen(random_attention(rng, layers, 2, 4))
+        attention_flow(att, task=TaskState(lambda *a, seen=seen: seen.append(a)))
+        assert seen == [("flow", 1.0, "attention flow: 16 of 16 token pairs")]
+
+
+# -- flow shares -------------------------------------------------------------------------------
+def test_flow_shares_rows_sum_to_one():
+    rng = np.random.default_rng(12)
+    flow = frozen(attention_flow(random_attention(rng, 4, 2, 6)))
+    copy = flow.copy()
+    shares = flow_shares(flow)
+    np.testing.assert_array_equal(flow, copy)  # input not modified
+    assert not np.shares_memory(shares, flow) and shares.dtype == np.float64
+    np.testing.assert_allclose(shares.sum(-1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(shares, flow / flow.sum(-1, keepdims=True), rtol=1e-12)
+    for i in range(6):
+        np.testing.assert_allclose(shares[i], token_contributions(flow, i), rtol=1e-12)
+
+
+def test_flow_shares_keep_zero_and_uncomputed_rows():
+    m = frozen(np.array([[0.0, 0.0, 0.0], [0.2, 0.6, 0.0], [1.0, 1.0, 2.0]]))
+    np.testing.assert_allclose(flow_shares(m), [[0, 0, 0], [0.25, 0.75, 0], [0.25, 0.25, 0.5]])
+    rng = np.random.default_rng(13)
+    part = attention_flow(random_attention(rng, 3, 2, 5), rows=[1, 3])
+    shares = flow_shares(part)
+    assert np.isnan(shares[[0, 2, 4]]).all()
+    np.testing.assert_allclose(shares[[1, 3]].sum(-1), 1.0, atol=1e-12)
+    with pytest.raises(InputError):
+        flow_shares(np.ones((2, 3)))
 
 
 # -- per-token bars ----------------------------------------------------------------------------

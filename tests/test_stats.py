@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis.errors import ExportError
+from analysis.errors import Cancelled, ExportError
 from analysis.result import Capture, TokenSeq
 from analysis.stats import (
     CSV_COLUMNS,
@@ -25,6 +25,7 @@ from analysis.stats import (
     stats_rows,
     write_stats_csv,
 )
+from analysis.tasks import TaskState
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -357,6 +358,42 @@ def test_stats_rows_use_none_for_undefined():
     assert all(isinstance(r["entropy"], float) for r in rows)
     assert all(isinstance(r["layer"], int) and isinstance(r["head"], int) for r in rows)
     assert set(rows[0]) == set(CSV_COLUMNS)
+
+
+def test_stats_rows_report_progress_per_stack_and_layer():
+    cap = seq2seq_capture()
+    seen = []
+    rows = stats_rows(cap, task=TaskState(lambda st, f, m: seen.append((st, f, m))))
+    assert rows == stats_rows(cap)  # the task changes nothing in the result
+    assert {st for st, _, _ in seen} == {"stats"}
+    fractions = [f for _, f, _ in seen]
+    assert fractions == sorted(fractions) and 0.0 <= fractions[0] and fractions[-1] < 1.0
+    messages = [m for _, _, m in seen]
+    for name in cap.stack_names:  # one report per stack, then one per layer (2 each)
+        assert f"head statistics of {name}…" in messages
+    assert messages.count("head statistics: layer 2 of 2") == 3
+
+
+def test_stats_rows_honour_cancel():
+    import threading
+
+    cap = encoder_capture()
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Cancelled):
+        stats_rows(cap, task=TaskState(cancel=stop))
+    # cancelled between layers: after the first layer of the first stack
+    polls = []
+
+    def cancel_third():
+        polls.append(1)
+        return len(polls) >= 3
+
+    with pytest.raises(Cancelled):
+        capture_stats(cap, task=TaskState(cancel=cancel_third))
+    assert len(polls) == 3
+    with pytest.raises(Cancelled):
+        head_stats(cap.stacks["attentions"], task=TaskState(cancel=lambda: True))
 
 
 def test_csv_floats_round_trip(tmp_path):
