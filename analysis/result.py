@@ -183,14 +183,15 @@ class Capture:
         return self.source
 
     def row_labels(self, stack: str | None = None, mode: str = "input") -> list[str]:
-        """Row labels. ``mode``: ``input`` (decoder input at t), ``output`` (token predicted at
-        t) or ``both`` (``input → output``). Only decoder/cross rows differ between modes."""
+        """Row labels. ``mode``: ``input`` (decoder input at t), ``predicts`` (the token predicted
+        at t; ``output`` is the older name) or ``both`` (``input → predicted``). Only decoder/cross
+        rows differ between modes."""
         name = self.resolve_stack(stack)
         q = self.query_tokens(name).display
         if name not in ("decoder_attentions", "cross_attentions") or self.outputs is None:
             return list(q)
         out = self.outputs.display
-        if mode == "output":
+        if mode in ("predicts", "output"):
             return list(out)
         if mode == "both":
             return [f"{a} → {b}" for a, b in zip(q, out, strict=True)]

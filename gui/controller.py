@@ -76,8 +76,10 @@ class ModelController(QObject):
         if not ref:
             self.error.emit("choose a model first: a bundled model, a folder, a .gguf file or a hub id")
             return
-        if self.jobs.cancel("run", "masks"):
-            self.status.emit("the running job was cancelled: a new model is loading")
+        ran = self.jobs.cancel("run")
+        if self.jobs.cancel("masks") or ran:
+            what = "capture" if ran else "mask experiment"
+            self.status.emit(f"the running {what} was cancelled: a new model is loading")
         self.loading_ref = ref
         self.model_panel.show_progress("resolve", 0.0, f"loading {ref}…")
         fn = load_model if self.host is None else partial(self.host.load, owner=f"window-{id(self.parent_widget)}")

@@ -15,7 +15,15 @@ from dataclasses import asdict, fields
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QLabel, QMainWindow, QMessageBox, QSplitter, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from analysis.errors import user_message
 from analysis.figures import ViewSpec
@@ -231,9 +239,10 @@ class MainWindow(QMainWindow):
         for key in PERSISTED:
             if key == "theme":
                 continue  # chosen at start (argument, else the settings)
+            if not s.contains(key):
+                continue
             v = s.value(key, None, bool if "bool" in str(kinds[key]) else None)
-            if v is not None:
-                saved[key] = None if key == "cmap" and v in ("", "theme") else v
+            saved[key] = None if key == "cmap" and v in ("", "theme", None) else v
         self.state.restore(saved)
         self.set_theme(self.state.spec.theme)
 
@@ -349,6 +358,10 @@ class MainWindow(QMainWindow):
             self.lines_view.focus_token("q", index)
 
     # ------------------------------------------------------------------ export and sessions
+    def current_spec(self) -> ViewSpec:
+        """What Export writes for the visible tab (its view and selection)."""
+        return self.actions.export_request()[0]
+
     def export_view(self, path: str, dpi: int | None = None) -> str:
         """Export the visible tab to ``path`` (.png/.svg/.pdf), atomically."""
         return self.actions.export_view(path, dpi)

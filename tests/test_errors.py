@@ -59,13 +59,8 @@ def test_unexpected_without_a_message(exc):
     assert "\n" not in user_message(exc)
 
 
-def test_the_window_and_the_cli_say_the_same(tmp_path, capsys, monkeypatch):
-    pytest.importorskip("PySide6")
+def test_the_cli_says_user_message(tmp_path, capsys, monkeypatch):
     import analysis.cli as cli
-    from gui.main_window import error_message
-
-    for exc in (InputError("bad input; fix it"), KeyError("no such stack"), MemoryError(), OSError("disk")):
-        assert error_message(exc) == user_message(exc)
 
     def explode(args):
         raise OSError("the disk\nis full")

@@ -190,7 +190,7 @@ def test_every_tab_and_every_seq2seq_stack_draws(qtbot, marian_window):
             if tab == "Head":
                 np.testing.assert_array_equal(shown(win), select_map(cap, name, 1, 2))
                 assert shown(win).shape == (q, k)
-                assert win.head_view.data.row_labels == tuple(clean_label(s) for s in cap.row_labels(name))
+                assert win.head_view.data.row_labels == tuple(clean_label(s) for s in cap.row_labels(name, "both"))
                 assert win.head_view.data.col_labels == tuple(clean_label(s) for s in cap.key_tokens(name).display)
             elif tab == "Layer":
                 mos = win.layer_view.mos
@@ -208,11 +208,13 @@ def test_every_tab_and_every_seq2seq_stack_draws(qtbot, marian_window):
                         y, x = r * (q + mos.gap), c * (k + mos.gap)
                         np.testing.assert_array_equal(mos.image[y : y + q, x : x + k], stack[r, c])
             else:
-                weights = stack[1, 2]
-                assert win.lines_view.n_lines == int((weights >= 0.01).sum())
-                from gui.views.overview import _label
+                from analysis.views.common import stack_title
+                from analysis.views.lines import lines_data
 
-                assert title(win.lines_view).endswith(f"{_label(name)} · layer 1 · head 2")
+                d = lines_data(cap, win.state.spec_for("lines"))
+                assert win.lines_view.n_lines == int((d.strength >= 0.02).sum()) > 0
+                np.testing.assert_array_equal(d.weights[0], stack[1, 2])
+                assert f"{stack_title(cap, name)}, layer 1, head 2" in title(win.lines_view)
     # the spin boxes follow the stack's size
     assert (win.layer_spin.maximum(), win.head_spin.maximum()) == (1, 3)
 
@@ -474,21 +476,24 @@ def test_seq2seq_row_label_modes_on_the_cross_stack(qtbot, marian_window):
     cap = win.capture
     assert win.rows_combo.isEnabled()
     win.select(stack="cross_attentions", layer=1, head=0)
+    # the default reads "input → the token it predicts": a reader cannot take the input for the output
+    assert win.rows_combo.currentText() == "both"
+    assert list(win.head_view.data.row_labels) == [clean_label(f"{a} → {b}") for a, b in
+                                                   zip(cap.decoder_inputs.display, cap.outputs.display, strict=True)]
+    assert win.head_view.ax.get_ylabel() == "query: input → predicted token"
+    win.rows_combo.setCurrentText("input")
     d = win.head_view.data
     dec_in = [clean_label(s) for s in cap.decoder_inputs.display]
     out = [clean_label(s) for s in cap.outputs.display]
     assert list(d.row_labels) == dec_in
+    assert win.head_view.ax.get_ylabel() == "query: decoder input at t"
     assert list(d.col_labels) == [clean_label(s) for s in cap.source.display]
     assert d.matrix.shape == (len(cap.outputs), len(cap.source))
     assert out[-1] == "</s>" and dec_in[0] == "<pad>"  # decoder input t predicts output t
     assert dec_in[1:] == out[:-1]
-    win.rows_combo.setCurrentText("output")
+    win.rows_combo.setCurrentText("predicts")
     assert list(win.head_view.data.row_labels) == out
-    assert win.head_view.ax.get_ylabel() == "query: predicted token"
-    win.rows_combo.setCurrentText("both")
-    assert list(win.head_view.data.row_labels) == [clean_label(f"{a} → {b}") for a, b in
-                                                   zip(cap.decoder_inputs.display, cap.outputs.display, strict=True)]
-    assert win.head_view.ax.get_ylabel() == "query: decoder input → predicted token"
+    assert win.head_view.ax.get_ylabel() == "query: token predicted at t"
     # the matrix is the same whatever the labels
     np.testing.assert_array_equal(win.head_view.data.matrix, select_map(cap, "cross_attentions", 1, 0))
 

@@ -208,13 +208,13 @@ def test_cancel_while_the_loader_is_reporting_progress(qtbot, window, tiny_model
     window.input_panel.text.setPlainText("")
     stages = []
 
-    def on_progress(channel, stage, _fraction, _message):
+    def on_progress(stage, _fraction, _message):
         stages.append(stage)
-        if channel == "load" and stage == "load":
+        if stage == "load":
             window.cancel()
 
-    window.runner.progress.connect(on_progress)
     window.load_model(str(tiny_model_dir("bart")))
+    window.runner.current("load").progress.connect(on_progress)
     settle(qtbot, window)
     assert "load" in stages and "ready" not in stages
     assert window.lm is None and window.last_error == "" and window._dialog is None

@@ -63,10 +63,14 @@ def test_export_to_an_unwritable_path_keeps_the_good_file(gpt2, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["h.png", "not-a-folder"]  # no temp files left
 
 
-def test_tabs_without_a_figure_say_so(gpt2):
-    gpt2.select(tab="Statistics")
-    with pytest.raises(HeadmapError, match="no figure export"):
+def test_a_tab_with_nothing_to_draw_says_so(gpt2, tmp_path):
+    gpt2.select(tab="Mask lab")
+    with pytest.raises(HeadmapError, match="run the padding experiment or mask some tokens first"):
+        gpt2.export_view(str(tmp_path / "m.png"))
+    gpt2.select(tab="Compare")
+    with pytest.raises(HeadmapError, match="pin a capture as A"):
         gpt2.current_spec()
+    assert not (tmp_path / "m.png").exists()
 
 
 def test_copy_image_puts_the_view_on_the_clipboard(gpt2):

@@ -127,10 +127,11 @@ class HeatmapDrawer:
         # the causally masked cells: one filled path of per-row rectangles, hatched on paper
         self.mask_patch = PathPatch(MplPath(np.zeros((1, 2))), linewidth=0, edgecolor="none",
                                     antialiased=False, visible=False, zorder=3, gid=GID_MASK)
-        self.hatch_patch = PathPatch(MplPath(np.zeros((1, 2))), facecolor="none", linewidth=0, hatch="///",
-                                     visible=False, zorder=4, gid=GID_MASK_HATCH)
         self.ax.add_patch(self.mask_patch)
-        self.ax.add_patch(self.hatch_patch)
+        # on paper the masked cells are hatched too (in the window the grey fill is enough, and cheaper)
+        self.hatch_patch = None if live else self.ax.add_patch(
+            PathPatch(MplPath(np.zeros((1, 2))), facecolor="none", linewidth=0, hatch="///", visible=False, zorder=4,
+                      gid=GID_MASK_HATCH))
         if cax is not None:
             self.cbar = fig.colorbar(self.image, cax=cax)
             self.ax.set_xticks([])
@@ -144,7 +145,8 @@ class HeatmapDrawer:
     def set_theme(self, theme: Theme) -> None:
         self.theme = theme
         self.mask_patch.set_facecolor(theme.masked_color)
-        self.hatch_patch.set_edgecolor(theme.hatch_color)
+        if self.hatch_patch is not None:
+            self.hatch_patch.set_edgecolor(theme.hatch_color)
         for ax in (self.ax, self.cbar.ax):
             ax.tick_params(colors=theme.grid_color, labelcolor=theme.text_color, labelsize=theme.tick_size)
         self._shown = None
@@ -188,14 +190,18 @@ class HeatmapDrawer:
         return True
 
     def _draw_mask(self, d: HeatmapData) -> None:
+        hatch = self.hatch_patch
         if d.mask is None:
             self.mask_patch.set_visible(False)
-            self.hatch_patch.set_visible(False)
+            if hatch is not None:
+                hatch.set_visible(False)
             return
         if self._mask_cells is None or not np.array_equal(self._mask_cells, d.mask):
             path = mask_path(d.mask)
             self.mask_patch.set_path(path)
-            self.hatch_patch.set_path(path)
+            if hatch is not None:
+                hatch.set_path(path)
             self._mask_cells = d.mask
         self.mask_patch.set_visible(True)
-        self.hatch_patch.set_visible(not self.live and max(d.mask.shape) <= HATCH_MAX_CELLS)
+        if hatch is not None:
+            hatch.set_visible(max(d.mask.shape) <= HATCH_MAX_CELLS)

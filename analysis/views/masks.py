@@ -204,8 +204,9 @@ class MasksDrawer:
         ax.set_xticks(range(0, m.shape[1], step), [p.cols[i] for i in range(0, m.shape[1], step)], rotation=90)
         ax.set_yticks(range(0, m.shape[0], step), [p.rows[i] for i in range(0, m.shape[0], step)])
         ax.tick_params(colors=th.grid_color, labelcolor=th.text_color, labelsize=th.tick_size)
-        for j in p.marked:
-            ax.axvline(j, color="#d1495b", lw=0.6, alpha=0.5)
+        if p.marked:  # the pad (masked) columns, in data coordinates (drawable before any layout)
+            ax.vlines(list(p.marked), -0.5, m.shape[0] - 0.5, color="#d1495b", lw=0.6, alpha=0.5)
+            ax.set_ylim(m.shape[0] - 0.5, -0.5)
         ax.set_title(p.title, fontsize=th.base_size, color=th.text_color)
 
     def draw(self, d: MasksData) -> bool:

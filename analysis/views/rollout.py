@@ -27,7 +27,15 @@ from .. import rollout as rollout_mod
 from ..result import Capture
 from ..tasks import TaskState
 from ..themes import Theme
-from .common import GID_ATTENTION, GID_SELECTED, clean_label, stack_title, tick_step, title_inches, view_title
+from .common import (
+    GID_ATTENTION,
+    GID_SELECTED,
+    clean_label,
+    stack_title,
+    tick_step,
+    title_inches,
+    view_title,
+)
 from .spec import ViewInputs, ViewSpec
 
 COLORBAR_LABELS = {

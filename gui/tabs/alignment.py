@@ -32,7 +32,12 @@ from PySide6.QtWidgets import (
 from analysis.alignment import aer, aer_grid, format_pharaoh, split_pharaoh
 from analysis.errors import InputError
 from analysis.figures import ViewInputs
-from analysis.views.alignment import AlignmentData, alignment_data, documented_layer, model_folder_of
+from analysis.views.alignment import (
+    AlignmentData,
+    alignment_data,
+    documented_layer,
+    model_folder_of,
+)
 from analysis.views.spec import is_seq2seq
 
 from ..views.canvas import DrawnView

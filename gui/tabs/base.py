@@ -50,7 +50,7 @@ class StateTab:
 
     #: the :mod:`analysis.views` view this tab draws and exports ("" = none)
     figure_view: str = ""
-    ctx: TabContext
+    ctx: TabContext | None = None  # None until attached: a view used on its own never refreshes
     _stale: bool = True
 
     def attach(self, ctx: TabContext) -> None:
@@ -70,6 +70,22 @@ class StateTab:
         self._stale = True
         if self.on_screen():
             self.refresh_now()
+        else:
+            self.follow_theme(self.state.spec.theme)
+
+    def follow_theme(self, name: str) -> None:
+        """Recolour now, even while hidden (the window changes its theme everywhere at once)."""
+        for canvas in self.canvases():
+            if canvas.theme.name != name:
+                canvas.set_theme(name)
+
+    def canvases(self) -> list:
+        """The canvas views of this tab (a map view is its own canvas)."""
+        from ..views.canvas import CanvasView
+
+        if isinstance(self, CanvasView):
+            return [self]
+        return [v for v in vars(self).values() if isinstance(v, CanvasView)]
 
     def mark_stale(self) -> None:
         """Redraw at once if on screen, else when shown (a tab's own option changed)."""
@@ -77,7 +93,7 @@ class StateTab:
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt API
         super().showEvent(event)  # type: ignore[misc]
-        if self._stale:
+        if self._stale and self.ctx is not None:
             self.refresh_now()
 
     def refresh_now(self) -> None:
@@ -86,6 +102,7 @@ class StateTab:
         try:
             self.refresh()
         except Exception as exc:  # noqa: BLE001 - every failure becomes a message
+            self._stale = True  # shown again, it tries again (and says why it cannot draw)
             self.ctx.report(exc)
 
     def refresh(self) -> None:  # pragma: no cover - every tab overrides it

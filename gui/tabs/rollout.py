@@ -10,7 +10,16 @@ its raw matrix is kept per setting and handed to the view.
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 from analysis import rollout as rollout_mod
 from analysis.errors import Cancelled, HeadmapError

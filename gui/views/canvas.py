@@ -43,6 +43,7 @@ class CanvasView(QWidget):
         # a fixed height: a title that wraps must not resize the canvas (a resize is a full redraw)
         self.title_label.setFixedHeight(2 * self.title_label.fontMetrics().lineSpacing() + 6)
         lay.addWidget(self.title_label)
+        self.title = self.title_label  # the live title (exports draw it above the figure)
         lay.addWidget(self.canvas)
         self._background = None
         self._animated: list = []
@@ -123,6 +124,10 @@ class CanvasView(QWidget):
         """Full synchronous draw (layout, ticks, labels), then the animated artists."""
         if self._defer:
             self._schedule("redraw")
+            return
+        w, h = self.canvas.get_width_height()
+        if w < 8 or h < 8:  # not laid out yet: the canvas draws itself when it gets its size
+            self.canvas.draw_idle()
             return
         self.canvas.draw()
         # artists changed before this draw queued a draw_idle: it would repeat the same full draw

@@ -19,6 +19,7 @@ from matplotlib.transforms import Bbox
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QColor
 
+from analysis.figures import validate_spec
 from analysis.views.heatmap import HeatmapData, HeatmapDrawer, heatmap_data, hover_text
 
 from ..tabs.base import StateTab
@@ -100,6 +101,7 @@ class HeadView(StateTab, CanvasView):
         if cap is None:
             return
         spec = self.state.spec_for("head")
+        validate_spec(cap, spec)  # one clear sentence, never an empty map
         if spec.theme != self.theme.name:
             self.set_theme(spec.theme)
         self.show_map(heatmap_data(cap, spec, self.theme))

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import Signal
 
-from analysis.views.lines import XQ, XK, lines_data, token_y
+from analysis.figures import validate_spec
+from analysis.views.lines import XK, XQ, lines_data, token_y
 
 from ..tabs.base import StateTab
 from .canvas import DrawnView
@@ -33,6 +34,7 @@ class LinesView(StateTab, DrawnView):
         if cap is None:
             return
         spec = self.state.spec_for("lines")
+        validate_spec(cap, spec)  # one clear sentence, never an empty map
         self.set_theme(spec.theme)
         self.focus = None
         self.show_data(lines_data(cap, spec))

@@ -14,7 +14,14 @@ import math
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QScrollArea, QSizePolicy
 
-from analysis.views.overview import MAX_TILE_ASPECT, MosaicData, MosaicDrawer, layer_data, model_data
+from analysis.figures import validate_spec
+from analysis.views.overview import (
+    MAX_TILE_ASPECT,
+    MosaicData,
+    MosaicDrawer,
+    layer_data,
+    model_data,
+)
 
 from ..tabs.base import StateTab
 from .canvas import CanvasView
@@ -64,6 +71,7 @@ class _MosaicView(StateTab, CanvasView):
         if cap is None:
             return
         spec = self.state.spec_for(self.kind)
+        validate_spec(cap, spec)  # one clear sentence, never an empty map
         if spec.theme != self.theme.name:
             self.set_theme(spec.theme)
         self.show_mosaic(self._build(cap, spec))
@@ -77,6 +85,8 @@ class _MosaicView(StateTab, CanvasView):
     def show_mosaic(self, d: MosaicData) -> None:
         self.data, self.mos = d, d.mosaic
         changed = self.drawer.draw(d)
+        if changed:  # tile names are drawn over the (animated) image on every blit
+            self.set_animated_artists([self.image, *self.drawer.labels, self.drawer.marker])
         self.title_label.setText(d.title)
         if self._fit() or changed:
             self.redraw()
