@@ -5,6 +5,7 @@ Sections (append new ones at the end, each under its own banner):
 1. environment   – offline, headless Qt, quiet libraries (set before anything imports them)
 2. tiny models   – checkpoints built on disk once per session (``tests/tiny_models.py``)
 3. bundled       – the real bundled models (tests using them are marked ``bundled``)
+4. window        – the window fixtures of ``tests/gui_fixtures.py``, registered here once
 """
 
 from __future__ import annotations
@@ -114,3 +115,14 @@ def bundled_smollm2():
     from analysis.loader import load_model
 
     return load_model("bundled:smollm2", device="cpu")
+
+
+# ============================================================================================
+# 4. window fixtures (``window``, ``make_window``, ``settings_path``, ``one_torch_thread``)
+# ============================================================================================
+# Registered once for every test module. pytest accepts ``pytest_plugins`` only in a conftest it
+# loads before collection: this one always is, since it sits in the ``tests`` folder named by
+# ``testpaths`` and in every path a test run names (pytest also loads ``test*/conftest.py``
+# below a folder given on the command line). Test modules import only the plain helpers
+# (``load``, ``run``, ``wait_idle``, ...) from ``tests.gui_fixtures``.
+pytest_plugins = ["tests.gui_fixtures"]

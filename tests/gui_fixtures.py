@@ -1,12 +1,13 @@
 """Fixtures and helpers for the window tests (pytest-qt, offscreen).
 
-Import explicitly from the GUI test modules (the functions are ``*_fixture``; pytest finds them
-under their ``name``, so test arguments do not shadow an import)::
+The fixtures are registered once for the whole suite (``pytest_plugins`` in ``tests/conftest.py``):
+a test just names ``window``, ``make_window``, ``settings_path`` or ``one_torch_thread`` as an
+argument. The functions are ``*_fixture`` and pytest finds them under their ``name``, so nothing
+imports them. A test module imports only the plain helpers it uses::
 
     from tests.gui_fixtures import load, run, wait_idle
-    from tests.gui_fixtures import (  # noqa: F401 - fixtures
-        make_window_fixture, one_torch_thread_fixture, settings_path_fixture, window_fixture,
-    )
+
+A module may still define its own ``window`` fixture; pytest prefers the module's.
 
 * ``window`` – a shown :class:`gui.main_window.MainWindow` whose settings live in ``tmp_path``
   (``HEADMAP_SETTINGS`` points there too, and ``HEADMAP_NO_AUTOSTART`` is set). At teardown the

@@ -22,13 +22,7 @@ from analysis.consent import (
 )
 from analysis.errors import ModelLoadError, RemoteCodeError
 from analysis.loader import load_model
-from tests.gui_fixtures import (  # noqa: F401 - fixtures, found by pytest under their names
-    make_window_fixture,
-    one_torch_thread_fixture,
-    settings_path_fixture,
-    wait_idle,
-    window_fixture,
-)
+from tests.gui_fixtures import wait_idle
 from tests.tiny_models import REMOTE_CODE_MARKER, build_broken
 
 

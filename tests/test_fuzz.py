@@ -20,7 +20,6 @@ from analysis.capture import capture
 from analysis.errors import InputError
 from analysis.figures import ViewSpec, build_figure
 from analysis.tokens import PARTIAL
-from tests.gui_fixtures import one_torch_thread_fixture  # noqa: F401 - fixture, found by pytest under its name
 
 #: one fixture per tokenizer family; seq2seq and decoders also generate a few tokens
 ARCHS = ("bert", "roberta", "gpt2", "llama", "bart", "marian", "t5")

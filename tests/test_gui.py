@@ -21,16 +21,7 @@ from PySide6.QtWidgets import QApplication
 from analysis.aggregate import hide_tokens, select_map
 from analysis.figures import clean_label
 from analysis.themes import get_theme
-from tests.gui_fixtures import (  # noqa: F401 - fixtures, found by pytest under their names
-    load,
-    make_window_fixture,
-    one_torch_thread_fixture,
-    run,
-    settings_path_fixture,
-    use_target,
-    wait_idle,
-    window_fixture,
-)
+from tests.gui_fixtures import load, run, use_target, wait_idle
 
 TEXT = "I like this course"
 TARGET = "J'aime ce cours"

@@ -7,15 +7,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
-from tests.gui_fixtures import (  # noqa: F401 - fixtures, found by pytest under their names
-    load,
-    make_window_fixture,
-    one_torch_thread_fixture,
-    run,
-    settings_path_fixture,
-    wait_idle,
-    window_fixture,
-)
+from tests.gui_fixtures import load, run, wait_idle
 
 TEXT = "I like this course"
 OTHER = "The cat sat on the mat"

@@ -9,13 +9,7 @@ from PySide6.QtGui import QGuiApplication
 
 from analysis.errors import HeadmapError
 from analysis.session import captures_equal, load_session
-from tests.gui_fixtures import (  # noqa: F401 - fixtures
-    load,
-    make_window_fixture,
-    one_torch_thread_fixture,
-    settings_path_fixture,
-    window_fixture,
-)
+from tests.gui_fixtures import load
 
 TEXT = "나는 이 강의를 좋아한다"
 

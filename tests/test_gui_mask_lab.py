@@ -5,14 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import Qt
 
-from tests.gui_fixtures import (  # noqa: F401 - fixtures
-    load,
-    make_window_fixture,
-    one_torch_thread_fixture,
-    settings_path_fixture,
-    wait_idle,
-    window_fixture,
-)
+from tests.gui_fixtures import load, wait_idle
 
 PAIR = "the students in this course are reading a long and interesting book"
 

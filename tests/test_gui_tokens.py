@@ -1,15 +1,7 @@
 """The token strips: source tokens always, and for seq2seq the decoder inputs with the token each
 row predicts."""
 
-from tests.gui_fixtures import (  # noqa: F401 - fixtures
-    load,
-    make_window_fixture,
-    one_torch_thread_fixture,
-    settings_path_fixture,
-    use_target,
-    wait_idle,
-    window_fixture,
-)
+from tests.gui_fixtures import load, use_target
 
 
 def test_seq2seq_shows_decoder_inputs_and_predictions(qtbot, window, tiny_model_dir):

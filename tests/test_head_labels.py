@@ -18,14 +18,7 @@ from PySide6.QtWidgets import QWidget
 from analysis.figures import ViewSpec, clean_label
 from analysis.result import Capture, TokenSeq
 from analysis.themes import get_theme
-from tests.gui_fixtures import (  # noqa: F401 - fixtures, found by pytest under their names
-    load,
-    make_window_fixture,
-    one_torch_thread_fixture,
-    run,
-    settings_path_fixture,
-    window_fixture,
-)
+from tests.gui_fixtures import load, run
 
 HANGUL_TEXT = "I like this course 나는 이 강의를 좋아한다"
 WORDS = ["나는", "이", "강의를", "좋아한다", "attention", "the", "course", "teacher", "explains", "I"]

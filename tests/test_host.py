@@ -57,9 +57,15 @@ def _unpicklable_error(task=None):
     raise LocalError("made in the child")
 
 
-def _sleep(seconds, task=None):
-    time.sleep(seconds)
-    return seconds
+def _hold(path, task=None):
+    """Run until the file ``path`` exists (at most 60 s), then return "done"."""
+    task.report("holding", None, "waiting for the file")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 60:
+        if os.path.exists(path):
+            return "done"
+        time.sleep(0.01)
+    return "never told"
 
 
 def _pid(task=None):
@@ -129,12 +135,11 @@ def test_an_exception_that_cannot_be_pickled_becomes_a_host_error(host):
 
 
 def test_cancel_reaches_the_running_job(host):
+    # cancelled once the job reports that it runs in the child; without the cancel it would
+    # return "never cancelled" after 30 s (``make bench`` times the cancel: model_process_cancel_s)
     ev = threading.Event()
-    threading.Timer(0.5, ev.set).start()
-    t0 = time.monotonic()
-    with pytest.raises(Cancelled):
-        host.call(_wait_for_cancel, task=TaskState(cancel=ev))
-    assert time.monotonic() - t0 < 20
+    with pytest.raises(Cancelled, match="cancelled in the child"):
+        host.call(_wait_for_cancel, task=TaskState(lambda *a: ev.set(), ev))
     # the next job is not cancelled by the old flag
     assert host.call(_env, "PATH") is not None
 
@@ -237,36 +242,55 @@ def test_torch_threads_follow_the_environment_of_each_call(host, tiny_model_dir,
     assert host.call(_threads) == default
 
 
-def test_release_does_not_wait_for_a_running_call(host, tiny_model_dir):
-    lm = host.load(str(tiny_model_dir("bert")), owner="w9")
-    done = []
-    t = threading.Thread(target=lambda: done.append(host.call(_sleep, 1.5)))
+def _in_thread(fn, *args) -> threading.Thread:
+    t = threading.Thread(target=fn, args=args, daemon=True)
     t.start()
-    time.sleep(0.3)  # the sleep job is running in the child
-    t0 = time.monotonic()
-    host.release(lm)
-    assert time.monotonic() - t0 < 0.5
-    t.join(10)
-    assert done == [1.5]
+    return t
+
+
+def test_release_does_not_wait_for_a_running_call(host, tiny_model_dir, tmp_path):
+    lm = host.load(str(tiny_model_dir("bert")), owner="w9")
+    go = tmp_path / "go"
+    running, done = threading.Event(), []
+    call = _in_thread(lambda: done.append(host.call(_hold, str(go), task=TaskState(lambda *a: running.set()))))
+    try:
+        assert running.wait(60), "the job did not start in the model process"
+        # the job runs until told to stop, so release returns while it runs or not at all. The
+        # join timeout only keeps a release that waits for the call from hanging the suite; it is
+        # not a timing assertion (``make bench`` times release: model_process_release_s).
+        release = _in_thread(host.release, lm)
+        release.join(30)
+        assert not release.is_alive(), "release waited for the running call"
+        assert call.is_alive() and done == []
+    finally:
+        go.touch()
+        call.join(60)
+    assert done == ["done"]
     with pytest.raises(ModelHostError, match="no longer loaded"):
         host.call(capture, lm, TEXT)
 
 
-def test_close_during_a_call_stops_the_child_and_fails_the_call():
+def test_close_during_a_call_stops_the_child_and_fails_the_call(tmp_path):
     h = ModelHost(preload=False)
-    errors = []
+    running, errors, results = threading.Event(), [], []
 
     def job():
         try:
-            h.call(_sleep, 30)
+            results.append(h.call(_hold, str(tmp_path / "never"), task=TaskState(lambda *a: running.set())))
         except ModelHostError as exc:
             errors.append(exc)
 
-    t = threading.Thread(target=job)
-    t.start()
-    time.sleep(1.0)
-    t0 = time.monotonic()
-    h.close(timeout=0.5)
-    assert time.monotonic() - t0 < 5
-    t.join(10)
-    assert not t.is_alive() and len(errors) == 1 and not h.alive()
+    call = _in_thread(job)
+    try:
+        assert running.wait(60), "the job did not start in the model process"
+        # the job would run for 60 s: close must stop the child instead of waiting for it. The
+        # join timeouts only keep a close that hangs from hanging the suite; they are not timing
+        # assertions (``make bench`` times it: model_process_close_busy_s).
+        closing = _in_thread(h.close, 0.5)
+        closing.join(30)
+        assert not closing.is_alive(), "close did not return"
+        call.join(30)
+        assert not call.is_alive(), "the call did not fail after close"
+    finally:
+        h.close()
+    assert results == [] and len(errors) == 1 and not h.alive()

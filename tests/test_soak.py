@@ -13,12 +13,6 @@ import psutil
 
 from analysis.aggregate import select_map
 from analysis.capture import capture
-from tests.gui_fixtures import (  # noqa: F401 - fixtures, found by pytest under their names
-    make_window_fixture,
-    one_torch_thread_fixture,
-    settings_path_fixture,
-    window_fixture,
-)
 
 RUNS = 200
 WARM_UP = 20
