@@ -1,4 +1,4 @@
-"""The Alignment and Steps tabs (gui/tabs/alignment.py) on a synthetic translation capture.
+"""The Alignment and Steps tabs (gui/tabs/alignment.py, steps.py) on a synthetic translation capture.
 
 The capture is built by hand so the expected alignment is known: every target word attends mostly
 (0.7 of each of its token rows) to one chosen source word, chosen per layer and – in the last
@@ -102,10 +102,8 @@ def encoder_capture() -> Capture:
 def window(qtbot, tmp_path):
     from gui.main_window import MainWindow
     from gui.settings import Settings
-    from gui.tabs.alignment import install
 
     win = MainWindow(settings=Settings(str(tmp_path / "s.ini")))
-    install(win)  # the window installs the tabs itself; install is idempotent
     names = [win.tabs.tabText(i) for i in range(win.tabs.count())]
     assert names.count("Alignment") == 1 and names.count("Steps") == 1
     qtbot.addWidget(win)

@@ -1,4 +1,4 @@
-"""The Statistics, Rollout and Compare tabs (gui/tabs/analysis_tabs.py) in a real MainWindow.
+"""The Statistics, Rollout and Compare tabs (gui/tabs/stats.py, rollout.py, compare.py) in a real MainWindow.
 
 Captures are synthetic (random row-stochastic stacks, causal zeros for decoders), set with
 ``window.set_capture``; the expected numbers come from the same ``analysis`` functions the tabs call.
@@ -143,12 +143,9 @@ def window(qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("HEADMAP_NO_AUTOSTART", "1")
     from gui.main_window import MainWindow
     from gui.settings import Settings
-    from gui.tabs.analysis_tabs import install
 
     win = MainWindow(settings=Settings(str(tmp_path / "s.ini")))
     qtbot.addWidget(win)
-    if "Statistics" not in [win.tabs.tabText(i) for i in range(win.tabs.count())]:
-        install(win)  # the window installs the tabs itself; older windows did not
     win.resize(1500, 900)
     win.show()
     qtbot.waitExposed(win)
@@ -235,7 +232,7 @@ def test_stats_numbers_show_three_decimals_and_sort_numerically(window, qtbot):
 def test_number_cells_sort_numbers_and_undefined_values(qtbot):
     from PySide6.QtWidgets import QTableWidget
 
-    from gui.tabs.analysis_tabs import _NumberItem
+    from gui.tabs.stats import NumberItem as _NumberItem
 
     table = QTableWidget(5, 1)
     qtbot.addWidget(table)
@@ -342,25 +339,48 @@ def test_rollout_of_a_decoder_defaults_to_the_last_token_and_says_causal(window,
 
 
 def test_flow_runs_in_the_worker_and_matches_attention_flow(window, qtbot, tmp_path):
+    from analysis.rollout import flow_shares
+
     tab = _open(window, "Rollout")
     cap = encoder_capture()
     window.set_capture(cap)
-    with qtbot.waitSignal(window.runner.finished, timeout=60000, check_params_cb=lambda ch, _r: ch == "flow"):
-        tab.method_combo.setCurrentText("flow")
-    qtbot.waitUntil(lambda: tab.matrix is not None, timeout=5000)
+    tab.method_combo.setCurrentText("flow")
+    assert window.runner.is_busy("flow") and "computing attention flow" in tab.message.text()
+    qtbot.waitUntil(lambda: tab.matrix is not None, timeout=60000)
     want = attention_flow(cap.attention(), fusion="mean", residual=0.5)
-    np.testing.assert_allclose(_shown(tab), want, rtol=1e-5, atol=1e-7)
+    # as in the paper's code: each output row shown as shares of the input, and the bar says so
+    np.testing.assert_allclose(_shown(tab), flow_shares(want), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(_shown(tab).sum(1), 1.0, rtol=1e-6)
+    assert "each row normalised" in tab.view.cbar.ax.get_ylabel()
     np.testing.assert_allclose(tab.view.bar_values, token_contributions(want, 0), rtol=1e-5, atol=1e-7)
     _shot(qtbot, window, tmp_path, "flow-tab.png")
+    # raw max-flow values on request (the same job's result: no new one)
+    tab.values_combo.setCurrentIndex(tab.values_combo.findData("raw"))
+    assert not window.runner.is_busy("flow")
+    np.testing.assert_allclose(_shown(tab), want, rtol=1e-5, atol=1e-7)
+    assert "raw" in tab.view.cbar.ax.get_ylabel()
     # flow through an earlier layer: another job, the first result stays cached
-    with qtbot.waitSignal(window.runner.finished, timeout=60000, check_params_cb=lambda ch, _r: ch == "flow"):
-        tab.layer_spin.setValue(1)
-    qtbot.waitUntil(lambda: tab.matrix is not None, timeout=5000)
+    tab.layer_spin.setValue(1)
+    assert window.runner.is_busy("flow")
+    qtbot.waitUntil(lambda: tab.matrix is not None, timeout=60000)
     want1 = attention_flow(cap.attention(), fusion="mean", residual=0.5, output_layer=1)
     np.testing.assert_allclose(_shown(tab), want1, rtol=1e-5, atol=1e-7)
     tab.layer_spin.setValue(2)
     assert not window.runner.is_busy("flow")
     np.testing.assert_allclose(_shown(tab), want, rtol=1e-5, atol=1e-7)
+
+
+def test_flow_can_be_cancelled(window, qtbot):
+    tab = _open(window, "Rollout")
+    window.set_capture(long_capture(60))
+    tab.method_combo.setCurrentText("flow")
+    job = window.runner.current("flow")
+    assert job is not None and tab.cancel_btn.isVisible()
+    tab.cancel_btn.click()
+    assert not job.running and not window.runner.is_busy("flow")
+    assert window.runner.pool.waitForDone(60000)
+    qtbot.wait(20)
+    assert tab.matrix is None and window.last_error == ""
 
 
 def test_flow_above_64_tokens_says_use_rollout(window, qtbot):
@@ -395,12 +415,12 @@ def test_rollout_needs_self_attention_and_follows_the_seq2seq_stack(window, qtbo
 
 def test_a_failing_flow_goes_to_the_window_message(window, qtbot, monkeypatch):
     from analysis.errors import InputError
-    from gui.tabs import analysis_tabs
+    from analysis.views import rollout as rollout_view
 
     def broken(*_a, **_k):
         raise InputError("flow broke; use rollout")
 
-    monkeypatch.setattr(analysis_tabs.rollout_mod, "attention_flow", broken)
+    monkeypatch.setattr(rollout_view.rollout_mod, "attention_flow", broken)
     tab = _open(window, "Rollout")
     window.set_capture(encoder_capture())
     tab.method_combo.setCurrentText("flow")

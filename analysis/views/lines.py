@@ -71,7 +71,9 @@ def lines_data(capture: Capture, spec: ViewSpec) -> LinesData:
         weights = one[None]
         norm = view_norm(weights, capture, name, spec)
         what = heads_what(spec, n_heads)
-    strength = np.nan_to_num(np.clip(np.asarray(np.ma.filled(norm(weights), 0.0), dtype=np.float32), 0.0, 1.0))
+    # one map at a time: a LogNorm takes 2-D values only
+    scaled = np.stack([np.ma.filled(norm(w), 0.0) for w in weights]) if weights.size else weights
+    strength = np.nan_to_num(np.clip(np.asarray(scaled, dtype=np.float32), 0.0, 1.0))
     title = view_title(capture, spec, f"{stack_title(capture, name)}, layer {spec.layer}, {what}",
                        "line opacity ∝ attention")
     return LinesData(strength, weights, tuple(tok.rows), tuple(tok.cols), tok.row_title, tok.col_title, title,

@@ -25,7 +25,7 @@ from analysis import rollout as rollout_mod
 from analysis.errors import Cancelled, HeadmapError
 from analysis.figures import ViewInputs
 from analysis.result import SELF_STACKS
-from analysis.views.rollout import RolloutData, raw_flow, rollout_data
+from analysis.views.rollout import RolloutData, raw_flow, rollout_data, through_layer
 
 from ..views.canvas import DrawnView
 from .base import Caption, StateTab, TabContext
@@ -164,6 +164,10 @@ class RolloutTab(StateTab, QWidget):
         return self.method_combo.currentText()
 
     @property
+    def stack(self) -> str | None:
+        return self.state.stack
+
+    @property
     def matrix(self) -> np.ndarray | None:
         return None if self.data is None else self.data.matrix
 
@@ -176,7 +180,8 @@ class RolloutTab(StateTab, QWidget):
         self.message.setVisible(bool(text))
 
     def _settings(self, spec) -> tuple:
-        return (spec.stack, spec.fusion, round(float(spec.residual), 4), spec.through_layer)
+        cap = self.state.capture
+        return (cap.resolve_stack(spec.stack), spec.fusion, round(float(spec.residual), 4), through_layer(cap, spec))
 
     def inputs(self, spec) -> ViewInputs:
         cap = self.state.capture

@@ -172,6 +172,16 @@ class DrawnView(CanvasView):
         self.data = None
         self._new_drawer()
 
+    def __getattr__(self, name: str):
+        # the drawer's artists read as the view's own (``view.image``, ``view.ax``, ``view.diff``)
+        drawer = self.__dict__.get("drawer")
+        if drawer is not None and not name.startswith("__"):
+            try:
+                return getattr(drawer, name)
+            except AttributeError:
+                pass
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
     def _new_drawer(self) -> None:
         # built under the theme's rcParams, like an exported figure
         with mpl.rc_context(self.theme.rc()):

@@ -26,6 +26,10 @@ class LinesView(StateTab, DrawnView):
         self.canvas.mpl_connect("motion_notify_event", self._on_motion)
 
     @property
+    def ax(self):
+        return self.drawer.ax
+
+    @property
     def n_lines(self) -> int:
         return self.drawer.n_lines
 
