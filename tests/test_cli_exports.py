@@ -181,3 +181,97 @@ def test_mask_report_json_keys(tiny_model_dir, tmp_path):
     assert d["padding_side"] == "right"
     assert d["pad_attention_max"] == 0.0
     assert d["masked_attention_max_abs_diff"] <= 1e-5 < 1e-3 < d["unmasked_attention_max_abs_diff"]
+
+
+# -- every view of the window from the CLI, drawn by the same data and drawer ----------------------
+PAIR = "the students in this course are reading a long and interesting book today"
+VIEW_FLAGS = {
+    "steps": ("--step", "2", "--layer", "1", "--head", "0"),
+    "stats": ("--stat", "to_first", "--stack", "decoder"),
+    "rollout": ("--stack", "encoder", "--fusion", "max", "--residual", "0.3", "--position", "2"),
+    "flow": ("--stack", "decoder", "--layer", "0"),
+    "alignment": ("--alignment-layer", "0", "--alignment-head", "1"),
+    "masks": ("--pair", PAIR, "--layer", "1"),
+    "head": ("--stack", "cross", "--layer", "1", "--head", "3"),
+}
+
+
+def pixels(path: Path) -> np.ndarray:
+    from matplotlib.image import imread
+
+    return imread(str(path))
+
+
+@pytest.mark.parametrize("view", list(VIEW_FLAGS))
+def test_every_view_from_the_cli_is_the_windows_figure(tiny_model_dir, tmp_path, view):
+    from analysis.cli import build_parser, figure_spec
+    from analysis.figures import ViewInputs, export_figure
+    from analysis.loader import load_model
+    from analysis.masks import padding_experiment
+    from analysis.session import load_session
+
+    folder = str(tiny_model_dir("marian"))
+    png, session = tmp_path / f"{view}.png", tmp_path / f"{view}.headmap"
+    argv = ["--model", folder, "--text", TEXT, "--target", "j'aime ce cours", "--export-png", str(png),
+            "--view", view, "--dpi", "72", "--save-session", str(session), *VIEW_FLAGS[view]]
+    res = cli(*argv)
+    assert res.returncode == 0, res.stderr
+    spec = figure_spec(build_parser().parse_args(argv))
+    assert spec.rows == "both"  # seq2seq rows read "input → predicted" unless --rows says otherwise
+    cap = load_session(session).capture
+    inputs = ViewInputs(model_folder=folder)
+    if view == "masks":
+        lm = load_model(folder, device="cpu")
+        inputs = ViewInputs(mask_report=padding_experiment(lm, TEXT, PAIR))
+    again = export_figure(cap, spec, tmp_path / f"{view}-window.png", inputs=inputs)
+    np.testing.assert_array_equal(pixels(png), pixels(again))
+
+
+def test_cli_flags_map_to_the_view_spec():
+    from analysis.cli import build_parser, figure_spec
+
+    base = ["--model", "m", "--text", "t", "--export-png", "x.png"]
+    spec = figure_spec(build_parser().parse_args(base))
+    assert (spec.view, spec.layer, spec.head, spec.rows, spec.step) == ("head", 0, None, "both", 0)
+    spec = figure_spec(build_parser().parse_args(base + ["--view", "rollout", "--layer", "3", "--position", "4"]))
+    assert (spec.through_layer, spec.position, spec.layer) == (3, 4, 0)
+    spec = figure_spec(build_parser().parse_args(base + ["--view", "flow", "--flow-values", "raw"]))
+    assert (spec.through_layer, spec.flow_values) == (None, "raw")
+    spec = figure_spec(build_parser().parse_args(base + ["--rows", "input", "--step", "5", "--stat", "to_self"]))
+    assert (spec.rows, spec.step, spec.stat) == ("input", 5, "to_self")
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (("--view", "masks"), "--view masks needs --pair"),
+        (("--view", "steps", "--step", "99"), "step 99 is out of range"),
+        (("--view", "rollout", "--stack", "cross"), "need self-attention"),
+        (("--view", "stats", "--layer", "-1"), "--layer -1 is negative"),
+    ],
+)
+def test_new_view_errors_exit_nonzero_without_files(tiny_model_dir, tmp_path, extra, needle):
+    out = tmp_path / "out"
+    out.mkdir()
+    res = cli("--model", str(tiny_model_dir("marian")), "--text", TEXT, "--target", "j'aime ce cours",
+              "--export-png", str(out / "x.png"), *extra)
+    assert_clean_failure(res, out)
+    assert needle in res.stderr
+
+
+@pytest.mark.bundled
+def test_cli_alignment_is_the_tabs_best_documented_layer(tmp_path):
+    from analysis.alignment import bundled_alignment_info
+    from analysis.bundled import bundled_path
+    from analysis.figures import ViewSpec, build_figure
+    from analysis.session import load_session
+
+    png, session = tmp_path / "a.png", tmp_path / "a.headmap"
+    res = cli("--model", "bundled:translator-en-fr", "--text", TEXT, "--export-png", str(png), "--view", "alignment",
+              "--dpi", "72", "--save-session", str(session))
+    assert res.returncode == 0, res.stderr
+    best = bundled_alignment_info(bundled_path("translator-en-fr"))["best_layer"]
+    cap = load_session(session).capture
+    fig = build_figure(cap, ViewSpec(view="alignment"))
+    assert f"layer {best} (best documented)" in fig.get_suptitle()
+    assert len(fig.axes) == 3  # the links, the word matrix and its colour bar, as in the tab

@@ -152,6 +152,7 @@ class StatsTab(StateTab, QWidget):
         self.columns = ["layer", "head", "tags", *self.stat_names]
         self.table = self._make_table()
         self.grid = StatsGridView()
+        self.view = self.grid  # the tab's figure (every tab has a ``view``)
         self.grid.on_cell = self.open_head
         self.caption = Caption(self._caption_html(), rich=True)
         self._table_key = None  # (id(capture), stack) the table shows: never the capture (== compares arrays)
