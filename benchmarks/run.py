@@ -174,7 +174,7 @@ def _overview_ms(w):
     app = _app()
     w.tabs.setCurrentIndex(_tab(w, "Head"))
     app.processEvents()
-    w._dirty = set(range(w.tabs.count()))
+    w.model_view.mark_stale()  # hidden: drawn when shown, as after a new capture
     t0 = time.perf_counter()
     w.tabs.setCurrentIndex(_tab(w, "Model"))  # click → refresh → draw
     app.processEvents()  # paint
@@ -185,7 +185,7 @@ def _layer_ms(w):
     app = _app()
     w.tabs.setCurrentIndex(_tab(w, "Head"))
     app.processEvents()
-    w._dirty = set(range(w.tabs.count()))
+    w.layer_view.mark_stale()
     t0 = time.perf_counter()
     w.tabs.setCurrentIndex(_tab(w, "Layer"))
     app.processEvents()

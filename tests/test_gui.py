@@ -574,3 +574,59 @@ def test_settings_are_saved_and_restored_by_a_second_window(qtbot, make_window, 
     assert again.hide_special.isChecked()
     assert again.model_panel.combo.findText(folder) >= 0  # offered as a recent model
     assert again.lm is None  # nothing is loaded until asked (HEADMAP_NO_AUTOSTART)
+
+
+# -- overviews: a colour bar, the selected head marked, deep models readable ---------------------
+def deep_capture(n_layers: int = 30, n_heads: int = 9, n: int = 64):
+    """SmolLM2's shape: 30 layers × 9 heads, causal maps of ``n`` tokens."""
+    from analysis.result import Capture
+    from tests.test_aggregate import token_seq
+
+    rng = np.random.default_rng(5)
+    a = rng.random((n_layers, n_heads, n, n)) * np.tril(np.ones((n, n)))
+    a /= a.sum(-1, keepdims=True)
+    return Capture(model="deep", kind="decoder", architecture="LlamaForCausalLM", text="x",
+                   source=token_seq([f"t{i}" for i in range(n)]), stacks={"attentions": a.astype(np.float16)})
+
+
+def tile_pixels(view) -> tuple[float, float]:
+    """(width, height) of one tile on screen, in pixels."""
+    mos = view.data.mosaic
+    box = view.ax.get_window_extent()
+    return box.width * mos.cell[1] / mos.image.shape[1], box.height * mos.cell[0] / mos.image.shape[0]
+
+
+@pytest.mark.parametrize("size", [(1400, 860), (900, 600)])
+def test_deep_model_overview_tiles_are_never_flatter_than_2_to_1(qtbot, window, size):
+    window.resize(*size)
+    window.set_capture(deep_capture())
+    switch_tab(window, "Model")
+    view = window.model_view
+    qtbot.waitUntil(lambda: view.data is not None)
+    qtbot.wait(50)
+    w, h = tile_pixels(view)
+    assert w / h <= 2.0 + 0.05, (w, h)
+    # too small a window scrolls instead of squashing the tiles
+    if view.canvas.height() > view.scroll.viewport().height():
+        assert view.scroll.verticalScrollBar().maximum() > 0
+    # a colour bar, and the selected head outlined
+    assert view.drawer.cbar.ax.get_ylabel() == "attention weight"
+    window.select(layer=7, head=4)
+    marker = view.drawer.marker
+    mos = view.data.mosaic
+    assert marker.get_visible()
+    assert marker.get_xy() == (4 * (mos.cell[1] + mos.gap) - 0.5, 7 * (mos.cell[0] + mos.gap) - 0.5)
+
+
+def test_layer_view_marks_the_selected_head_and_has_a_colour_bar(qtbot, gpt2_window):
+    win = gpt2_window
+    switch_tab(win, "Layer")
+    win.select(head=3)
+    view = win.layer_view
+    mos = view.data.mosaic
+    r, c = divmod(3, mos.cols)
+    assert view.drawer.marker.get_visible()
+    assert view.drawer.marker.get_xy() == (c * (mos.cell[1] + mos.gap) - 0.5, r * (mos.cell[0] + mos.gap) - 0.5)
+    assert view.drawer.cbar.ax.get_ylabel() == "attention weight"
+    win.agg_check.setChecked(True)  # the aggregate: no single head to mark
+    assert not view.drawer.marker.get_visible()

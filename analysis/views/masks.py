@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 
@@ -180,9 +181,18 @@ class MasksDrawer:
         self.ax_mask = fig.add_subplot(gs[0, :])
         self.ax_panels = [fig.add_subplot(gs[1, i]) for i in range(3)]
         self.ax_numbers = None if live else fig.add_subplot(gs[2, :])
+        # colour bars made once: attention (0–1) for the first two maps, the Δ's diverging scale
+        self.unit = ScalarMappable(Normalize(0.0, 1.0), theme.cmap)
+        self.delta = ScalarMappable(TwoSlopeNorm(0.0, -1.0, 1.0), "RdBu_r")
+        self.cbar_unit = fig.colorbar(self.unit, ax=self.ax_panels[:2], fraction=0.03, pad=0.01, aspect=40)
+        self.cbar_delta = fig.colorbar(self.delta, ax=self.ax_panels[2], fraction=0.05, pad=0.01, aspect=40)
+        self.cbar_unit.set_label("attention weight")
+        self.cbar_delta.set_label("Δ attention")
 
     def set_theme(self, theme: Theme) -> None:
         self.theme = theme
+        self.unit.set_cmap(theme.cmap)
+        self.cbar_unit.update_normal(self.unit)
 
     @staticmethod
     def size(d: MasksData, theme: Theme) -> tuple[float, float]:
@@ -197,6 +207,8 @@ class MasksDrawer:
         if p.diverging:
             lim = float(np.abs(m).max()) or 1e-9
             im = ax.imshow(m, aspect="auto", interpolation="nearest", cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -lim, lim))
+            self.delta.set_norm(im.norm)
+            self.cbar_delta.update_normal(self.delta)
         else:
             im = ax.imshow(m, aspect="auto", interpolation="nearest", cmap=th.cmap, norm=Normalize(0.0, 1.0))
         im.set_gid(GID_ATTENTION)
