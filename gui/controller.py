@@ -24,10 +24,6 @@ from .panels import InputPanel, ModelPanel
 from .state import ViewerState
 from .workers import Jobs
 
-#: job kinds that use the model process (a new load or run supersedes them)
-MODEL_JOBS = ("load", "run", "masks")
-
-
 class ModelController(QObject):
     """The model panel's Load/Cancel, the input panel's Run, and their jobs.
 
@@ -121,7 +117,8 @@ class ModelController(QObject):
         job.failed.connect(self._on_run_failed)
 
     def cancel(self) -> None:
-        hit = self.jobs.cancel(*MODEL_JOBS)
+        """The model panel's Cancel: every running job stops (load, run, experiments, flow, statistics)."""
+        hit = self.jobs.cancel()
         self.pending_run = False
         self.model_panel.show_progress("cancelled", 0.0, "cancelled")
         self.model_panel.set_busy(False)

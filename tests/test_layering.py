@@ -137,3 +137,32 @@ def test_private_import_check_catches_what_it_should(tmp_path):
     ok.write_text("from __future__ import annotations\nfrom .capture import prediction_for\n"
                   "import numpy as np\nx = np._NoValue\nfrom .tasks import __all__\n")
     assert _private_imports(ok) == []
+
+
+# -- gui: tabs and views get a small interface, never the window ------------------------------------
+_MAIN_WINDOW = re.compile(r"^\s*(from\s+(gui|\.\.?)\.?main_window\s+import|import\s+gui\.main_window|"
+                          r"from\s+\.\.\s+import\s+main_window)", re.MULTILINE)
+
+
+def test_no_tab_or_view_imports_the_main_window():
+    offenders = []
+    for folder in ("tabs", "views"):
+        for path in sorted((ROOT / "gui" / folder).rglob("*.py")):
+            text = path.read_text(encoding="utf-8")
+            if _MAIN_WINDOW.search(text) or "main_window" in text:
+                offenders.append(path.relative_to(ROOT).as_posix())
+    assert not offenders, "tabs and views must not reach into the main window: " + ", ".join(offenders)
+    for bad in ("from gui.main_window import error_message", "from ..main_window import x",
+                "    from gui.main_window import MainWindow", "import gui.main_window"):
+        assert _MAIN_WINDOW.search(bad), bad
+
+
+def test_tabs_get_a_tab_context_not_the_window():
+    import ast
+
+    for path in sorted((ROOT / "gui" / "tabs").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and node.name == "__init__":
+                args = [a.arg for a in node.args.args]
+                assert "window" not in args, f"{path.name}: a tab's __init__ takes the window"

@@ -268,6 +268,8 @@ class StatsTab(StateTab, QWidget):
     def _on_failed(self, exc) -> None:
         self._pending = None
         if isinstance(exc, Cancelled):
+            self.heading.setText("<b>the statistics were cancelled</b>; they are computed again when this tab is shown")
+            self._stale = True
             return
         self.heading.setText("<b>the statistics could not be computed</b> (see the message)")
         self.ctx.report(exc)
