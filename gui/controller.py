@@ -24,6 +24,7 @@ from .panels import InputPanel, ModelPanel
 from .state import ViewerState
 from .workers import Jobs
 
+
 class ModelController(QObject):
     """The model panel's Load/Cancel, the input panel's Run, and their jobs.
 
