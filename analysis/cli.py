@@ -267,7 +267,7 @@ def headless_main(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - the CLI's promise: one line, no traceback
+    except Exception as exc:  # the CLI's promise: one line, no traceback
         if args.debug and not isinstance(exc, MemoryError):
             raise
         print(f"error: {user_message(exc, hint=_DEBUG_HINT)}", file=sys.stderr)

@@ -135,7 +135,7 @@ def _has_unicode_minus() -> bool:
         prop = font_manager.FontProperties(family=list(mpl.rcParams["font.family"])[:1])
         path = font_manager.findfont(prop, fallback_to_default=True)
         return 0x2212 in font_manager.get_font(path).get_charmap()
-    except Exception:  # noqa: BLE001 - a broken font must not break drawing
+    except Exception:  # a broken font must not break drawing
         return True
 
 

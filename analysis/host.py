@@ -256,7 +256,7 @@ def _send_error(conn, exc: BaseException) -> None:
         payload = pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
         pickle.loads(payload)  # an exception that cannot be rebuilt would fail on the other side
         conn.send(("error", payload, tb))
-    except Exception:  # noqa: BLE001
+    except Exception:
         conn.send(("error_text", type(exc).__name__, str(exc), tb))
 
 
@@ -337,7 +337,7 @@ class _Child:  # pragma: no cover - runs in the child
             data, path = dumps(result)
             del result
             conn.send(("ok", data, path))
-        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
+        except BaseException as exc:  # every failure goes back to the caller
             _send_error(conn, exc)
         finally:
             self.current = None
@@ -350,7 +350,7 @@ def _preload() -> None:  # pragma: no cover - runs in the child
         import transformers  # noqa: F401
 
         from . import capture, loader  # noqa: F401
-    except Exception:  # noqa: BLE001 - a real load reports the problem
+    except Exception:  # a real load reports the problem
         pass
 
 
@@ -594,7 +594,7 @@ def _child_error(msg: tuple) -> BaseException:
     if msg[0] == "error":
         try:
             exc = pickle.loads(msg[1])
-        except Exception:  # noqa: BLE001
+        except Exception:
             exc = ModelHostError("the model process failed; see the log")
         exc.__headmap_traceback__ = msg[2]
         return exc

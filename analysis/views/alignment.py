@@ -74,7 +74,7 @@ def model_folder_of(capture: Capture, given: str | None = None) -> str | None:
         from ..bundled import bundled_path
 
         path = Path(bundled_path(capture.model.split(":", 1)[1]))
-    except Exception:  # noqa: BLE001 - not installed: the last layer is the default
+    except Exception:  # not installed: the last layer is the default
         return None
     return str(path if path.is_dir() else path.parent)
 
@@ -82,7 +82,7 @@ def model_folder_of(capture: Capture, given: str | None = None) -> str | None:
 def documented_layer(folder: str | None) -> bool:
     try:
         return folder is not None and "best_layer" in bundled_alignment_info(folder)
-    except Exception:  # noqa: BLE001 - a damaged alignment.json only loses the label
+    except Exception:  # a damaged alignment.json only loses the label
         return False
 
 
