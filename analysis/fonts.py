@@ -109,7 +109,8 @@ def _register_bundled() -> str | None:
             added = True
     if added:
         # older matplotlib does not clear findfont's cache on addfont
-        cache_clear = getattr(font_manager.fontManager._findfont_cached, "cache_clear", None)
+        cached = getattr(font_manager.fontManager, "_findfont_cached", None)
+        cache_clear = getattr(cached, "cache_clear", None)
         if cache_clear is not None:
             cache_clear()
     return BUNDLED_FONT_NAME
