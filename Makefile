@@ -1,6 +1,7 @@
 # `make run`  : set up .venv (first time only) and open the window on a bundled model.
 # `make test` : same set-up, then the whole suite headless.
 # `make bench`: same set-up, then the benchmarks (writes bench-results.json).
+# `make lint` : same set-up, then ruff and mypy (analysis/).
 PY      ?= python3
 VENV    := .venv
 VPY     := $(VENV)/bin/python
@@ -27,6 +28,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VPY) -m ruff check analysis gui tests main.py benchmarks
+	$(VPY) -m mypy
 
 clean-venv:
 	rm -rf $(VENV)

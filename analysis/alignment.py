@@ -260,11 +260,16 @@ def aer_counts(
 
 def aer_from_counts(counts: np.ndarray) -> np.ndarray | float:
     """AER from counts ``[..., 4]`` (see :func:`aer_counts`); 0 where ``|A| + |S| = 0``."""
+    out = _aer_array(counts)
+    return float(out) if out.ndim == 0 else out
+
+
+def _aer_array(counts: np.ndarray) -> np.ndarray:
+    """:func:`aer_from_counts` as float64 ``[...]``, also for one alignment (0-d)."""
     c = np.asarray(counts, dtype=np.float64)
     denom = c[..., 2] + c[..., 3]
     ratio = np.divide(c[..., 0] + c[..., 1], denom, out=np.ones_like(denom), where=denom > 0)
-    out = 1.0 - ratio
-    return float(out) if out.ndim == 0 else out
+    return 1.0 - ratio
 
 
 def aer(
@@ -336,7 +341,7 @@ def aer_grid(
     -------
     float64 ``[L, H + 1]``; the last column is the head average.
     """
-    return aer_from_counts(aer_count_grid(cross, src_word_ids, tgt_word_ids, gold, possible))
+    return _aer_array(aer_count_grid(cross, src_word_ids, tgt_word_ids, gold, possible))
 
 
 def corpus_aer_grid(
@@ -363,7 +368,7 @@ def corpus_aer_grid(
         raise InputError(
             "no sentences given; pass at least one (cross, src ids, tgt ids, gold) sample"
         )
-    return aer_from_counts(total)
+    return _aer_array(total)
 
 
 # -- bundled models ---------------------------------------------------------------------------

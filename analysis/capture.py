@@ -41,7 +41,7 @@ def token_limit(lm: LoadedModel, max_tokens: int | None = DEFAULT_MAX_TOKENS) ->
     return int(min(n, max_tokens)) if max_tokens else int(n)
 
 
-def encode(lm: LoadedModel, text: str, limit: int) -> tuple[dict, list, bool, str]:
+def encode(lm: LoadedModel, text: str, limit: int) -> tuple[dict, list | None, bool, str]:
     """Tokenize ``text`` to at most ``limit`` tokens.
 
     Returns (model inputs as torch tensors, offsets or None, truncated?, the text actually kept).

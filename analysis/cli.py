@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .stats import STAT_NAMES as _STATS
 
@@ -188,7 +188,7 @@ def run_headless(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
 
     # Prepare (and validate) every output before writing the first one.
-    writers = []
+    writers: list[Callable[[], object]] = []
     if args.export_npz:
         from .npz import write_npz
 
@@ -212,6 +212,7 @@ def run_headless(args: argparse.Namespace) -> int:
     if args.mask_report:
         from .masks import write_mask_report
 
+        assert report is not None  # run above for --mask-report
         writers.append(lambda: write_mask_report(report, args.mask_report))
     if args.save_session:
         from .session import save_session
@@ -267,7 +268,7 @@ def headless_main(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - the CLI's promise: one line, no traceback
+    except Exception as exc:  # the CLI's promise: one line, no traceback
         if args.debug and not isinstance(exc, MemoryError):
             raise
         print(f"error: {user_message(exc, hint=_DEBUG_HINT)}", file=sys.stderr)

@@ -141,12 +141,13 @@ def check_remote_code(ref: str, folder: Path, needs_code: bool, trust: bool | Co
         return True
     request = consent_request(ref, folder)
     files = ", ".join(request.files) or "no .py files"
+    digest = request.code_sha256 or ""  # always set: consent_request hashes the folder
     if isinstance(trust, CodeConsent):
         if trust.reference != request.reference:
             msg = (f"{ref} needs custom Python code ({files}) and the consent you gave was for {trust.reference}; "
                    "consent covers one model — allow this one's code only if you trust its author")
         elif trust.code_sha256 is None:
-            msg = (f"{ref} needs to run these code files: {files} (sha256 {request.code_sha256[:12]}…); "
+            msg = (f"{ref} needs to run these code files: {files} (sha256 {digest[:12]}…); "
                    "confirm to run them")
         elif trust.code_sha256 != request.code_sha256:
             msg = (f"the code of {ref} ({files}) changed since you allowed it; "

@@ -7,6 +7,11 @@ window shows it in the status bar and a dialog.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .consent import CodeConsent
+
 
 class HeadmapError(Exception):
     """Base class: a problem the user can fix. ``str(err)`` is the one-sentence message."""
@@ -25,7 +30,7 @@ class RemoteCodeError(ModelLoadError):
     the sha256 of its code files), or ``None`` when the code was not looked at.
     """
 
-    request = None
+    request: CodeConsent | None = None
 
 
 class ConsentRequiredError(ModelLoadError):

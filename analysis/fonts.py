@@ -109,7 +109,8 @@ def _register_bundled() -> str | None:
             added = True
     if added:
         # older matplotlib does not clear findfont's cache on addfont
-        cache_clear = getattr(font_manager.fontManager._findfont_cached, "cache_clear", None)
+        cached = getattr(font_manager.fontManager, "_findfont_cached", None)
+        cache_clear = getattr(cached, "cache_clear", None)
         if cache_clear is not None:
             cache_clear()
     return BUNDLED_FONT_NAME
@@ -135,7 +136,7 @@ def _has_unicode_minus() -> bool:
         prop = font_manager.FontProperties(family=list(mpl.rcParams["font.family"])[:1])
         path = font_manager.findfont(prop, fallback_to_default=True)
         return 0x2212 in font_manager.get_font(path).get_charmap()
-    except Exception:  # noqa: BLE001 - a broken font must not break drawing
+    except Exception:  # a broken font must not break drawing
         return True
 
 

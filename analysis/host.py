@@ -44,12 +44,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import HeadmapError
 from .tasks import TaskState, as_task
+
+if TYPE_CHECKING:
+    import mmap
+    from multiprocessing.connection import Connection
 
 #: arrays at least this big travel through the shared memory file instead of the pipe
 ARRAY_MIN_BYTES = 1 << 16
@@ -60,6 +64,9 @@ ENV_PREFIXES = ("HEADMAP_", "HF_", "TRANSFORMERS_")
 
 class ModelHostError(HeadmapError):
     """The model process failed in a way that has no better error type."""
+
+    #: set on errors that stand for a failure in the child: the child's traceback
+    __headmap_traceback__: str
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,7 +173,7 @@ class _ArenaUnpickler(pickle.Unpickler):
 
 def loads(data: bytes, path: str | None):
     """The inverse of :func:`dumps`; maps and then deletes the array file."""
-    mm = None
+    mm: bytes | mmap.mmap | None = None
     if path is not None:
         import mmap
 
@@ -256,7 +263,7 @@ def _send_error(conn, exc: BaseException) -> None:
         payload = pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)
         pickle.loads(payload)  # an exception that cannot be rebuilt would fail on the other side
         conn.send(("error", payload, tb))
-    except Exception:  # noqa: BLE001
+    except Exception:
         conn.send(("error_text", type(exc).__name__, str(exc), tb))
 
 
@@ -337,7 +344,7 @@ class _Child:  # pragma: no cover - runs in the child
             data, path = dumps(result)
             del result
             conn.send(("ok", data, path))
-        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
+        except BaseException as exc:  # every failure goes back to the caller
             _send_error(conn, exc)
         finally:
             self.current = None
@@ -350,7 +357,7 @@ def _preload() -> None:  # pragma: no cover - runs in the child
         import transformers  # noqa: F401
 
         from . import capture, loader  # noqa: F401
-    except Exception:  # noqa: BLE001 - a real load reports the problem
+    except Exception:  # a real load reports the problem
         pass
 
 
@@ -401,7 +408,7 @@ class ModelHost:
         self._lock = threading.Lock()  # one call at a time
         self._send_lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
-        self._conn = None
+        self._conn: Connection | None = None
         self._handles = itertools.count(1)
         self._jobs = itertools.count(1)
 
@@ -454,7 +461,7 @@ class ModelHost:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self.alive() else None
+        return self._proc.pid if self._proc is not None and self.alive() else None
 
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
@@ -472,17 +479,21 @@ class ModelHost:
     def _send(self, msg) -> None:
         """Every message to the child goes through here: one writer at a time on the socket."""
         with self._send_lock:
-            self._conn.send(msg)
+            conn = self._conn
+            if conn is None:  # closed meanwhile: callers catch this AttributeError for that case
+                raise AttributeError("the model process's connection is closed")
+            conn.send(msg)
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the child. Waits up to ``timeout`` for a running call; after that the child is
         terminated (the call then raises :class:`ModelHostError`)."""
         idle = self._lock.acquire(timeout=timeout)
         try:
-            if self._conn is not None and self.alive():
+            proc = self._proc
+            if self._conn is not None and proc is not None and self.alive():
                 try:
                     self._send(("quit",))
-                    self._proc.wait(timeout if idle else 0.5)
+                    proc.wait(timeout if idle else 0.5)
                 except (OSError, subprocess.TimeoutExpired):
                     pass
             self._discard()
@@ -548,6 +559,8 @@ class ModelHost:
             self._ensure()
             job = next(self._jobs)
             conn, proc = self._conn, self._proc
+            if conn is None or proc is None:  # close() on another thread stopped the child meanwhile
+                raise ModelHostError("the model process was closed; load the model again")
             try:
                 self._send(("call", job, fn, args, kwargs, env, load_handle, owner))
             except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
@@ -594,7 +607,7 @@ def _child_error(msg: tuple) -> BaseException:
     if msg[0] == "error":
         try:
             exc = pickle.loads(msg[1])
-        except Exception:  # noqa: BLE001
+        except Exception:
             exc = ModelHostError("the model process failed; see the log")
         exc.__headmap_traceback__ = msg[2]
         return exc

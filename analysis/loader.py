@@ -287,10 +287,9 @@ def _hub_snapshot(repo_id: str, task: TaskState) -> Path:
             "connect to the internet once, or open a local folder or a bundled model"
         )
     task.step("download", None, f"downloading {repo_id} from the Hugging Face hub…")
-    try:
-        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-    except ImportError:  # pragma: no cover
-        RepositoryNotFoundError = GatedRepoError = ()  # type: ignore[assignment]
+    # in every huggingface_hub that transformers 5 accepts (the module exists since 0.23)
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
     try:
         folder = Path(snapshot_download(repo_id, allow_patterns=patterns))
     except GatedRepoError as exc:

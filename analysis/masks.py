@@ -774,10 +774,9 @@ def _padding_predictions(
     lm: LoadedModel, out_alone, out_masked, out_unmasked, real: np.ndarray
 ) -> dict[str, Any]:
     """Argmax predictions of the three runs (see :class:`PaddingReport`)."""
-    la = _logits(out_alone, 0)
-    if la is None:
+    la, lm_, lu = _logits(out_alone, 0), _logits(out_masked, 0), _logits(out_unmasked, 0)
+    if la is None or lm_ is None or lu is None:  # one model: all three runs have logits, or none
         return {}
-    lm_, lu = _logits(out_masked, 0), _logits(out_unmasked, 0)
     head = lm.summary.head_kind
     if lm.kind == "seq2seq":
         task = "translation"  # every decoder step; the decoder side has no padding
@@ -791,7 +790,7 @@ def _padding_predictions(
         return {}
     if task in ("next_token", "masked_lm"):
         lm_, lu = lm_[real], lu[real]  # the sentence's own tokens
-    logits = (la, lm_, lu)
+    logits: tuple[np.ndarray, ...] = (la, lm_, lu)
     if task == "next_token":
         logits = tuple(x[-1:] for x in logits)  # the token after the last real one
     ida, idm, idu = (np.atleast_1d(np.argmax(x, axis=-1)).tolist() for x in logits)

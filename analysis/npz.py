@@ -47,6 +47,6 @@ def write_npz(cap: Capture, path) -> None:
 
     def _w(tmp: str) -> None:
         with open(tmp, "wb") as fh:  # a file object: numpy must not append ".npz" to the temp name
-            np.savez(fh, **arrays)
+            np.savez(fh, **arrays)  # type: ignore[arg-type]  # mypy matches **arrays to allow_pickle: bool
 
     atomic_write(path, _w)

@@ -157,7 +157,7 @@ class Capture:
         return arr if arr.dtype == np.float32 else arr.astype(np.float32)
 
     def shape(self, stack: str | None = None) -> tuple[int, int, int, int]:
-        return tuple(self.stacks[self.resolve_stack(stack)].shape)  # type: ignore[return-value]
+        return tuple(self.stacks[self.resolve_stack(stack)].shape)
 
     def n_layers(self, stack: str | None = None) -> int:
         return self.shape(stack)[0]

@@ -412,7 +412,7 @@ def _reachability(caps: np.ndarray, mid: np.ndarray) -> tuple[np.ndarray, np.nda
 def _solve_union(
     caps: np.ndarray,
     cap_mid: np.ndarray,
-    edge_lists: list[tuple[np.ndarray, np.ndarray]],
+    edge_lists: Sequence[tuple[np.ndarray, ...]],
     outs: np.ndarray,
     ins: np.ndarray,
     alive: np.ndarray,

@@ -226,7 +226,8 @@ def save_session(
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as fh:  # a file object: numpy would append ".npz" to a name
-            np.savez(fh, **arrays)  # no object arrays: loads with allow_pickle=False
+            # no object arrays: loads with allow_pickle=False
+            np.savez(fh, **arrays)  # type: ignore[arg-type]  # mypy matches **arrays to allow_pickle: bool
 
     return atomic_write(path, write, suffix=".npz")
 

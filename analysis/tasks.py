@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import overload
 
 from .errors import Cancelled
 
@@ -125,6 +126,10 @@ class TaskState:
         lo, hi = self._map(start), self._map(end)
         return TaskState(self._progress, self._cancel, start=lo, end=hi)
 
+    @overload
+    def _map(self, fraction: float) -> float: ...
+    @overload
+    def _map(self, fraction: None) -> None: ...
     def _map(self, fraction: float | None) -> float | None:
         if fraction is None:
             return None

@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matplotlib.figure import Figure
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class Theme:
     def __post_init__(self) -> None:
         object.__setattr__(self, "qt_palette", MappingProxyType(dict(self.qt_palette)))
 
-    def rc(self) -> dict[str, Any]:
+    def rc(self) -> dict[RcKeyType, Any]:
         """rcParams for :func:`matplotlib.rc_context` while a figure of this theme is built."""
         return {
             "figure.facecolor": self.figure_facecolor,

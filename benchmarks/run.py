@@ -371,7 +371,7 @@ def _call_in_thread(host, path: str, cancel=None):
     def job():
         try:
             res = host.call(hold, path, task=TaskState(lambda *a: running.set(), cancel))
-        except Exception as exc:  # noqa: BLE001 - the case looks at it
+        except Exception as exc:  # the case looks at it
             res = exc
         outcome.append((time.perf_counter(), res))
 

@@ -18,7 +18,7 @@ class Settings(QSettings):
         else:
             super().__init__("Headmap", "Headmap")
 
-    def value(self, key: str, default=None, type_=None):  # noqa: A003 - QSettings API
+    def value(self, key: str, default=None, type_=None):
         try:
             if type_ is bool:
                 v = super().value(key, default)

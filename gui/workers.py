@@ -50,7 +50,7 @@ class _Worker(QRunnable):
         try:
             task = TaskState(self._progress, self.cancel_event)
             result = self.fn(*self.args, task=task, **self.kwargs)
-        except BaseException as exc:  # noqa: BLE001 - every failure goes back as a signal
+        except BaseException as exc:  # every failure goes back as a signal
             exc.__headmap_traceback__ = traceback.format_exc()  # type: ignore[attr-defined]
             self._emit(self.signals.failed, exc)
         else:

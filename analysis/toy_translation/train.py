@@ -108,7 +108,7 @@ def build_model(vocab_size: int, cfg: TrainConfig):
     import torch
     from transformers import MarianConfig, MarianMTModel
 
-    config = MarianConfig(
+    config = MarianConfig(  # type: ignore[call-arg]  # its typed __init__ omits the **kwargs it takes (attn_implementation)
         vocab_size=vocab_size,
         decoder_vocab_size=vocab_size,
         d_model=cfg.d_model,

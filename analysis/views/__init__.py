@@ -31,10 +31,13 @@ above its canvas.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
+
+from matplotlib.figure import Figure
 
 from ..result import Capture
 from ..tasks import TaskState
+from ..themes import Theme
 from .alignment import AlignmentDrawer, alignment_data
 from .compare import CompareDrawer, compare_data
 from .heatmap import HeatmapDrawer, heatmap_data
@@ -46,7 +49,21 @@ from .spec import VIEWS, ViewInputs, ViewSpec, validate_spec
 from .stats import StatsDrawer, stats_data
 from .steps import StepsDrawer, steps_data
 
-DRAWERS: dict[str, type] = {
+
+class Drawer(Protocol):
+    """The shape every drawer has (see above); ``d`` is its view's data."""
+
+    def __init__(self, fig: Figure, theme: Theme, live: bool = False) -> None: ...
+
+    @staticmethod
+    def size(d: Any, theme: Theme) -> tuple[float, float]: ...
+
+    def draw(self, d: Any) -> bool: ...
+
+    def set_theme(self, theme: Theme) -> None: ...
+
+
+DRAWERS: dict[str, type[Drawer]] = {
     "head": HeatmapDrawer,
     "layer": MosaicDrawer,
     "model": MosaicDrawer,

@@ -74,7 +74,7 @@ def model_folder_of(capture: Capture, given: str | None = None) -> str | None:
         from ..bundled import bundled_path
 
         path = Path(bundled_path(capture.model.split(":", 1)[1]))
-    except Exception:  # noqa: BLE001 - not installed: the last layer is the default
+    except Exception:  # not installed: the last layer is the default
         return None
     return str(path if path.is_dir() else path.parent)
 
@@ -82,7 +82,7 @@ def model_folder_of(capture: Capture, given: str | None = None) -> str | None:
 def documented_layer(folder: str | None) -> bool:
     try:
         return folder is not None and "best_layer" in bundled_alignment_info(folder)
-    except Exception:  # noqa: BLE001 - a damaged alignment.json only loses the label
+    except Exception:  # a damaged alignment.json only loses the label
         return False
 
 
@@ -97,7 +97,7 @@ def alignment_data(capture: Capture, spec: ViewSpec, inputs: ViewInputs | None =
     which = " (best documented)" if documented else (" (the last)" if spec.alignment_layer is None else "")
     what = f"word alignment from cross-attention, layer {res.layer}{which}, {head}"
     gold = frozenset(inputs.gold[1]) if inputs.gold is not None else None
-    return AlignmentData(res, words(capture.text, n_src), words(capture.output_text, n_tgt), gold, int(res.layer),
+    return AlignmentData(res, words(capture.text, n_src), words(capture.output_text, n_tgt), gold, int(layer),
                          res.head, documented, view_title(capture, spec, what), spec.cmap or "")
 
 
@@ -162,15 +162,15 @@ class AlignmentDrawer:
         soft = np.tile(base, (len(ii), 1))
         strength = np.clip(m[jj, ii] / top, 0, 1)
         soft[:, 3] = 0.85 * strength
-        self.soft_lines.set_color(soft if len(ii) else "none")
-        self.soft_lines.set_linewidths(0.8 + 2.2 * strength if len(ii) else 1.0)
+        self.soft_lines.set_color(soft if len(ii) else "none")  # type: ignore[arg-type]  # the stubs take no ndarray; matplotlib does
+        self.soft_lines.set_linewidths(0.8 + 2.2 * strength if len(ii) else 1.0)  # type: ignore[attr-defined]  # alias of set_linewidth, missing from the stubs
         self.n_soft = len(ii)
         best = [(i, j) for i, j in d.pairs if i < n_src and j < n_tgt]
         self.best_lines.set_segments([[(xs_src[i], 1.0), (xs_tgt[j], 0.0)] for i, j in best])
         strong = np.tile(base, (len(best), 1))
         if best:
             strong[:, 3] = 0.45 + 0.55 * np.clip([m[j, i] / top for i, j in best], 0, 1)
-        self.best_lines.set_color(strong if best else "none")
+        self.best_lines.set_color(strong if best else "none")  # type: ignore[arg-type]  # the stubs take no ndarray; matplotlib does
         self.n_best = len(best)
         gold_ok = sorted((i, j) for i, j in (d.gold or ()) if i < n_src and j < n_tgt)
         self.gold_lines.set_segments([[(xs_src[i], 1.0), (xs_tgt[j], 0.0)] for i, j in gold_ok])

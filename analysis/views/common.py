@@ -79,7 +79,7 @@ def tick_step(n: int, length_in: float, tick_pt: float, pitch: float = 1.5) -> i
 
 def set_ticks(axis, labels: Sequence[str], step: int) -> None:
     pos = np.arange(0, len(labels), step)
-    axis.set_ticks(pos, [labels[i] for i in pos])
+    axis.set_ticks(pos, [labels[int(i)] for i in pos])
 
 
 def wrap(text: str, width_in: float, size_pt: float) -> str:

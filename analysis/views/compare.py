@@ -150,8 +150,8 @@ class CompareDrawer:
         self.ax_a.set_ylabel(a.row_title, color=th.text_color)
         self.cbar_ab.update_normal(self.image_b)
         self.cbar_ab.set_label("attention weight", color=th.text_color)
-        if same:
-            self._draw_diff(d)
+        if d.diff is not None:
+            self._draw_diff(d, d.diff)
         else:
             self.diff = None
             self.image_d.set_visible(False)
@@ -161,12 +161,12 @@ class CompareDrawer:
             self.note.set_text("\n".join(textwrap.wrap(d.note, 40)))
         return True
 
-    def _draw_diff(self, d: CompareData) -> None:
+    def _draw_diff(self, d: CompareData, diff: np.ndarray) -> None:
         th = self.theme
-        self.diff = d.diff
-        m = float(np.nanmax(np.abs(d.diff))) if d.diff.size else 0.0
+        self.diff = diff
+        m = float(np.nanmax(np.abs(diff))) if diff.size else 0.0
         m = m if m > 0 else 1e-6
-        self.image_d.set_data(d.diff)
+        self.image_d.set_data(diff)
         self.image_d.set_extent(self.image_b.get_extent())
         self.image_d.set_norm(Normalize(-m, m))
         self.image_d.set_visible(True)

@@ -89,6 +89,7 @@ def heatmap_data(capture: Capture, spec: ViewSpec, theme: Theme | str | None = N
     tok = view_tokens(capture, spec, name)
     m = processed_map(select_map(capture, name, spec.layer, spec.head, spec.aggregation), tok, spec)
     norm = view_norm(m, capture, name, spec)
+    assert norm.vmin is not None and norm.vmax is not None  # color_norm always sets both
     return HeatmapData(
         matrix=m, row_labels=tuple(tok.rows), col_labels=tuple(tok.cols), row_idx=tok.row_idx, col_idx=tok.col_idx,
         row_title=tok.row_title, col_title=tok.col_title, mask=causal_cells(capture, name, tok, spec),
@@ -129,9 +130,11 @@ class HeatmapDrawer:
                                     antialiased=False, visible=False, zorder=3, gid=GID_MASK)
         self.ax.add_patch(self.mask_patch)
         # on paper the masked cells are hatched too (in the window the grey fill is enough, and cheaper)
-        self.hatch_patch = None if live else self.ax.add_patch(
-            PathPatch(MplPath(np.zeros((1, 2))), facecolor="none", linewidth=0, hatch="///", visible=False, zorder=4,
-                      gid=GID_MASK_HATCH))
+        self.hatch_patch: PathPatch | None = None
+        if not live:
+            self.hatch_patch = PathPatch(MplPath(np.zeros((1, 2))), facecolor="none", linewidth=0, hatch="///",
+                                         visible=False, zorder=4, gid=GID_MASK_HATCH)
+            self.ax.add_patch(self.hatch_patch)
         if cax is not None:
             self.cbar = fig.colorbar(self.image, cax=cax)
             self.ax.set_xticks([])

@@ -102,7 +102,7 @@ class LinesDrawer:
         self.ax.add_collection(self.lines)
         self.texts: list = []
         self.n_lines = 0
-        self._labels_key = None
+        self._labels_key: tuple | None = None
 
     def set_theme(self, theme: Theme) -> None:
         self.theme = theme
@@ -171,7 +171,7 @@ class LinesDrawer:
             colors.append(c)
             widths.append(0.4 + 2.6 * w)
         seg = np.concatenate(segs) if segs else np.zeros((0, 2, 2))
-        self.lines.set_segments(seg)
-        self.lines.set_color(np.concatenate(colors) if seg.size else "none")
-        self.lines.set_linewidths(np.concatenate(widths) if seg.size else 1.0)
+        self.lines.set_segments(seg)  # type: ignore[arg-type]  # the stubs take no ndarray; matplotlib does
+        self.lines.set_color(np.concatenate(colors) if seg.size else "none")  # type: ignore[arg-type]  # the stubs take no ndarray; matplotlib does
+        self.lines.set_linewidths(np.concatenate(widths) if seg.size else 1.0)  # type: ignore[attr-defined]  # alias of set_linewidth, missing from the stubs
         self.n_lines = len(seg)

@@ -19,7 +19,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 
-from ..aggregate import select_map
+from ..aggregate import Aggregation, select_map
 from ..errors import InputError
 from ..result import STACK_ALIASES
 from ..themes import Theme
@@ -59,10 +59,10 @@ def report_stack(report_maps, spec: ViewSpec) -> str:
     want = STACK_ALIASES.get(spec.stack, spec.stack) if spec.stack else None
     if want in ("encoder_attentions", "decoder_attentions") and "attentions" in names:
         want = "attentions"
-    return want if want in names else names[0]
+    return want if want is not None and want in names else names[0]
 
 
-def _select(arr: np.ndarray, spec: ViewSpec, how: str | None = None) -> np.ndarray:
+def _select(arr: np.ndarray, spec: ViewSpec, how: Aggregation | None = None) -> np.ndarray:
     layer = min(spec.layer, arr.shape[0] - 1)
     head = None if spec.head is None else min(spec.head, arr.shape[1] - 1)
     return select_map(arr, None, layer, head, how or spec.aggregation)
@@ -155,7 +155,7 @@ def masks_data(report, spec: ViewSpec) -> MasksData:
     toks = tuple(clean_label(t) for t in report.tokens)
     if padding:
         strip = np.asarray(report.attention_mask)
-        strip_rows = ("sentence", "pair")
+        strip_rows: tuple[str, ...] = ("sentence", "pair")
         strip_title = f"attention mask ({report.padding_side} padding; dark = 1, light = 0 = pad)"
         panels, numbers = _padding_panels(report, spec, name), _padding_numbers(report)
     else:

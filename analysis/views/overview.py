@@ -143,7 +143,7 @@ class MosaicDrawer:
         self.marker = Rectangle((0, 0), 1, 1, fill=False, linewidth=2.0, zorder=5, visible=False, gid=GID_SELECTED)
         self.ax.add_patch(self.marker)
         self.labels: list = []
-        self._layout_key = None
+        self._layout_key: tuple | None = None
         self.set_theme(theme)
 
     def set_theme(self, theme: Theme) -> None:

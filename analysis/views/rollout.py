@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import matplotlib as mpl
 import numpy as np
 from matplotlib.colors import Normalize
+from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
@@ -66,7 +67,7 @@ class RolloutData:
 _ROLLOUTS: weakref.WeakKeyDictionary[Capture, dict[tuple, np.ndarray]] = weakref.WeakKeyDictionary()
 
 
-def rollout_layers(capture: Capture, name: str, fusion: str, residual: float) -> np.ndarray:
+def rollout_layers(capture: Capture, name: str, fusion: rollout_mod.Fusion, residual: float) -> np.ndarray:
     """:func:`analysis.rollout.rollout` of a stack, ``[L, S, S]``, cached for the capture."""
     per = _ROLLOUTS.setdefault(capture, {})
     key = (name, fusion, round(float(residual), 6))
@@ -128,7 +129,7 @@ class RolloutDrawer:
         self.cbar = fig.colorbar(self.image, ax=self.ax, fraction=0.04, pad=0.01, aspect=30)
         self.row_marker = Rectangle((-0.5, -0.5), 1, 1, fill=False, lw=1.8, gid=GID_SELECTED)
         self.ax.add_patch(self.row_marker)
-        self.bars = None
+        self.bars: BarContainer | None = None
         self.matrix = np.zeros((0, 0))
         self.bar_values = np.zeros(0)
         self.labels: tuple[str, ...] = ()

@@ -15,9 +15,10 @@ from typing import Any
 import matplotlib as mpl
 import numpy as np
 
-from ..aggregate import AGGREGATIONS, SCALES, check_layer_head
+from ..aggregate import AGGREGATIONS, SCALES, Aggregation, Scale, check_layer_head
 from ..errors import InputError
-from ..result import SELF_STACKS, Capture
+from ..result import SELF_STACKS, Capture, TokenSeq
+from ..rollout import Fusion
 from ..themes import get_theme
 
 #: every view, in the window's tab order
@@ -77,11 +78,11 @@ class ViewSpec:
     stack: str | None = None
     layer: int = 0
     head: int | None = 0
-    aggregation: str = "mean"
+    aggregation: Aggregation = "mean"
     hide_special: bool = False
     renormalize: bool = False
     cmap: str | None = None
-    scale: str = "linear"
+    scale: Scale = "linear"
     shared_range: bool = False
     row_labels: str = "both"
     show_causal_mask: bool = True
@@ -93,7 +94,7 @@ class ViewSpec:
     alignment_head: int | None = None
     step: int = 0
     stat: str = "entropy"
-    fusion: str = "mean"
+    fusion: Fusion = "mean"
     residual: float = 0.5
     through_layer: int | None = None
     position: int | None = None
@@ -180,30 +181,32 @@ def is_seq2seq(capture: Capture | None) -> bool:
     )
 
 
-def _needs_seq2seq(capture: Capture, what: str) -> None:
-    if not is_seq2seq(capture):
+def _needs_seq2seq(capture: Capture, what: str) -> tuple[TokenSeq, TokenSeq]:
+    """The capture's decoder inputs and outputs; InputError unless it is a seq2seq capture."""
+    if not is_seq2seq(capture) or capture.decoder_inputs is None or capture.outputs is None:
         raise InputError(
             f"{what} needs a seq2seq model with cross-attention; this is a {capture.kind} model "
             f"({capture.architecture}): load a translator (e.g. bundled:translator-en-fr), or choose the head, "
             "layer, model or lines view"
         )
+    return capture.decoder_inputs, capture.outputs
 
 
 def _check_alignment(capture: Capture, spec: ViewSpec) -> str:
-    _needs_seq2seq(capture, "the alignment view")
+    _, outputs = _needs_seq2seq(capture, "the alignment view")
     name = "cross_attentions"
     n_layers, n_heads = capture.stacks[name].shape[:2]
     check_layer_head(n_layers, n_heads, 0 if spec.alignment_layer is None else spec.alignment_layer, spec.alignment_head)
-    if not (np.asarray(capture.source.word_ids) >= 0).any() or not (np.asarray(capture.outputs.word_ids) >= 0).any():
+    if not (np.asarray(capture.source.word_ids) >= 0).any() or not (np.asarray(outputs.word_ids) >= 0).any():
         raise InputError("there are no words to align (the source or the output has no word tokens); type a longer text")
     return name
 
 
 def _check_steps(capture: Capture, spec: ViewSpec) -> str:
-    _needs_seq2seq(capture, "the steps view")
+    decoder_inputs, _ = _needs_seq2seq(capture, "the steps view")
     n_layers, n_heads = capture.stacks["cross_attentions"].shape[:2]
     check_layer_head(n_layers, n_heads, spec.layer, spec.head)
-    n = len(capture.decoder_inputs)
+    n = len(decoder_inputs)
     if isinstance(spec.step, bool) or not isinstance(spec.step, int | np.integer) or not 0 <= spec.step < n:
         raise InputError(f"step {spec.step} is out of range: this translation has steps 0–{n - 1}")
     return "cross_attentions"

@@ -14,8 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.text import Text
 
 from ..aggregate import select_map
 from ..result import Capture
@@ -62,7 +64,9 @@ def steps_data(capture: Capture, spec: ViewSpec) -> StepsData:
     cross = select_map(capture, "cross_attentions", spec.layer, spec.head, spec.aggregation)  # [T, S]
     dec = select_map(capture, "decoder_attentions", spec.layer, spec.head, spec.aggregation)  # [T, T]
     ymax = (max(float(cross.max()) * 1.08, 0.05), max(float(dec.max()) * 1.08, 0.05))
-    dec_in, out = capture.decoder_inputs.display[t], capture.outputs.display[t]
+    decoder_inputs, outputs = capture.decoder_inputs, capture.outputs
+    assert decoder_inputs is not None and outputs is not None  # validate_spec: a seq2seq capture
+    dec_in, out = decoder_inputs.display[t], outputs.display[t]
     cands = candidates(capture, t)
     top_title = f"top-{len(cands) or 5} candidates for output {t}"
     if cands and not any(tok == out for tok, _ in cands):
@@ -75,8 +79,8 @@ def steps_data(capture: Capture, spec: ViewSpec) -> StepsData:
     how = "the chosen hypothesis" if capture.generated else "teacher forcing on the typed target"
     caption = f"step {t}: decoder input '{dec_in}' → predicts '{out}' ({how})"
     what = f"step {t}: '{dec_in}' → '{out}', layer {spec.layer}, {heads_what(spec, capture.n_heads('cross_attentions'))}"
-    return StepsData(t, len(capture.decoder_inputs), cross[t], dec[t], ymax, tuple(capture.source.display),
-                     tuple(capture.decoder_inputs.display), dec_in, out, cands, charts, caption,
+    return StepsData(t, len(decoder_inputs), cross[t], dec[t], ymax, tuple(capture.source.display),
+                     tuple(decoder_inputs.display), dec_in, out, cands, charts, caption,
                      view_title(capture, spec, what))
 
 
@@ -89,12 +93,15 @@ class StepsDrawer:
         self.ax_cross = fig.add_subplot(gs[0, :])
         self.ax_self = fig.add_subplot(gs[1, 0])
         self.ax_top = fig.add_subplot(gs[1, 1])
-        self.cross_bars = self.self_bars = self.top_bars = None
+        self.cross_bars: BarContainer | None = None
+        self.self_bars: BarContainer | None = None
+        self.top_bars: BarContainer | None = None
         self.top_values: list = []
-        self.future = self.future_text = None
+        self.future: Rectangle | None = None
+        self.future_text: Text | None = None
         self.rebuilds = 0
         self.layouts = 0
-        self._layout_key = None
+        self._layout_key: tuple | None = None
         self._tokens: tuple | None = None
 
     def set_theme(self, theme: Theme) -> None:
@@ -142,16 +149,17 @@ class StepsDrawer:
         self.top_bars = None
         self.rebuilds += 1
 
-    def _top_axes(self, n: int) -> None:
+    def _top_axes(self, n: int) -> BarContainer:
         ax, th = self.ax_top, self.theme
         ax.clear()
-        self.top_bars = ax.barh(np.arange(n), np.zeros(n), color=th.line_colors[0], height=0.7)
+        self.top_bars = bars = ax.barh(np.arange(n), np.zeros(n), color=th.line_colors[0], height=0.7)
         self.top_values = [ax.text(0, k, "", va="center", ha="left", fontsize=th.tick_size, color=th.text_color)
                            for k in range(n)]
         ax.set_ylim(n - 0.5, -0.5)  # best candidate on top
         ax.set_xlim(0, 1.18)
         ax.set_xlabel("probability", color=th.text_color)
         self._style(ax)
+        return bars
 
     def draw(self, d: StepsData) -> bool:
         """Heights of step ``d.step``; returns True when the layout was recomputed."""
@@ -174,20 +182,23 @@ class StepsDrawer:
         th, t = self.theme, d.step
         base, hi = th.line_colors[0], th.line_colors[1]
         best = int(np.argmax(d.cross_row)) if len(d.cross_row) else -1
-        for k, (bar, h) in enumerate(zip(self.cross_bars, d.cross_row, strict=True)):
+        cross_bars, self_bars, future, future_text = self.cross_bars, self.self_bars, self.future, self.future_text
+        # draw() calls _set_tokens first, which makes all four
+        assert cross_bars is not None and self_bars is not None and future is not None and future_text is not None
+        for k, (bar, h) in enumerate(zip(cross_bars, d.cross_row, strict=True)):
             bar.set_height(float(h))
             bar.set_color(hi if k == best else base)
-        for k, (bar, h) in enumerate(zip(self.self_bars, d.self_row, strict=True)):
+        for k, (bar, h) in enumerate(zip(self_bars, d.self_row, strict=True)):
             bar.set_height(float(h))
             bar.set_color(base if k <= t else th.masked_color)
         for k, lab in enumerate(self.ax_self.get_xticklabels()):
             lab.set_color(th.text_color if k <= t else th.grid_color)
             lab.set_fontweight("bold" if k == t else "normal")
         n_dec = len(d.self_row)
-        self.future.set_x(t + 0.5)
-        self.future.set_width(max(0.0, n_dec - 0.4 - (t + 0.5)))
-        self.future_text.set_x((t + 0.5 + n_dec - 0.4) / 2)
-        self.future_text.set_visible(t < n_dec - 1)
+        future.set_x(t + 0.5)
+        future.set_width(max(0.0, n_dec - 0.4 - (t + 0.5)))
+        future_text.set_x((t + 0.5 + n_dec - 0.4) / 2)
+        future_text.set_visible(t < n_dec - 1)
         self.ax_cross.set_ylim(0, d.ymax[0])
         self.ax_self.set_ylim(0, d.ymax[1])
 
@@ -195,10 +206,11 @@ class StepsDrawer:
         th = self.theme
         base, hi = th.line_colors[0], th.line_colors[1]
         cands = list(d.candidates)
-        if self.top_bars is None or len(self.top_bars) != max(len(cands), 1):
-            self._top_axes(max(len(cands), 1))
+        bars = self.top_bars
+        if bars is None or len(bars) != max(len(cands), 1):
+            bars = self._top_axes(max(len(cands), 1))
         labels = []
-        for k, bar in enumerate(self.top_bars):
+        for k, bar in enumerate(bars):
             tok, p = cands[k] if k < len(cands) else ("(none recorded)", 0.0)
             chosen = k < len(cands) and tok == d.predicts
             bar.set_width(float(p))
@@ -206,7 +218,7 @@ class StepsDrawer:
             self.top_values[k].set_text((f"{p:.2f}" if p >= 0.005 else "<0.01") + ("  ← chosen" if chosen else ""))
             self.top_values[k].set_x(float(p) + 0.02)
             labels.append(_short(tok, 16))
-        self.ax_top.set_yticks(np.arange(len(self.top_bars)), labels)
+        self.ax_top.set_yticks(np.arange(len(bars)), labels)
         for k, lab in enumerate(self.ax_top.get_yticklabels()):
             lab.set_fontweight("bold" if k < len(cands) and cands[k][0] == d.predicts else "normal")
             lab.set_color(th.text_color)

@@ -283,7 +283,7 @@ class AlignmentTab(StateTab, QWidget):
         if path:
             try:
                 self.load_gold(path)
-            except Exception as exc:  # noqa: BLE001 - one sentence to the user
+            except Exception as exc:  # one sentence to the user
                 self.ctx.report(exc)
 
     def load_gold(self, path: str | Path) -> None:

@@ -91,7 +91,7 @@ class StateTab:
         """Redraw at once if on screen, else when shown (a tab's own option changed)."""
         self._on_state_changed()
 
-    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+    def showEvent(self, event) -> None:
         super().showEvent(event)  # type: ignore[misc]
         if self._stale and self.ctx is not None:
             self.refresh_now()
@@ -101,7 +101,7 @@ class StateTab:
         self._stale = False
         try:
             self.refresh()
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a message
+        except Exception as exc:  # every failure becomes a message
             self._stale = True  # shown again, it tries again (and says why it cannot draw)
             self.ctx.report(exc)
 
@@ -133,13 +133,13 @@ class Caption(QLabel):
         width = self.width() if self.width() > 50 else 900
         return QSize(hint.width(), max(hint.height(), self.heightForWidth(width)))
 
-    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
+    def minimumSizeHint(self) -> QSize:
         return self._needed(super().minimumSizeHint())
 
-    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+    def sizeHint(self) -> QSize:
         return self._needed(super().sizeHint())
 
-    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt API
+    def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         if self.heightForWidth(self.width()) != self.height():
             self.updateGeometry()

@@ -70,7 +70,7 @@ def tag_rules() -> list[str]:
 class FloatDelegate(QStyledItemDelegate):
     """Shows floats with 3 decimals while the model keeps the full value (numeric sorting)."""
 
-    def displayText(self, value, locale) -> str:  # noqa: N802 - Qt API
+    def displayText(self, value, locale) -> str:
         if isinstance(value, float):
             return "—" if np.isnan(value) else f"{value:.3f}"
         return super().displayText(value, locale)

@@ -208,7 +208,7 @@ class StepsTab(StateTab, QWidget):
         cap = self.state.capture
         return () if cap is None else candidates(cap, t)
 
-    def keyPressEvent(self, event) -> None:  # noqa: N802 - Left/Right step (before the window's head keys)
+    def keyPressEvent(self, event) -> None:  # Left/Right step (before the window's head keys)
         k = event.key()
         if self.data is not None and k in (Qt.Key.Key_Left, Qt.Key.Key_Right) and not event.modifiers():
             self.set_step(self.step + (1 if k == Qt.Key.Key_Right else -1))

@@ -48,7 +48,7 @@ def _register_bundled_font() -> str | None:
             return None
         families = QFontDatabase.applicationFontFamilies(font_id)
         return families[0] if families else None
-    except Exception:  # noqa: BLE001 - a missing or broken font must never break the view
+    except Exception:  # a missing or broken font must never break the view
         return None
 
 
@@ -68,7 +68,7 @@ def label_families() -> tuple[str, ...]:
         path = font_manager.findfont(font_manager.FontProperties(family=first), fallback_to_default=True)
         families.append(font_manager.get_font(path).family_name)
         families.extend(installed_cjk_fonts()[:3])
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
     bundled = _register_bundled_font()
     if bundled:
@@ -226,7 +226,7 @@ class AxisLabels(QWidget):
         return g.rows, g.cols
 
     # -- painting -----------------------------------------------------------------------------
-    def paintEvent(self, event) -> None:  # noqa: N802 - Qt API
+    def paintEvent(self, event) -> None:
         if not (self.rows or self.cols) or self.n_rows <= 0 or self.n_cols <= 0:
             return
         box = self.box_rect()
