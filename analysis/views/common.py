@@ -138,8 +138,8 @@ class ViewTokens:
     row_title, col_title : what the rows and columns are (axis titles)
     """
 
-    rows: list[str]
-    cols: list[str]
+    rows: tuple[str, ...]
+    cols: tuple[str, ...]
     row_idx: np.ndarray
     col_idx: np.ndarray
     row_keep: np.ndarray
@@ -163,7 +163,21 @@ def axis_titles(capture: Capture, name: str, mode: str) -> tuple[str, str]:
     return "query token", "key token"
 
 
+# per capture (weakly): switching heads must not rebuild hundreds of labels each time
+_TOKENS_CACHE: weakref.WeakKeyDictionary[Capture, dict[tuple, ViewTokens]] = weakref.WeakKeyDictionary()
+
+
 def view_tokens(capture: Capture, spec: ViewSpec, name: str) -> ViewTokens:
+    """The rows and columns a map of stack ``name`` shows (cached per capture and options)."""
+    per_capture = _TOKENS_CACHE.setdefault(capture, {})
+    key = (name, spec.hide_special, spec.rows)
+    tok = per_capture.get(key)
+    if tok is None:
+        tok = per_capture[key] = _view_tokens(capture, spec, name)
+    return tok
+
+
+def _view_tokens(capture: Capture, spec: ViewSpec, name: str) -> ViewTokens:
     q, k = capture.query_tokens(name), capture.key_tokens(name)
     mode = spec.rows
     row_special = q.special
@@ -176,9 +190,11 @@ def view_tokens(capture: Capture, spec: ViewSpec, name: str) -> ViewTokens:
     row_keep = ~row_special if spec.hide_special else np.ones(len(q), bool)
     col_keep = ~k.special if spec.hide_special else np.ones(len(k), bool)
     row_idx, col_idx = np.flatnonzero(row_keep), np.flatnonzero(col_keep)
+    for a in (row_keep, col_keep, row_idx, col_idx):  # shared by every map of the capture: read-only
+        a.setflags(write=False)
     all_rows = capture.row_labels(name, mode)
-    rows = [clean_label(all_rows[i]) for i in row_idx]
-    cols = [clean_label(k.display[i]) for i in col_idx]
+    rows = tuple(clean_label(all_rows[i]) for i in row_idx)
+    cols = tuple(clean_label(k.display[i]) for i in col_idx)
     row_title, col_title = axis_titles(capture, name, mode)
     return ViewTokens(rows, cols, row_idx, col_idx, row_keep, col_keep, row_title, col_title)
 

@@ -68,8 +68,8 @@ class MaskLabTab(StateTab, QWidget):
         self.pad_btn.clicked.connect(self.run_padding)
         self.mask_btn.clicked.connect(self.run_masking)
         self.cancel_btn.clicked.connect(self.cancel)
+        self._tokens_for = None  # the capture whose tokens are listed (filled when the tab is shown)
         self.attach(ctx)
-        ctx.state.capture_changed.connect(self._on_capture)
 
     def _build_layout(self) -> None:
         top = QHBoxLayout()
@@ -105,7 +105,10 @@ class MaskLabTab(StateTab, QWidget):
     def masking_report(self):
         return self.report if self.report is not None and not hasattr(self.report, "pad_positions") else None
 
-    def _on_capture(self, cap) -> None:
+    def _list_tokens(self, cap) -> None:
+        if cap is self._tokens_for:
+            return
+        self._tokens_for = cap
         self.tokens.clear()
         if cap is None:
             return
@@ -184,6 +187,7 @@ class MaskLabTab(StateTab, QWidget):
 
     # -- drawing -----------------------------------------------------------------------------
     def refresh(self) -> None:
+        self._list_tokens(self.state.capture)
         if self.report is None:
             self.view.setVisible(False)
             self.numbers.setText(START)
