@@ -25,6 +25,23 @@ from .state import ViewerState
 from .workers import Jobs
 
 
+def capture_and_prepare(run, spec, *args, task=None, **kwargs):
+    """``run(*args)`` (a capture), then, still in the worker thread, what the first view of it
+    needs: its token labels and shared colour range for ``spec`` (cached with the capture), so the
+    window's thread only draws."""
+    from analysis.views.common import shared_norm, view_tokens
+
+    cap = run(*args, task=task, **kwargs)
+    try:
+        name = cap.resolve_stack(spec.stack)
+    except KeyError:
+        name = cap.stack_names[0]
+    view_tokens(cap, spec, name)
+    if spec.shared_range:
+        shared_norm(cap, name, spec)
+    return cap
+
+
 class ModelController(QObject):
     """The model panel's Load/Cancel, the input panel's Run, and their jobs.
 
@@ -112,7 +129,8 @@ class ModelController(QObject):
             kwargs.update(generate=True, max_new_tokens=inp["max_new_tokens"])
         self.jobs.cancel("masks")  # it would hold the model process
         self.status.emit("running…")
-        job = self.jobs.start("run", self.model_job(capture), lm, inp["text"], **kwargs)
+        job = self.jobs.start("run", partial(capture_and_prepare, self.model_job(capture), self.state.spec), lm,
+                              inp["text"], **kwargs)
         job.progress.connect(lambda _s, _f, msg: self.status.emit(msg))
         job.finished.connect(self.capture_ready)
         job.failed.connect(self._on_run_failed)
