@@ -80,6 +80,7 @@ class ModelSummary:
     has_lm_head: bool
     head_kind: str  # lm / classification / masked_lm / none
     source_path: str
+    token_style: str = ""  # wordpiece / sentencepiece / byte-bpe / word (analysis.tokens.style_name)
 
     def lines(self) -> list[str]:
         out = [
@@ -633,7 +634,17 @@ def _summary(ref: str, kind: Kind, model, config, tokenizer, folder: Path) -> Mo
         has_lm_head=head in ("lm", "masked_lm"),
         head_kind=head,
         source_path=str(folder),
+        token_style=_token_style(tokenizer),
     )
+
+
+def _token_style(tokenizer) -> str:
+    from .tokens import style_name, tokenizer_style
+
+    try:
+        return style_name(tokenizer_style(tokenizer))
+    except Exception:  # a tokenizer we cannot inspect: the legend stays general
+        return ""
 
 
 def bundled_choices() -> list[tuple[str, str]]:

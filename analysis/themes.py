@@ -38,7 +38,8 @@ class Theme:
     gap_color : colour of the gaps between tiles of the model overview
     qt_palette : hint for the window: ``window``, ``window_text``, ``base``, ``alternate_base``,
         ``text``, ``button``, ``button_text``, ``highlight``, ``highlighted_text``,
-        ``tooltip_base``, ``tooltip_text`` → ``#rrggbb``
+        ``tooltip_base``, ``tooltip_text`` and optionally the frame shades ``light``,
+        ``midlight``, ``mid``, ``dark``, ``shadow`` → ``#rrggbb``
     """
 
     name: str
@@ -112,6 +113,12 @@ _DARK_PALETTE = {
     "highlighted_text": "#101010",
     "tooltip_base": "#2b2d31",
     "tooltip_text": "#e6e6e6",
+    # the frames of check boxes, spin boxes and table grids: light enough to see on the dark base
+    "light": "#8a8d93",
+    "midlight": "#6b6e74",
+    "mid": "#7d8087",
+    "dark": "#5a5d63",
+    "shadow": "#0c0c0e",
 }
 _LINES_LIGHT = (
     "#1f5fa8",

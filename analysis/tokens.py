@@ -250,3 +250,32 @@ def output_word_ids(tokenizer, ids: Sequence[int], special: Sequence[bool]) -> l
         else:
             nxt = words[k]
     return words
+
+
+# -- naming the token spelling (the window's token legend) ----------------------------------------
+#: the token spellings :func:`style_name` tells apart
+STYLE_NAMES = ("wordpiece", "sentencepiece", "byte-bpe", "word")
+
+
+def style_name(style: TokenizerStyle) -> str:
+    """``byte-bpe`` (GPT-2, Llama-3, SmolLM2), ``wordpiece`` (BERT ``##``), ``sentencepiece``
+    (``▁``: T5, Marian) or ``word`` (whole words, no pieces)."""
+    if style.byte_level:
+        return "byte-bpe"
+    if style.wordpiece_prefix:
+        return "wordpiece"
+    if style.metaspace:
+        return "sentencepiece"
+    return "word"
+
+
+def style_of_tokens(raw: Sequence[str], display: Sequence[str]) -> str:
+    """The spelling read off the tokens themselves (a reopened session has no tokenizer); ``word``
+    when no piece marks show (a WordPiece sentence of whole words reads as ``word`` too)."""
+    if any(PARTIAL in d for d in display) or any(ch in r for r in raw for ch in "ĠĊ"):
+        return "byte-bpe"
+    if any(r.startswith("##") for r in raw):
+        return "wordpiece"
+    if any(r.startswith("▁") for r in raw):
+        return "sentencepiece"
+    return "word"

@@ -29,12 +29,14 @@ class FileActions(QObject):
     """
 
     def __init__(self, parent: QWidget, state: ViewerState, current_tab: Callable, inputs: Callable,
-                 options: Callable, open_capture: Callable, status: Callable, report: Callable) -> None:
+                 options: Callable, open_capture: Callable, status: Callable, report: Callable,
+                 remember: Callable[[str], None] = lambda _path: None) -> None:
         super().__init__(parent)
         self.parent_widget = parent
         self.state = state
         self.current_tab, self.inputs, self.options = current_tab, inputs, options
         self.open_capture, self.status, self.report = open_capture, status, report
+        self.remember = remember  # a session saved or opened goes to File ▸ Open recent
 
     # -- figures ------------------------------------------------------------------------------
     def export_request(self):
@@ -107,6 +109,7 @@ class FileActions(QObject):
             raise HeadmapError("nothing to save yet; run a sentence first")
         options = {"spec": asdict(self.state.spec), **self.options()}
         save_session(path, cap, model_ref=cap.model, inputs=self.inputs(), options=options)
+        self.remember(str(path))
 
     def open_session(self, path: str) -> None:
         """Reopen a session: the captured arrays come from the file, no model is needed."""
@@ -114,6 +117,7 @@ class FileActions(QObject):
 
         sess = load_session(path)
         self.open_capture(sess)
+        self.remember(str(path))
         self.status(f"reopened session {path} ({sess.model_ref}; the model is not loaded)")
 
     def on_save_session(self) -> None:

@@ -83,7 +83,9 @@ class ModelController(QObject):
             return partial(lm.host.call, fn)
         return fn
 
-    def load_model(self, ref: str | None = None, allow_pickle: bool = False) -> None:
+    def load_model(self, ref: str | None = None, allow_pickle: bool = False, quiet: bool = False) -> None:
+        """Load ``ref`` (default: the one in the box). ``quiet``: a failure is a line in the model
+        panel, not a dialog (the last model, opened at start, may be gone)."""
         from analysis.loader import load_model
 
         ref = (ref or self.model_panel.reference()).strip()
@@ -102,7 +104,7 @@ class ModelController(QObject):
                               trust_remote_code=self.consents.get(ref), allow_pickle=allow_pickle)
         job.progress.connect(self._on_load_progress)
         job.finished.connect(self._set_model)
-        job.failed.connect(self._on_load_failed)
+        job.failed.connect(lambda exc, q=quiet, r=ref: self._on_load_failed(exc, quiet=q, ref=r))
 
     def run(self) -> None:
         if self.jobs.is_busy("load"):
@@ -160,6 +162,8 @@ class ModelController(QObject):
         if lm.notes:
             card += "<br><i>" + "<br>".join(lm.notes) + "</i>"
         self.model_panel.card.setText(card)
+        self.model_panel.set_reference(lm.reference)
+        self.model_panel.show_loaded(lm.reference)
         self.model_panel.show_progress("ready", 1.0, f"loaded {lm.reference}")
         self.input_panel.set_kind(lm.kind)
         self.settings.add_recent(lm.reference)
@@ -170,12 +174,16 @@ class ModelController(QObject):
             self.pending_run = False
             self.run()
 
-    def _on_load_failed(self, exc) -> None:
+    def _on_load_failed(self, exc, quiet: bool = False, ref: str = "") -> None:
         if isinstance(exc, Cancelled):
             self.status.emit("cancelled")
             return
         self.model_panel.show_progress("failed", 0.0, "")
         self.pending_run = False
+        # the box and the panel name the model that is still loaded (or none): Run uses that one
+        lm = self.state.model
+        self.model_panel.set_reference(lm.reference if lm is not None else ref)
+        self.model_panel.show_loaded(lm.reference if lm is not None else None, f"{ref} could not be loaded")
         if isinstance(exc, ConsentRequiredError) and "pickle" in str(exc):
             self._ask(QMessageBox.Icon.Warning, "Pickle weights", str(exc) + "\n\nLoad them anyway?",
                       lambda: self.load_model(self.loading_ref, allow_pickle=True))
@@ -183,6 +191,13 @@ class ModelController(QObject):
         if isinstance(exc, RemoteCodeError) and exc.request is not None:
             self.status.emit(f"waiting for your decision: {exc}")
             self._ask_code_consent(f"{exc}.\n\nRun the code of {exc.request.reference}?", exc.request, reload=True)
+            return
+        if quiet:
+            from analysis.errors import user_message
+
+            message = f"The last model, {ref}, could not be opened: {user_message(exc)}. Choose a model and press Load."
+            self.model_panel.show_loaded(lm.reference if lm is not None else None, message)
+            self.status.emit(message)
             return
         self.error.emit(exc)
 

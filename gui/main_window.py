@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMessageBox,
+    QScrollArea,
     QSplitter,
     QTabWidget,
     QVBoxLayout,
@@ -31,7 +32,7 @@ from analysis.host import default_host, in_process
 
 from .actions import FileActions
 from .controller import ModelController
-from .panels import EXAMPLES, InputPanel, ModelPanel, OutputPanel, TokenStrip
+from .panels import EXAMPLES, InputPanel, ModelPanel, OutputPanel, TokenStrip, token_legend
 from .settings import Settings
 from .state import PERSISTED, ViewerState
 from .tabs.alignment import AlignmentTab
@@ -50,6 +51,13 @@ from .workers import Jobs
 
 ARROWS = ((Qt.Key.Key_Up, -1, "layer"), (Qt.Key.Key_Down, 1, "layer"), (Qt.Key.Key_Left, -1, "head"),
           (Qt.Key.Key_Right, 1, "head"))
+
+
+def first_size(available) -> tuple[int, int]:
+    """The window's size at its first start: 1400 × 860, or less where the screen is smaller."""
+    if available is None:
+        return 1400, 860
+    return min(1400, int(available.width() * 0.95)), min(860, int(available.height() * 0.92))
 
 
 class MainWindow(QMainWindow):
@@ -80,17 +88,19 @@ class MainWindow(QMainWindow):
                                           self.input_panel, self.settings, self.open_dialog)
         self.toolbar = SelectionToolbar(self, self.state)
         for name in ("stack_combo", "layer_spin", "head_spin", "agg_check", "agg_combo", "hide_special", "renorm",
-                     "cmap_combo", "scale_combo", "shared", "rows_combo", "mask_check", "theme_combo", "lines_all"):
+                     "cmap_combo", "scale_combo", "shared", "rows_combo", "mask_check", "theme_combo", "lines_all",
+                     "stretch"):
             setattr(self, name, getattr(self.toolbar, name))
         self.ctx = TabContext(self.state, self.runner, self.show_error, self.statusBar().showMessage,
                               self.controller.model_job)
         self._build_tabs()
         self.actions = FileActions(self, self.state, self.tabs.currentWidget, self.input_panel.inputs,
                                    self._session_options, self._open_capture, self.statusBar().showMessage,
-                                   self.show_error)
+                                   self.show_error, self.settings.add_recent_session)
         self._build_layout()
         self._build_menu()
         self._connect()
+        self.setAcceptDrops(True)  # a checkpoint folder, a .gguf or a .headmap dropped on the window opens
         self.statusBar().showMessage("Ready. Choose a model and press Load.")
         self._restore_settings()
         from analysis.loader import available_devices
@@ -131,10 +141,9 @@ class MainWindow(QMainWindow):
         ll = QVBoxLayout(left)
         ll.addWidget(self.model_panel)
         ll.addWidget(self.input_panel)
-        tok_label = QLabel("<b>Tokens</b> (preprocessing: ids and readable strings; special tokens in red;"
-                           " ◌ = a piece of a character that byte-level BPE split into bytes)")
-        tok_label.setWordWrap(True)
-        ll.addWidget(tok_label)
+        self.tok_label = QLabel(token_legend(""))
+        self.tok_label.setWordWrap(True)
+        ll.addWidget(self.tok_label)
         ll.addWidget(self.tokens)
         ll.addWidget(self.dec_label)
         ll.addWidget(self.dec_tokens)
@@ -143,8 +152,14 @@ class MainWindow(QMainWindow):
         ll.addWidget(QLabel("<b>Output</b> (postprocessing)"))
         ll.addWidget(self.output)
         ll.addStretch(1)
+        # the panels scroll rather than cut their content (a large font, a small screen)
+        self.left_scroll = QScrollArea()
+        self.left_scroll.setWidgetResizable(True)
+        self.left_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.left_scroll.setWidget(left)
+        left.setMinimumWidth(380)
         split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(left)
+        split.addWidget(self.left_scroll)
         split.addWidget(self.tabs)
         split.setStretchFactor(1, 3)
         split.setSizes([430, 900])
@@ -163,11 +178,18 @@ class MainWindow(QMainWindow):
             a.setShortcut(shortcut)
             a.triggered.connect(slot)
             m.addAction(a)
+        self.recent_menu = m.addMenu("Open &recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
         m.addSeparator()
         act = QAction("&Quit", self)
         act.setShortcut(QKeySequence.StandardKey.Quit)
         act.triggered.connect(self.close)
         m.addAction(act)
+        help_menu = self.menuBar().addMenu("&Help")
+        keys = QAction("&Keys", self)
+        keys.setShortcut(QKeySequence(Qt.Key.Key_F1))
+        keys.triggered.connect(self.show_keys)
+        help_menu.addAction(keys)
         self.view_menu = self.menuBar().addMenu("&View")
         for key, delta, what in ARROWS:
             a = QAction(f"{'previous' if delta < 0 else 'next'} {what}", self)
@@ -186,6 +208,54 @@ class MainWindow(QMainWindow):
                 a.triggered.connect(lambda _=False, d=delta, w=what: self.state.step(w, d))
                 view.addAction(a)
 
+    def _fill_recent(self) -> None:
+        """File ▸ Open recent: the recent models and sessions."""
+        menu = self.recent_menu
+        menu.clear()
+        models, sessions = self.settings.recent_models(), self.settings.recent_sessions()
+        for ref in models:
+            menu.addAction(f"model: {ref}").triggered.connect(lambda _=False, r=ref: self.open_path(r, model=True))
+        if models and sessions:
+            menu.addSeparator()
+        for path in sessions:
+            menu.addAction(f"session: {path}").triggered.connect(lambda _=False, p=path: self.open_path(p))
+        if not (models or sessions):
+            menu.addAction("(nothing yet)").setEnabled(False)
+
+    def open_path(self, path: str, model: bool = False) -> None:
+        """Open what ``path`` is: a ``.headmap`` session, or a model (a checkpoint folder, a
+        ``.gguf`` file, or with ``model`` any reference); otherwise say what can be opened."""
+        from pathlib import Path
+
+        p = Path(path)
+        if not model and p.suffix.lower() == ".headmap":
+            try:
+                self.open_session(str(p))
+            except Exception as exc:
+                self.show_error(exc)
+            return
+        if model or p.is_dir() or p.suffix.lower() == ".gguf":
+            self.model_panel.set_reference(str(path))
+            self.load_model(str(path))
+            return
+        self.show_error(f"{p.name} is not a checkpoint folder, a .gguf model or a .headmap session; "
+                        "drop one of those to open it")
+
+    @staticmethod
+    def _dropped_path(mime) -> str | None:
+        urls = mime.urls() if mime.hasUrls() else []
+        return urls[0].toLocalFile() or None if len(urls) == 1 else None
+
+    def dragEnterEvent(self, event) -> None:
+        if self._dropped_path(event.mimeData()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        path = self._dropped_path(event.mimeData())
+        if path:
+            event.acceptProposedAction()
+            self.open_path(path)
+
     def _connect(self) -> None:
         self.controller.capture_ready.connect(self._deliver_capture)
         self.controller.error.connect(self.show_error)
@@ -193,7 +263,8 @@ class MainWindow(QMainWindow):
         self.state.capture_changed.connect(self._on_capture_changed)
         self.state.selection_changed.connect(self._on_selection_changed)
         self.state.tab_requested.connect(self.show_tab)
-        self.head_view.cell_clicked.connect(lambda i, j: self.statusBar().showMessage(f"query {i} → key {j}"))
+        # a clicked cell in words, as the hover says it, and again after every layer/head change
+        self.head_view.cell_status.connect(self.statusBar().showMessage)
         self.head_view.hovered.connect(lambda text: text and self.statusBar().showMessage(text))
         self.layer_view.head_clicked.connect(lambda head: self.select(head=head, tab="Head"))
         self.model_view.cell_clicked.connect(lambda layer, head: self.select(layer=layer, head=head, tab="Head"))
@@ -230,7 +301,7 @@ class MainWindow(QMainWindow):
         if geo is not None:
             self.restoreGeometry(geo)
         else:
-            self.resize(1400, 860)
+            self.resize(*first_size(self.screen().availableGeometry() if self.screen() else None))
         self.model_panel.set_reference(s.value("last_model", "bundled:minilm"))
         self.input_panel.text.setPlainText(s.value("text", EXAMPLES["encoder"]))
         self.model_panel.dtype.setCurrentText(s.value("dtype", "auto"))
@@ -307,6 +378,14 @@ class MainWindow(QMainWindow):
             self.state.set_capture(cap)
 
     def _show_panels(self, cap) -> None:
+        from analysis.tokens import style_of_tokens
+
+        lm = self.lm
+        if lm is not None and lm.reference == cap.model and getattr(lm.summary, "token_style", ""):
+            style = lm.summary.token_style
+        else:  # a reopened session: read the spelling off the tokens
+            style = style_of_tokens(cap.source.raw, cap.source.display)
+        self.tok_label.setText(token_legend(style))
         self.tokens.set_tokens(cap.source, cap.prompt_length if cap.generated and cap.kind == "decoder" else None)
         seq2seq = cap.decoder_inputs is not None and cap.outputs is not None
         self.dec_label.setVisible(seq2seq)
@@ -318,11 +397,12 @@ class MainWindow(QMainWindow):
     def _on_capture_changed(self, cap) -> None:
         if cap is None:
             return
-        msg = f"captured {len(cap.source)} tokens · " + ", ".join(
+        msg = f"captured {len(cap.source)} tokens with {cap.model} · " + ", ".join(
             f"{n} {cap.shape(n)[0]}×{cap.shape(n)[1]}" for n in cap.stack_names)
         if cap.notes:
             msg += " · " + "; ".join(cap.notes)
-        self.statusBar().showMessage(msg)
+        warnings = [n for n in cap.notes if n.startswith("warning:")]
+        self.statusBar().showMessage(warnings[0] if warnings else msg)
 
     def _on_selection_changed(self, spec: ViewSpec) -> None:
         if spec.theme != self._theme:
@@ -343,6 +423,36 @@ class MainWindow(QMainWindow):
         for i in range(self.tabs.count()):
             if self.tabs.tabText(i) == name:
                 self.tabs.setCurrentIndex(i)
+
+    def shortcuts(self) -> list[tuple[str, str]]:
+        """Every keyboard shortcut of the window: (keys, what it does), from its actions."""
+        from PySide6.QtGui import QShortcut
+
+        out: dict[str, str] = {}
+        for a in self.findChildren(QAction):
+            for seq in a.shortcuts():
+                keys = seq.toString(QKeySequence.SequenceFormat.NativeText)
+                what = a.text().replace("&", "").rstrip("…") or a.toolTip()
+                if keys and what:
+                    out.setdefault(keys, what)
+        for sc in self.findChildren(QShortcut):
+            keys = sc.key().toString(QKeySequence.SequenceFormat.NativeText)
+            if keys:
+                out.setdefault(keys, sc.whatsThis() or "run the sentence")
+        for keys, what in (("Up / Down", "previous / next layer (on a clicked map view)"),
+                           ("Left / Right", "previous / next head (on a clicked map view); previous / next step (Steps)")):
+            out[keys] = what
+        return sorted(out.items(), key=lambda kv: kv[0])
+
+    def show_keys(self) -> None:
+        """Help ▸ Keys: every shortcut, in a non-blocking dialog."""
+        import html
+
+        rows = "".join(f"<tr><td><b>{html.escape(k)}</b></td><td>&nbsp;{html.escape(w)}</td></tr>"
+                       for k, w in self.shortcuts())
+        box = QMessageBox(QMessageBox.Icon.NoIcon, "Keys", f"<table>{rows}</table>", QMessageBox.StandardButton.Ok, self)
+        box.setTextFormat(Qt.TextFormat.RichText)
+        self.open_dialog(box)
 
     def keyPressEvent(self, event) -> None:  # arrow keys on the map views change layer / head
         on_view = self.tabs.currentWidget() in self.map_views()
@@ -430,4 +540,4 @@ class MainWindow(QMainWindow):
 
     def autostart(self, ref: str | None = None) -> None:
         """Load ``ref`` (or the last model) and run the sentence in the editor."""
-        QTimer.singleShot(0, lambda: self.load_model(ref or self.model_panel.reference()))
+        QTimer.singleShot(0, lambda: self.controller.load_model(ref or self.model_panel.reference(), quiet=ref is None))

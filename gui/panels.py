@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QColor, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -23,6 +23,24 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+#: the token legend: what the strip's strings mean for the loaded tokenizer's spelling
+TOKEN_LEGENDS = {
+    "wordpiece": "a piece shown after <b>##</b> continues the word before it (WordPiece)",
+    "sentencepiece": "a piece that starts a word is written with <b>▁</b> by the tokenizer (shown without it); "
+                     "the others continue the word (SentencePiece)",
+    "byte-bpe": "byte-level BPE: <b>◌</b> = a piece of a character that was split into bytes (the pieces "
+                "next to it hold the rest); a piece after a space starts a word",
+    "word": "one token per word (a word-level tokenizer: no pieces)",
+}
+
+
+def token_legend(style: str) -> str:
+    """The Tokens caption for a tokenizer spelling (:data:`analysis.tokens.STYLE_NAMES`)."""
+    extra = TOKEN_LEGENDS.get(style)
+    return ("<b>Tokens</b> (preprocessing: ids and readable strings; special tokens in red"
+            + (f"; {extra})" if extra else ")"))
+
 
 EXAMPLES = {
     "encoder": "I like this course",
@@ -51,6 +69,8 @@ class ModelPanel(QGroupBox):
         self.dtype = QComboBox()
         self.dtype.addItems(["auto", "float32", "float16", "bfloat16"])
         self.device = QComboBox()
+        for combo in (self.dtype, self.device):  # never cut to "aut" by a larger font
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.trust = QCheckBox("trust remote code")
         self.trust.setToolTip("let the checkpoint's own Python code run (asks for confirmation)")
         self.load_btn = QPushButton("Load")
@@ -61,7 +81,11 @@ class ModelPanel(QGroupBox):
         self.progress.setTextVisible(True)
         self.progress.setFormat("")
         self.stage = QLabel("")
-        self.card = QLabel("No model loaded.")
+        self.loaded = QLabel("")
+        self.loaded.setWordWrap(True)
+        self.loaded.setTextFormat(Qt.TextFormat.RichText)
+        self.show_loaded(None)
+        self.card = QLabel("")
         self.card.setWordWrap(True)
         self.card.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
@@ -87,6 +111,7 @@ class ModelPanel(QGroupBox):
         lay.addLayout(btns)
         lay.addWidget(self.stage)
         lay.addLayout(form)
+        lay.addWidget(self.loaded)
         lay.addWidget(self.card)
 
         self.load_btn.clicked.connect(self._on_load)
@@ -116,6 +141,16 @@ class ModelPanel(QGroupBox):
 
     def set_reference(self, ref: str) -> None:
         self.combo.setEditText(ref)
+
+    def show_loaded(self, reference: str | None, note: str = "") -> None:
+        """Name the model that is loaded (or none), with an optional line about a failed load."""
+        import html
+
+        text = (f"Loaded: <b>{html.escape(reference)}</b>" if reference
+                else "No model loaded.")
+        if note:
+            text += f"<br><i>{html.escape(note)}</i>"
+        self.loaded.setText(text)
 
     def show_trusted(self, trusted: bool) -> None:
         """Tick the trust box without asking (it shows whether the model shown has consent)."""
@@ -201,6 +236,7 @@ class InputPanel(QGroupBox):
         self.run_btn.clicked.connect(self.run_requested)
         for seq in ("Ctrl+Return", "Ctrl+Enter"):
             sc = QShortcut(QKeySequence(seq), self)
+            sc.setWhatsThis("run the sentence")
             sc.setContext(Qt.ShortcutContext.WindowShortcut)
             sc.activated.connect(self.run_requested)
         self.translate.toggled.connect(lambda on: self.target.setEnabled(not on))
@@ -234,8 +270,25 @@ class TokenStrip(QTableWidget):
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectColumns)
-        self.setMaximumHeight(32 + 30 * len(rows))
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOn)
         self.cellClicked.connect(lambda _r, c: self.token_clicked.emit(c))
+        self.fit()
+
+    def fit(self) -> None:
+        """Columns as wide as their tokens, and exactly as tall as every row (all rows stay
+        readable whatever the font: the presentation theme enlarges it)."""
+        self.resizeColumnsToContents()
+        self.resizeRowsToContents()
+        rows = sum(self.rowHeight(r) for r in range(self.rowCount()))
+        height = (rows + self.horizontalHeader().sizeHint().height() + self.horizontalScrollBar().sizeHint().height()
+                  + 2 * self.frameWidth())
+        self.setFixedHeight(height)
+
+    def changeEvent(self, event) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.FontChange:
+            self.fit()
 
     def set_tokens(self, seq, prompt_length: int | None = None, predicts=None) -> None:
         """Show ``seq`` (display string, id); with ``predicts`` a third row: the output token each
@@ -265,7 +318,7 @@ class TokenStrip(QTableWidget):
                 if predicts.special[i]:
                     c.setForeground(QColor("#b03a2e"))
                 self.setItem(2, i, c)
-        self.resizeColumnsToContents()
+        self.fit()
 
 
 class OutputPanel(QLabel):
@@ -302,4 +355,7 @@ class OutputPanel(QLabel):
         else:
             self.setText("This checkpoint has no task head (a bare encoder): only the attention is shown.")
         if capture.notes:
-            self.setText(self.text() + "<br><i>" + "<br>".join(esc(n) for n in capture.notes) + "</i>")
+            # a warning (the model cannot read the text) stands out; red stays for errors
+            lines = [f"<b style='color:#b35c00'>{esc(n)}</b>" if n.startswith("warning:") else f"<i>{esc(n)}</i>"
+                     for n in capture.notes]
+            self.setText(self.text() + "<br>" + "<br>".join(lines))

@@ -27,12 +27,24 @@ class Settings(QSettings):
         except Exception:  # a damaged settings file never stops the window
             return default
 
-    def recent_models(self) -> list[str]:
-        v = self.value("recent_models", [])
+    def _recent(self, key: str) -> list[str]:
+        v = self.value(key, [])
         if isinstance(v, str):
             v = [v]
         return [str(x) for x in (v or []) if str(x).strip()][:MAX_RECENT]
 
+    def _add(self, key: str, item: str) -> None:
+        items = [item] + [r for r in self._recent(key) if r != item]
+        self.setValue(key, items[:MAX_RECENT])
+
+    def recent_models(self) -> list[str]:
+        return self._recent("recent_models")
+
     def add_recent(self, ref: str) -> None:
-        items = [ref] + [r for r in self.recent_models() if r != ref]
-        self.setValue("recent_models", items[:MAX_RECENT])
+        self._add("recent_models", ref)
+
+    def recent_sessions(self) -> list[str]:
+        return self._recent("recent_sessions")
+
+    def add_recent_session(self, path: str) -> None:
+        self._add("recent_sessions", path)

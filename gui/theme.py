@@ -19,6 +19,11 @@ _ROLES = {
     "highlighted_text": QPalette.ColorRole.HighlightedText,
     "tooltip_base": QPalette.ColorRole.ToolTipBase,
     "tooltip_text": QPalette.ColorRole.ToolTipText,
+    "light": QPalette.ColorRole.Light,
+    "midlight": QPalette.ColorRole.Midlight,
+    "mid": QPalette.ColorRole.Mid,
+    "dark": QPalette.ColorRole.Dark,
+    "shadow": QPalette.ColorRole.Shadow,
 }
 _BASE_POINT_SIZE: list[float] = []
 

@@ -44,7 +44,7 @@ class SelectionToolbar(QObject):
         tb2 = QToolBar("Display")
         tb2.setObjectName("display-toolbar")
         window.addToolBar(Qt.ToolBarArea.TopToolBarArea, tb2)
-        for w in (QLabel("colours"), self.cmap_combo, self.scale_combo, self.shared, self.lines_all,
+        for w in (QLabel("colours"), self.cmap_combo, self.scale_combo, self.shared, self.lines_all, self.stretch,
                   QLabel("theme"), self.theme_combo):
             tb2.addWidget(w)
         self.bars = (tb, tb2)
@@ -77,6 +77,8 @@ class SelectionToolbar(QObject):
         self.theme_combo = QComboBox()
         self.theme_combo.addItems(["light", "dark", "presentation"])
         self.lines_all = QCheckBox("lines: colour per head")
+        self.stretch = QCheckBox("stretch cells")
+        self.stretch.setToolTip("let the Head view's cells fill the view instead of staying square")
 
     def _connect(self) -> None:
         s = self.state
@@ -94,6 +96,7 @@ class SelectionToolbar(QObject):
         self.rows_combo.currentTextChanged.connect(lambda t: s.update(row_labels=t))
         self.mask_check.toggled.connect(lambda on: s.update(show_causal_mask=on))
         self.lines_all.toggled.connect(lambda on: s.update(lines_per_head=on))
+        self.stretch.toggled.connect(lambda on: s.update(stretch=on))
         self.theme_combo.currentTextChanged.connect(lambda t: s.update(theme=t))
 
     def _on_capture(self, cap) -> None:
@@ -113,7 +116,7 @@ class SelectionToolbar(QObject):
         layers, heads = self.state.shape()
         widgets = (self.stack_combo, self.layer_spin, self.head_spin, self.agg_check, self.agg_combo, self.hide_special,
                    self.renorm, self.cmap_combo, self.scale_combo, self.shared, self.rows_combo, self.mask_check,
-                   self.lines_all, self.theme_combo)
+                   self.lines_all, self.stretch, self.theme_combo)
         for w in widgets:
             w.blockSignals(True)
         try:
@@ -139,6 +142,7 @@ class SelectionToolbar(QObject):
             self.rows_combo.setCurrentText(spec.rows)
             self.mask_check.setChecked(spec.show_causal_mask)
             self.lines_all.setChecked(spec.lines_per_head)
+            self.stretch.setChecked(spec.stretch)
             self.theme_combo.setCurrentText(spec.theme)
         finally:
             for w in widgets:

@@ -123,7 +123,7 @@ def test_load_through_panel_then_ctrl_enter_runs(qtbot, window, tiny_model_dir):
     assert cap.shape() == (2, 4, 6, 6)  # [CLS] i like this course [SEP]
     assert cap.stacks["attentions"].dtype == np.float16
     np.testing.assert_allclose(cap.attention().sum(-1), 1.0, atol=5e-3)
-    assert window.statusBar().currentMessage().startswith("captured 6 tokens · attentions 2×4")
+    assert window.statusBar().currentMessage().startswith(f"captured 6 tokens with {folder} · attentions 2×4")
     # the Head view shows layer 0, head 0
     np.testing.assert_array_equal(shown(window), select_map(cap, "attentions", 0, 0))
 

@@ -58,6 +58,8 @@ class ViewSpec:
         cannot take the input for the word being produced)
     show_causal_mask : grey + hatch the cells a causal mask forbids (causal stacks only)
     lines_per_head : lines view: one colour per head of the layer instead of one map
+    stretch : the window's Head view: cells fill the view instead of staying square (exported
+        figures are sized from their labels)
     theme : ``light`` | ``dark`` | ``presentation``
     dpi : 72–600, pixel density of PNG output (and of images inside SVG/PDF)
     title : None = automatic (model, stack, layer, head/aggregation, notes)
@@ -87,6 +89,7 @@ class ViewSpec:
     row_labels: str = "both"
     show_causal_mask: bool = True
     lines_per_head: bool = False
+    stretch: bool = False
     theme: str = "light"
     dpi: int = 150
     title: str | None = None

@@ -182,7 +182,7 @@ class AlignmentTab(StateTab, QWidget):
             self.data = None
             self._combos_for = None
             self._show_message(f"{NEEDS_SEQ2SEQ}; {HOW_TO_GET_ONE}." if cap is not None
-                               else "run a sentence through a translator to see its word alignment")
+                               else f"{self.nothing_yet()}<br>Load a translator (bundled:translator-en-fr) to see its word alignment.")
             return
         spec = self.state.spec_for("alignment")
         self.view.set_theme(spec.theme)

@@ -25,6 +25,11 @@ from analysis.figures import ViewInputs, ViewSpec
 from ..state import ViewerState
 from ..workers import Jobs
 
+#: the empty state: what a tab says before there is anything to show
+NO_MODEL = ("Nothing to show yet.<br>Load a model (choose one on the left and press <b>Load</b>), "
+            "type a sentence and press <b>Ctrl+Enter</b>.")
+NO_CAPTURE = "Nothing to show yet.<br>Type a sentence and press <b>Ctrl+Enter</b> (Run)."
+
 
 @dataclass(frozen=True)
 class TabContext:
@@ -58,6 +63,14 @@ class StateTab:
         self._stale = True
         ctx.state.capture_changed.connect(self._on_state_changed)
         ctx.state.selection_changed.connect(self._on_state_changed)
+        ctx.state.model_changed.connect(self._on_state_changed)  # the empty state's words change
+        self.refresh_now()
+
+    def nothing_yet(self) -> str:
+        """What to do before there is anything to show (the empty state's words)."""
+        if self.state.model is None:
+            return NO_MODEL
+        return NO_CAPTURE
 
     @property
     def state(self) -> ViewerState:
@@ -121,13 +134,13 @@ class Caption(QLabel):
     """A word-wrapped label that always gets the height its text needs at its current width
     (a plain QLabel next to an expanding canvas gets squeezed and cuts lines off)."""
 
-    def __init__(self, text: str = "", rich: bool = False, warning: bool = False) -> None:
+    def __init__(self, text: str = "", rich: bool = False, notice: bool = False) -> None:
         super().__init__(text)
         self.setWordWrap(True)
         self.setTextFormat(Qt.TextFormat.RichText if rich else Qt.TextFormat.AutoText)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
-        if warning:
-            self.setStyleSheet("QLabel { color: #c0392b; font-weight: bold; }")
+        if notice:  # instructions and progress stand out, in the theme's text colour (red is for errors)
+            self.setStyleSheet("QLabel { font-weight: bold; }")
 
     def _needed(self, hint: QSize) -> QSize:
         width = self.width() if self.width() > 50 else 900

@@ -41,7 +41,7 @@ class CompareTab(StateTab, QWidget):
         self.clear_button = QPushButton("Clear A")
         self.clear_button.setEnabled(False)
         self.info = Caption(rich=True)
-        self.message = Caption(warning=True)
+        self.message = Caption(notice=True)
         self.message.setVisible(False)
         self.view = DrawnView("compare")
         self.caption = Caption(CAPTION)
@@ -94,6 +94,8 @@ class CompareTab(StateTab, QWidget):
         self._show_info()
         b = self.state.capture
         if b is None:
+            self.view.setVisible(False)
+            self._say(self.nothing_yet())
             return
         spec = self.state.spec_for("compare")
         self.view.set_theme(spec.theme)

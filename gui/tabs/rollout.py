@@ -105,7 +105,7 @@ class RolloutTab(StateTab, QWidget):
         self._flow_key: tuple | None = None  # the setting being computed
         self.data: RolloutData | None = None
         self._make_controls()
-        self.message = Caption(warning=True)
+        self.message = Caption(notice=True)
         self.message.setVisible(False)
         self.view = RolloutView()
         self.view.on_row = lambda i: self.state.update(position=int(i))
@@ -197,6 +197,7 @@ class RolloutTab(StateTab, QWidget):
     def refresh(self) -> None:
         cap = self.state.capture
         if cap is None:
+            self._hide(self.nothing_yet())
             return
         spec = self.state.spec_for(self.method)
         self.view.set_theme(spec.theme)

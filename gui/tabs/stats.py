@@ -236,7 +236,10 @@ class StatsTab(StateTab, QWidget):
     def refresh(self) -> None:
         cap = self.state.capture
         if cap is None:
+            self.heading.setText("")
+            self.grid.show_empty(self.nothing_yet())
             return
+        self.grid.show_content()
         spec = self.state.spec_for("stats")
         self.grid.set_theme(spec.theme)
         i = self.stat_combo.findData(spec.stat)

@@ -166,7 +166,7 @@ class StepsTab(StateTab, QWidget):
         if not is_seq2seq(cap):
             self.data = None
             self._show_message(f"{STEPS_NEED_SEQ2SEQ}; {HOW_TO_GET_ONE}." if cap is not None
-                               else "run a sentence through a translator to step through its translation")
+                               else f"{self.nothing_yet()}<br>Load a translator (bundled:translator-en-fr) to step through its translation.")
             return
         spec = self.tab_spec()
         self.view.set_theme(spec.theme)

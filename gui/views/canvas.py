@@ -45,6 +45,14 @@ class CanvasView(QWidget):
         lay.addWidget(self.title_label)
         self.title = self.title_label  # the live title (exports draw it above the figure)
         lay.addWidget(self.canvas)
+        # the empty state: words instead of axes until there is something to show
+        self.empty_label = QLabel("")
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_label.setWordWrap(True)
+        self.empty_label.setTextFormat(Qt.TextFormat.RichText)
+        self.empty_label.setVisible(False)
+        lay.addWidget(self.empty_label, 1)
+        self.empty = False
         self._background = None
         self._animated: list = []
         self.canvas.mpl_connect("draw_event", self._on_draw)
@@ -53,6 +61,29 @@ class CanvasView(QWidget):
         self.blits = 0
         self._defer = False
         self.draw_pending = ""  # "redraw" / "blit" while a deferred draw waits for its turn
+
+    # -- empty state ---------------------------------------------------------------------------
+    def content_widgets(self) -> list[QWidget]:
+        """What the empty state hides (the title and the canvas, or what holds the canvas)."""
+        return [self.title_label, self.canvas]
+
+    def show_empty(self, text: str) -> None:
+        """Show ``text`` in words where the figure would be (no axes, no colour bar)."""
+        self.empty_label.setText(f"<p style='font-size:13pt'>{text}</p>")
+        if not self.empty:
+            self.empty = True
+            self._title_was_visible = not self.title_label.isHidden()
+            for w in self.content_widgets():
+                w.setVisible(False)
+            self.empty_label.setVisible(True)
+
+    def show_content(self) -> None:
+        """Back from the empty state to the figure."""
+        if self.empty:
+            self.empty = False
+            self.empty_label.setVisible(False)
+            for w in self.content_widgets():
+                w.setVisible(w is not self.title_label or self._title_was_visible)
 
     # -- hover ------------------------------------------------------------------------------
     def set_hover(self, text: str) -> bool:
@@ -154,9 +185,11 @@ class CanvasView(QWidget):
         w, h = self.canvas.get_width_height(physical=True)
         bg = self._background
         try:
-            return (bg.get_extents()[2] - bg.get_extents()[0], bg.get_extents()[3] - bg.get_extents()[1]) != (w, h)
+            x0, y0, x1, y1 = bg.get_extents()
         except Exception:
             return False
+        # the figure's size in inches × dpi can round one pixel down (961.9999 → 961)
+        return abs((x1 - x0) - w) > 1 or abs((y1 - y0) - h) > 1
 
 
 class DrawnView(CanvasView):

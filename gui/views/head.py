@@ -19,6 +19,7 @@ from matplotlib.transforms import Bbox
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QColor
 
+from analysis.errors import InputError
 from analysis.figures import validate_spec
 from analysis.views.heatmap import HeatmapData, HeatmapDrawer, heatmap_data, hover_text
 
@@ -53,6 +54,7 @@ class HeadView(StateTab, CanvasView):
     figure_view = "head"
     hovered = Signal(str)
     cell_clicked = Signal(int, int)  # original query index, key index
+    cell_status = Signal(str)  # the clicked cell in words: layer, head, tokens and weight
 
     def __init__(self, parent=None, theme: str = "light") -> None:
         super().__init__(parent, theme)
@@ -66,6 +68,8 @@ class HeadView(StateTab, CanvasView):
         self.title_label.setVisible(True)
         self.set_animated_artists([self.image, self.mask_patch])
         self.data: HeatmapData | None = None
+        self.selected_cell: tuple[int, int] | None = None  # clicked (query, key), original indices
+        self._cell_capture = None
         self._layout_key = None
         self.canvas.mpl_connect("motion_notify_event", self._on_motion)
         self.canvas.mpl_connect("button_press_event", self._on_click)
@@ -99,12 +103,38 @@ class HeadView(StateTab, CanvasView):
     def refresh(self) -> None:
         cap = self.state.capture
         if cap is None:
+            self.show_empty(self.nothing_yet())
             return
         spec = self.state.spec_for("head")
-        validate_spec(cap, spec)  # one clear sentence, never an empty map
+        try:
+            validate_spec(cap, spec)  # one clear sentence, never an empty map
+        except InputError as exc:
+            self.show_empty(str(exc))
+            raise
+        self.show_content()
         if spec.theme != self.theme.name:
             self.set_theme(spec.theme)
+        if cap is not self._cell_capture:  # a clicked cell belongs to one capture
+            self.selected_cell, self._cell_capture = None, cap
         self.show_map(heatmap_data(cap, spec, self.theme))
+        self.say_cell()
+
+    def cell_text(self) -> str:
+        """The clicked cell as the hover names it, for the selection shown ('' when none)."""
+        d, cell = self.data, self.selected_cell
+        if d is None or cell is None or self.ctx is None:
+            return ""
+        rows, cols = np.flatnonzero(d.row_idx == cell[0]), np.flatnonzero(d.col_idx == cell[1])
+        if not (rows.size and cols.size):
+            return ""
+        spec = self.state.spec
+        head = f"{spec.aggregation} of heads" if spec.head is None else f"head {spec.head}"
+        return f"layer {spec.layer}, {head} · {hover_text(d, int(rows[0]), int(cols[0]))}"
+
+    def say_cell(self) -> None:
+        text = self.cell_text()
+        if text:
+            self.cell_status.emit(text)
 
     def display(self, capture, spec) -> None:
         """Show ``spec`` of ``capture`` directly (benchmarks, tests without a window)."""
@@ -117,7 +147,9 @@ class HeadView(StateTab, CanvasView):
         self.data = d
         changed = self.drawer.draw(d)
         self.title_label.setText(d.title)
-        key = (d.row_labels, d.col_labels, d.row_title, d.col_title, self.theme.name, self.canvas.get_width_height())
+        stretch = self.ctx is not None and self.state.spec.stretch
+        key = (d.row_labels, d.col_labels, d.row_title, d.col_title, self.theme.name, self.canvas.get_width_height(),
+               stretch)
         if changed or key != self._layout_key:
             self._layout(d)
             self._layout_key = key
@@ -161,22 +193,33 @@ class HeadView(StateTab, CanvasView):
         pitch = max(font_px * 1.15, lab.line_height())
         left = min(MAX_MARGIN, (fixed + widest(d.row_labels, max_row_w)) / w)
         bottom = min(MAX_MARGIN, (fixed + widest(d.col_labels, max_col_w)) / h)
-        ys = _tick_step(q, (AX_TOP - bottom) * h, font_px, pitch)
-        xs = _tick_step(k, (AX_RIGHT - left) * w, font_px, pitch)
+        smallest = self._box(left, bottom, q, k, w, h)
+        ys = _tick_step(q, smallest[3] * h, font_px, pitch)
+        xs = _tick_step(k, smallest[2] * w, font_px, pitch)
         rows = [(i, d.row_labels[i]) for i in range(0, q, ys)]
         cols = [(j, d.col_labels[j]) for j in range(0, k, xs)]
         row_w = widest([s for _, s in rows], max_row_w)
         col_w = widest([s for _, s in cols], max_col_w)
         left = min(MAX_MARGIN, (fixed + row_w) / w)
         bottom = min(MAX_MARGIN, (fixed + col_w) / h)
-        box = (left, bottom, AX_RIGHT - left, AX_TOP - bottom)
+        box = self._box(left, bottom, q, k, w, h)
         self.ax.set_position(box)
-        self.cax.set_position((0.87, bottom, 0.025, AX_TOP - bottom))
+        self.cax.set_position((min(box[0] + box[2] + 0.03, 0.87), box[1], 0.025, box[3]))
         # the axis titles just outside the token labels (there are no tick labels to push them)
         self.ax.yaxis.set_label_coords(-(near + row_w + TITLE_GAP) / max(box[2] * w, 1.0), 0.5)
         self.ax.xaxis.set_label_coords(0.5, -(near + col_w + TITLE_GAP) / max(box[3] * h, 1.0))
         lab.set_box(*box)
         lab.set_labels(rows, cols, q, k)
+
+    def _box(self, left: float, bottom: float, q: int, k: int, w: int, h: int) -> tuple[float, float, float, float]:
+        """The map's box (figure fractions) right of the row labels and above the column labels:
+        all the room when stretching, else the largest box of square cells, at the top left."""
+        width, height = AX_RIGHT - left, AX_TOP - bottom
+        if self.ctx is None or self.state.spec.stretch:
+            return left, bottom, width, height
+        cell = min(width * w / k, height * h / q)  # pixels
+        sw, sh = cell * k / w, cell * q / h
+        return left, AX_TOP - sh, sw, sh
 
     def hover_at(self, i: int, j: int) -> str:
         """Tooltip text for the displayed cell (row i, column j); '' outside the map."""
@@ -198,4 +241,6 @@ class HeadView(StateTab, CanvasView):
         if cell and self.data is not None:
             i, j = cell
             if 0 <= i < len(self.data.row_idx) and 0 <= j < len(self.data.col_idx):
-                self.cell_clicked.emit(int(self.data.row_idx[i]), int(self.data.col_idx[j]))
+                self.selected_cell = (int(self.data.row_idx[i]), int(self.data.col_idx[j]))
+                self.cell_clicked.emit(*self.selected_cell)
+                self.say_cell()

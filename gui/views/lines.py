@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import Signal
 
+from analysis.errors import InputError
 from analysis.figures import validate_spec
 from analysis.views.lines import XK, XQ, lines_data, token_y
 
@@ -36,9 +37,15 @@ class LinesView(StateTab, DrawnView):
     def refresh(self) -> None:
         cap = self.state.capture
         if cap is None:
+            self.show_empty(self.nothing_yet())
             return
         spec = self.state.spec_for("lines")
-        validate_spec(cap, spec)  # one clear sentence, never an empty map
+        try:
+            validate_spec(cap, spec)  # one clear sentence, never an empty map
+        except InputError as exc:
+            self.show_empty(str(exc))
+            raise
+        self.show_content()
         self.set_theme(spec.theme)
         self.focus = None
         self.show_data(lines_data(cap, spec))

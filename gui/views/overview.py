@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtWidgets import QScrollArea, QSizePolicy
 
+from analysis.errors import InputError
 from analysis.figures import validate_spec
 from analysis.views.overview import (
     MAX_TILE_ASPECT,
@@ -57,6 +58,16 @@ class _MosaicView(StateTab, CanvasView):
         self.canvas.mpl_connect("motion_notify_event", self._on_motion)
         self.canvas.mpl_connect("button_press_event", self._on_click)
         self.canvas.mpl_connect("resize_event", lambda _e: self._fit())
+        # the viewport changes size without the canvas (shown again, a taller window): fit again
+        self.scroll.viewport().installEventFilter(self)
+
+    def eventFilter(self, watched, event) -> bool:
+        if watched is self.scroll.viewport() and event.type() == QEvent.Type.Resize and self._fit():
+            self.redraw()
+        return False
+
+    def content_widgets(self) -> list:
+        return [self.title_label, self.scroll]
 
     def _apply_theme_extra(self) -> None:
         self.drawer.set_theme(self.theme)
@@ -69,9 +80,15 @@ class _MosaicView(StateTab, CanvasView):
     def refresh(self) -> None:
         cap = self.state.capture
         if cap is None:
+            self.show_empty(self.nothing_yet())
             return
         spec = self.state.spec_for(self.kind)
-        validate_spec(cap, spec)  # one clear sentence, never an empty map
+        try:
+            validate_spec(cap, spec)  # one clear sentence, never an empty map
+        except InputError as exc:
+            self.show_empty(str(exc))
+            raise
+        self.show_content()
         if spec.theme != self.theme.name:
             self.set_theme(spec.theme)
         self.show_mosaic(self._build(cap, spec))
