@@ -180,18 +180,17 @@ class ModelController(QObject):
             return
         self.model_panel.show_progress("failed", 0.0, "")
         self.pending_run = False
-        # the box and the panel name the model that is still loaded (or none): Run uses that one
-        lm = self.state.model
-        self.model_panel.set_reference(lm.reference if lm is not None else ref)
-        self.model_panel.show_loaded(lm.reference if lm is not None else None, f"{ref} could not be loaded")
         if isinstance(exc, ConsentRequiredError) and "pickle" in str(exc):
             self._ask(QMessageBox.Icon.Warning, "Pickle weights", str(exc) + "\n\nLoad them anyway?",
-                      lambda: self.load_model(self.loading_ref, allow_pickle=True))
+                      lambda: self.load_model(self.loading_ref, allow_pickle=True), lambda: self._failed(ref))
             return
         if isinstance(exc, RemoteCodeError) and exc.request is not None:
             self.status.emit(f"waiting for your decision: {exc}")
-            self._ask_code_consent(f"{exc}.\n\nRun the code of {exc.request.reference}?", exc.request, reload=True)
+            self._ask_code_consent(f"{exc}.\n\nRun the code of {exc.request.reference}?", exc.request, reload=True,
+                                   on_no=lambda: self._failed(ref))
             return
+        self._failed(ref)
+        lm = self.state.model
         if quiet:
             from analysis.errors import user_message
 
@@ -201,6 +200,13 @@ class ModelController(QObject):
             return
         self.error.emit(exc)
 
+    def _failed(self, ref: str) -> None:
+        """After a failed (or declined) load, the box and the panel name the model that is still
+        loaded, or none: Run uses that one."""
+        lm = self.state.model
+        self.model_panel.set_reference(lm.reference if lm is not None else ref)
+        self.model_panel.show_loaded(lm.reference if lm is not None else None, f"{ref} could not be loaded")
+
     def _on_run_failed(self, exc) -> None:
         if isinstance(exc, Cancelled):
             self.status.emit("cancelled")
@@ -208,12 +214,19 @@ class ModelController(QObject):
             self.error.emit(exc)
 
     # -- questions ----------------------------------------------------------------------------
-    def _ask(self, icon, title: str, text: str, on_yes) -> QMessageBox:
-        """A non-blocking Yes/No question (default No); ``on_yes()`` after Yes."""
+    def _ask(self, icon, title: str, text: str, on_yes, on_no=None) -> QMessageBox:
+        """A non-blocking Yes/No question (default No); ``on_yes()`` after Yes, ``on_no()`` after No."""
         box = QMessageBox(icon, title, text, QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
                           self.parent_widget)
         box.setDefaultButton(QMessageBox.StandardButton.No)
-        box.finished.connect(lambda r: r == QMessageBox.StandardButton.Yes and on_yes())
+
+        def done(result: int) -> None:
+            if result == QMessageBox.StandardButton.Yes:
+                on_yes()
+            elif on_no is not None:
+                on_no()
+
+        box.finished.connect(done)
         self.open_dialog(box)
         return box
 
@@ -235,7 +248,7 @@ class ModelController(QObject):
             "or a changed code file, asks again.\n\nOnly allow it for repositories whose authors you trust.",
             consent, reload=False)
 
-    def _ask_code_consent(self, text: str, consent, reload: bool) -> None:
+    def _ask_code_consent(self, text: str, consent, reload: bool, on_no=None) -> None:
         """One question about one checkpoint's code; Yes records the consent (and loads again)."""
         ref = self.loading_ref if reload else self.model_panel.reference()
 
@@ -244,7 +257,7 @@ class ModelController(QObject):
             if reload:
                 self.load_model(ref)
 
-        box = self._ask(QMessageBox.Icon.Warning, "Trust remote code?", text, yes)
+        box = self._ask(QMessageBox.Icon.Warning, "Trust remote code?", text, yes, on_no)
 
         def shown(_result: int) -> None:  # after Yes or No, the box shows the truth
             if canonical_reference(self.model_panel.reference()) == consent.reference:

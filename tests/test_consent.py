@@ -165,12 +165,12 @@ def test_window_consent_does_not_carry_over_to_another_model(qtbot, window, remo
     answer(qtbot, window, QMessageBox.StandardButton.No)
     wait_idle(qtbot, window)
     assert not ran(b) and window.lm.reference == str(a)
+    # declined: the box names the model still loaded, a, whose consent it shows
+    assert window.model_panel.reference() == str(a) and window.model_panel.trust.isChecked()
+    window.model_panel.set_reference(str(b))
     assert not window.model_panel.trust.isChecked()
 
-    # going back to a shows its consent again; b after Yes loads
-    window.model_panel.set_reference(str(a))
-    assert window.model_panel.trust.isChecked()
-    window.model_panel.set_reference(str(b))
+    # b after Yes loads
     window.load_model(str(b))
     wait_idle(qtbot, window)
     answer(qtbot, window, QMessageBox.StandardButton.Yes)
