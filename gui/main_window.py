@@ -510,6 +510,16 @@ class MainWindow(QMainWindow):
         self._theme = name
         apply_qt_theme(name)
         self.state.update(theme=name)
+        # once the new font reached every widget, the side panels get the width their content needs
+        QTimer.singleShot(0, self, self._fit_side_panels)
+
+    def _fit_side_panels(self) -> None:
+        need = (self.left_scroll.widget().minimumSizeHint().width()
+                + self.left_scroll.verticalScrollBar().sizeHint().width() + 2 * self.left_scroll.frameWidth())
+        split = self.centralWidget()
+        sizes = split.sizes()
+        if sum(sizes) and sizes[0] < need:
+            split.setSizes([need, max(sum(sizes) - need, 200)])
 
     def open_dialog(self, box: QMessageBox) -> None:
         """Show a non-blocking dialog, closing the one before."""

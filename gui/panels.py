@@ -70,7 +70,11 @@ class ModelPanel(QGroupBox):
         self.dtype.addItems(["auto", "float32", "float16", "bfloat16"])
         self.device = QComboBox()
         for combo in (self.dtype, self.device):  # never cut to "aut" by a larger font
-            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+            combo.setMinimumContentsLength(len("bfloat16"))
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        # the model box shows a bundled name whole at any font size
+        self.combo.setMinimumContentsLength(len("bundled:translator-en-fr"))
+        self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.trust = QCheckBox("trust remote code")
         self.trust.setToolTip("let the checkpoint's own Python code run (asks for confirmation)")
         self.load_btn = QPushButton("Load")
@@ -99,7 +103,6 @@ class ModelPanel(QGroupBox):
         opts.addWidget(self.dtype)
         opts.addWidget(QLabel("device"))
         opts.addWidget(self.device)
-        opts.addWidget(self.trust)
         opts.addStretch(1)
         btns = QHBoxLayout()
         btns.addWidget(self.load_btn)
@@ -108,6 +111,7 @@ class ModelPanel(QGroupBox):
         lay = QVBoxLayout(self)
         lay.addLayout(row)
         lay.addLayout(opts)
+        lay.addWidget(self.trust)  # a row of its own: never cut at a large font
         lay.addLayout(btns)
         lay.addWidget(self.stage)
         lay.addLayout(form)

@@ -26,6 +26,13 @@ _ROLES = {
     "shadow": QPalette.ColorRole.Shadow,
 }
 _BASE_POINT_SIZE: list[float] = []
+#: check boxes of the dark theme: a light frame on the dark field, filled when ticked
+DARK_INDICATORS = (
+    "QCheckBox::indicator { width: 12px; height: 12px; border: 1px solid #a0a3a9; border-radius: 2px;"
+    " background: #16171a; }"
+    " QCheckBox::indicator:checked { background: #d9822b; border-color: #f0a35b; }"
+    " QCheckBox::indicator:disabled { border-color: #5a5d63; }"
+)
 
 
 def apply_qt_theme(name: str) -> None:
@@ -39,6 +46,8 @@ def apply_qt_theme(name: str) -> None:
         if key in theme.qt_palette:
             pal.setColor(role, QColor(theme.qt_palette[key]))
     app.setPalette(pal)
+    # Fusion outlines check boxes with a shade darker than the window: invisible on a dark one
+    app.setStyleSheet(DARK_INDICATORS if name == "dark" else "")
     if not _BASE_POINT_SIZE:
         _BASE_POINT_SIZE.append(app.font().pointSizeF() if app.font().pointSizeF() > 0 else 10.0)
     f = QFont(app.font())

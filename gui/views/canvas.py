@@ -120,7 +120,7 @@ class CanvasView(QWidget):
 
     def _draw_animated(self) -> None:
         for a in self._animated:
-            if a.get_visible():
+            if a.get_visible() and a.figure is not None:  # a removed artist is no longer drawn
                 fig = a.figure
                 if a.axes is not None:
                     a.axes.draw_artist(a)

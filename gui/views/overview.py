@@ -73,6 +73,7 @@ class _MosaicView(StateTab, CanvasView):
         self.drawer.set_theme(self.theme)
         if self.data is not None:
             self.drawer.draw(self.data)
+            self.set_animated_artists([self.image, *self.drawer.labels, self.drawer.marker])
 
     def _build(self, spec):  # pragma: no cover - overridden
         raise NotImplementedError
