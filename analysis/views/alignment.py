@@ -24,6 +24,7 @@ from matplotlib.patches import Rectangle
 
 from ..alignment import AlignmentResult, bundled_alignment_info
 from ..alignment_export import alignment_for_capture, default_alignment_layer
+from ..fonts import bold_weight
 from ..result import Capture
 from ..themes import FIXED_COLOUR, Theme
 from .common import GID_ALIGNMENT, view_title
@@ -187,13 +188,14 @@ class AlignmentDrawer:
         rotate = self._rotate(d)
         rot = 35 if rotate else 0
         size = th.base_size + (0 if max(len(d.src_words), len(d.tgt_words)) <= 12 else -2)
+        bold = bold_weight()  # "normal" where the CJK fallback font has no bold face
         for i, w in enumerate(d.src_words):
             self._dynamic.append(ax.text(xs_src[i], 1.06, _short(w), ha="left" if rotate else "center", va="bottom",
                                          rotation=rot, rotation_mode="anchor", fontsize=size, color=th.text_color))
         for j, w in enumerate(d.tgt_words):
             self._dynamic.append(ax.text(xs_tgt[j], -0.06, _short(w), ha="right" if rotate else "center", va="top",
                                          rotation=rot, rotation_mode="anchor", fontsize=size, color=th.text_color,
-                                         fontweight="bold"))
+                                         fontweight=bold))
         self._dynamic += ax.plot(xs_src, np.ones(len(xs_src)), "o", color=th.grid_color, markersize=4)
         self._dynamic += ax.plot(xs_tgt, np.zeros(len(xs_tgt)), "o", color=th.grid_color, markersize=4)
         for y, text in ((1.0, "source"), (0.0, "translation")):

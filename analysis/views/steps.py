@@ -20,6 +20,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 
 from ..aggregate import select_map
+from ..fonts import bold_weight
 from ..result import Capture
 from ..themes import Theme
 from .common import heads_what, view_title
@@ -191,9 +192,10 @@ class StepsDrawer:
         for k, (bar, h) in enumerate(zip(self_bars, d.self_row, strict=True)):
             bar.set_height(float(h))
             bar.set_color(base if k <= t else th.masked_color)
+        bold = bold_weight()  # "normal" where the CJK fallback font has no bold face
         for k, lab in enumerate(self.ax_self.get_xticklabels()):
             lab.set_color(th.text_color if k <= t else th.grid_color)
-            lab.set_fontweight("bold" if k == t else "normal")
+            lab.set_fontweight(bold if k == t else "normal")
         n_dec = len(d.self_row)
         future.set_x(t + 0.5)
         future.set_width(max(0.0, n_dec - 0.4 - (t + 0.5)))
@@ -219,8 +221,9 @@ class StepsDrawer:
             self.top_values[k].set_x(float(p) + 0.02)
             labels.append(_short(tok, 16))
         self.ax_top.set_yticks(np.arange(len(bars)), labels)
+        bold = bold_weight()
         for k, lab in enumerate(self.ax_top.get_yticklabels()):
-            lab.set_fontweight("bold" if k < len(cands) and cands[k][0] == d.predicts else "normal")
+            lab.set_fontweight(bold if k < len(cands) and cands[k][0] == d.predicts else "normal")
             lab.set_color(th.text_color)
         return labels
 
