@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import CaptureError, InputError, NoAttentionError
 from .loader import LoadedModel
+from .readable import unknown_count, unknown_warning
 from .result import Capture, Prediction, TokenSeq
 from .tasks import TaskState, as_task
 from .tokens import (
@@ -194,7 +195,9 @@ def capture(
     Returns
     -------
     Capture with stacks ``[L, H, Q, K]``: ``attentions`` (encoder/decoder) or
-    ``encoder_attentions``, ``decoder_attentions``, ``cross_attentions`` (seq2seq).
+    ``encoder_attentions``, ``decoder_attentions``, ``cross_attentions`` (seq2seq). Its ``notes``
+    start with a ``warning: …`` when most of the text's tokens are unknown to the tokenizer
+    (:func:`analysis.readable.unknown_warning`: how many, and a bundled model that reads the text).
     """
     import torch
 
@@ -211,10 +214,14 @@ def capture(
     if target is not None and lm.kind != "seq2seq":
         raise InputError(f"a target only applies to seq2seq models; this is a {lm.kind} model — drop the target")
     enc, offsets, truncated, kept = encode(lm, text, prompt_limit)
+    ids = enc["input_ids"][0].tolist()
+    # most of the text unknown to the tokenizer: the maps would show <unk> and nonsense output
+    unread = unknown_warning(unknown_count(tok, ids, offsets), kept, lm.reference)
+    if unread:
+        notes.append(unread)
     if truncated:
         notes.append(f"the text was truncated to {prompt_limit} tokens (the longest input this model/capture takes)")
     task.check()
-    ids = enc["input_ids"][0].tolist()
     source = token_seq(tok, ids, kept, offsets)
     batch = to_device(enc, lm)
     model = lm.model

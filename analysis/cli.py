@@ -184,8 +184,10 @@ def run_headless(args: argparse.Namespace) -> int:
     generate = args.generate or (lm.kind == "seq2seq" and args.target is None)
     cap = capture(lm, args.text, target=args.target, generate=generate, max_new_tokens=max_new,
                   num_beams=args.num_beams, max_tokens=args.max_tokens, target_lang=args.target_lang)
-    for note in cap.notes:
-        print(f"note: {note}", file=sys.stderr)
+    from .readable import WARNING
+
+    for note in cap.notes:  # a warning keeps its own "warning: " prefix
+        print(note if note.startswith(WARNING) else f"note: {note}", file=sys.stderr)
 
     # Prepare (and validate) every output before writing the first one.
     writers: list[Callable[[], object]] = []
