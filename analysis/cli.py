@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--view flow: each output row as shares of the input (default, as the paper's code) or raw max-flow values")
     g.add_argument("--dpi", type=int, default=150, metavar="N", help="PNG resolution, 72–600 (default 150)")
     g.add_argument("--theme", choices=["light", "dark", "presentation"], default="light", help="figure theme")
+    g.add_argument("--caption", action="store_true", help="write the view's caption under the exported figure")
     g.add_argument("--all-layers", action="store_true", help="one file per layer: OUT-L00.png, OUT-L01.png, …")
 
     g = p.add_argument_group("mask lab (headless)")
@@ -241,7 +242,7 @@ def figure_spec(args: argparse.Namespace):
         row_labels=args.rows, theme=args.theme, dpi=args.dpi, alignment_layer=args.alignment_layer,
         alignment_head=args.alignment_head, step=args.step, stat=args.stat, fusion=args.fusion,
         residual=args.residual, through_layer=args.layer if rollout else None, position=args.position,
-        flow_values=args.flow_values,
+        flow_values=args.flow_values, caption=args.caption,
     )
 
 

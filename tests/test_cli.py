@@ -41,7 +41,7 @@ FLAGS = [
     "--export-npz", "--export-alignment", "--alignment-layer", "--alignment-head", "--export-stats",
     "--save-session", "--export-png", "--export-svg", "--export-pdf", "--view", "--stack", "--layer",
     "--head", "--aggregate", "--hide-special", "--rows", "--step", "--stat", "--fusion", "--residual", "--position",
-    "--flow-values", "--dpi", "--theme", "--all-layers", "--pair", "--mask-report", "--padding-side", "--debug",
+    "--flow-values", "--dpi", "--theme", "--caption", "--all-layers", "--pair", "--mask-report", "--padding-side", "--debug",
 ]
 GOOD_BYTES = b"a good file from an earlier run"
 
