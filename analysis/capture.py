@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import CaptureError, InputError, NoAttentionError
 from .loader import LoadedModel
+from .readable import unknown_count, unknown_warning
 from .result import Capture, Prediction, TokenSeq
 from .tasks import TaskState, as_task
 from .tokens import (
@@ -194,7 +195,9 @@ def capture(
     Returns
     -------
     Capture with stacks ``[L, H, Q, K]``: ``attentions`` (encoder/decoder) or
-    ``encoder_attentions``, ``decoder_attentions``, ``cross_attentions`` (seq2seq).
+    ``encoder_attentions``, ``decoder_attentions``, ``cross_attentions`` (seq2seq). Its ``notes``
+    start with a ``warning: …`` when most of the text's tokens are unknown to the tokenizer
+    (:func:`analysis.readable.unknown_warning`: how many, and a bundled model that reads the text).
     """
     import torch
 
@@ -211,10 +214,14 @@ def capture(
     if target is not None and lm.kind != "seq2seq":
         raise InputError(f"a target only applies to seq2seq models; this is a {lm.kind} model — drop the target")
     enc, offsets, truncated, kept = encode(lm, text, prompt_limit)
+    ids = enc["input_ids"][0].tolist()
+    # most of the text unknown to the tokenizer: the maps would show <unk> and nonsense output
+    unread = unknown_warning(unknown_count(tok, ids, offsets), kept, lm.reference)
+    if unread:
+        notes.append(unread)
     if truncated:
         notes.append(f"the text was truncated to {prompt_limit} tokens (the longest input this model/capture takes)")
     task.check()
-    ids = enc["input_ids"][0].tolist()
     source = token_seq(tok, ids, kept, offsets)
     batch = to_device(enc, lm)
     model = lm.model
@@ -241,8 +248,8 @@ def capture(
             if lm.kind == "decoder" and generate and max_new_tokens > 0:
                 task.report("generate", 0.2, f"continuing the text {max_new_tokens} tokens…")
                 pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-                gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                     pad_token_id=pad)
+                gen = model.generate(**batch, **generation_length(model, max_new_tokens, len(ids)), do_sample=False,
+                                     num_beams=1, pad_token_id=pad)
                 full = gen[0].tolist()
                 cont = full[len(ids):]
                 output_text = tok.decode(cont, skip_special_tokens=True)
@@ -272,6 +279,28 @@ def capture(
         decoder_inputs=decoder_inputs, outputs=outputs, output_text=output_text,
         prompt_length=prompt_length, generated=gen_flag, truncated=truncated, notes=tuple(notes), prediction=pred,
     )
+
+
+def generation_length(model, new_tokens: int, prompt_length: int) -> dict[str, int]:
+    """How long ``model.generate`` may run, as the one setting the model's own generation config
+    does not contradict: ``max_length`` (prompt + ``new_tokens``) when its generation config sets
+    ``max_length`` (and no ``max_new_tokens``), else ``max_new_tokens``. Both mean the same limit.
+
+    transformers 5 logs "Both `max_new_tokens` … and `max_length` … seem to have been set" on
+    every call that passes ``max_new_tokens`` to a model whose ``generation_config.json`` sets
+    ``max_length`` (the bundled translators' says 64; most Marian checkpoints' say 512).
+
+    Parameters
+    ----------
+    model : a transformers model with ``generate``
+    new_tokens : the most tokens to generate
+    prompt_length : tokens the generated sequence starts with (decoder: the prompt; seq2seq: the
+        decoder start token, 1)
+    """
+    own = getattr(model, "generation_config", None)
+    if own is not None and getattr(own, "max_length", None) is not None and getattr(own, "max_new_tokens", None) is None:
+        return {"max_length": int(prompt_length) + int(new_tokens)}
+    return {"max_new_tokens": int(new_tokens)}
 
 
 def _raw(tok, ids) -> list[str]:
@@ -344,8 +373,9 @@ def seq2seq_target(
     extra = {}
     if target_lang:
         extra["forced_bos_token_id"] = language_token_id(tok, target_lang)
-    gen = lm.model.generate(**batch, max_new_tokens=new, num_beams=max(1, num_beams), do_sample=False, **extra,
-                            early_stopping=True if num_beams > 1 else False)
+    # the decoder starts from one token (decoder_start_token_id): max_length = 1 + new tokens
+    gen = lm.model.generate(**batch, **generation_length(lm.model, new, 1), num_beams=max(1, num_beams),
+                            do_sample=False, **extra, early_stopping=True if num_beams > 1 else False)
     seq = gen[0].tolist()
     pad = tok.pad_token_id
     # drop trailing padding (beam search pads finished hypotheses), keep the final EOS

@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--view flow: each output row as shares of the input (default, as the paper's code) or raw max-flow values")
     g.add_argument("--dpi", type=int, default=150, metavar="N", help="PNG resolution, 72–600 (default 150)")
     g.add_argument("--theme", choices=["light", "dark", "presentation"], default="light", help="figure theme")
+    g.add_argument("--caption", action="store_true", help="write the view's caption under the exported figure")
     g.add_argument("--all-layers", action="store_true", help="one file per layer: OUT-L00.png, OUT-L01.png, …")
 
     g = p.add_argument_group("mask lab (headless)")
@@ -184,8 +185,10 @@ def run_headless(args: argparse.Namespace) -> int:
     generate = args.generate or (lm.kind == "seq2seq" and args.target is None)
     cap = capture(lm, args.text, target=args.target, generate=generate, max_new_tokens=max_new,
                   num_beams=args.num_beams, max_tokens=args.max_tokens, target_lang=args.target_lang)
-    for note in cap.notes:
-        print(f"note: {note}", file=sys.stderr)
+    from .readable import WARNING
+
+    for note in cap.notes:  # a warning keeps its own "warning: " prefix
+        print(note if note.startswith(WARNING) else f"note: {note}", file=sys.stderr)
 
     # Prepare (and validate) every output before writing the first one.
     writers: list[Callable[[], object]] = []
@@ -239,7 +242,7 @@ def figure_spec(args: argparse.Namespace):
         row_labels=args.rows, theme=args.theme, dpi=args.dpi, alignment_layer=args.alignment_layer,
         alignment_head=args.alignment_head, step=args.step, stat=args.stat, fusion=args.fusion,
         residual=args.residual, through_layer=args.layer if rollout else None, position=args.position,
-        flow_values=args.flow_values,
+        flow_values=args.flow_values, caption=args.caption,
     )
 
 

@@ -2,7 +2,8 @@
 
 A view's figure is its data (:func:`analysis.views.view_data`) drawn by its one drawer
 (:data:`analysis.views.DRAWERS`) on a new constrained-layout :class:`~matplotlib.figure.Figure`,
-with the data's title above it: :func:`build_figure`. The window draws the same data with the
+with the data's title above it and, with ``ViewSpec(caption=True)``, the view's caption
+(:func:`analysis.views.captions.view_caption`) below it: :func:`build_figure`. The window draws the same data with the
 same drawer on its canvases, so an export shows what the window shows. :func:`export_figure` /
 :func:`export_all_layers` write PNG, SVG or PDF through :func:`analysis.fileio.atomic_write`.
 Everything is validated by :func:`validate_spec` before anything is drawn or written.
@@ -19,6 +20,8 @@ from typing import Any
 
 import matplotlib as mpl
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine, TightLayoutEngine
+from matplotlib.text import Text
 
 from .errors import ExportError, InputError
 from .fileio import atomic_write
@@ -27,6 +30,7 @@ from .result import Capture
 from .tasks import TaskState
 from .themes import Theme, apply_theme, get_theme
 from .views import DRAWERS, view_data
+from .views.captions import view_caption
 from .views.common import (
     GID_ALIGNMENT,
     GID_ATTENTION,
@@ -37,6 +41,7 @@ from .views.common import (
     clean_label,
     text_inches,
     wrap,
+    wrap_to_width,
 )
 from .views.spec import (
     DPI_MAX,
@@ -51,16 +56,50 @@ from .views.spec import (
 )
 
 __all__ = [
-    "DPI_MAX", "DPI_MIN", "FORMATS", "GID_ALIGNMENT", "GID_ATTENTION", "GID_LINES", "GID_MASK", "GID_MASK_HATCH",
-    "GID_SELECTED", "PER_LAYER_VIEWS", "ROW_LABEL_MODES", "VIEWS", "ViewInputs", "ViewSpec", "build_figure",
-    "clean_label", "draw_figure", "export_all_layers", "export_figure", "layer_paths", "validate_spec",
+    "DPI_MAX", "DPI_MIN", "FORMATS", "GID_ALIGNMENT", "GID_ATTENTION", "GID_CAPTION", "GID_LINES", "GID_MASK",
+    "GID_MASK_HATCH", "GID_SELECTED", "PER_LAYER_VIEWS", "ROW_LABEL_MODES", "VIEWS", "ViewInputs", "ViewSpec",
+    "add_caption", "build_figure", "clean_label", "draw_figure", "export_all_layers", "export_figure", "layer_paths",
+    "validate_spec", "view_caption", "wrap_caption",
 ]
 
+#: ``Artist.get_gid`` of the caption written under an exported figure
+GID_CAPTION = "caption"
+#: the caption's margins: left and right of it, and above and below it (inches)
+CAPTION_MARGIN = 0.2
+CAPTION_PAD = 0.12
+#: height of one caption line, in font sizes (matplotlib's line spacing 1.2, plus descenders)
+CAPTION_LINE = 1.3
 
-def draw_figure(view: str, data: Any, spec: ViewSpec, theme: Theme) -> Figure:
+
+def wrap_caption(caption: str, width_in: float, theme: Theme) -> str:
+    """``caption`` wrapped to a figure ``width_in`` inches wide (less the margins) at the theme's
+    base size: the text :func:`add_caption` writes."""
+    return wrap_to_width(caption, (width_in - 2 * CAPTION_MARGIN) * 0.98, theme.base_size)
+
+
+def add_caption(fig: Figure, caption: str, theme: Theme) -> Text:
+    """Write ``caption`` under everything on ``fig``: wrapped to the figure's width, at the
+    theme's base size, in a strip the figure grows by; the layout engine keeps the axes (and
+    their labels) above the strip. Returns the Text (gid :data:`GID_CAPTION`)."""
+    width, height = (float(v) for v in fig.get_size_inches())
+    wrapped = wrap_caption(caption, width, theme)
+    lines = wrapped.count("\n") + 1
+    strip = lines * theme.base_size * CAPTION_LINE / 72 + 2 * CAPTION_PAD
+    total = height + strip
+    fig.set_size_inches(width, total)
+    engine = fig.get_layout_engine()
+    if isinstance(engine, ConstrainedLayoutEngine | TightLayoutEngine):
+        engine.set(rect=(0.0, strip / total, 1.0, 1.0 - strip / total))
+    return fig.text(CAPTION_MARGIN / width, CAPTION_PAD / total, wrapped, ha="left", va="bottom", ma="left",
+                    fontsize=theme.base_size, color=theme.text_color, gid=GID_CAPTION)
+
+
+def draw_figure(view: str, data: Any, spec: ViewSpec, theme: Theme, caption: str = "") -> Figure:
     """A new figure of ``data`` (a view's data) drawn by the view's drawer, titled ``data.title``.
 
-    Sized by the drawer (``spec.figsize`` wins), widened (up to 14 in) so the title fits.
+    Sized by the drawer (``spec.figsize`` wins), widened (up to 14 in) so the title fits. With
+    ``spec.caption`` and a ``caption`` (:func:`view_caption`), the caption goes under it
+    (:func:`add_caption`: the figure grows by its height).
     """
     drawer_cls = DRAWERS[view]
     if spec.figsize is not None:
@@ -72,6 +111,8 @@ def draw_figure(view: str, data: Any, spec: ViewSpec, theme: Theme) -> Figure:
     fig = Figure(figsize=(round(width, 2), round(height, 2)), dpi=spec.dpi, layout="constrained")
     drawer_cls(fig, theme).draw(data)
     fig.suptitle(wrap(data.title, width - 0.3, theme.title_size), color=theme.text_color, fontsize=theme.title_size)
+    if spec.caption and caption:
+        add_caption(fig, caption, theme)
     return fig
 
 
@@ -80,8 +121,8 @@ def build_figure(capture: Capture, spec: ViewSpec, inputs: ViewInputs | None = N
     """Draw one view as a new :class:`~matplotlib.figure.Figure` (no pyplot, no canvas).
 
     Validates ``spec`` first, makes CJK labels drawable (:func:`ensure_cjk_font`), builds the
-    view's data and draws it under the theme's rcParams with constrained layout, then colours it
-    with :func:`apply_theme`. ``fig.dpi`` is ``spec.dpi``; the pixel size of a PNG is
+    view's data and draws it under the theme's rcParams with constrained layout (with
+    ``spec.caption``, the view's caption under it), then colours it with :func:`apply_theme`. ``fig.dpi`` is ``spec.dpi``; the pixel size of a PNG is
     ``fig.get_size_inches() * spec.dpi``.
 
     Parameters
@@ -98,7 +139,8 @@ def build_figure(capture: Capture, spec: ViewSpec, inputs: ViewInputs | None = N
     ensure_cjk_font()
     with mpl.rc_context(theme.rc()):
         data = view_data(capture, spec, inputs, task)
-        fig = draw_figure(spec.view, data, spec, theme)
+        caption = view_caption(capture, spec, inputs) if spec.caption else ""
+        fig = draw_figure(spec.view, data, spec, theme, caption)
     return apply_theme(fig, theme)
 
 

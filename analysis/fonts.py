@@ -6,17 +6,26 @@ matplotlib (≥ 3.6) falls back glyph by glyph through the families listed in
 CJK font right behind it, so Hangul / kana / hanzi are drawn instead of "Glyph … missing" boxes.
 Where the machine has no CJK font, the NanumGothic TTF shipped inside the
 ``koreanize_matplotlib`` package is registered (that package itself is never imported: importing
-it replaces the global font).
+it replaces the global font). Its bold face declares weight 600 (semibold) although it is the
+family's bold; it is registered as weight 700, so a bold label finds it exactly instead of
+logging "findfont: Failed to find font weight bold for NanumGothic, now using 600".
+:func:`bold_weight` says whether every family in the chain has a bold face (drawers then write
+bold, else normal).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib as mpl
 from matplotlib import font_manager
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 #: CJK families in order of preference (Korean first: Headmap's first users read Hangul)
 CJK_FONT_NAMES: tuple[str, ...] = (
@@ -58,6 +67,16 @@ CJK_FONT_NAMES: tuple[str, ...] = (
 )
 #: family name of the TTF shipped in koreanize_matplotlib
 BUNDLED_FONT_NAME = "NanumGothic"
+#: matplotlib's weight for "bold"
+BOLD = 700
+#: generic family names and the rcParams list each resolves through
+GENERIC_FAMILIES: dict[str, RcKeyType] = {
+    "sans-serif": "font.sans-serif",
+    "serif": "font.serif",
+    "monospace": "font.monospace",
+    "cursive": "font.cursive",
+    "fantasy": "font.fantasy",
+}
 
 _cache: dict[tuple, tuple[str, ...]] = {}
 
@@ -100,19 +119,25 @@ def _register_bundled() -> str | None:
     regular = bundled_font_path()
     if regular is None:
         return None
-    known = {str(Path(e.fname).resolve()) for e in font_manager.fontManager.ttflist}
-    added = False
+    fm = font_manager.fontManager
+    known = {str(Path(e.fname).resolve()) for e in fm.ttflist}
+    bold = bundled_font_path("NanumGothicBold.ttf")
     # the bold face too, so bold labels do not fall back to a synthetic weight with a warning
-    for path in (regular, bundled_font_path("NanumGothicBold.ttf")):
+    for path in (regular, bold):
         if path is not None and str(path.resolve()) not in known:
-            font_manager.fontManager.addfont(str(path.resolve()))
-            added = True
-    if added:
-        # older matplotlib does not clear findfont's cache on addfont
-        cached = getattr(font_manager.fontManager, "_findfont_cached", None)
-        cache_clear = getattr(cached, "cache_clear", None)
-        if cache_clear is not None:
-            cache_clear()
+            fm.addfont(str(path.resolve()))
+    if bold is not None:
+        # NanumGothicBold.ttf says usWeightClass 600 in its OS/2 table: matplotlib would log
+        # "Failed to find font weight bold … now using 600" for every bold label; it is the bold face
+        target = str(bold.resolve())
+        for i, entry in enumerate(fm.ttflist):
+            if entry.name == BUNDLED_FONT_NAME and str(Path(entry.fname).resolve()) == target and entry.weight != BOLD:
+                fm.ttflist[i] = dataclasses.replace(entry, weight=BOLD)
+    # older matplotlib does not clear findfont's cache on addfont (and ttflist changed in place)
+    cached = getattr(fm, "_findfont_cached", None)
+    cache_clear = getattr(cached, "cache_clear", None)
+    if cache_clear is not None:
+        cache_clear()
     return BUNDLED_FONT_NAME
 
 
@@ -171,3 +196,39 @@ def ensure_cjk_font(include_system: bool = True) -> str | None:
         return None
     _apply(cjk)
     return cjk[0]
+
+
+def _resolve_family(family: str) -> str | None:
+    """The family matplotlib uses for ``family`` (a generic name resolves to the first of its
+    ``rcParams["font.<generic>"]`` list that is installed)."""
+    have = {e.name for e in font_manager.fontManager.ttflist}
+    if family in GENERIC_FAMILIES:
+        return next((f for f in mpl.rcParams[GENERIC_FAMILIES[family]] if f in have), None)
+    return family if family in have else None
+
+
+_bold_cache: dict[tuple, str] = {}
+
+
+def bold_weight() -> str:
+    """``"bold"`` when every family of ``rcParams["font.family"]`` has a bold (700) face, else
+    ``"normal"``.
+
+    matplotlib looks a bold text up in every family of the fallback chain and logs "findfont:
+    Failed to find font weight bold for …" for a family without one; a drawer that would write
+    bold asks here first, so a CJK fallback without a bold face costs the emphasis, not a warning.
+    Cached per font list and family chain.
+    """
+    ttflist = font_manager.fontManager.ttflist
+    families = tuple(mpl.rcParams["font.family"])
+    key = (id(ttflist), len(ttflist), families, *(tuple(mpl.rcParams[k]) for k in GENERIC_FAMILIES.values()))
+    weight = _bold_cache.get(key)
+    if weight is None:
+        weights: dict[str, set[int]] = {}
+        for e in ttflist:
+            w = e.weight if isinstance(e.weight, int) else font_manager.weight_dict.get(str(e.weight), -1)
+            weights.setdefault(e.name, set()).add(w)
+        resolved = [_resolve_family(f) for f in families]
+        ok = all(name is None or BOLD in weights.get(name, set()) for name in resolved)
+        weight = _bold_cache[key] = "bold" if ok else "normal"
+    return weight

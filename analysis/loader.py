@@ -196,7 +196,8 @@ def _torch_dtype(name: str, device: str, config):
     if name not in DTYPES:
         raise InputError(f"unknown dtype '{name}'; choose one of: {', '.join(DTYPES)}")
     if name == "auto":
-        cfg = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+        # transformers 5 reads a config's torch_dtype into dtype; the old attribute only logs a deprecation
+        cfg = getattr(config, "dtype", None)
         if device != "cpu" and cfg in (torch.float16, torch.bfloat16, "float16", "bfloat16"):
             return getattr(torch, str(cfg).replace("torch.", ""))
         return torch.float32

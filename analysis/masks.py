@@ -56,6 +56,7 @@ import numpy as np
 
 from .capture import (
     encode,
+    generation_length,
     prediction_for,
     seq2seq_target,
     stack_attentions,
@@ -1115,7 +1116,7 @@ def _masking_report(
 def _translate(lm: LoadedModel, batch: dict, limit: int) -> str:
     """Greedy translation of one (possibly masked) source."""
     new = min(limit, 256)
-    gen = lm.model.generate(**batch, max_new_tokens=new, num_beams=1, do_sample=False)
+    gen = lm.model.generate(**batch, **generation_length(lm.model, new, 1), num_beams=1, do_sample=False)
     return lm.tokenizer.decode(gen[0].tolist(), skip_special_tokens=True)
 
 

@@ -225,9 +225,9 @@ def apply_theme(fig: Figure, theme: Theme | str) -> Figure:
     theme = get_theme(theme)
     fig.set_facecolor(theme.figure_facecolor)
     fig.set_edgecolor(theme.figure_facecolor)
-    suptitle = getattr(fig, "_suptitle", None)
-    if suptitle is not None:
-        suptitle.set_color(theme.text_color)
+    for figure_text in fig.texts:  # the title, a caption
+        if figure_text.get_gid() != FIXED_COLOUR:
+            figure_text.set_color(theme.text_color)
     for ax in fig.axes:
         ax.set_facecolor(theme.axes_facecolor)
         for spine in ax.spines.values():

@@ -21,6 +21,8 @@ from tests.tiny_models import BASE_ARCHS, HEADS, KIND, LAYERS
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = "I like this course"
 TARGET = "J'aime ce cours"
+#: Cyrillic: every word is <unk> to the tiny Marian's tokenizer (trained on English, French, Korean)
+UNREADABLE = "Привет мир как дела"
 
 #: extra arguments per fixture architecture: both decoder modes and both seq2seq modes are covered.
 #: All run on the CPU (compared exactly with an in-process CPU capture) except llama, which uses the
@@ -39,7 +41,7 @@ FLAGS = [
     "--export-npz", "--export-alignment", "--alignment-layer", "--alignment-head", "--export-stats",
     "--save-session", "--export-png", "--export-svg", "--export-pdf", "--view", "--stack", "--layer",
     "--head", "--aggregate", "--hide-special", "--rows", "--step", "--stat", "--fusion", "--residual", "--position",
-    "--flow-values", "--dpi", "--theme", "--all-layers", "--pair", "--mask-report", "--padding-side", "--debug",
+    "--flow-values", "--dpi", "--theme", "--caption", "--all-layers", "--pair", "--mask-report", "--padding-side", "--debug",
 ]
 GOOD_BYTES = b"a good file from an earlier run"
 
@@ -102,6 +104,7 @@ def cases(tmp_path_factory, tiny_model_dir, broken_dir):
     add("missing-out-folder", str(tiny_model_dir("bert")))
     plan["missing-out-folder"].args[-1] = str(plan["missing-out-folder"].out_dir / "not" / "there" / "x.npz")
     add("debug", str(tiny_model_dir("bert")), "--debug", text="   ")  # fails before the heavy imports
+    add("unreadable", str(tiny_model_dir("marian")), "--target", TARGET, *CPU, text=UNREADABLE)
 
     pool = ThreadPoolExecutor(max_workers=3)
     for case in plan.values():
@@ -251,3 +254,34 @@ def test_cli_main_in_process_failure_contract(tmp_path, capsys):
     rc = main(["--model", str(tmp_path / "missing"), "--text", TEXT, "--export-npz", str(out)])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and err.startswith("error: ") and not out.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# warnings: text the tokenizer cannot read
+# --------------------------------------------------------------------------------------------
+def _warning_lines(res: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in res.stderr.splitlines() if line.startswith("warning: ")]
+
+
+def test_unreadable_text_warns_on_stderr_and_still_writes(cases):
+    case = cases["unreadable"]
+    res = case.result()
+    assert res.returncode == 0, res.stderr
+    (line,) = _warning_lines(res)
+    assert line.startswith("warning: 4 of 4 tokens of the text are unknown to this tokenizer (<unk>), so the model "
+                           "cannot read it; ")
+    assert "note: warning" not in res.stderr
+    with np.load(case.out, allow_pickle=False) as z:
+        assert z["input_tokens"].tolist().count("<unk>") == 4
+
+
+@pytest.mark.bundled
+def test_korean_into_the_french_translator_names_a_model_that_reads_it(tmp_path):
+    out = tmp_path / "k.npz"
+    res = run_cli("--model", "bundled:translator-en-fr", "--text", "나는 이 강의를 좋아한다", "--export-npz", str(out))
+    assert res.returncode == 0, res.stderr
+    assert _warning_lines(res) == ["warning: 4 of 4 tokens of the text are unknown to this tokenizer (<unk>), so the "
+                                   "model cannot read it; for this text try bundled:smollm2"]
+    assert out.is_file()
+    fine = run_cli("--model", "bundled:translator-en-fr", "--text", TEXT, "--export-npz", str(tmp_path / "e.npz"))
+    assert fine.returncode == 0 and _warning_lines(fine) == []

@@ -239,6 +239,20 @@ def test_cli_flags_map_to_the_view_spec():
     assert (spec.through_layer, spec.flow_values) == (None, "raw")
     spec = figure_spec(build_parser().parse_args(base + ["--rows", "input", "--step", "5", "--stat", "to_self"]))
     assert (spec.rows, spec.step, spec.stat) == ("input", 5, "to_self")
+    assert figure_spec(build_parser().parse_args(base)).caption is False
+    assert figure_spec(build_parser().parse_args(base + ["--caption"])).caption is True
+
+
+def test_caption_goes_under_the_png(tiny_model_dir, tmp_path):
+    folder = str(tiny_model_dir("marian"))
+    base = ["--model", folder, "--text", TEXT, "--target", "j'aime ce cours", "--view", "head", "--stack", "cross",
+            "--dpi", "72", "--device", "cpu"]
+    plain, captioned = tmp_path / "plain.png", tmp_path / "caption.png"
+    assert cli(*base, "--export-png", str(plain)).returncode == 0
+    res = cli(*base, "--export-png", str(captioned), "--caption")
+    assert res.returncode == 0, res.stderr
+    (w0, h0), (w1, h1) = png_size(plain), png_size(captioned)
+    assert w1 == w0 and h1 > h0 + 40  # a few lines of caption at 72 dpi
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from analysis.fonts import (
     BUNDLED_FONT_NAME,
+    bold_weight,
     bundled_font_path,
     ensure_cjk_font,
     installed_cjk_fonts,
@@ -171,3 +172,36 @@ def test_idempotent_and_the_font_search_is_cached(monkeypatch):
         assert ensure_cjk_font() == first
     assert list(mpl.rcParams["font.family"]) == families
     assert families.count(first) == 1
+
+
+def test_the_bundled_bold_face_is_found_as_bold(caplog):
+    """NanumGothicBold.ttf declares weight 600; registered as 700, a bold Hangul label finds it
+    without "findfont: Failed to find font weight bold for NanumGothic, now using 600"."""
+    caplog.set_level(logging.WARNING)
+    assert ensure_cjk_font(include_system=False) == BUNDLED_FONT_NAME
+    font_manager.fontManager._findfont_cached.cache_clear()
+    weights = {e.weight for e in font_manager.fontManager.ttflist if e.name == BUNDLED_FONT_NAME}
+    assert {400, 700} <= weights
+    found = font_manager.findfont(font_manager.FontProperties(family=BUNDLED_FONT_NAME, weight="bold"))
+    assert Path(found).name == "NanumGothicBold.ttf"
+    assert bold_weight() == "bold"
+    fig = Figure(figsize=(3, 1))
+    fig.text(0.1, 0.5, "나는 강의를 Bold", fontweight=bold_weight())
+    FigureCanvasAgg(fig).draw()
+    assert [r.getMessage() for r in caplog.records if "findfont" in r.getMessage()] == []
+
+
+def test_bold_weight_is_normal_when_a_fallback_family_has_no_bold(monkeypatch, caplog):
+    caplog.set_level(logging.WARNING)
+    regular = font_manager.FontEntry(fname=str(bundled_font_path()), name="Headmap Regular Only", weight=400)
+    monkeypatch.setattr(font_manager.fontManager, "ttflist", [*font_manager.fontManager.ttflist, regular])
+    font_manager.fontManager._findfont_cached.cache_clear()
+    with mpl.rc_context({"font.family": ["sans-serif", "Headmap Regular Only"]}):
+        assert bold_weight() == "normal"
+        # what bold would have cost: the warning this choice avoids
+        fig = Figure(figsize=(3, 1))
+        fig.text(0.1, 0.5, "나는", fontweight="bold")
+        FigureCanvasAgg(fig).draw()
+    assert any("Failed to find font weight bold" in r.getMessage() for r in caplog.records)
+    with mpl.rc_context({"font.family": ["sans-serif"]}):
+        assert bold_weight() == "bold"  # DejaVu Sans has its bold face

@@ -278,7 +278,7 @@ def test_steps_bars_follow_rows(window, qtbot):
     assert view.rebuilds == rebuilds and list(view.cross_bars) == bars_before  # updated in place
     assert "is not among them" in view.ax_top.get_title(loc="left") or steps.step != 2
     steps.set_step(2)
-    assert "'강의' is not among them" in view.ax_top.get_title(loc="left")
+    assert "'강의' is not among them" in view.ax_top.get_title(loc="left").replace("\n", " ")  # wrapped to the panel
 
     # layer/head from the toolbar; head None → mean of heads
     window.select(layer=1, head=2)

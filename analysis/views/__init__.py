@@ -26,7 +26,8 @@ Every drawer has the same shape: ``Drawer(fig, theme, live=False)`` creates its 
 ``draw(data) -> bool`` updates them (True when more than the data changed: a full redraw is due),
 ``set_theme(theme)`` recolours, and ``Drawer.size(data, theme)`` gives an exported figure's
 inches. Drawers never draw the title: exports put ``data.title`` above the figure, the window
-above its canvas.
+above its canvas. :func:`captions.view_caption` says in plain words what each view shows
+(exports write it under the figure with ``ViewSpec(caption=True)``).
 """
 
 from __future__ import annotations

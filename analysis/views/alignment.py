@@ -24,6 +24,7 @@ from matplotlib.patches import Rectangle
 
 from ..alignment import AlignmentResult, bundled_alignment_info
 from ..alignment_export import alignment_for_capture, default_alignment_layer
+from ..fonts import bold_weight
 from ..result import Capture
 from ..themes import FIXED_COLOUR, Theme
 from .common import GID_ALIGNMENT, view_title
@@ -186,14 +187,16 @@ class AlignmentDrawer:
         xs_src, xs_tgt = _xs(len(d.src_words)), _xs(len(d.tgt_words))
         rotate = self._rotate(d)
         rot = 35 if rotate else 0
-        size = th.base_size + (0 if max(len(d.src_words), len(d.tgt_words)) <= 12 else -2)
+        # long sentences: a little smaller, never below the theme's tick size
+        size = max(th.tick_size, th.base_size - (0 if max(len(d.src_words), len(d.tgt_words)) <= 12 else 2))
+        bold = bold_weight()  # "normal" where the CJK fallback font has no bold face
         for i, w in enumerate(d.src_words):
             self._dynamic.append(ax.text(xs_src[i], 1.06, _short(w), ha="left" if rotate else "center", va="bottom",
                                          rotation=rot, rotation_mode="anchor", fontsize=size, color=th.text_color))
         for j, w in enumerate(d.tgt_words):
             self._dynamic.append(ax.text(xs_tgt[j], -0.06, _short(w), ha="right" if rotate else "center", va="top",
                                          rotation=rot, rotation_mode="anchor", fontsize=size, color=th.text_color,
-                                         fontweight="bold"))
+                                         fontweight=bold))
         self._dynamic += ax.plot(xs_src, np.ones(len(xs_src)), "o", color=th.grid_color, markersize=4)
         self._dynamic += ax.plot(xs_tgt, np.zeros(len(xs_tgt)), "o", color=th.grid_color, markersize=4)
         for y, text in ((1.0, "source"), (0.0, "translation")):
@@ -218,8 +221,8 @@ class AlignmentDrawer:
                       ha="left" if rotate else "center", rotation_mode="anchor")
         ax.set_yticks(range(n_tgt), [_short(w) for w in d.tgt_words])
         ax.tick_params(colors=th.grid_color, labelcolor=th.text_color, labelsize=th.base_size)
-        ax.set_xlabel("source word", color=th.text_color)
-        ax.set_ylabel("translation word (being predicted)", color=th.text_color)
+        ax.set_xlabel("source word", color=th.text_color, fontsize=th.base_size)
+        ax.set_ylabel("translation word\n(being predicted)", color=th.text_color, fontsize=th.base_size)
         cmap = self.image.get_cmap()
         if 0 < m.size <= MAX_ANNOTATED_CELLS:
             for j in range(n_tgt):
@@ -233,5 +236,5 @@ class AlignmentDrawer:
                 box = Rectangle((i - 0.5, j - 0.5), 1, 1, fill=False, edgecolor=th.line_colors[1], linewidth=2.2)
                 ax.add_patch(box)
                 self._dynamic.append(box)
-        self.colorbar.ax.tick_params(labelcolor=th.text_color, colors=th.grid_color)
-        self.colorbar.set_label("word attention", color=th.text_color)
+        self.colorbar.ax.tick_params(labelcolor=th.text_color, colors=th.grid_color, labelsize=th.tick_size)
+        self.colorbar.set_label("word attention", color=th.text_color, fontsize=th.base_size)

@@ -82,11 +82,13 @@ def set_ticks(axis, labels: Sequence[str], step: int) -> None:
     axis.set_ticks(pos, [labels[int(i)] for i in pos])
 
 
-def wrap(text: str, width_in: float, size_pt: float) -> str:
+def wrap(text: str, width_in: float, size_pt: float, break_words: bool = True) -> str:
+    """``text`` wrapped to about ``width_in`` inches at ``size_pt`` (at least 20 characters a
+    line); ``break_words=False`` keeps a long word (a model name) whole."""
     chars = max(20, int(width_in * 72.0 / (size_pt * 0.6)))
     lines = []
     for line in text.split("\n"):
-        lines.extend(textwrap.wrap(line, chars, break_long_words=True, break_on_hyphens=False) or [""])
+        lines.extend(textwrap.wrap(line, chars, break_long_words=break_words, break_on_hyphens=False) or [""])
     return "\n".join(lines)
 
 
@@ -274,3 +276,79 @@ def mask_path(mask: np.ndarray) -> MplPath:
 # -- sizes --------------------------------------------------------------------------------------
 def title_inches(theme: Theme, lines: int = 3) -> float:
     return lines * theme.title_size * 1.4 / 72
+
+
+# per character and font chain: its advance width in ems (measured once with Agg)
+_EMS: dict[tuple[str, tuple[str, ...]], float] = {}
+_MEASURE: list = []
+
+
+def text_width(text: str, size_pt: float) -> float:
+    """Width of one line of ``text`` in inches at ``size_pt`` in the current font chain (the sum
+    of its characters' advance widths, measured once each; within about 1 % of the drawn text)."""
+    chain = tuple(mpl.rcParams["font.family"])
+    missing = {c for c in text if (c, chain) not in _EMS}
+    if missing:
+        from matplotlib.backends.backend_agg import RendererAgg
+        from matplotlib.font_manager import FontProperties
+
+        if not _MEASURE:
+            _MEASURE.append(RendererAgg(1, 1, 72))  # 72 dpi: pixels are points
+        prop = FontProperties(size=100)
+        for c in missing:
+            _EMS[(c, chain)] = _MEASURE[0].get_text_width_height_descent(c, prop, ismath=False)[0] / 100
+    return sum(_EMS[(c, chain)] for c in text) * size_pt / 72
+
+
+def wrap_to_width(text: str, width_in: float, size_pt: float) -> str:
+    """``text`` wrapped at spaces so every line is at most ``width_in`` inches at ``size_pt``
+    (:func:`text_width`); a word longer than a line stays whole; line breaks are kept."""
+    out = []
+    for para in text.split("\n"):
+        line = ""
+        for word in para.split(" "):
+            trial = f"{line} {word}" if line else word
+            if line and text_width(trial, size_pt) > width_in:
+                out.append(line)
+                line = word
+            else:
+                line = trial
+        out.append(line)
+    return "\n".join(out)
+
+
+#: under constrained layout an axes gets about this much of its grid cell (labels and colour bars
+#: take the rest); :func:`axes_width`
+CELL_SHARE = 0.75
+
+
+def axes_width(ax) -> float:
+    """About how wide ``ax`` is drawn, in inches: :data:`CELL_SHARE` of its grid cell under
+    constrained layout (which ignores the subplot margins), else its position."""
+    fig = ax.get_figure()
+    fig_w = float(fig.get_size_inches()[0]) if fig is not None else 6.0
+    spec = ax.get_subplotspec()
+    if spec is not None and fig is not None and fig.get_layout_engine() is not None:
+        grid = spec.get_gridspec()
+        ratios = list(grid.get_width_ratios() or [1] * grid.ncols)
+        return fig_w * sum(ratios[c] for c in spec.colspan) / sum(ratios) * CELL_SHARE - 0.3
+    return ax.get_position().width * fig_w
+
+
+def panel_title(ax, text: str, theme: Theme, loc: str = "center") -> str:
+    """Title ``ax`` with ``text`` at the theme's title size, or at its base size where that
+    needs fewer lines, wrapped to the axes' width (a panel's title must not run into its
+    neighbour's); returns the wrapped text.
+
+    The size is set here rather than taken from rcParams: the window draws outside the theme's
+    ``rc_context``.
+    """
+    width = max(axes_width(ax), 1.0)
+    size = theme.title_size
+    wrapped = wrap_to_width(text, width, size)
+    if wrapped.count("\n") > text.count("\n"):
+        smaller = wrap_to_width(text, width, theme.base_size)
+        if smaller.count("\n") < wrapped.count("\n"):
+            size, wrapped = theme.base_size, smaller
+    ax.set_title(wrapped, fontsize=size, color=theme.text_color, loc=loc)
+    return wrapped

@@ -19,9 +19,22 @@ from matplotlib.figure import Figure
 from ..errors import InputError
 from ..result import Capture
 from ..themes import Theme, get_theme
-from .common import GID_ATTENTION, STACK_TITLES, heads_what, tick_step
+from .common import (
+    CELL_SHARE,
+    GID_ATTENTION,
+    STACK_TITLES,
+    heads_what,
+    panel_title,
+    text_inches,
+    text_width,
+    tick_step,
+    title_inches,
+)
 from .heatmap import HeatmapData, heatmap_data
 from .spec import ViewInputs, ViewSpec
+
+#: the difference map's colour-bar label
+DIFF_LABEL = "B − A (red: B attends more, blue: A)"
 
 
 @dataclass(frozen=True)
@@ -116,12 +129,20 @@ class CompareDrawer:
         for ax in (*self.axes, self.cbar_ab.ax, self.cbar_d.ax):
             ax.tick_params(colors=theme.grid_color, labelcolor=theme.text_color, labelsize=theme.tick_size)
         self.note.set_color(theme.text_color)
+        self.note.set_fontsize(theme.base_size)
 
     @staticmethod
     def size(d: CompareData, theme: Theme) -> tuple[float, float]:
         n = max(d.b.matrix.shape)
         side = min(7.0, max(2.8, n * theme.tick_size * 1.4 / 72.0))
-        return 3 * side + 3.0, side + 2.5
+        # a panel (a third of the figure, less its labels) holds its title at the base size at
+        # least, and is as tall as the difference's colour-bar label
+        title = max(text_width(s, theme.base_size) for t in d.titles for s in t.split("\n"))
+        side = max(side, (title + 0.3) / CELL_SHARE - 1.0)
+        tall = max(side, text_inches([DIFF_LABEL], theme.base_size) + 0.4)
+        ticks = text_inches(list(d.b.col_labels), theme.tick_size) + 0.3
+        panel_titles = 2 * theme.title_size * 1.4 / 72
+        return 3 * side + 3.0, tall + ticks + panel_titles + title_inches(theme) + 2 * theme.base_size / 72 + 0.3
 
     def _ticks(self, ax, rows: tuple[str, ...], cols: tuple[str, ...], show_rows: bool) -> None:
         w, h = self.fig.get_size_inches()
@@ -144,12 +165,12 @@ class CompareDrawer:
             image.set_extent((-0.5, m.matrix.shape[1] - 0.5, m.matrix.shape[0] - 0.5, -0.5))
             image.set_cmap(cmap)
             image.set_norm(norm)
-            ax.set_title(title, fontsize=th.base_size, color=th.text_color)
+            panel_title(ax, title, th)
             self._ticks(ax, m.row_labels, m.col_labels, show_rows=(ax is self.ax_a) or not same)
-            ax.set_xlabel(m.col_title, color=th.text_color)
-        self.ax_a.set_ylabel(a.row_title, color=th.text_color)
+            ax.set_xlabel(m.col_title, color=th.text_color, fontsize=th.base_size)
+        self.ax_a.set_ylabel(a.row_title, color=th.text_color, fontsize=th.base_size)
         self.cbar_ab.update_normal(self.image_b)
-        self.cbar_ab.set_label("attention weight", color=th.text_color)
+        self.cbar_ab.set_label("attention weight", color=th.text_color, fontsize=th.base_size)
         if d.diff is not None:
             self._draw_diff(d, d.diff)
         else:
@@ -157,7 +178,7 @@ class CompareDrawer:
             self.image_d.set_visible(False)
             self.cbar_d.ax.set_visible(False)
             self.ax_d.set_axis_off()
-            self.ax_d.set_title("no difference map", fontsize=th.base_size, color=th.text_color)
+            panel_title(self.ax_d, "no difference map", th)
             self.note.set_text("\n".join(textwrap.wrap(d.note, 40)))
         return True
 
@@ -172,9 +193,9 @@ class CompareDrawer:
         self.image_d.set_visible(True)
         self.cbar_d.ax.set_visible(True)
         self.cbar_d.update_normal(self.image_d)
-        self.cbar_d.set_label("B − A (red: B attends more, blue: A)", color=th.text_color)
+        self.cbar_d.set_label(DIFF_LABEL, color=th.text_color, fontsize=th.base_size)
         self._ticks(self.ax_d, d.b.row_labels, d.b.col_labels, show_rows=False)
-        self.ax_d.set_xlabel(d.b.col_title, color=th.text_color)
-        self.ax_d.set_title("B − A", fontsize=th.base_size, color=th.text_color)
+        self.ax_d.set_xlabel(d.b.col_title, color=th.text_color, fontsize=th.base_size)
+        panel_title(self.ax_d, "B − A", th)
         self.ax_d.set_axis_on()
         self.note.set_text("")

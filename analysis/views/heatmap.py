@@ -178,11 +178,13 @@ class HeatmapDrawer:
             self.image.set_cmap(d.cmap)
             self.image.set_norm(d.norm)
         self.cbar.update_normal(self.image)  # one colour bar update for the cmap and the norm
-        self.cbar.set_label(d.colorbar_label, color=self.theme.text_color)
+        th = self.theme
+        # sizes from the theme, not rcParams: the window draws outside the theme's rc_context
+        self.cbar.set_label(d.colorbar_label, color=th.text_color, fontsize=th.base_size)
         self.ax.set_xlim(-0.5, k - 0.5)
         self.ax.set_ylim(q - 0.5, -0.5)
-        self.ax.set_xlabel(d.col_title, color=self.theme.text_color)
-        self.ax.set_ylabel(d.row_title, color=self.theme.text_color)
+        self.ax.set_xlabel(d.col_title, color=th.text_color, fontsize=th.base_size)
+        self.ax.set_ylabel(d.row_title, color=th.text_color, fontsize=th.base_size)
         if not self.live:
             xstep, _ = axis_plan(k, self.theme.tick_size, MAX_SIDE_IN)
             ystep, _ = axis_plan(q, self.theme.tick_size, MAX_SIDE_IN)

@@ -24,6 +24,7 @@ from .common import (
     processed_map,
     stack_title,
     text_inches,
+    tick_step,
     title_inches,
     view_norm,
     view_title,
@@ -88,7 +89,13 @@ def token_y(n: int) -> np.ndarray:
 
 
 def label_size(n: int, theme: Theme) -> float:
-    return max(5.0, min(theme.base_size, 420.0 / max(n, 1)))
+    """Token labels: the theme's base size, smaller for long inputs, never below its tick size
+    (long inputs label every k-th token instead)."""
+    return max(theme.tick_size, min(theme.base_size, 420.0 / max(n, 1)))
+
+
+#: ylim of the lines axes: the tokens fill 0–1 of this span, the column titles sit above
+_YLIM = (-0.03, 1.08)
 
 
 class LinesDrawer:
@@ -120,25 +127,33 @@ class LinesDrawer:
         self._draw_lines(d, focus)
         return labels_changed
 
+    def _label_height(self) -> float:
+        """Inches the token column spans (the axes' share of the figure, before any layout)."""
+        return self.ax.get_position().height * float(self.fig.get_size_inches()[1]) / (_YLIM[1] - _YLIM[0])
+
     def _draw_labels(self, d: LinesData) -> bool:
-        key = (d.rows, d.cols, d.row_title, d.col_title, self.theme.name)
+        th = self.theme
+        n = max(len(d.rows), len(d.cols), 1)
+        size = label_size(n, th)
+        # labels that would overlap are thinned to every k-th token (as the heatmap's ticks are)
+        step = tick_step(n, self._label_height(), size, pitch=1.25)
+        key = (d.rows, d.cols, d.row_title, d.col_title, self.theme.name, step)
         if key == self._labels_key:
             return False
         for t in self.texts:
             t.remove()
-        th = self.theme
-        n = max(len(d.rows), len(d.cols), 1)
-        size = label_size(n, th)
         self.texts = []
         for x, labels, ha in ((XQ - 0.01, d.rows, "right"), (XK + 0.01, d.cols, "left")):
-            for y, s in zip(token_y(len(labels)), labels, strict=True):
-                self.texts.append(self.ax.text(x, y, s, ha=ha, va="center", fontsize=size, color=th.text_color))
+            for k, (y, s) in enumerate(zip(token_y(len(labels)), labels, strict=True)):
+                if k % step == 0:
+                    self.texts.append(self.ax.text(x, y, s, ha=ha, va="center", fontsize=size, color=th.text_color))
+        # the column titles are the axis titles of this view
         self.texts.append(self.ax.text(XQ - 0.01, 1.035, d.row_title, ha="right", va="bottom",
-                                       fontsize=th.tick_size, color=th.grid_color, style="italic"))
+                                       fontsize=th.base_size, color=th.grid_color, style="italic"))
         self.texts.append(self.ax.text(XK + 0.01, 1.035, d.col_title, ha="left", va="bottom",
-                                       fontsize=th.tick_size, color=th.grid_color, style="italic"))
+                                       fontsize=th.base_size, color=th.grid_color, style="italic"))
         self.ax.set_xlim(0, 1)
-        self.ax.set_ylim(-0.03, 1.08)
+        self.ax.set_ylim(*_YLIM)
         self._labels_key = key
         return True
 

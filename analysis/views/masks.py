@@ -23,7 +23,16 @@ from ..aggregate import Aggregation, select_map
 from ..errors import InputError
 from ..result import STACK_ALIASES
 from ..themes import Theme
-from .common import GID_ATTENTION, STACK_TITLES, clean_label, heads_what, tick_step
+from .common import (
+    GID_ATTENTION,
+    STACK_TITLES,
+    clean_label,
+    heads_what,
+    panel_title,
+    text_inches,
+    tick_step,
+    title_inches,
+)
 from .spec import ViewSpec
 
 
@@ -186,19 +195,28 @@ class MasksDrawer:
         self.delta = ScalarMappable(TwoSlopeNorm(0.0, -1.0, 1.0), "RdBu_r")
         self.cbar_unit = fig.colorbar(self.unit, ax=self.ax_panels[:2], fraction=0.03, pad=0.01, aspect=40)
         self.cbar_delta = fig.colorbar(self.delta, ax=self.ax_panels[2], fraction=0.05, pad=0.01, aspect=40)
-        self.cbar_unit.set_label("attention weight")
-        self.cbar_delta.set_label("Δ attention")
+        self.set_theme(theme)
 
     def set_theme(self, theme: Theme) -> None:
         self.theme = theme
         self.unit.set_cmap(theme.cmap)
         self.cbar_unit.update_normal(self.unit)
+        # sizes from the theme, not rcParams: the window draws outside the theme's rc_context
+        for cbar, label in ((self.cbar_unit, "attention weight"), (self.cbar_delta, "Δ attention")):
+            cbar.set_label(label, color=theme.text_color, fontsize=theme.base_size)
+            cbar.ax.tick_params(colors=theme.grid_color, labelcolor=theme.text_color, labelsize=theme.tick_size)
 
     @staticmethod
     def size(d: MasksData, theme: Theme) -> tuple[float, float]:
         n = max(len(d.strip_cols), max(len(p.cols) for p in d.panels))
         side = min(6.0, max(3.0, n * theme.tick_size * 1.4 / 72.0))
-        return 3 * side + 1.5, side + 3.8
+        # room for what surrounds the maps, at the theme's sizes: the strip's and the maps'
+        # token labels (written upright), two lines of title each, the numbers
+        labels = 2 * (text_inches(list(d.strip_cols), theme.tick_size) + 0.2)
+        titles = 2 * 2 * theme.title_size * 1.4 / 72
+        numbers = (len(d.numbers) + 1) * theme.tick_size * 1.5 / 72
+        strip = len(d.strip_rows) * theme.tick_size * 1.6 / 72
+        return 3 * side + 1.5, side + labels + titles + numbers + strip + title_inches(theme) + 0.4
 
     def _heat(self, ax, p: MaskPanel) -> None:
         th = self.theme
@@ -212,14 +230,18 @@ class MasksDrawer:
         else:
             im = ax.imshow(m, aspect="auto", interpolation="nearest", cmap=th.cmap, norm=Normalize(0.0, 1.0))
         im.set_gid(GID_ATTENTION)
-        step = max(tick_step(max(m.shape), 4.0, th.tick_size, pitch=1.2), 1)
-        ax.set_xticks(range(0, m.shape[1], step), [p.cols[i] for i in range(0, m.shape[1], step)], rotation=90)
-        ax.set_yticks(range(0, m.shape[0], step), [p.rows[i] for i in range(0, m.shape[0], step)])
+        # labels thinned to what a third of the figure holds at the theme's tick size
+        w, h = self.fig.get_size_inches()
+        across = max(float(w) / 3 - text_inches(list(p.rows), th.tick_size) - 0.9, 0.8)
+        xstep = tick_step(m.shape[1], across, th.tick_size, pitch=1.3)
+        ystep = tick_step(m.shape[0], max(float(h) * 0.35, 0.8), th.tick_size, pitch=1.3)
+        ax.set_xticks(range(0, m.shape[1], xstep), [p.cols[i] for i in range(0, m.shape[1], xstep)], rotation=90)
+        ax.set_yticks(range(0, m.shape[0], ystep), [p.rows[i] for i in range(0, m.shape[0], ystep)])
         ax.tick_params(colors=th.grid_color, labelcolor=th.text_color, labelsize=th.tick_size)
         if p.marked:  # the pad (masked) columns, in data coordinates (drawable before any layout)
             ax.vlines(list(p.marked), -0.5, m.shape[0] - 0.5, color="#d1495b", lw=0.6, alpha=0.5)
             ax.set_ylim(m.shape[0] - 0.5, -0.5)
-        ax.set_title(p.title, fontsize=th.base_size, color=th.text_color)
+        panel_title(ax, p.title, th)
 
     def draw(self, d: MasksData) -> bool:
         th = self.theme
@@ -231,7 +253,7 @@ class MasksDrawer:
         ax.set_xticks(range(0, len(d.strip_cols), step), [d.strip_cols[i] for i in range(0, len(d.strip_cols), step)],
                       rotation=90)
         ax.tick_params(colors=th.grid_color, labelcolor=th.text_color, labelsize=th.tick_size)
-        ax.set_title(d.strip_title, fontsize=th.base_size, color=th.text_color)
+        panel_title(ax, d.strip_title, th)
         for a, p in zip(self.ax_panels, d.panels, strict=True):
             self._heat(a, p)
         if self.ax_numbers is not None:

@@ -176,7 +176,7 @@ class MosaicDrawer:
         if key == self._layout_key:
             return False
         self.cbar.update_normal(self.image)
-        self.cbar.set_label(d.colorbar_label, color=self.theme.text_color)
+        self.cbar.set_label(d.colorbar_label, color=self.theme.text_color, fontsize=self.theme.base_size)
         self.ax.set_xlim(-0.5, m.image.shape[1] - 0.5)
         self.ax.set_ylim(m.image.shape[0] - 0.5, -0.5)
         self._draw_labels(d)
@@ -220,5 +220,5 @@ class MosaicDrawer:
         self.ax.set_xticks([c * (w + m.gap) + (w - 1) / 2 for c in range(m.cols)][::cstep], list(d.col_labels)[::cstep])
         self.ax.xaxis.tick_top()
         self.ax.xaxis.set_label_position("top")
-        self.ax.set_ylabel(d.row_title, color=self.theme.text_color)
-        self.ax.set_xlabel(d.col_title, color=self.theme.text_color)
+        self.ax.set_ylabel(d.row_title, color=self.theme.text_color, fontsize=self.theme.base_size)
+        self.ax.set_xlabel(d.col_title, color=self.theme.text_color, fontsize=self.theme.base_size)

@@ -32,6 +32,7 @@ from .common import (
     GID_ATTENTION,
     GID_SELECTED,
     clean_label,
+    panel_title,
     stack_title,
     tick_step,
     title_inches,
@@ -159,7 +160,7 @@ class RolloutDrawer:
         hi = float(np.nanmax(self.matrix)) if self.matrix.size else 1.0
         self.image.set_norm(Normalize(0.0, hi if hi > 0 else 1.0))
         self.cbar.update_normal(self.image)
-        self.cbar.set_label(d.colorbar_label, color=th.text_color)
+        self.cbar.set_label(d.colorbar_label, color=th.text_color, fontsize=th.base_size)
         w, h = self.fig.get_size_inches()
         xs = tick_step(n, w * 0.8, th.tick_size, pitch=1.3)
         ys = tick_step(q, h * 0.5, th.tick_size, pitch=1.3)
@@ -168,8 +169,8 @@ class RolloutDrawer:
         self.ax.tick_params(labelbottom=False)
         self.ax.set_xlim(-0.5, n - 0.5)
         self.ax.set_ylim(q - 0.5, -0.5)
-        self.ax.set_ylabel(f"output position (after layer {d.through_layer})", color=th.text_color)
-        self.bar_ax.set_xlabel("input token (embeddings)", color=th.text_color)
+        self.ax.set_ylabel(f"output position (after layer {d.through_layer})", color=th.text_color, fontsize=th.base_size)
+        self.bar_ax.set_xlabel("input token (embeddings)", color=th.text_color, fontsize=th.base_size)
         self.set_output(d.position, d.contributions)
         return True
 
@@ -183,7 +184,6 @@ class RolloutDrawer:
         self.bars = self.bar_ax.bar(np.arange(len(self.bar_values)), self.bar_values, width=0.8, color=th.line_colors[0])
         top = float(np.nanmax(self.bar_values)) if self.bar_values.size else 1.0
         self.bar_ax.set_ylim(0, top * 1.08 if top > 0 else 1.0)
-        self.bar_ax.set_ylabel("contribution", color=th.text_color)
+        self.bar_ax.set_ylabel("contribution", color=th.text_color, fontsize=th.base_size)
         label = self.labels[position] if 0 <= position < len(self.labels) else str(position)
-        self.bar_ax.set_title(f"contributions to output position {position} ('{label}')", color=th.text_color,
-                              fontsize=th.tick_size + 1)
+        panel_title(self.bar_ax, f"contributions to output position {position} ('{label}')", th)

@@ -74,6 +74,9 @@ class ViewSpec:
     flow_values : flow view: ``shares`` (each output row normalised to sum 1, as the reference
         code does) or ``raw`` (max-flow values)
     figsize : (width, height) in inches; None = sized from the content
+    caption : write the view's caption (:func:`analysis.views.captions.view_caption`: what a row,
+        a column and a weight are, in plain words) under an exported figure, which grows to hold
+        it; the window shows captions itself
     """
 
     view: str = "head"
@@ -103,6 +106,7 @@ class ViewSpec:
     position: int | None = None
     flow_values: str = "shares"
     figsize: tuple[float, float] | None = None
+    caption: bool = False
 
     @property
     def rows(self) -> str:
@@ -160,6 +164,8 @@ def _check_common(spec: ViewSpec) -> None:
         raise InputError(f"dpi {spec.dpi} is out of range: choose a whole number from {DPI_MIN} to {DPI_MAX}")
     if spec.cmap is not None and spec.cmap not in mpl.colormaps:
         raise InputError(f"unknown colormap '{spec.cmap}': use a matplotlib colormap such as viridis, magma or Blues")
+    if not isinstance(spec.caption, bool | np.bool_):
+        raise InputError("caption must be True or False")
     if spec.title is not None and not isinstance(spec.title, str):
         raise InputError("the title must be text; leave it empty for the automatic title")
     if spec.figsize is not None:

@@ -123,7 +123,7 @@ class StatsDrawer:
         self.image.set_cmap(mpl.colormaps[d.cmap_name or th.cmap].with_extremes(bad=th.masked_color))
         self.image.set_norm(Normalize(lo, hi if hi > lo else lo + 1e-6))
         self.cbar.update_normal(self.image)
-        self.cbar.set_label(stat_label(d.stat), color=th.text_color)
+        self.cbar.set_label(stat_label(d.stat), color=th.text_color, fontsize=th.base_size)
         w, h = self.fig.get_size_inches()
         ys = tick_step(n_layers, h * 0.75, th.tick_size, pitch=1.3)
         xs = tick_step(n_heads, w * 0.75, th.tick_size, pitch=2.5)
@@ -131,8 +131,8 @@ class StatsDrawer:
         self.ax.set_xticks(range(0, n_heads, xs), [f"H{i}" for i in range(0, n_heads, xs)])
         self.ax.set_xlim(-0.5, n_heads - 0.5)
         self.ax.set_ylim(n_layers - 0.5, -0.5)
-        self.ax.set_xlabel("head", color=th.text_color)
-        self.ax.set_ylabel("layer", color=th.text_color)
+        self.ax.set_xlabel("head", color=th.text_color, fontsize=th.base_size)
+        self.ax.set_ylabel("layer", color=th.text_color, fontsize=th.base_size)
         self.set_selected(d.selected)
         return True
 

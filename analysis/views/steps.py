@@ -20,9 +20,10 @@ from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 
 from ..aggregate import select_map
+from ..fonts import bold_weight
 from ..result import Capture
 from ..themes import Theme
-from .common import heads_what, view_title
+from .common import heads_what, panel_title, view_title
 from .spec import ViewSpec
 
 
@@ -129,7 +130,7 @@ class StepsDrawer:
         ax.set_xticks(np.arange(len(labels)), [_short(s, 14) for s in labels], rotation=45 if rotate else 0,
                       ha="right" if rotate else "center", rotation_mode="anchor")
         ax.set_xlim(-0.6, len(labels) - 0.4)
-        ax.set_ylabel("attention", color=th.text_color)
+        ax.set_ylabel("attention", color=th.text_color, fontsize=th.base_size)
         self._style(ax)
         return bars
 
@@ -157,7 +158,7 @@ class StepsDrawer:
                            for k in range(n)]
         ax.set_ylim(n - 0.5, -0.5)  # best candidate on top
         ax.set_xlim(0, 1.18)
-        ax.set_xlabel("probability", color=th.text_color)
+        ax.set_xlabel("probability", color=th.text_color, fontsize=th.base_size)
         self._style(ax)
         return bars
 
@@ -166,12 +167,13 @@ class StepsDrawer:
         self._set_tokens(d.source, d.decoder_inputs)
         self._draw_bars(d)
         labels = self._draw_candidates(d)
-        for ax, title in zip((self.ax_cross, self.ax_self, self.ax_top), d.chart_titles, strict=True):
-            ax.set_title(title, color=self.theme.text_color, fontsize=self.theme.base_size, loc="left")
+        lines = tuple(panel_title(ax, title, self.theme, loc="left").count("\n")
+                      for ax, title in zip((self.ax_cross, self.ax_self, self.ax_top), d.chart_titles, strict=True))
         # constrained layout is most of a draw: run it only when the margins may change (new bars,
-        # layer/head range, canvas size, longer candidate labels), then keep the positions
+        # layer/head range, canvas size, longer candidate labels, titles on more lines), then keep
+        # the positions
         widest = max((len(s) for s in labels), default=0)
-        key = (self.rebuilds, d.ymax, self.fig.get_size_inches().tobytes(), self.theme.name, -(-widest // 4))
+        key = (self.rebuilds, d.ymax, self.fig.get_size_inches().tobytes(), self.theme.name, -(-widest // 4), lines)
         if key == self._layout_key:
             return False
         self._layout_key = key
@@ -191,9 +193,10 @@ class StepsDrawer:
         for k, (bar, h) in enumerate(zip(self_bars, d.self_row, strict=True)):
             bar.set_height(float(h))
             bar.set_color(base if k <= t else th.masked_color)
+        bold = bold_weight()  # "normal" where the CJK fallback font has no bold face
         for k, lab in enumerate(self.ax_self.get_xticklabels()):
             lab.set_color(th.text_color if k <= t else th.grid_color)
-            lab.set_fontweight("bold" if k == t else "normal")
+            lab.set_fontweight(bold if k == t else "normal")
         n_dec = len(d.self_row)
         future.set_x(t + 0.5)
         future.set_width(max(0.0, n_dec - 0.4 - (t + 0.5)))
@@ -219,8 +222,9 @@ class StepsDrawer:
             self.top_values[k].set_x(float(p) + 0.02)
             labels.append(_short(tok, 16))
         self.ax_top.set_yticks(np.arange(len(bars)), labels)
+        bold = bold_weight()
         for k, lab in enumerate(self.ax_top.get_yticklabels()):
-            lab.set_fontweight("bold" if k < len(cands) and cands[k][0] == d.predicts else "normal")
+            lab.set_fontweight(bold if k < len(cands) and cands[k][0] == d.predicts else "normal")
             lab.set_color(th.text_color)
         return labels
 
