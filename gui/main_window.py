@@ -67,7 +67,8 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.setWindowTitle("Headmap — attention microscope")
         self.settings = settings or Settings()
-        self.state = ViewerState(ViewSpec(view="head", head=0, shared_range=True, renormalize=True,
+        # captions on: the window is for learning (exports write them only when asked, --caption)
+        self.state = ViewerState(ViewSpec(view="head", head=0, shared_range=True, renormalize=True, caption=True,
                                           theme=theme or self.settings.value("theme", "light")), self)
         self.capture_changed = self.state.capture_changed
         self.model_changed = self.state.model_changed
@@ -185,12 +186,20 @@ class MainWindow(QMainWindow):
         act.setShortcut(QKeySequence.StandardKey.Quit)
         act.triggered.connect(self.close)
         m.addAction(act)
+        self.captions_action = QAction("Show &captions", self)
+        self.captions_action.setCheckable(True)
+        self.captions_action.setShortcut(QKeySequence("Ctrl+K"))
+        self.captions_action.setToolTip("say under each view, in plain words, what its rows, columns and weights are")
+        self.captions_action.toggled.connect(lambda on: self.state.update(caption=on))
+        self.state.selection_changed.connect(lambda spec: self.captions_action.setChecked(spec.caption))
         help_menu = self.menuBar().addMenu("&Help")
         keys = QAction("&Keys", self)
         keys.setShortcut(QKeySequence(Qt.Key.Key_F1))
         keys.triggered.connect(self.show_keys)
         help_menu.addAction(keys)
         self.view_menu = self.menuBar().addMenu("&View")
+        self.view_menu.addAction(self.captions_action)
+        self.captions_action.setChecked(self.state.spec.caption)
         for key, delta, what in ARROWS:
             a = QAction(f"{'previous' if delta < 0 else 'next'} {what}", self)
             a.setShortcut(QKeySequence(Qt.KeyboardModifier.AltModifier | key))

@@ -22,7 +22,7 @@ from analysis.result import Capture
 
 #: ViewSpec fields that describe the display and persist in the settings
 PERSISTED = ("hide_special", "renormalize", "cmap", "scale", "shared_range", "row_labels", "show_causal_mask",
-             "lines_per_head", "stretch", "theme")
+             "lines_per_head", "stretch", "caption", "theme")
 
 
 class ViewerState(QObject):

@@ -319,7 +319,7 @@ def test_rollout_heatmap_is_the_last_layer_and_bars_are_token_contributions(wind
     np.testing.assert_allclose(tab.view.bar_values, token_contributions(want_max, 4), rtol=1e-6, atol=1e-9)
     tab.layer_spin.setValue(0)
     np.testing.assert_allclose(_shown(tab), rollout(att, fusion="max", residual=0.5)[0], rtol=1e-6)
-    assert "causal" not in tab.caption.text()
+    assert "causal" not in tab.view.caption_label.text() and tab.view.caption_label.text()
 
 
 def test_rollout_of_a_decoder_defaults_to_the_last_token_and_says_causal(window, qtbot, tmp_path):
@@ -331,7 +331,7 @@ def test_rollout_of_a_decoder_defaults_to_the_last_token_and_says_causal(window,
     want = rollout(cap.attention(), fusion="mean", residual=0.5)[-1]
     np.testing.assert_allclose(_shown(tab), want, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(tab.view.bar_values, token_contributions(want, n - 1), rtol=1e-6, atol=1e-9)
-    assert "causal structure is respected" in tab.caption.text()
+    assert "The causal mask carries through" in tab.view.caption_label.text()
     # the future cells are greyed (masked), the others are not
     mask = np.ma.getmaskarray(tab.view.image.get_array())
     np.testing.assert_array_equal(mask, np.triu(np.ones((n, n), bool), k=1))
@@ -410,7 +410,7 @@ def test_rollout_needs_self_attention_and_follows_the_seq2seq_stack(window, qtbo
     assert tab.output_spin.value() == t - 1
     np.testing.assert_allclose(_shown(tab),
                                rollout(cap.attention("decoder_attentions"), fusion="mean", residual=0.5)[-1], rtol=1e-6)
-    assert "causal structure is respected" in tab.caption.text()
+    assert "The causal mask carries through" in tab.view.caption_label.text()
 
 
 def test_a_failing_flow_goes_to_the_window_message(window, qtbot, monkeypatch):

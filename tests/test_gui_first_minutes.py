@@ -240,3 +240,35 @@ def test_open_recent_lists_models_and_sessions(qtbot, window, tiny_model_dir, tm
     [a for a in window.recent_menu.actions() if a.text() == f"session: {path}"][0].trigger()
     assert window.capture is not before and np.array_equal(window.capture.stacks["attentions"],
                                                            before.stacks["attentions"])
+
+
+# -- 9. views that explain themselves -----------------------------------------------------------------
+def test_every_view_has_its_caption_and_the_toggle_hides_them(qtbot, window, tiny_model_dir, tmp_path):
+    from analysis.views.captions import view_caption
+
+    use_target(window, "j'aime ce cours")
+    window.input_panel.text.setPlainText(TEXT)
+    load(qtbot, window, tiny_model_dir("marian"))
+    assert window.captions_action.isChecked() and window.spec.caption
+    canvases = {"Head": window.head_view, "Layer": window.layer_view, "Model": window.model_view,
+                "Lines": window.lines_view}
+    for name, view in canvases.items():
+        window.show_tab(name)
+        spec = window.state.spec_for(view.figure_view)
+        assert view.caption_label.isVisible()
+        assert view.caption_label.text() == view_caption(window.capture, spec)
+    for name in ("Alignment", "Steps", "Statistics"):
+        t = tab(window, name)
+        qtbot.waitUntil(lambda t=t: t.view.caption_label.text() != "", timeout=60_000)
+        assert t.view.caption_label.isVisible() and "row" in t.view.caption_label.text()
+    # the export of a tab carries the caption the tab shows
+    window.show_tab("Head")
+    fig = window.actions.build_figure()
+    (caption,) = [t for t in fig.texts if t.get_gid() == "caption"]
+    assert " ".join(caption.get_text().split()) == " ".join(window.head_view.caption_label.text().split())
+    # Show captions off: none in the window, none in the export
+    window.captions_action.trigger()
+    assert not window.spec.caption and not window.head_view.caption_label.isVisible()
+    assert not [t for t in window.actions.build_figure().texts if t.get_gid() == "caption"]
+    window.show_tab("Layer")
+    assert not window.layer_view.caption_label.isVisible()

@@ -38,6 +38,7 @@ from analysis.views.alignment import (
     documented_layer,
     model_folder_of,
 )
+from analysis.views.captions import view_caption
 from analysis.views.spec import is_seq2seq
 
 from ..views.canvas import DrawnView
@@ -192,6 +193,8 @@ class AlignmentTab(StateTab, QWidget):
         self._sync_combos(spec)
         self.data = alignment_data(cap, spec, self.inputs())
         self.view.show_data(self.data)
+        self.view.set_caption(view_caption(cap, spec, self.inputs()), spec.caption)
+        self.caption.setVisible(spec.caption)
         self._fill_pairs()
         self._compute_aer()
         self._update_aer_label()

@@ -13,15 +13,12 @@ from PySide6.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 from analysis.errors import HeadmapError, InputError
 from analysis.figures import ViewInputs
 from analysis.result import Capture
+from analysis.views.captions import view_caption
 from analysis.views.compare import CompareData, compare_data, describe
 
 from ..views.canvas import DrawnView
 from .base import Caption, StateTab, TabContext
 
-CAPTION = ("A and B show the same stack, layer and head (or aggregate) chosen in the toolbar, on one colour "
-           "scale. B − A uses a diverging scale centred at 0 with symmetric limits: red cells get more attention "
-           "in B, blue cells more in A. A difference map needs the same tokens in A and B (the same sentence on "
-           "another model with the same tokenizer, or another sentence of the same length and tokens).")
 PIN_FIRST = ("Press “Pin current as A” to keep this capture; then run another sentence (or load another "
              "model with the same tokenizer and run the same sentence): the new capture is B.")
 
@@ -44,7 +41,6 @@ class CompareTab(StateTab, QWidget):
         self.message = Caption(notice=True)
         self.message.setVisible(False)
         self.view = DrawnView("compare")
-        self.caption = Caption(CAPTION)
         row = QHBoxLayout()
         row.addWidget(self.pin_button)
         row.addWidget(self.clear_button)
@@ -54,7 +50,6 @@ class CompareTab(StateTab, QWidget):
         lay.addWidget(self.message)
         lay.addWidget(self.view, 1)
         lay.addStretch(0)  # takes the space while the view is hidden (messages stay on top)
-        lay.addWidget(self.caption)
         self.pin_button.clicked.connect(self.pin_current)
         self.clear_button.clicked.connect(self.clear)
         self.attach(ctx)
@@ -121,3 +116,4 @@ class CompareTab(StateTab, QWidget):
             self._say("")
         self.view.setVisible(True)
         self.view.show_data(d)
+        self.view.set_caption(view_caption(b, spec, ViewInputs(compare_with=self.capture_a)), spec.caption)

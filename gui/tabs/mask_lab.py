@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 
 from analysis.errors import Cancelled, HeadmapError
 from analysis.figures import ViewInputs
+from analysis.views.captions import view_caption
 from analysis.views.masks import masks_data
 
 from ..views.canvas import DrawnView
@@ -197,5 +198,7 @@ class MaskLabTab(StateTab, QWidget):
         d = masks_data(self.report, spec)
         self.view.setVisible(True)
         self.view.show_data(d)
+        self.view.set_caption(view_caption(self.state.capture, spec, ViewInputs(mask_report=self.report))
+                             if self.state.capture is not None else "", spec.caption)
         head, *rest = d.numbers
         self.numbers.setText("<b>" + html.escape(head) + "</b><br>" + "<br>".join(html.escape(n) for n in rest))

@@ -25,23 +25,13 @@ from analysis import rollout as rollout_mod
 from analysis.errors import Cancelled, HeadmapError
 from analysis.figures import ViewInputs
 from analysis.result import SELF_STACKS
+from analysis.views.captions import view_caption
 from analysis.views.rollout import RolloutData, raw_flow, rollout_data, through_layer
 
 from ..views.canvas import DrawnView
 from .base import Caption, StateTab, TabContext
 
 METHODS = ("rollout", "flow")
-CAPTION = ("Rollout (Abnar & Zuidema 2020) follows attention through the layers: the heads of a layer "
-           "are fused, the residual connection is added as α·I + (1 − α)·A, rows are renormalised, and "
-           "the layers' maps are multiplied. Row t estimates how much each input token contributes to "
-           "position t at the top. Flow treats the layers as a network and computes maximum flows "
-           "instead; by default each row of the flow is shown as shares of the input (normalised, as the "
-           "paper's code does), 'raw' shows the max-flow values. Both are estimates from attention alone "
-           "(no values, no MLPs).")
-CAUSAL = (" This is a causal (decoder) stack and the causal structure is respected: position t only "
-          "receives from tokens 0…t, so every cell right of the diagonal is 0 (grey: future tokens).")
-
-
 def fit_spin(spin: QSpinBox) -> None:
     """Wide enough for prefix, the largest value and suffix (the default cuts 'layer 11 / 11')."""
     text = f"{spin.prefix()}{spin.maximum()}{spin.suffix()}"
@@ -109,7 +99,6 @@ class RolloutTab(StateTab, QWidget):
         self.message.setVisible(False)
         self.view = RolloutView()
         self.view.on_row = lambda i: self.state.update(position=int(i))
-        self.caption = Caption()
         row = QHBoxLayout()
         for w in (QLabel("method"), self.method_combo, QLabel("heads fused by"), self.fusion_combo, self.residual_spin,
                   self.layer_spin, self.output_spin, self.output_name, self.values_combo, self.cancel_btn):
@@ -120,7 +109,6 @@ class RolloutTab(StateTab, QWidget):
         lay.addWidget(self.message)
         lay.addWidget(self.view, 1)
         lay.addStretch(0)  # takes the space while the view is hidden (messages stay on top)
-        lay.addWidget(self.caption)
         self.method_combo.currentIndexChanged.connect(self._on_method)
         self.fusion_combo.currentIndexChanged.connect(lambda _i: self.state.update(fusion=self.fusion_combo.currentText()))
         self.residual_spin.valueChanged.connect(lambda v: self.state.update(residual=round(float(v), 4)))
@@ -221,7 +209,7 @@ class RolloutTab(StateTab, QWidget):
         self._say("")
         self.view.setVisible(True)
         self.view.show_data(self.data)
-        self.caption.setText(CAPTION + (CAUSAL if self.data.causal else ""))
+        self.view.set_caption(view_caption(cap, spec, inputs), spec.caption)
         labels = self.data.labels
         p = self.data.position
         self.output_name.setText(f"= “{labels[p]}”" if 0 <= p < len(labels) else "")
@@ -229,7 +217,6 @@ class RolloutTab(StateTab, QWidget):
     def _hide(self, text: str) -> None:
         self.data = None
         self.view.setVisible(False)
-        self.caption.setText("")
         self.output_name.setText("")
         self._say(text)
 

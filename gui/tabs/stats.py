@@ -31,6 +31,7 @@ from analysis import stats as stats_mod
 from analysis.errors import Cancelled, HeadmapError
 from analysis.figures import ViewInputs
 from analysis.result import Capture
+from analysis.views.captions import view_caption
 from analysis.views.stats import STAT_HELP, StatsData, stat_label, stats_data
 
 from ..views.canvas import DrawnView
@@ -298,6 +299,8 @@ class StatsTab(StateTab, QWidget):
             text += f" <b>Not defined for this stack</b> ({self.data.undefined}): the grid is empty."
         self.stat_help.setText(text)
         self.grid.show_data(self.data)
+        self.grid.set_caption(view_caption(self.capture, spec, ViewInputs(stats_rows=self._rows)), spec.caption)
+        self.caption.setVisible(spec.caption)
 
     def _fill_table(self) -> None:
         cap, name = self.capture, self.data.stack

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from analysis.errors import InputError
+from analysis.views.captions import view_caption
 from analysis.views.spec import is_seq2seq
 from analysis.views.steps import StepsData, steps_data
 
@@ -184,6 +185,8 @@ class StepsTab(StateTab, QWidget):
         self.selection_label.setText(self._sel_text)
         self.data = steps_data(cap, spec)
         self.view.show_data(self.data)
+        self.view.set_caption(view_caption(cap, spec), spec.caption)
+        self.caption.setVisible(spec.caption)
         d = self.data
         how = "the chosen hypothesis" if cap.generated else "teacher forcing on the typed target"
         self.step_caption.setText(f"step {d.step}: decoder input '<b>{html.escape(d.decoder_input)}</b>' → predicts "

@@ -45,6 +45,12 @@ class CanvasView(QWidget):
         lay.addWidget(self.title_label)
         self.title = self.title_label  # the live title (exports draw it above the figure)
         lay.addWidget(self.canvas)
+        # the view's caption in plain words (analysis.views.captions), under the figure
+        self.caption_label = QLabel("")
+        self.caption_label.setWordWrap(True)
+        self.caption_label.setVisible(False)
+        self.caption_label.setContentsMargins(8, 4, 8, 4)
+        lay.addWidget(self.caption_label)
         # the empty state: words instead of axes until there is something to show
         self.empty_label = QLabel("")
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -67,6 +73,11 @@ class CanvasView(QWidget):
         """What the empty state hides (the title and the canvas, or what holds the canvas)."""
         return [self.title_label, self.canvas]
 
+    def set_caption(self, text: str, shown: bool) -> None:
+        """The caption under the figure (``shown``: the window's "Show captions")."""
+        self.caption_label.setText(text)
+        self.caption_label.setVisible(shown and bool(text) and not self.empty)
+
     def show_empty(self, text: str) -> None:
         """Show ``text`` in words where the figure would be (no axes, no colour bar)."""
         self.empty_label.setText(f"<p style='font-size:13pt'>{text}</p>")
@@ -75,6 +86,7 @@ class CanvasView(QWidget):
             self._title_was_visible = not self.title_label.isHidden()
             for w in self.content_widgets():
                 w.setVisible(False)
+            self.caption_label.setVisible(False)
             self.empty_label.setVisible(True)
 
     def show_content(self) -> None:

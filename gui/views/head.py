@@ -21,6 +21,7 @@ from PySide6.QtGui import QColor
 
 from analysis.errors import InputError
 from analysis.figures import validate_spec
+from analysis.views.captions import view_caption
 from analysis.views.heatmap import HeatmapData, HeatmapDrawer, heatmap_data, hover_text
 
 from ..tabs.base import StateTab
@@ -117,6 +118,7 @@ class HeadView(StateTab, CanvasView):
         if cap is not self._cell_capture:  # a clicked cell belongs to one capture
             self.selected_cell, self._cell_capture = None, cap
         self.show_map(heatmap_data(cap, spec, self.theme))
+        self.set_caption(view_caption(cap, spec), spec.caption)
         self.say_cell()
 
     def cell_text(self) -> str:

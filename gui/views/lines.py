@@ -11,6 +11,7 @@ from PySide6.QtCore import Signal
 
 from analysis.errors import InputError
 from analysis.figures import validate_spec
+from analysis.views.captions import view_caption
 from analysis.views.lines import XK, XQ, lines_data, token_y
 
 from ..tabs.base import StateTab
@@ -49,6 +50,7 @@ class LinesView(StateTab, DrawnView):
         self.set_theme(spec.theme)
         self.focus = None
         self.show_data(lines_data(cap, spec))
+        self.set_caption(view_caption(cap, spec), spec.caption)
 
     def display(self, capture, spec) -> None:
         from dataclasses import replace

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import QScrollArea, QSizePolicy
 
 from analysis.errors import InputError
 from analysis.figures import validate_spec
+from analysis.views.captions import view_caption
 from analysis.views.overview import (
     MAX_TILE_ASPECT,
     MosaicData,
@@ -93,6 +94,7 @@ class _MosaicView(StateTab, CanvasView):
         if spec.theme != self.theme.name:
             self.set_theme(spec.theme)
         self.show_mosaic(self._build(cap, spec))
+        self.set_caption(view_caption(cap, spec), spec.caption)
 
     def display(self, capture, spec) -> None:
         """Show ``spec`` of ``capture`` directly (benchmarks, tests without a window)."""
