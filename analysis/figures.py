@@ -3,8 +3,8 @@
 A view's figure is its data (:func:`analysis.views.view_data`) drawn by its one drawer
 (:data:`analysis.views.DRAWERS`) on a new constrained-layout :class:`~matplotlib.figure.Figure`,
 with the data's title above it and, with ``ViewSpec(caption=True)``, the view's caption
-(:func:`analysis.views.captions.view_caption`) below it: :func:`build_figure`. The window draws the same data with the
-same drawer on its canvases, so an export shows what the window shows. :func:`export_figure` /
+(:func:`analysis.views.captions.view_caption`) below it: :func:`build_figure`. The window draws
+the same data with the same drawer on its canvases, so an export shows what the window shows. :func:`export_figure` /
 :func:`export_all_layers` write PNG, SVG or PDF through :func:`analysis.fileio.atomic_write`.
 Everything is validated by :func:`validate_spec` before anything is drawn or written.
 
@@ -122,8 +122,8 @@ def build_figure(capture: Capture, spec: ViewSpec, inputs: ViewInputs | None = N
 
     Validates ``spec`` first, makes CJK labels drawable (:func:`ensure_cjk_font`), builds the
     view's data and draws it under the theme's rcParams with constrained layout (with
-    ``spec.caption``, the view's caption under it), then colours it with :func:`apply_theme`. ``fig.dpi`` is ``spec.dpi``; the pixel size of a PNG is
-    ``fig.get_size_inches() * spec.dpi``.
+    ``spec.caption``, the view's caption under it), then colours it with :func:`apply_theme`.
+    ``fig.dpi`` is ``spec.dpi``; the pixel size of a PNG is ``fig.get_size_inches() * spec.dpi``.
 
     Parameters
     ----------
