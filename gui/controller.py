@@ -164,7 +164,7 @@ class ModelController(QObject):
         self.model_panel.card.setText(card)
         self.model_panel.set_reference(lm.reference)
         self.model_panel.show_loaded(lm.reference)
-        self.model_panel.show_progress("ready", 1.0, f"loaded {lm.reference}")
+        self.model_panel.show_progress("ready", 1.0, "")  # the panel names the loaded model below
         self.input_panel.set_kind(lm.kind)
         self.settings.add_recent(lm.reference)
         self.settings.setValue("last_model", lm.reference)
