@@ -361,6 +361,19 @@ def _preload() -> None:  # pragma: no cover - runs in the child
         pass
 
 
+def _quiet() -> None:  # pragma: no cover - runs in the child
+    """No progress bars on the window's terminal: the window shows its own progress."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        import transformers
+
+        transformers.logging.disable_progress_bar()
+        transformers.logging.set_verbosity_error()
+    except Exception:  # a broken install is reported by the first load, with its own words
+        pass
+
+
 def _child_main(conn, preload: bool) -> None:  # pragma: no cover - runs in the child
     """The host loop: one job at a time in this (main) thread, until "quit" or the pipe closes.
 
@@ -368,6 +381,7 @@ def _child_main(conn, preload: bool) -> None:  # pragma: no cover - runs in the 
     """
     child = _Child(conn)
     threading.Thread(target=child.read, name="headmap-host-reader", daemon=True).start()
+    _quiet()
     if preload:
         _preload()
     while True:

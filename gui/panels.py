@@ -111,7 +111,10 @@ class ModelPanel(QGroupBox):
         lay = QVBoxLayout(self)
         lay.addLayout(row)
         lay.addLayout(opts)
-        lay.addWidget(self.trust)  # a row of its own: never cut at a large font
+        trust_row = QHBoxLayout()  # a row of its own: never cut at a large font
+        trust_row.addWidget(self.trust)
+        trust_row.addStretch(1)
+        lay.addLayout(trust_row)
         lay.addLayout(btns)
         lay.addWidget(self.stage)
         lay.addLayout(form)
