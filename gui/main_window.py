@@ -53,11 +53,46 @@ ARROWS = ((Qt.Key.Key_Up, -1, "layer"), (Qt.Key.Key_Down, 1, "layer"), (Qt.Key.K
           (Qt.Key.Key_Right, 1, "head"))
 
 
+def valid_theme(name) -> str:
+    """A theme name from the settings, or ``light`` when it is not one."""
+    from analysis.themes import THEMES
+
+    return name if isinstance(name, str) and name in THEMES else "light"
+
+
 def first_size(available) -> tuple[int, int]:
     """The window's size at its first start: 1400 × 860, or less where the screen is smaller."""
     if available is None:
         return 1400, 860
     return min(1400, int(available.width() * 0.95)), min(860, int(available.height() * 0.92))
+
+
+#: a stored option that cannot be used
+BAD = object()
+
+
+def readable_option(settings, key: str):
+    """The display option ``key`` of the settings, checked (``BAD`` when it makes no sense)."""
+    from dataclasses import replace
+
+    from analysis.errors import InputError
+    from analysis.views.spec import check_options
+
+    kinds = {f.name: f.type for f in fields(ViewSpec)}
+    is_bool = "bool" in str(kinds[key])
+    raw = settings.value(key, None)
+    if is_bool:
+        if str(raw).lower() not in ("true", "false", "1", "0", "yes", "no"):
+            return BAD
+        return settings.value(key, None, bool)
+    value = None if key == "cmap" and raw in ("", "theme", None) else raw
+    if value is not None and not isinstance(value, str):
+        return BAD
+    try:
+        check_options(replace(ViewSpec(), **{key: value}))
+    except (InputError, TypeError, ValueError):
+        return BAD
+    return value
 
 
 class MainWindow(QMainWindow):
@@ -69,7 +104,7 @@ class MainWindow(QMainWindow):
         self.settings = settings or Settings()
         # captions on: the window is for learning (exports write them only when asked, --caption)
         self.state = ViewerState(ViewSpec(view="head", head=0, shared_range=True, renormalize=True, caption=True,
-                                          theme=theme or self.settings.value("theme", "light")), self)
+                                          theme=theme or valid_theme(self.settings.value("theme", "light"))), self)
         self.capture_changed = self.state.capture_changed
         self.model_changed = self.state.model_changed
         self.selection_changed = self.state.selection_changed
@@ -80,6 +115,7 @@ class MainWindow(QMainWindow):
         if self.host is not None:
             self.host.start()  # spawn now: it imports torch/transformers while the window opens
         self.last_error = ""
+        self.settings_problem = ""  # what could not be read from the settings file (said once)
         self._dialog: QMessageBox | None = None
         self._incoming = None  # a finished run's capture whose views are drawn in the next turn
         self._theme = self.state.spec.theme
@@ -305,26 +341,52 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ settings
     def _restore_settings(self) -> None:
+        """Everything the settings file holds that can be read and makes sense; the rest keeps its
+        default, and one line in the status bar says so (never a dialog: the window starts)."""
         s = self.settings
-        geo = s.value("geometry")
-        if geo is not None:
-            self.restoreGeometry(geo)
-        else:
-            self.resize(*first_size(self.screen().availableGeometry() if self.screen() else None))
-        self.model_panel.set_reference(s.value("last_model", "bundled:minilm"))
-        self.input_panel.text.setPlainText(s.value("text", EXAMPLES["encoder"]))
-        self.model_panel.dtype.setCurrentText(s.value("dtype", "auto"))
-        kinds = {f.name: f.type for f in fields(ViewSpec)}
+        bad = self._restore_panels(s)
         saved = {}
         for key in PERSISTED:
             if key == "theme":
+                if s.contains(key) and valid_theme(s.value(key)) != s.value(key):
+                    bad.append(key)
                 continue  # chosen at start (argument, else the settings)
             if not s.contains(key):
                 continue
-            v = s.value(key, None, bool if "bool" in str(kinds[key]) else None)
-            saved[key] = None if key == "cmap" and v in ("", "theme", None) else v
+            value = readable_option(s, key)
+            if value is BAD:
+                bad.append(key)
+            else:
+                saved[key] = value
         self.state.restore(saved)
         self.set_theme(self.state.spec.theme)
+        problem = s.problem()
+        if problem or bad:
+            parts = ([problem] if problem else []) + ([f"some settings could not be read ({', '.join(bad)})"]
+                                                      if bad else [])
+            self.settings_problem = f"{'; '.join(parts)}; the window starts with their defaults"
+            self.statusBar().showMessage(self.settings_problem)
+
+    def _restore_panels(self, s) -> list[str]:
+        bad = []
+        geo = s.value("geometry")
+        if geo is None or not self.restoreGeometry(geo):
+            if geo is not None:
+                bad.append("geometry")
+            self.resize(*first_size(self.screen().availableGeometry() if self.screen() else None))
+        for key, default, put in (("last_model", "bundled:minilm", self.model_panel.set_reference),
+                                  ("text", EXAMPLES["encoder"], self.input_panel.text.setPlainText)):
+            value = s.value(key, default)
+            if not isinstance(value, str):
+                bad.append(key)
+                value = default
+            put(value)
+        dtype = s.value("dtype", "auto")
+        if self.model_panel.dtype.findText(str(dtype)) < 0:
+            bad.append("dtype")
+            dtype = "auto"
+        self.model_panel.dtype.setCurrentText(str(dtype))
+        return bad
 
     def save_settings(self) -> None:
         s = self.settings

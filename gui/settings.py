@@ -18,6 +18,15 @@ class Settings(QSettings):
         else:
             super().__init__("Headmap", "Headmap")
 
+    def problem(self) -> str:
+        """Why the settings file could not be read ('' when it could)."""
+        status = self.status()
+        if status == QSettings.Status.AccessError:
+            return f"the settings file {self.fileName()} could not be read (no access, or it is not a file)"
+        if status == QSettings.Status.FormatError:
+            return f"the settings file {self.fileName()} is damaged"
+        return ""
+
     def value(self, key: str, default=None, type_=None):
         try:
             if type_ is bool:

@@ -153,6 +153,12 @@ def resolve(capture: Capture, stack: str | None) -> str:
         raise InputError(str(exc.args[0]) if exc.args else str(exc)) from None
 
 
+def check_options(spec: ViewSpec) -> None:
+    """Check the display options of ``spec`` alone (no capture needed): view, theme, aggregation,
+    scale, row labels, flow values, dpi, colormap, title, figsize. Raises :class:`InputError`."""
+    _check_common(spec)
+
+
 def _check_common(spec: ViewSpec) -> None:
     one_of(spec.view, VIEWS, "view")
     get_theme(spec.theme)
