@@ -97,7 +97,7 @@ def _resolve(path: str | os.PathLike) -> _Target:
         kind = _kind(st)
         if kind is not None:
             where = "it is" if real == target else f"it is a symbolic link to {real}, which is"
-            todo = "give a file name" if stat.S_ISDIR(st.st_mode) else "choose a regular file"
+            todo = "give a file name" if stat.S_ISDIR(st.st_mode) else "choose another path"
             raise ExportError(f"cannot write {target}: {where} {kind}, not a regular file; {todo}")
         return _Target(target, real, st)
     folder = real.parent if str(real.parent) else Path(".")
