@@ -3,7 +3,13 @@
 ``python main.py`` opens the window (main.py hands over to ``gui``; this module never imports
 it). Any ``--export-*`` / ``--mask-report`` / ``--save-session``
 flag runs headless: load, capture, write the files, exit 0. Any failure exits non-zero with one line
-on stderr (no traceback unless ``--debug``) and leaves no output file.
+on stderr (no traceback unless ``--debug``) and leaves no output file: one invocation's outputs
+appear together or not at all (:func:`analysis.fileio.staged_writes`). Every output is first
+written completely to a temp file next to it; only when all of them succeeded are they moved into
+place, one ``os.replace`` after the other in a fixed order (npz, alignment, statistics, figure or
+its layer files, mask report, session). If anything fails, every temp file is removed and the
+files already at those paths keep their content. The renames are not one atomic operation across
+files: a crash between two of them leaves the outputs moved so far (each complete).
 """
 
 from __future__ import annotations
@@ -225,8 +231,11 @@ def run_headless(args: argparse.Namespace) -> int:
         options = {"dtype": args.dtype, "device": args.device, "view": args.view, "stack": args.stack,
                    "layer": args.layer, "head": args.head, "aggregate": args.aggregate, "theme": args.theme}
         writers.append(lambda: save_session(args.save_session, cap, model_ref=args.model, inputs=inputs, options=options))
-    for w in writers:
-        w()
+    from .fileio import staged_writes
+
+    with staged_writes():  # all the outputs, or none: moved into place only once every one is written
+        for w in writers:
+            w()
     return EXIT_OK
 
 

@@ -5,8 +5,10 @@ A view's figure is its data (:func:`analysis.views.view_data`) drawn by its one 
 with the data's title above it and, with ``ViewSpec(caption=True)``, the view's caption
 (:func:`analysis.views.captions.view_caption`) below it: :func:`build_figure`. The window draws
 the same data with the same drawer on its canvases, so an export shows what the window shows. :func:`export_figure` /
-:func:`export_all_layers` write PNG, SVG or PDF through :func:`analysis.fileio.atomic_write`.
-Everything is validated by :func:`validate_spec` before anything is drawn or written.
+:func:`export_all_layers` write PNG, SVG or PDF through :func:`analysis.fileio.atomic_write`
+(a symbolic link is followed, pipes and devices are refused; all of a run's layer files appear
+together or none does). Everything is validated by :func:`validate_spec` before anything is drawn
+or written.
 
 Views: see :mod:`analysis.views` (head, layer, model, lines, alignment, steps, masks, stats,
 rollout, flow, compare).
@@ -23,8 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.layout_engine import ConstrainedLayoutEngine, TightLayoutEngine
 from matplotlib.text import Text
 
-from .errors import ExportError, InputError
-from .fileio import atomic_write
+from .errors import InputError
+from .fileio import atomic_write, check_output_path, staged_writes
 from .fonts import ensure_cjk_font
 from .result import Capture
 from .tasks import TaskState
@@ -154,11 +156,8 @@ def _format_of(path: Path, fmt: str | None) -> str:
 
 
 def _check_folder(path: Path) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise ExportError(f"cannot write {path}: the folder {folder} does not exist; create it or choose another path")
-    if path.is_dir():
-        raise ExportError(f"cannot write {path}: it is a folder; give a file name")
+    """Refuse a missing folder, a folder, a pipe or a device at ``path`` before drawing anything."""
+    check_output_path(path)
 
 
 def save_figure(fig: Figure, path: str | Path, fmt: str | None = None, dpi: int | None = None) -> Path:
@@ -210,8 +209,10 @@ def layer_paths(path: str | Path, n_layers: int) -> list[Path]:
 def export_all_layers(capture: Capture, spec: ViewSpec, path: str | Path, fmt: str | None = None) -> list[Path]:
     """One file per layer of the spec's stack: ``OUT-L00.png``, ``OUT-L01.png``, …
 
-    Everything (spec for every layer, format, folder) is validated before the first file is
-    written. Only the head, layer and lines views have a per-layer form.
+    Everything (spec for every layer, format, folder, what each path names) is validated before
+    the first figure is drawn. The files appear together or not at all
+    (:func:`analysis.fileio.staged_writes`): should one layer fail, no layer's file is created
+    or replaced. Only the head, layer and lines views have a per-layer form.
 
     Returns
     -------
@@ -229,8 +230,9 @@ def export_all_layers(capture: Capture, spec: ViewSpec, path: str | Path, fmt: s
     for s in specs:
         validate_spec(capture, s)
     paths = layer_paths(target, n_layers)
-    _check_folder(target)
     for p in paths:
-        if p.is_dir():
-            raise ExportError(f"cannot write {p}: it is a folder; choose another file name")
-    return [save_figure(build_figure(capture, s), p, f, s.dpi) for s, p in zip(specs, paths, strict=True)]
+        _check_folder(p)
+    # every layer's file is complete before the first one is moved into place (inside the CLI's
+    # run, with the run's other outputs)
+    with staged_writes():
+        return [save_figure(build_figure(capture, s), p, f, s.dpi) for s, p in zip(specs, paths, strict=True)]

@@ -481,6 +481,43 @@ def test_export_all_layers_writes_one_file_per_layer(tmp_path):
         assert p.read_bytes()[:8] == PNG_SIGNATURE
 
 
+def test_export_all_layers_writes_every_layer_or_none(tmp_path, monkeypatch):
+    names = ["OUT-L00.png", "OUT-L01.png", "OUT-L02.png"]
+    for name in names[:2]:
+        (tmp_path / name).write_bytes(b"old " + name.encode())
+    real_savefig = Figure.savefig
+    calls = []
+
+    def savefig(self, fname, *args, **kwargs):
+        calls.append(fname)
+        if len(calls) == 2:
+            Path(fname).write_bytes(b"\x89PN")
+            raise OSError(28, "No space left on device")
+        return real_savefig(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    with pytest.raises(ExportError, match="OUT-L01.png: No space left on device"):
+        export_all_layers(make_encoder(), ViewSpec(dpi=72), tmp_path / "OUT.png")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == {n: b"old " + n.encode() for n in names[:2]}
+    monkeypatch.undo()
+    export_all_layers(make_encoder(), ViewSpec(dpi=72), tmp_path / "OUT.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
+    assert all((tmp_path / n).read_bytes()[:8] == PNG_SIGNATURE for n in names)
+
+
+def test_export_refuses_a_pipe_before_drawing(tmp_path, monkeypatch):
+    import os
+
+    os.mkfifo(tmp_path / "p.png")
+    monkeypatch.setattr(figures, "build_figure", None)  # drawing anything would fail differently
+    with pytest.raises(ExportError, match="named pipe"):
+        export_figure(make_encoder(), ViewSpec(), tmp_path / "p.png")
+    os.mkfifo(tmp_path / "q-L01.png")
+    with pytest.raises(ExportError, match=r"q-L01\.png: it is a named pipe"):
+        export_all_layers(make_encoder(), ViewSpec(), tmp_path / "q.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png", "q-L01.png"]
+
+
 def test_export_all_layers_validates_before_writing(tmp_path):
     cap = make_encoder()
     with pytest.raises(InputError, match="head 8"):
