@@ -471,14 +471,15 @@ def _check_weights(name: str, stack: np.ndarray, task: TaskState) -> None:
     tol = WEIGHT_TOLERANCE
     for layer in range(stack.shape[0]):
         task.check()
-        maps = stack[layer]
+        # numpy computes on float16 slowly: one layer as float32 (its row sums are exact to ~1e-6)
+        maps = stack[layer].astype(np.float32, copy=False)
         lo, hi = float(maps.min()), float(maps.max())
         if not (np.isfinite(lo) and np.isfinite(hi)):
             raise _Damaged(f"the {name} stack has weights that are not numbers (NaN or infinity) in layer {layer}")
         if lo < -tol or hi > 1 + tol:
             raise _Damaged(f"the {name} stack has weights from {lo:.3g} to {hi:.3g} in layer {layer}, "
                            "outside 0–1")
-        off = float(np.abs(maps.sum(axis=-1, dtype=np.float64) - 1.0).max())
+        off = float(np.abs(maps.sum(axis=-1) - 1.0).max())
         if off > tol:
             raise _Damaged(f"rows of the {name} stack in layer {layer} do not sum to 1 (off by {off:.3g})")
 
