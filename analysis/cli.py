@@ -17,9 +17,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .stats import STAT_NAMES as _STATS
+
+if TYPE_CHECKING:
+    from .loader import LoadedModel
+    from .result import Capture
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 2
@@ -44,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  python main.py --model bundled:translator-en-fr --text 'I like this course' --generate \\\n"
             "         --export-npz x.npz --export-alignment x.txt\n"
             "  python main.py --model bundled:smollm2 --text '나는 이 강의를 좋아한다' --export-png h.png --view head --layer 3 --head 0\n"
+            "  python main.py --session lesson.headmap --export-png h.png --view layer --theme presentation --dpi 300\n"
             "Layers and heads are 0-based, as in transformers."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -51,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model")
     g.add_argument("--model", metavar="SRC", help="hub id, checkpoint folder, .gguf file or bundled:NAME "
                    "(bundled:minilm, bundled:smollm2, bundled:translator-en-fr, bundled:translator-en-ko)")
+    g.add_argument("--session", metavar="FILE.headmap", help="instead of --model and --text: export from a saved "
+                   "session, with no model loaded (flags that need the model are refused)")
     g.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"], help="weights dtype (default auto: float32 on CPU)")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where to run (default auto)")
     g.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code to run (off by default; only for repos you trust)")
@@ -149,9 +158,11 @@ def check_args(args: argparse.Namespace) -> None:
     """Refuse contradictory or out-of-range flags before anything is loaded (one sentence)."""
     from .errors import InputError
 
-    if not args.model:
-        raise InputError("--model is required for exports; e.g. --model bundled:minilm")
-    if args.text is None or not args.text.strip():
+    if args.session:
+        check_session_args(args)
+    elif not args.model:
+        raise InputError("--model is required for exports (or --session FILE.headmap); e.g. --model bundled:minilm")
+    elif args.text is None or not args.text.strip():
         raise InputError("--text is empty; give the sentence to run, e.g. --text 'I like this course'")
     if args.mask_report and not args.pair:
         raise InputError("--mask-report needs --pair OTHER: a second, longer sentence to batch with --text")
@@ -167,14 +178,28 @@ def check_args(args: argparse.Namespace) -> None:
             raise InputError(f"--{flag.replace('_', '-')} {v} is negative; {what} are 0-based")
 
 
-def run_headless(args: argparse.Namespace) -> int:
-    """Load, capture and write every requested file. Raises HeadmapError on user errors."""
-    from .errors import InputError
+@dataclass(frozen=True)
+class Source:
+    """What the exports are made from: a capture, and the model that made it when one is loaded.
 
-    check_args(args)
-    fig_path = args.export_png or args.export_svg or args.export_pdf
+    ``name`` names it in messages (``--model``'s reference, or the session file);
+    ``model_folder`` is where a bundled translator documents its best alignment layer;
+    ``model_ref``, ``inputs`` and ``options`` are what ``--save-session`` writes.
+    """
 
+    capture: Capture
+    lm: LoadedModel | None
+    name: str
+    model_folder: str | None
+    model_ref: str
+    inputs: Mapping[str, Any]
+    options: Mapping[str, Any]
+
+
+def _model_source(args: argparse.Namespace) -> Source:
+    """Load ``--model`` and capture ``--text`` (the notes go to stderr)."""
     from .capture import capture
+    from .errors import InputError
     from .loader import load_model
 
     lm = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
@@ -191,10 +216,78 @@ def run_headless(args: argparse.Namespace) -> int:
     generate = args.generate or (lm.kind == "seq2seq" and args.target is None)
     cap = capture(lm, args.text, target=args.target, generate=generate, max_new_tokens=max_new,
                   num_beams=args.num_beams, max_tokens=args.max_tokens, target_lang=args.target_lang)
+    _print_notes(cap)
+    inputs = {"text": args.text, "target": args.target, "generate": args.generate,
+              "max_new_tokens": max_new, "num_beams": args.num_beams}
+    options = {"dtype": args.dtype, "device": args.device, "view": args.view, "stack": args.stack,
+               "layer": args.layer, "head": args.head, "aggregate": args.aggregate, "theme": args.theme}
+    return Source(cap, lm, args.model, lm.summary.source_path, args.model, inputs, options)
+
+
+def _print_notes(cap) -> None:
     from .readable import WARNING
 
     for note in cap.notes:  # a warning keeps its own "warning: " prefix
         print(note if note.startswith(WARNING) else f"note: {note}", file=sys.stderr)
+
+
+#: flags that need the model, refused with --session (what each would make the model do)
+_MODEL_FLAGS = {
+    "target": "run the model on a target", "generate": "generate", "max_new_tokens": "generate",
+    "num_beams": "generate", "target_lang": "generate", "max_tokens": "tokenize a text",
+    "dtype": "load the model", "device": "load the model", "trust_remote_code": "load the model",
+    "allow_pickle": "load the model", "no_memory_check": "load the model",
+    "pair": "run the padding experiment", "mask_report": "run the padding experiment",
+    "padding_side": "run the padding experiment",
+}
+
+
+def check_session_args(args: argparse.Namespace) -> None:
+    """With ``--session``: refuse ``--model``, ``--text`` and every flag that needs the model."""
+    from .errors import InputError
+
+    for flag in ("model", "text"):
+        if getattr(args, flag) is not None:
+            raise InputError(f"--session and --{flag} do not go together: the session holds the capture of its "
+                             f"model and text; drop --{flag}")
+    defaults = build_parser().parse_args([])
+    for flag, what in _MODEL_FLAGS.items():
+        if getattr(args, flag) != getattr(defaults, flag):
+            option = "--" + flag.replace("_", "-")
+            raise InputError(f"{option} needs the model to {what}, and --session exports a saved capture without "
+                             f"it; drop {option}, or use --model and --text instead of --session")
+    if (args.export_png or args.export_svg or args.export_pdf) and args.view == "masks":
+        raise InputError("--view masks needs the model to run the padding experiment, which a session does not "
+                         "hold; export it with --model, --text and --pair instead of --session")
+
+
+def session_source(args: argparse.Namespace) -> Source:
+    """The capture of ``--session`` (every check of :func:`analysis.session.load_session`), with no
+    model; ``--save-session`` writes its model reference, inputs and options again."""
+    from .errors import InputError
+    from .session import load_session
+    from .views.alignment import model_folder_of
+
+    sess = load_session(args.session)
+    cap = sess.capture
+    name = f"the session {args.session}"
+    if args.export_alignment and cap.kind != "seq2seq":
+        raise InputError(f"--export-alignment needs a seq2seq model with cross-attention; {name} holds a "
+                         f"{cap.kind} model's capture")
+    _print_notes(cap)
+    # a bundled translator's folder documents its best alignment layer; no other path named by the
+    # file is followed
+    return Source(cap, None, name, model_folder_of(cap), sess.model_ref, sess.inputs, sess.options)
+
+
+def run_headless(args: argparse.Namespace) -> int:
+    """Load and capture (or reopen ``--session``), then write every requested file. Raises
+    HeadmapError on user errors."""
+    check_args(args)
+    fig_path = args.export_png or args.export_svg or args.export_pdf
+
+    src = session_source(args) if args.session else _model_source(args)
+    cap, lm = src.capture, src.lm
 
     # Prepare (and validate) every output before writing the first one.
     writers: list[Callable[[], object]] = []
@@ -205,7 +298,7 @@ def run_headless(args: argparse.Namespace) -> int:
     if args.export_alignment:
         from .alignment_export import alignment_for_capture, write_alignment
 
-        res = alignment_for_capture(cap, lm.summary.source_path, args.alignment_layer, args.alignment_head)
+        res = alignment_for_capture(cap, src.model_folder, args.alignment_layer, args.alignment_head)
         writers.append(lambda: write_alignment(res, args.export_alignment))
     if args.export_stats:
         from .stats import write_stats_csv
@@ -215,9 +308,10 @@ def run_headless(args: argparse.Namespace) -> int:
     if args.mask_report or (fig_path and args.view == "masks"):
         from .masks import padding_experiment
 
+        assert lm is not None  # --session refuses --mask-report and --view masks
         report = padding_experiment(lm, args.text, args.pair, padding_side=args.padding_side)
     if fig_path:
-        writers.append(_figure_writer(args, cap, lm, report, fig_path))
+        writers.append(_figure_writer(args, src, report, fig_path))
     if args.mask_report:
         from .masks import write_mask_report
 
@@ -226,11 +320,8 @@ def run_headless(args: argparse.Namespace) -> int:
     if args.save_session:
         from .session import save_session
 
-        inputs = {"text": args.text, "target": args.target, "generate": args.generate,
-                  "max_new_tokens": max_new, "num_beams": args.num_beams}
-        options = {"dtype": args.dtype, "device": args.device, "view": args.view, "stack": args.stack,
-                   "layer": args.layer, "head": args.head, "aggregate": args.aggregate, "theme": args.theme}
-        writers.append(lambda: save_session(args.save_session, cap, model_ref=args.model, inputs=inputs, options=options))
+        writers.append(lambda: save_session(args.save_session, cap, model_ref=src.model_ref, inputs=src.inputs,
+                                            options=src.options))
     from .fileio import staged_writes
 
     with staged_writes():  # all the outputs, or none: moved into place only once every one is written
@@ -255,15 +346,16 @@ def figure_spec(args: argparse.Namespace):
     )
 
 
-def _figure_writer(args: argparse.Namespace, cap, lm, report, fig_path: str):
+def _figure_writer(args: argparse.Namespace, src: Source, report, fig_path: str):
     """Validate the figure request now; return the function that writes it."""
     from .errors import InputError
     from .figures import ViewInputs, export_all_layers, export_figure, validate_spec
 
+    cap = src.capture
     if args.stack and cap.kind != "seq2seq" and args.stack == "cross":
-        raise InputError(f"--stack cross needs a seq2seq model; {args.model} is a {cap.kind} model with one stack")
+        raise InputError(f"--stack cross needs a seq2seq model; {src.name} is a {cap.kind} model with one stack")
     spec = figure_spec(args)
-    inputs = ViewInputs(mask_report=report, model_folder=lm.summary.source_path)
+    inputs = ViewInputs(mask_report=report, model_folder=src.model_folder)
     validate_spec(cap, spec, inputs)
     if args.all_layers:
         return lambda: export_all_layers(cap, spec, fig_path)

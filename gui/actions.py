@@ -3,37 +3,82 @@
 Export and Copy image draw the visible tab through the same view data and drawer as the tab
 itself (:func:`analysis.figures.build_figure` with the tab's :meth:`export_request`: its spec and
 inputs), so the file shows what the tab shows. Sessions save the capture with the viewer state's
-selection and reopen without a model.
+selection and reopen without a model: a session file is untrusted input, read and checked as a job
+off the GUI thread (:func:`analysis.session.load_session`), and shown only once all of it passed.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, replace
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QWidget
 
 from analysis.errors import HeadmapError
+from analysis.views.spec import ViewSpec
 
 from .state import ViewerState
+from .workers import JobHandle, Jobs
+
+#: selection fields a session does not restore: the window's own view, theme and figure size
+_NOT_RESTORED = frozenset({"view", "figsize", "dpi", "title", "theme"})
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """True when the JSON ``value`` has the type ``hint`` of a :class:`ViewSpec` field."""
+    origin = get_origin(hint)
+    if origin is Literal:
+        return isinstance(value, str) and value in get_args(hint)
+    if origin in (Union, types.UnionType):
+        return any(_fits(value, h) for h in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return type(value) in (int, float)
+    return hint in (bool, int, str) and type(value) is hint  # never a bool for an int
+
+
+def saved_selection(capture, saved: Any) -> dict:
+    """The fields of a session's saved selection (``options["spec"]``) that the window applies:
+    :class:`ViewSpec` fields of their own type that are valid for ``capture``. Anything else (an
+    older or a hand-edited file) is dropped, and the current selection keeps those fields."""
+    from analysis.views.spec import validate_spec
+
+    if not isinstance(saved, Mapping):
+        return {}
+    hints = get_type_hints(ViewSpec)
+    out = {}
+    for key, value in saved.items():
+        if key in _NOT_RESTORED or key not in hints or not _fits(value, hints[key]):
+            continue
+        try:
+            validate_spec(capture, replace(ViewSpec(), **{key: value}))
+        except (HeadmapError, KeyError, TypeError, ValueError):
+            continue
+        out[key] = value
+    return out
 
 
 class FileActions(QObject):
     """Export / copy the visible tab; save / reopen sessions.
 
-    ``current_tab()`` returns the visible tab (a :class:`gui.tabs.base.StateTab`), ``inputs()``
-    the input panel's values, ``options()`` extra session options (dtype, tab name),
-    ``open_capture(session)`` shows a reopened session's capture and selection.
+    ``jobs`` runs the reading of a session (kind ``session``), ``current_tab()`` returns the
+    visible tab (a :class:`gui.tabs.base.StateTab`), ``inputs()`` the input panel's values,
+    ``options()`` extra session options (dtype, tab name), ``open_capture(session)`` shows a
+    reopened session's capture and selection.
     """
 
-    def __init__(self, parent: QWidget, state: ViewerState, current_tab: Callable, inputs: Callable,
+    def __init__(self, parent: QWidget, state: ViewerState, jobs: Jobs, current_tab: Callable, inputs: Callable,
                  options: Callable, open_capture: Callable, status: Callable, report: Callable,
                  remember: Callable[[str], None] = lambda _path: None) -> None:
         super().__init__(parent)
         self.parent_widget = parent
         self.state = state
+        self.jobs = jobs
         self.current_tab, self.inputs, self.options = current_tab, inputs, options
         self.open_capture, self.status, self.report = open_capture, status, report
         self.remember = remember  # a session saved or opened goes to File ▸ Open recent
@@ -111,13 +156,30 @@ class FileActions(QObject):
         save_session(path, cap, model_ref=cap.model, inputs=self.inputs(), options=options)
         self.remember(str(path))
 
-    def open_session(self, path: str) -> None:
-        """Reopen a session: the captured arrays come from the file, no model is needed."""
+    def open_session(self, path: str) -> JobHandle:
+        """Reopen a session: the captured arrays come from the file, no model is needed.
+
+        The file is read and checked as a job (kind ``session``; a newer open supersedes it) with
+        its progress in the status bar. Only a session that passed every check is shown; a failure
+        is one sentence (``report``) and leaves the capture, the selection and the panels as
+        they were. Returns the job's handle.
+        """
         from analysis.session import load_session
 
-        sess = load_session(path)
+        path = str(path)
+        job = self.jobs.start("session", load_session, path)
+        job.progress.connect(self._on_session_progress)
+        job.finished.connect(lambda sess: self._on_session_opened(path, sess))
+        job.failed.connect(self.report)
+        self.status(f"opening session {path}…")
+        return job
+
+    def _on_session_progress(self, _stage: str, fraction: float, message: str) -> None:
+        self.status(f"{message} {fraction:.0%}" if fraction >= 0 else message)
+
+    def _on_session_opened(self, path: str, sess) -> None:
         self.open_capture(sess)
-        self.remember(str(path))
+        self.remember(path)
         self.status(f"reopened session {path} ({sess.model_ref}; the model is not loaded)")
 
     def on_save_session(self) -> None:
@@ -134,7 +196,4 @@ class FileActions(QObject):
         path, _ = QFileDialog.getOpenFileName(self.parent_widget, "Open session", "",
                                               "Headmap session (*.headmap);;All files (*)")
         if path:
-            try:
-                self.open_session(path)
-            except HeadmapError as exc:
-                self.report(exc)
+            self.open_session(path)

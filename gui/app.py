@@ -7,7 +7,8 @@ import sys
 
 
 def run_window(args) -> int:
-    """Open the window; ``args`` may carry ``model`` / ``text`` to load and run at start."""
+    """Open the window; ``args`` may carry ``model`` / ``text`` to load and run at start, or a
+    ``session`` to open instead."""
     from PySide6.QtWidgets import QApplication
 
     from .main_window import MainWindow
@@ -22,6 +23,9 @@ def run_window(args) -> int:
     if model:
         win.model_panel.set_reference(model)
     win.show()
-    if not os.environ.get("HEADMAP_NO_AUTOSTART"):
+    session = getattr(args, "session", None)
+    if session:
+        win.open_session(session)
+    elif not os.environ.get("HEADMAP_NO_AUTOSTART"):
         win.autostart(model)
     return app.exec()

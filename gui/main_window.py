@@ -30,7 +30,7 @@ from analysis.errors import user_message
 from analysis.figures import ViewSpec
 from analysis.host import default_host, in_process
 
-from .actions import FileActions
+from .actions import FileActions, saved_selection
 from .controller import ModelController
 from .panels import EXAMPLES, InputPanel, ModelPanel, OutputPanel, TokenStrip, token_legend
 from .settings import Settings
@@ -47,7 +47,7 @@ from .views.canvas import CanvasView
 from .views.head import HeadView
 from .views.lines import LinesView
 from .views.overview import LayerView, ModelView
-from .workers import Jobs
+from .workers import JobHandle, Jobs
 
 ARROWS = ((Qt.Key.Key_Up, -1, "layer"), (Qt.Key.Key_Down, 1, "layer"), (Qt.Key.Key_Left, -1, "head"),
           (Qt.Key.Key_Right, 1, "head"))
@@ -131,7 +131,7 @@ class MainWindow(QMainWindow):
         self.ctx = TabContext(self.state, self.runner, self.show_error, self.statusBar().showMessage,
                               self.controller.model_job)
         self._build_tabs()
-        self.actions = FileActions(self, self.state, self.tabs.currentWidget, self.input_panel.inputs,
+        self.actions = FileActions(self, self.state, self.runner, self.tabs.currentWidget, self.input_panel.inputs,
                                    self._session_options, self._open_capture, self.statusBar().showMessage,
                                    self.show_error, self.settings.add_recent_session)
         self._build_layout()
@@ -274,10 +274,7 @@ class MainWindow(QMainWindow):
 
         p = Path(path)
         if not model and p.suffix.lower() == ".headmap":
-            try:
-                self.open_session(str(p))
-            except Exception as exc:
-                self.show_error(exc)
+            self.open_session(str(p))
             return
         if model or p.is_dir() or p.suffix.lower() == ".gguf":
             self.model_panel.set_reference(str(path))
@@ -553,26 +550,26 @@ class MainWindow(QMainWindow):
     def save_session_to(self, path: str) -> None:
         self.actions.save_session_to(path)
 
-    def open_session(self, path: str) -> None:
-        self.actions.open_session(path)
+    def open_session(self, path: str) -> JobHandle:
+        """Read and check the session ``path`` as a job; show it when all of it passed (see
+        :meth:`gui.actions.FileActions.open_session`). Returns the job's handle."""
+        return self.actions.open_session(path)
 
     def _session_options(self) -> dict:
         return {"dtype": self.model_panel.dtype.currentText(), "tab": self.tabs.tabText(self.tabs.currentIndex())}
 
     def _open_capture(self, sess) -> None:
+        """Show a checked session: its capture, text, model reference, selection and tab."""
+        # decided before anything changes: what of the saved selection fits this capture
+        changes = saved_selection(sess.capture, sess.options.get("spec"))
+        tab = sess.options.get("tab")
         self.input_panel.text.setPlainText(sess.inputs.get("text", sess.capture.text) or "")
         self.model_panel.set_reference(sess.model_ref)
         self.input_panel.set_kind(sess.capture.kind)
         self.set_capture(sess.capture)
-        spec = dict(sess.options.get("spec", {}))
-        known = {f.name for f in fields(ViewSpec)} - {"view", "figsize", "dpi", "title", "theme"}
-        changes = {k: v for k, v in spec.items() if k in known}
-        try:
-            self.state.update(**changes)
-        except (TypeError, ValueError):
-            pass  # an older session's options: keep the current selection
-        if sess.options.get("tab"):
-            self.show_tab(sess.options["tab"])
+        self.state.update(**changes)
+        if isinstance(tab, str) and tab:
+            self.show_tab(tab)
 
     # ------------------------------------------------------------------ theme, errors, life
     def set_theme(self, name: str) -> None:

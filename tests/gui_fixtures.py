@@ -17,6 +17,7 @@ A module may still define its own ``window`` fixture; pytest prefers the module'
 * ``one_torch_thread`` – torch on one intra-op thread while the test runs (used by the above).
 * ``load`` / ``run`` / ``wait_idle`` – drive the window through its public slots and wait for the
   workers, failing with the window's own error message when something went wrong.
+* ``open_session`` – open a ``.headmap`` file as the window does (a job) and wait for it.
 """
 
 from __future__ import annotations
@@ -111,8 +112,8 @@ def window_fixture(make_window):
 def is_idle(win) -> bool:
     # a finished run's views are updated one event-loop turn after its result arrives, and drawn
     # in the next one
-    return (not win.runner.is_busy("load") and not win.runner.is_busy("run") and win._incoming is None
-            and not getattr(win.tabs.currentWidget(), "draw_pending", ""))
+    return (not win.runner.is_busy("load") and not win.runner.is_busy("run") and not win.runner.is_busy("session")
+            and win._incoming is None and not getattr(win.tabs.currentWidget(), "draw_pending", ""))
 
 
 def wait_idle(qtbot, win, timeout: int = RUN_TIMEOUT_MS) -> None:
@@ -155,3 +156,15 @@ def use_target(win, target: str) -> None:
     """seq2seq: teacher-force ``target`` instead of generating (fast and deterministic)."""
     win.input_panel.translate.setChecked(False)
     win.input_panel.target.setText(target)
+
+
+def open_session(qtbot, win, path, timeout: int = RUN_TIMEOUT_MS, ok: bool = True):
+    """``win.open_session(path)`` (a job, as File ▸ Open session runs it) and wait until it
+    finished or failed. With ``ok``, fail with the window's message unless the session was shown;
+    returns the window's capture."""
+    win.last_error = ""
+    job = win.open_session(str(path))
+    qtbot.waitUntil(lambda: not job.running, timeout=timeout)
+    if ok:
+        assert win.last_error == "", f"opening {path} failed: {win.last_error}"
+    return win.capture

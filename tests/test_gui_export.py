@@ -9,7 +9,7 @@ from PySide6.QtGui import QGuiApplication
 
 from analysis.errors import HeadmapError
 from analysis.session import captures_equal, load_session
-from tests.gui_fixtures import load
+from tests.gui_fixtures import load, open_session
 
 TEXT = "나는 이 강의를 좋아한다"
 
@@ -84,7 +84,7 @@ def test_session_round_trip_without_the_model(qtbot, gpt2, make_window, tmp_path
     assert captures_equal(sess.capture, win.capture)
     other = make_window()
     assert other.lm is None
-    other.open_session(str(path))
+    open_session(qtbot, other, path)
     assert other.lm is None  # reopening does not need the model
     assert captures_equal(other.capture, win.capture)
     assert (other.spec.layer, other.spec.head) == (1, 2)
@@ -95,6 +95,7 @@ def test_session_round_trip_without_the_model(qtbot, gpt2, make_window, tmp_path
 def test_damaged_session_is_a_message(qtbot, window, tmp_path):
     bad = tmp_path / "bad.headmap"
     bad.write_bytes(b"PK\x03\x04 damaged")
-    with pytest.raises(HeadmapError, match="not a Headmap session"):
-        window.open_session(str(bad))
+    open_session(qtbot, window, bad, ok=False)
+    assert "not a Headmap session" in window.last_error
+    assert window._dialog is not None and window._dialog.isVisible()
     assert window.capture is None

@@ -10,7 +10,7 @@ from PySide6.QtGui import QAction, QDropEvent, QKeySequence, QPalette
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from analysis.themes import get_theme
-from tests.gui_fixtures import load, run, use_target, wait_idle
+from tests.gui_fixtures import load, open_session, run, use_target, wait_idle
 
 TEXT = "I like this course"
 
@@ -172,7 +172,7 @@ def test_the_legend_of_a_reopened_session_comes_from_its_tokens(qtbot, window, m
     path = tmp_path / "s.headmap"
     window.save_session_to(str(path))
     other = make_window()
-    other.open_session(str(path))
+    open_session(qtbot, other, path)
     assert "◌" in other.tok_label.text() and "##" not in other.tok_label.text()
 
 
@@ -219,6 +219,8 @@ def test_drop_a_checkpoint_folder_or_a_session_to_open_it(qtbot, window, make_wi
     window.save_session_to(str(path))
     other = make_window()
     drop(other, path)
+    wait_idle(qtbot, other)
+    assert other.last_error == ""
     assert other.capture is not None and other.capture.text == window.capture.text
     # anything else is one sentence
     junk = tmp_path / "notes.txt"
@@ -238,6 +240,8 @@ def test_open_recent_lists_models_and_sessions(qtbot, window, tiny_model_dir, tm
     assert f"model: {folder}" in texts and f"session: {path}" in texts
     before = window.capture
     [a for a in window.recent_menu.actions() if a.text() == f"session: {path}"][0].trigger()
+    wait_idle(qtbot, window)
+    assert window.last_error == ""
     assert window.capture is not before and np.array_equal(window.capture.stacks["attentions"],
                                                            before.stacks["attentions"])
 

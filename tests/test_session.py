@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
+import zipfile
 from dataclasses import replace
 from datetime import datetime
 
 import numpy as np
 import pytest
 
+from analysis import session as session_module
+from analysis.archive import SafeNpz
 from analysis.errors import ExportError, InputError
 from analysis.figures import ViewSpec, build_figure
 from analysis.result import Prediction
 from analysis.session import FORMAT, captures_equal, load_session, save_session
+from tests.hostile_sessions import HOSTILE, compressed_bomb
 from tests.test_aggregate import make_decoder, make_encoder, make_seq2seq, token_seq
 
 OPTIONS = {"view": "head", "layer": 1, "head": None, "theme": "dark", "hide_special": True}
@@ -128,7 +133,7 @@ def test_damaged_files_raise_input_error(tmp_path, damage):
     elif damage == "bad-meta":
         with open(path, "wb") as fh:
             np.savez(fh, meta=np.array(json.dumps({"format": "something else"})))
-    with pytest.raises(InputError, match="is not a Headmap session or is damaged"):
+    with pytest.raises(InputError, match="is not a Headmap session or it is damaged"):
         load_session(path)
 
 
@@ -170,3 +175,85 @@ def test_save_is_atomic(tmp_path, monkeypatch):
         _save(good, make_decoder())
     assert good.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "s.headmap"]
+
+
+# -- untrusted files ---------------------------------------------------------------------------
+#: refusals that come before any array but the metadata is read
+_VALUE_CASES = {"nan", "inf", "negative", "above-one", "rows", "word-ids"}
+
+
+def _one_sentence(message: str, path) -> None:
+    assert "\n" not in message and message.startswith(str(path))
+    assert message.endswith(("; open another file or save the session again", "; open another file"))
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_files_are_one_sentence_before_anything_big(tmp_path, monkeypatch, name):
+    build, needle = HOSTILE[name]
+    path = build(tmp_path)
+    read: list[str] = []
+    real_read = SafeNpz.read
+    monkeypatch.setattr(SafeNpz, "read", lambda self, member: read.append(member.key) or real_read(self, member))
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError) as info:
+            load_session(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = str(info.value)
+    assert needle in message
+    _one_sentence(message, path)
+    assert peak < 16 << 20  # the file's declared sizes were never allocated
+    if name not in _VALUE_CASES:
+        assert set(read) <= {"meta"}  # refused before any array was read
+
+
+def test_a_compressed_member_is_never_inflated(tmp_path, monkeypatch):
+    path = compressed_bomb(tmp_path)
+    assert path.stat().st_size < 1 << 20
+    opened = []
+    real_open = zipfile.ZipFile.open
+    monkeypatch.setattr(zipfile.ZipFile, "open",
+                        lambda self, name, *a, **kw: opened.append(getattr(name, "filename", name))
+                        or real_open(self, name, *a, **kw))
+    with pytest.raises(InputError, match="'stack__attentions.npy' is compressed"):
+        load_session(path)
+    assert opened == []  # refused from the directory alone
+
+
+def test_the_size_limit_is_named(tmp_path, monkeypatch):
+    path = _save(tmp_path / "s.headmap", make_seq2seq())
+    monkeypatch.setattr(session_module, "MAX_SESSION_BYTES", 2048)
+    with pytest.raises(InputError, match=r"declares \d+\.\d KiB of arrays, more than the 2\.0 KiB a session may hold"):
+        load_session(path)
+
+
+def test_out_of_memory_is_one_sentence(tmp_path, monkeypatch):
+    path = _save(tmp_path / "s.headmap", make_encoder())
+
+    def no_memory(self, member):
+        raise MemoryError
+
+    monkeypatch.setattr(SafeNpz, "read", no_memory)
+    with pytest.raises(InputError, match="does not fit in the memory available") as info:
+        load_session(path)
+    assert "\n" not in str(info.value) and info.value.__context__ is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_rounding_of_low_precision_maps_is_accepted(tmp_path, dtype):
+    # a bfloat16 model's rows may be off by up to 2^-7, which capture accepts; float16 storage
+    # adds up to 2^-11: such a session still opens
+    cap = make_decoder()
+    stack = np.array(cap.stacks["attentions"], dtype=np.float64)
+    stack[0, 0] *= 1 + 2**-7 + 2**-11
+    stack[1, 1] *= 1 - 2**-7 - 2**-11
+    cap = replace(cap, stacks={"attentions": stack.astype(dtype)})
+    assert captures_equal(load_session(_save(tmp_path / "s.headmap", cap)).capture, cap)
+
+
+def test_json_depth_skips_strings():
+    for text, depth in [("{}", 1), ("[]", 1), ("1", 0), ('["[[", "\\"[", {"a": [1]}]', 3),
+                        ('{"a\\\\": ["]"]}', 2), ('"\\\\\\"[["', 0), ("[" * 50 + "]" * 50, 50)]:
+        assert session_module._json_depth(text) == depth, text
