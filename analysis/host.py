@@ -430,8 +430,12 @@ class _Child:  # pragma: no cover - runs in the child
         self.default_threads: list[int] = []  # torch's own thread count, once torch is imported
 
     def send(self, msg: tuple) -> None:
-        with self.send_lock:
-            self.conn.send(msg)
+        """Send ``msg`` to the window; a connection it closed means nobody waits for us: exit."""
+        try:
+            with self.send_lock:
+                self.conn.send(msg)
+        except OSError:
+            _exit_now(0)
 
     def read(self) -> None:
         """The reader thread: queue the jobs; answer pings and acknowledge a cancel at once (the
