@@ -27,3 +27,13 @@ def hold(path: str, task=None) -> str:
             return "done"
         time.sleep(0.005)
     return "never told"
+
+
+def hold_gil(seconds: int, task=None) -> str:
+    """Report "holding", then sleep in C *holding the GIL* (``ctypes.PyDLL`` never releases it):
+    the model process is not stopped, but no thread in it can answer a ping or a cancel."""
+    import ctypes
+
+    task.report("holding", None, "asleep in C, holding the GIL")
+    ctypes.PyDLL(None).sleep(int(seconds))
+    return "woke"

@@ -20,12 +20,20 @@ not a Performance target. Medians of a few repeats; the single runs are in ``_*_
     model_process_cancel_s               ≤ 20 s *  cancel set → the running call raises Cancelled
     model_process_release_s              ≤ 0.5 s * release(model) while a call runs (must not wait)
     model_process_close_busy_s           ≤ 5 s *   close(timeout=0.5) while a call runs (stops the child)
+    model_process_stuck_noticed_s        (none)    SIGSTOP of the child mid-call → the call raises (it
+                                                   was ended); about PING_INTERVAL_S + STOPPED_GRACE_S
+    model_process_cancel_stuck_s         (none)    SIGSTOP, then Cancel at once → the call raises
+    model_process_cancel_unanswered_s    (none)    Cancel of a call whose child holds the GIL (not
+                                                   stopped, answers nothing) → the call raises; about
+                                                   CANCEL_GRACE_S, plus TERM_GRACE_S when SIGTERM waits
+    model_process_orphan_exit_s          (none)    the window process is SIGKILLed mid-call → its
+                                                   model process has exited
     loader_offline_unknown_id_s          ≤ 10 s *  HF_HUB_OFFLINE, an id not in the cache → the error
     loader_unreachable_hub_s             ≤ 10 s *  no HF_HUB_OFFLINE, network down (the connection is
                                                    refused at once) → the error after one probe
 
 The model-process cases use a job from ``benchmarks/host_jobs.py``; release loads the bundled
-MiniLM. The loader cases never touch the network (the offline case never connects; the other one
+MiniLM. The stuck and orphan timings use the default liveness constants of ``analysis/host.py``. The loader cases never touch the network (the offline case never connects; the other one
 refuses its connection in-process, as the test did); they are timed after a first call that imports
 huggingface_hub (``_loader_first_call_s``), as in the window's model process.
 """
@@ -436,7 +444,105 @@ def case_model_process(tmp):
             raise RuntimeError(f"close did not stop the busy model process ({outcome})")
     out["model_process_close_busy_s"] = _median(runs)
     out["_model_process_close_busy_runs_s"] = runs
+    out.update(_stuck_timings(tmp))
+    out.update(_orphan_timings(tmp))
     return out
+
+
+def _stuck_timings(tmp) -> dict:
+    """A stopped child mid-call, with and without Cancel, and Cancel of a child that holds its GIL:
+    from the signal (or the cancel) to the call raising ModelHostError (the child ended)."""
+    import signal
+    import threading
+
+    from analysis.host import ModelHost, ModelHostError
+    from benchmarks.host_jobs import hold_gil
+
+    out: dict = {}
+    for key, cancel_too in (("model_process_stuck_noticed_s", False), ("model_process_cancel_stuck_s", True)):
+        runs = []
+        for k in range(3):
+            h = ModelHost(preload=False)
+            ev = threading.Event()
+            t, outcome = _call_in_thread(h, os.path.join(tmp, f"never-stuck-{k}"), cancel=ev)
+            proc = h._proc
+            t0 = time.perf_counter()
+            proc.send_signal(signal.SIGSTOP)
+            if cancel_too:
+                ev.set()
+            t.join(120)
+            h.close()
+            if proc.poll() is None or not outcome or not isinstance(outcome[0][1], ModelHostError):
+                proc.kill()
+                raise RuntimeError(f"the stopped model process was not ended ({outcome})")
+            runs.append(outcome[0][0] - t0)
+        out[key] = _median(runs)
+        out[f"_{key[:-2]}_runs_s"] = runs
+    runs = []
+    for _ in range(3):
+        h = ModelHost(preload=False)
+        ev, running, outcome = threading.Event(), threading.Event(), []
+
+        def job(h=h, ev=ev, running=running, outcome=outcome):
+            from analysis.tasks import TaskState
+
+            try:
+                res = h.call(hold_gil, 120, task=TaskState(lambda *a: running.set(), ev))
+            except Exception as exc:  # the case looks at it
+                res = exc
+            outcome.append((time.perf_counter(), res))
+
+        t = threading.Thread(target=job, daemon=True)
+        t.start()
+        if not running.wait(120):
+            raise TimeoutError("the job did not start in the model process")
+        time.sleep(0.2)  # the job is asleep in C, holding the GIL
+        t0 = time.perf_counter()
+        ev.set()
+        t.join(120)
+        h.close()
+        if not outcome or not isinstance(outcome[0][1], ModelHostError):
+            raise RuntimeError(f"the cancelled call of a silent model process ended with {outcome}")
+        runs.append(outcome[0][0] - t0)
+    out["model_process_cancel_unanswered_s"] = _median(runs)
+    out["_model_process_cancel_unanswered_runs_s"] = runs
+    return out
+
+
+_ORPHAN_SCRIPT = """
+import os, signal, threading
+from analysis.host import ModelHost
+from analysis.tasks import TaskState
+from benchmarks.host_jobs import hold
+host = ModelHost(preload=False)
+host.start()
+running = threading.Event()
+threading.Thread(target=host.call, args=(hold, {path!r}), kwargs={{"task": TaskState(lambda *a: running.set())}},
+                 daemon=True).start()
+running.wait(120)
+print(host.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _orphan_timings(tmp) -> dict:
+    """A window process killed mid-call: from its death to the exit of its model process."""
+    from analysis.host import _pid_alive
+
+    runs = []
+    for k in range(3):
+        script = _ORPHAN_SCRIPT.format(path=os.path.join(tmp, f"never-orphan-{k}"))
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        child = int(proc.stdout.readline())
+        proc.wait(120)
+        t0 = time.perf_counter()
+        while _pid_alive(child) and time.perf_counter() - t0 < 60:
+            time.sleep(0.002)
+        if _pid_alive(child):
+            raise RuntimeError("the model process outlived its window")
+        runs.append(time.perf_counter() - t0)
+        proc.stdout.close()
+    return {"model_process_orphan_exit_s": _median(runs), "_model_process_orphan_exit_runs_s": runs}
 
 
 def case_loader(tmp):

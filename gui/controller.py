@@ -5,7 +5,10 @@
 may need (pickle weights; consent to run a checkpoint's own code, given per checkpoint and its
 code's sha256, :mod:`analysis.consent`), puts the loaded model into the viewer state and hands
 finished captures to the window (``capture_ready``). A new load or run cancels the running model
-jobs it would otherwise wait behind (a mask experiment).
+jobs it would otherwise wait behind (a mask experiment). When the model process is ended (stuck,
+or a Cancel it did not answer) or dies, the host tells the controller: the model is dropped from
+the viewer state (Run then asks for a Load) and the status bar says what happened, even when the
+job that noticed it was cancelled; the next Load starts a fresh process.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ class ModelController(QObject):
     capture_ready = Signal(object)
     error = Signal(object)
     status = Signal(str)
+    # the host's listener runs in the worker thread that noticed the end: queued to this thread
+    _process_ended = Signal(str)
 
     def __init__(self, parent: QWidget, state: ViewerState, jobs: Jobs, host, model_panel: ModelPanel,
                  input_panel: InputPanel, settings, open_dialog) -> None:
@@ -74,6 +79,10 @@ class ModelController(QObject):
         model_panel.reference_changed.connect(self._on_reference_changed)
         input_panel.run_requested.connect(self.run)
         jobs.busy_changed.connect(lambda kind, busy: kind == "load" and model_panel.set_busy(busy))
+        self._process_ended.connect(self._on_process_ended)
+        self._listener = self._process_ended.emit  # one object: removed again by release()
+        if host is not None:
+            host.add_listener(self._listener)
 
     # -- jobs ---------------------------------------------------------------------------------
     def model_job(self, fn):
@@ -146,10 +155,12 @@ class ModelController(QObject):
         self.status.emit("cancelled" if hit else "nothing to cancel")
 
     def release(self) -> None:
-        """Free the loaded model in the model process (close, tests)."""
+        """Free the loaded model in the model process and stop listening to it (close, tests)."""
         lm = self.state.model
         if isinstance(lm, RemoteModel) and lm.host is not None:
             lm.host.release(lm)
+        if self.host is not None:
+            self.host.remove_listener(self._listener)
 
     # -- results ------------------------------------------------------------------------------
     def _on_load_progress(self, stage: str, fraction: float, message: str) -> None:
@@ -206,6 +217,14 @@ class ModelController(QObject):
         lm = self.state.model
         self.model_panel.set_reference(lm.reference if lm is not None else ref)
         self.model_panel.show_loaded(lm.reference if lm is not None else None, f"{ref} could not be loaded")
+
+    def _on_process_ended(self, sentence: str) -> None:
+        """The model process was ended or died: the model that lived there is gone."""
+        lm = self.state.model
+        if isinstance(lm, RemoteModel) and lm.host is not None and not lm.host.holds(lm):
+            self.state.set_model(None)
+            self.model_panel.show_loaded(None, sentence)
+        self.status.emit(sentence)
 
     def _on_run_failed(self, exc) -> None:
         if isinstance(exc, Cancelled):

@@ -3,6 +3,8 @@ and a dialog, the window keeps working, cancelled and superseded jobs leave no t
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
@@ -289,6 +291,68 @@ def test_loading_twice_keeps_only_the_second_model(qtbot, window, tiny_model_dir
     settle(qtbot, window)
     assert [m.reference for m in models] == [bert]
     assert window.lm.reference == bert and window.capture.model == bert
+
+
+# -- a model process that stops answering ------------------------------------------------------
+STUCK_WAIT_MS = 120_000  # a guard against a hang, never a timing assertion
+
+
+def _stop_model_process(window):
+    """SIGSTOP the window's model process (our own child); returns its Popen to clean up."""
+    proc = window.host._proc
+    assert proc is not None and proc.poll() is None
+    proc.send_signal(signal.SIGSTOP)
+    return proc
+
+
+def _reap(proc) -> None:
+    if proc.poll() is None:  # only when the test failed: nothing may outlive it
+        proc.kill()
+        proc.wait()
+
+
+def test_a_stopped_model_process_is_one_sentence_the_model_is_dropped_and_load_works(qtbot, window, tiny_model_dir):
+    gpt2 = str(tiny_model_dir("gpt2"))
+    window.input_panel.text.setPlainText("")
+    load(qtbot, window, gpt2)
+    proc = _stop_model_process(window)
+    try:
+        window.input_panel.text.setPlainText(TEXT)
+        window.run()
+        qtbot.waitUntil(lambda: not window.runner.is_busy("run"), timeout=STUCK_WAIT_MS)
+        qtbot.waitUntil(lambda: window.last_error != "", timeout=STUCK_WAIT_MS)
+        assert_error_shown(window, "the model process stopped answering")
+        assert window.last_error.endswith("; it was ended — load the model again")
+        assert proc.poll() is not None
+        assert window.lm is None and "No model loaded." in window.model_panel.loaded.text()
+        window._dialog.close()
+        window.run()  # no model any more: Run says to load one
+        assert_error_shown(window, "load a model first")
+        window._dialog.close()
+        assert load(qtbot, window, gpt2).text == TEXT  # a fresh process
+        assert window.host._proc is not proc
+    finally:
+        _reap(proc)
+
+
+def test_cancel_of_a_run_whose_model_process_is_stopped_ends_it_and_says_so(qtbot, window, tiny_model_dir):
+    gpt2 = str(tiny_model_dir("gpt2"))
+    window.input_panel.text.setPlainText("")
+    load(qtbot, window, gpt2)
+    proc = _stop_model_process(window)
+    try:
+        window.input_panel.text.setPlainText(TEXT)
+        window.run()
+        window.cancel()
+        assert window.statusBar().currentMessage() == "cancelled"
+        qtbot.waitUntil(lambda: window.lm is None, timeout=STUCK_WAIT_MS)
+        assert window.statusBar().currentMessage().endswith("; it was ended — load the model again")
+        assert window.last_error == "" and window._dialog is None  # a cancel is not an error
+        settle(qtbot, window)
+        assert proc.poll() is not None
+        assert load(qtbot, window, gpt2).text == TEXT
+    finally:
+        _reap(proc)
 
 
 # -- trust remote code ------------------------------------------------------------------------------
