@@ -214,7 +214,7 @@ def _record(folder: Path) -> dict[str, dict]:
     out = {}
     for file in sorted(p for p in folder.rglob("*") if p.is_file()):
         rel = file.relative_to(folder).as_posix()
-        if rel == MANIFEST:
+        if rel == MANIFEST or rel.startswith(f".{MANIFEST}."):  # the manifest, or a crashed rewrite of it
             continue
         st = file.stat()
         out[rel] = {"size": st.st_size, "sha256": sha256_of(file), "mtime_ns": st.st_mtime_ns}
