@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import CaptureError, InputError, NoAttentionError
 from .loader import LoadedModel
-from .readable import unknown_count, unknown_warning
+from .readable import WARNING, unknown_count, unknown_warning
 from .result import Capture, Prediction, TokenSeq
 from .tasks import TaskState, as_task
 from .tokens import (
@@ -54,6 +54,7 @@ def encode(lm: LoadedModel, text: str, limit: int) -> tuple[dict, list | None, b
     full = tok(text, add_special_tokens=True)["input_ids"]
     truncated = len(full) > limit
     enc = tok(text, return_tensors="pt", truncation=True, max_length=limit, return_offsets_mapping=fast)
+    check_ids(lm, enc["input_ids"][0].tolist(), "the text")
     offsets = enc.pop("offset_mapping")[0].tolist() if fast else None
     kept = text
     if truncated and offsets:
@@ -61,6 +62,38 @@ def encode(lm: LoadedModel, text: str, limit: int) -> tuple[dict, list | None, b
         kept = text[:end]
     enc.pop("token_type_ids", None) if getattr(lm.config, "type_vocab_size", 2) in (0, None) else None
     return dict(enc), offsets, truncated, kept
+
+
+def vocabulary_size(lm: LoadedModel, decoder: bool = False) -> int | None:
+    """Rows of the model's input embedding table (``decoder``: of a seq2seq decoder's), or None."""
+    if decoder and getattr(lm.config, "decoder_vocab_size", None):
+        return int(lm.config.decoder_vocab_size)
+    try:
+        return int(lm.model.get_input_embeddings().weight.shape[0])
+    except Exception:  # a model without the accessor: trust its config
+        v = getattr(lm.config, "vocab_size", None)
+        return int(v) if v else None
+
+
+def check_ids(lm: LoadedModel, ids: Sequence[int], what: str, decoder: bool = False) -> None:
+    """Refuse token ids the model has no embedding for: a tokenizer that does not belong to the weights.
+
+    Raises
+    ------
+    CaptureError : naming the first such id, its token and the vocabulary size
+    """
+    n = vocabulary_size(lm, decoder)
+    if n is None:
+        return
+    bad = [int(i) for i in ids if not 0 <= int(i) < n]
+    if bad:
+        token = lm.tokenizer.convert_ids_to_tokens(bad[0]) if bad[0] >= 0 else None
+        shown = f" ({token!r})" if isinstance(token, str) else ""
+        raise CaptureError(
+            f"the tokenizer turned {what} into id {bad[0]}{shown}, but the model's vocabulary has only {n} entries, "
+            "so this tokenizer does not belong to these weights; save the model's own tokenizer into its folder "
+            "(tokenizer.save_pretrained)"
+        )
 
 
 def to_device(batch: dict, lm: LoadedModel) -> dict:
@@ -79,11 +112,17 @@ def stack_attentions(atts, name: str, architecture: str, expected: tuple[int, in
             f"{architecture} returned no {name}; this architecture does not expose attention maps, so Headmap cannot show it"
         )
     first = atts[0]
+    if getattr(first, "ndim", 0) != 4:
+        raise NoAttentionError(
+            f"{architecture} returned {name} of shape {tuple(getattr(first, 'shape', ()))}, not one [head, query, key] "
+            "map per layer; its attention is not a query × key map over the tokens, so Headmap cannot show it"
+        )
     n_layers, (n_heads, q, k) = len(atts), tuple(first.shape[1:])
     if expected is not None and (n_layers, n_heads) != tuple(expected):
         raise CaptureError(
-            f"{name} has {n_layers} layers × {n_heads} heads but the config says {expected[0]} × {expected[1]}; "
-            "the checkpoint and its config disagree"
+            f"{architecture} returned {name} of {n_layers} layers × {n_heads} heads but its config describes "
+            f"{expected[0]} × {expected[1]}; its attention is not one map per configured layer and head (or the "
+            "config does not belong to the model), so Headmap cannot show it"
         )
     out = np.empty((n_layers, n_heads, q, k), dtype=store_dtype)
     store_torch = torch.float16 if np.dtype(store_dtype) == np.float16 else torch.float32
@@ -96,10 +135,10 @@ def stack_attentions(atts, name: str, architecture: str, expected: tuple[int, in
         # bfloat16 maps are rounded to 8 significant bits: a valid row may be off by up to ~2^-8
         tol = max(ROW_SUM_TOLERANCE, float(torch.finfo(a.dtype).eps)) if a.is_floating_point() else ROW_SUM_TOLERANCE
         if not err <= tol:
-            raise CaptureError(
-                f"{name} layer {li}: attention rows do not sum to 1 (off by {err:.2g}); "
-                "the model returned invalid maps — try dtype float32"
-            )
+            hint = ("try dtype float32" if a.dtype != torch.float32 else
+                    f"{architecture}'s attention weights are not one softmax over the tokens per query, so Headmap "
+                    "cannot show them")
+            raise CaptureError(f"{name} layer {li}: attention rows do not sum to 1 (off by {err:.2g}); {hint}")
         out[li] = m.to("cpu", store_torch).numpy()
     return out
 
@@ -196,14 +235,22 @@ def capture(
     -------
     Capture with stacks ``[L, H, Q, K]``: ``attentions`` (encoder/decoder) or
     ``encoder_attentions``, ``decoder_attentions``, ``cross_attentions`` (seq2seq). Its ``notes``
-    start with a ``warning: …`` when most of the text's tokens are unknown to the tokenizer
-    (:func:`analysis.readable.unknown_warning`: how many, and a bundled model that reads the text).
+    start with the model's own ``warning: …`` notes (weights filled with random values, loaded with
+    ``allow_missing_weights``), then a ``warning: …`` when most of the text's tokens are unknown to
+    the tokenizer (:func:`analysis.readable.unknown_warning`: how many, and a bundled model that
+    reads the text).
+
+    Raises
+    ------
+    CaptureError : a token id beyond the model's vocabulary (the tokenizer does not belong to the
+        weights), or maps that fail the checks
     """
     import torch
 
     task = as_task(task)
     tok = lm.tokenizer
-    notes: list[str] = []
+    # the model's own warnings (weights filled with random values) come with every capture
+    notes: list[str] = [n for n in lm.notes if n.startswith(WARNING)]
     limit = token_limit(lm, max_tokens)
     if lm.kind == "decoder" and generate and max_new_tokens > 0:
         if max_new_tokens >= limit:
@@ -363,6 +410,7 @@ def seq2seq_target(
     if target is not None and str(target).strip():
         full = tok(text_target=target)["input_ids"]
         labels = tok(text_target=target, truncation=True, max_length=limit)["input_ids"]
+        check_ids(lm, labels, "the target", decoder=True)
         if len(full) > len(labels):
             notes.append(f"the target was truncated to {limit} tokens (the model's maximum)")
         dec = [start] + labels[:-1]
@@ -391,4 +439,6 @@ def _check_lengths(stacks: dict[str, np.ndarray], source: TokenSeq, dec: TokenSe
     want = {"attentions": (s, s), "encoder_attentions": (s, s), "decoder_attentions": (t, t), "cross_attentions": (t, s)}
     for name, arr in stacks.items():
         if tuple(arr.shape[2:]) != want[name]:
-            raise CaptureError(f"{name} has query×key {arr.shape[2:]} but the tokens say {want[name]}; refusing to show wrong data")
+            raise CaptureError(f"{name} has query×key {arr.shape[2:]} but the tokens say {want[name]}; the model's "
+                               "attention is not one map over all the tokens (windowed, chunked or pooled), so "
+                               "Headmap refuses to show it")

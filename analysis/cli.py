@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where to run (default auto)")
     g.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python code to run (off by default; only for repos you trust)")
     g.add_argument("--allow-pickle", action="store_true", help="allow pickle weights (pytorch_model.bin), loaded with weights_only")
+    g.add_argument("--allow-missing-weights", action="store_true",
+                   help="load a checkpoint whose weights lack tensors its config describes (they start random: "
+                        "the maps change from run to run; a warning says so)")
     g.add_argument("--no-memory-check", action="store_true", help="load even when the estimated memory exceeds the free RAM")
 
     g = p.add_argument_group("input")
@@ -140,6 +143,8 @@ def _quiet_libraries(debug: bool) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # bars that bypass transformers' switch (dequantizing a GGUF); read when tqdm is first imported
+    os.environ.setdefault("TQDM_DISABLE", "1")
     import logging
     import warnings
 
@@ -178,6 +183,21 @@ def check_args(args: argparse.Namespace) -> None:
             raise InputError(f"--{flag.replace('_', '-')} {v} is negative; {what} are 0-based")
 
 
+def _load(args: argparse.Namespace):
+    """``load_model`` with the model flags; its notes as ``note: …`` lines on stderr (its warnings
+    come with every capture's notes)."""
+    from .loader import load_model
+    from .readable import WARNING
+
+    lm = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
+                    allow_pickle=args.allow_pickle, memory_check=not args.no_memory_check,
+                    allow_missing_weights=args.allow_missing_weights)
+    for note in lm.notes:
+        if not note.startswith(WARNING):
+            print(f"note: {note}", file=sys.stderr)
+    return lm
+
+
 @dataclass(frozen=True)
 class Source:
     """What the exports are made from: a capture, and the model that made it when one is loaded.
@@ -200,10 +220,8 @@ def _model_source(args: argparse.Namespace) -> Source:
     """Load ``--model`` and capture ``--text`` (the notes go to stderr)."""
     from .capture import capture
     from .errors import InputError
-    from .loader import load_model
 
-    lm = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
-                    allow_pickle=args.allow_pickle, memory_check=not args.no_memory_check)
+    lm = _load(args)
     if args.target is not None and lm.kind != "seq2seq":
         raise InputError(f"--target only applies to seq2seq models; {args.model} is a {lm.kind} model")
     if args.target_lang and lm.kind != "seq2seq":
@@ -236,8 +254,8 @@ _MODEL_FLAGS = {
     "target": "run the model on a target", "generate": "generate", "max_new_tokens": "generate",
     "num_beams": "generate", "target_lang": "generate", "max_tokens": "tokenize a text",
     "dtype": "load the model", "device": "load the model", "trust_remote_code": "load the model",
-    "allow_pickle": "load the model", "no_memory_check": "load the model",
-    "pair": "run the padding experiment", "mask_report": "run the padding experiment",
+    "allow_pickle": "load the model", "allow_missing_weights": "load the model",
+    "no_memory_check": "load the model", "pair": "run the padding experiment", "mask_report": "run the padding experiment",
     "padding_side": "run the padding experiment",
 }
 

@@ -41,6 +41,19 @@ class IntegrityError(ModelLoadError):
     """A bundled weights file does not match its recorded sha256."""
 
 
+class MissingWeightsError(ConsentRequiredError):
+    """The checkpoint lacks weights its config describes (they would start random).
+
+    ``missing``: the parameter names transformers reported as missing.
+    """
+
+    missing: tuple[str, ...] = ()
+
+
+class CacheError(ModelLoadError):
+    """Headmap's own cache cannot be written (a full, read-only or unwritable disk)."""
+
+
 class NoAttentionError(HeadmapError):
     """The architecture returned no attention maps."""
 

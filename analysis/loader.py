@@ -18,23 +18,26 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from . import derived
 from .bundled import BUNDLED, bundled_path, sha256_file
 from .consent import CodeConsent, check_remote_code
+from .derived import cache_dir
 from .errors import (
     ConsentRequiredError,
     HeadmapError,
     InputError,
+    MissingWeightsError,
     ModelLoadError,
     NoAttentionError,
     RemoteCodeError,
 )
-from .result import Kind
+from .result import RANDOM_WEIGHTS, Kind
 from .tasks import TaskState, as_task
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -120,15 +123,6 @@ class LoadedModel:
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-def cache_dir() -> Path:
-    """Headmap's own cache (dequantized GGUF models). ``HEADMAP_CACHE`` overrides it."""
-    env = os.environ.get("HEADMAP_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "headmap"
-
-
 def detect_kind(config) -> Kind:
     """``encoder`` / ``decoder`` / ``seq2seq`` from a transformers config.
 
@@ -353,16 +347,31 @@ def _gguf_cache_folder(gguf: Path, bundled: str | None) -> Path:
     return cache_dir() / "gguf" / f"{gguf.stem}-{key}"
 
 
-def dequantize_gguf(gguf: Path, bundled: str | None, task: TaskState | None = None) -> Path:
+def _gguf_what(gguf: Path) -> str:
+    return f"dequantized copy of {gguf.name}"
+
+
+def dequantize_gguf(gguf: Path, bundled: str | None, task: TaskState | None = None,
+                    notes: list[str] | None = None) -> Path:
     """Dequantize a GGUF file once into a ``save_pretrained``-style cache folder; reuse it after.
 
-    ``task`` reports stage ``dequantize`` and is checked for cancellation between the steps.
+    The folder is a derived cache entry (:mod:`analysis.derived`): built aside and renamed into
+    place, its files' sizes and sha256 recorded, checked on every use and rebuilt when damaged.
+    ``task`` reports stage ``dequantize`` and is checked for cancellation between the steps;
+    ``notes`` receives the sentence saying that a damaged copy was rebuilt.
     """
-    task = as_task(task)
-    target = _gguf_cache_folder(gguf, bundled)
-    if (target / "headmap-cache.json").exists():
-        return target
-    task.step("dequantize", None, f"dequantizing {gguf.name} (once; reused next time)…")
+    entry = derived.ensure(
+        _gguf_cache_folder(gguf, bundled), partial(_write_dequantized, gguf, as_task(task)), what=_gguf_what(gguf),
+        message=f"dequantizing {gguf.name} (once; reused next time)…", stage="dequantize", source=str(gguf),
+        task=task,
+    )
+    if entry.repaired and notes is not None:
+        notes.append(entry.repaired)
+    return entry.path
+
+
+def _write_dequantized(gguf: Path, task: TaskState, folder: Path, reserve) -> None:
+    """A :data:`analysis.derived.Builder`: the dequantized model and its tokenizer, into ``folder``."""
     from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -377,37 +386,22 @@ def dequantize_gguf(gguf: Path, bundled: str | None, task: TaskState | None = No
             f"could not dequantize {gguf.name} ({type(exc).__name__}: {str(exc)[:200]}); "
             "the file may be damaged or use a quantization transformers cannot read"
         ) from exc
+    task.check()
     task.step("dequantize", 0.9, "writing the dequantized cache…")
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        cfg = model.config
-        if hasattr(cfg, "quantization_config"):
-            del cfg.quantization_config
-        if not getattr(cfg, "architectures", None):
-            cfg.architectures = [type(model).__name__]
-        cfg.save_pretrained(tmp)
-        if getattr(model, "generation_config", None) is not None:
-            model.generation_config.save_pretrained(tmp)
-        save_model(model, str(tmp / "model.safetensors"))
-        tok.save_pretrained(tmp)
-        (tmp / "headmap-cache.json").write_text(json.dumps({"source": str(gguf)}))
-        if (target / "headmap-cache.json").exists():
-            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first: keep its copy
-            return target
-        if target.exists():
-            shutil.rmtree(target)  # an incomplete leftover without the marker
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not (target / "headmap-cache.json").exists():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # lost a race to an identical copy
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ModelLoadError(f"could not write the dequantized cache to {target} ({exc}); free some disk space or set HEADMAP_CACHE") from exc
-    return target
+    cfg = model.config
+    if hasattr(cfg, "quantization_config"):
+        del cfg.quantization_config
+    if not getattr(cfg, "architectures", None):
+        cfg.architectures = [type(model).__name__]
+    cfg.save_pretrained(folder)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    # the weights are nearly all of it (tied tensors are written once): their room is checked first
+    unique = {t.data_ptr(): t.numel() * t.element_size() for t in model.state_dict().values()}
+    written = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+    reserve(sum(unique.values()) + written + 4096)
+    save_model(model, str(folder / "model.safetensors"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -494,6 +488,7 @@ def load_model(
     allow_pickle: bool = False,
     memory_check: bool = True,
     task: TaskState | None = None,
+    allow_missing_weights: bool = False,
 ) -> LoadedModel:
     """Load a checkpoint for attention capture.
 
@@ -510,6 +505,15 @@ def load_model(
     task : progress and cancel (:class:`analysis.tasks.TaskState`); stages ``resolve``,
         ``download``, ``dequantize``, ``load``, ``ready``; cancellation is checked between them
         (raises :class:`~analysis.errors.Cancelled`)
+    allow_missing_weights : load a checkpoint whose weights lack tensors its config describes
+        (transformers fills them with random values). Off by default: such a load raises
+        :class:`~analysis.errors.MissingWeightsError` naming them; on, the model's ``notes`` start
+        with a ``warning: …`` that every capture repeats.
+
+    Returns
+    -------
+    LoadedModel; its ``notes`` also say when Headmap's cached copy of a ``.gguf`` model was
+    damaged and has been rebuilt (:mod:`analysis.derived`).
 
     Raises
     ------
@@ -517,24 +521,77 @@ def load_model(
     """
     task = as_task(task)
     task.report("resolve", 0.0, f"finding {ref}…")
-    folder = _checkpoint_folder(ref, allow_pickle, task)
+    res = resolve_reference(ref, task)
+    task.check()
+    cache_notes: list[str] = []
+    folder = res.folder
+    if res.gguf_file:
+        folder = dequantize_gguf(res.folder / res.gguf_file, res.bundled, task, cache_notes)
+    opts = _LoadOptions(dtype, device, trust_remote_code, allow_pickle, memory_check, allow_missing_weights)
+    try:
+        lm = _load_folder(ref, folder, opts, task)
+    except ModelLoadError as exc:
+        # a cached copy that passed the cheap check but does not load: hash it, rebuild it if damaged
+        if not res.gguf_file or (isinstance(exc, ConsentRequiredError) and not isinstance(exc, MissingWeightsError)):
+            raise
+        _repair_gguf(res, folder, exc, task, cache_notes)
+        lm = _load_folder(ref, folder, opts, task)
+    lm.notes[:0] = cache_notes
+    done = f"loaded {ref}" + ("; its damaged cached copy was rebuilt" if cache_notes else "")
+    task.report("ready", 1.0, done)
+    return lm
+
+
+@dataclass(frozen=True)
+class _LoadOptions:
+    dtype: str
+    device: str
+    trust_remote_code: bool | CodeConsent | None
+    allow_pickle: bool
+    memory_check: bool
+    allow_missing_weights: bool
+
+
+def _repair_gguf(res: Resolved, folder: Path, exc: ModelLoadError, task: TaskState, notes: list[str]) -> None:
+    """After a failed load from the dequantized cache: the full check; raises ``exc`` again when the
+    copy is intact (the failure is not the cache's), else rebuilds it and notes so."""
+    problem = derived.inspect(folder, full=True)
+    if problem is None:
+        raise exc
+    assert res.gguf_file is not None
+    gguf = res.folder / res.gguf_file
+    entry = derived.rebuild(folder, partial(_write_dequantized, gguf, task), what=_gguf_what(gguf), problem=problem,
+                            stage="dequantize", source=str(gguf), task=task)
+    if entry.repaired:
+        notes.append(entry.repaired)
+
+
+def _load_folder(ref: str, folder: Path, opts: _LoadOptions, task: TaskState) -> LoadedModel:
+    """Config, tokenizer and weights of a checkpoint folder (every check on the way)."""
+    check_folder(folder, opts.allow_pickle)  # before importing transformers: bad folders fail fast
     # consent covers one checkpoint and its code as hashed now (analysis.consent)
-    trust_remote_code = check_remote_code(ref, folder, _needs_remote_code(folder), trust_remote_code)
-    dev = _resolve_device(device)
+    trust_remote_code = check_remote_code(ref, folder, _needs_remote_code(folder), opts.trust_remote_code)
+    dev = _resolve_device(opts.device)
     task.report("load", 0.1, "reading the config…")
     config = _read_config(ref, folder, trust_remote_code)
+    check_attention(ref, config)
     kind = detect_kind(config)
-    tdtype = _torch_dtype(dtype, dev, config)
+    tdtype = _torch_dtype(opts.dtype, dev, config)
     notes: list[str] = []
-    if memory_check:
+    if opts.memory_check:
         _, warn = check_memory(config, kind, tdtype, dev, trust_remote_code)
         if warn:
             notes.append(warn)
     task.step("load", 0.3, "loading the tokenizer…")
     tokenizer = _read_tokenizer(ref, folder, trust_remote_code)
     task.step("load", 0.5, "loading the weights…")
-    spread = dev == "cuda" and device == "auto"  # accelerate places the layers itself
-    model = _read_weights(ref, folder, kind, config, tdtype, trust_remote_code, device_map=spread)
+    spread = dev == "cuda" and opts.device == "auto"  # accelerate places the layers itself
+    model, missing = _read_weights(ref, folder, kind, config, tdtype, trust_remote_code, device_map=spread)
+    if missing:
+        # a missing task head (one Headmap adds to a bare checkpoint) leaves the maps alone: a warning
+        if not opts.allow_missing_weights and not head_only(missing):
+            raise missing_weights_error(ref, missing)
+        notes.insert(0, missing_weights_warning(ref, missing))
     task.check()
     if not spread and dev != "cpu":
         model.to(dev)
@@ -543,19 +600,7 @@ def load_model(
     if impl not in ("eager", None):
         raise NoAttentionError(f"{type(model).__name__} runs with '{impl}' attention, which returns no attention maps; it cannot be shown")
     summary = _summary(ref, kind, model, config, tokenizer, folder)
-    task.report("ready", 1.0, f"loaded {ref}")
     return LoadedModel(ref, kind, model, tokenizer, config, summary, folder, notes)
-
-
-def _checkpoint_folder(ref: str, allow_pickle: bool, task: TaskState) -> Path:
-    """The checked ``save_pretrained`` folder of ``ref`` (downloaded or dequantized when needed)."""
-    res = resolve_reference(ref, task)
-    task.check()
-    folder = res.folder
-    if res.gguf_file:
-        folder = dequantize_gguf(res.folder / res.gguf_file, res.bundled, task)
-    check_folder(folder, allow_pickle)  # before importing transformers: bad folders fail fast
-    return folder
 
 
 def _remote_code_error(ref: str) -> RemoteCodeError:
@@ -582,20 +627,24 @@ def _read_tokenizer(ref: str, folder: Path, trust_remote_code: bool):
         raise ModelLoadError(f"the tokenizer of {ref} cannot be loaded ({type(exc).__name__}: {str(exc)[:160]}); save it with tokenizer.save_pretrained") from exc
 
 
-def _read_weights(ref: str, folder: Path, kind: Kind, config, tdtype, trust_remote_code: bool, *, device_map: bool):
-    """The model with its head, eager attention, in ``tdtype`` (``device_map="auto"`` if asked)."""
+def _read_weights(ref: str, folder: Path, kind: Kind, config, tdtype, trust_remote_code: bool, *,
+                  device_map: bool) -> tuple[Any, tuple[str, ...]]:
+    """The model with its head, eager attention, in ``tdtype`` (``device_map="auto"`` if asked), and
+    the names of the weights the checkpoint lacks (transformers initialised them randomly)."""
     cls = _auto_class(kind, config)
     kwargs: dict[str, Any] = {
         "attn_implementation": "eager",
         "dtype": tdtype,
         "trust_remote_code": trust_remote_code,
+        # the reliable report of missing weights (transformers 5 also logs them, below our verbosity)
+        "output_loading_info": True,
     }
     if not list(folder.glob("*.safetensors")):
         kwargs["use_safetensors"] = False
     if device_map:
         kwargs["device_map"] = "auto"
     try:
-        return cls.from_pretrained(str(folder), **kwargs)
+        model, info = cls.from_pretrained(str(folder), **kwargs)
     except HeadmapError:
         raise
     except Exception as exc:
@@ -605,6 +654,126 @@ def _read_weights(ref: str, folder: Path, kind: Kind, config, tdtype, trust_remo
         if any(s in msg.lower() for s in ("deserializ", "header", "safetensor", "invalid", "truncat", "eof", "corrupt")):
             raise ModelLoadError(f"the weights of {ref} are damaged or incomplete ({msg[:160]}); download or copy the model again") from exc
         raise ModelLoadError(f"{ref} could not be loaded ({type(exc).__name__}: {msg[:200]}); check that it is a transformers checkpoint") from exc
+    return model, tuple(sorted((info or {}).get("missing_keys") or ()))
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints that are not what they claim
+# --------------------------------------------------------------------------------------------
+#: module names whose weights only feed a task head (predictions), never the attention maps
+_HEAD_MODULES = frozenset({
+    "lm_head", "cls", "classifier", "pooler", "qa_outputs", "score", "pre_classifier", "final_logits_bias",
+    "generator_lm_head", "vocab_transform", "vocab_projector", "vocab_layer_norm", "lm_loss", "predictions",
+})
+
+
+def _natural(text: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def missing_groups(names: tuple[str, ...] | list[str]) -> list[str]:
+    """Missing weight names grouped by layer: ``["encoder.layer.1 (16 tensors)", "pooler.dense.bias"]``."""
+    groups: dict[str, int] = {}
+    for name in names:
+        parts = name.split(".")
+        idx = next((i for i, p in enumerate(parts) if p.isdigit()), None)
+        key = ".".join(parts[: idx + 1]) if idx is not None else name
+        groups[key] = groups.get(key, 0) + 1
+    return [f"{k} ({n} tensors)" if n > 1 else k for k, n in sorted(groups.items(), key=lambda kv: _natural(kv[0]))]
+
+
+def head_only(missing: tuple[str, ...] | list[str]) -> bool:
+    """Whether every missing weight belongs to a task head (LM head, classifier, pooler): those
+    change the predictions, never the attention maps."""
+    return all(_HEAD_MODULES.intersection(name.split(".")) for name in missing)
+
+
+def _shown(missing: tuple[str, ...]) -> str:
+    """The missing weights by layer, at most four groups named."""
+    groups = missing_groups(missing)
+    return ", ".join(groups[:4]) + (f" and {len(groups) - 4} more" if len(groups) > 4 else "")
+
+
+def missing_weights_error(ref: str, missing: tuple[str, ...]) -> MissingWeightsError:
+    """The refusal of a checkpoint that lacks weights its config describes (beyond a task head)."""
+    err = MissingWeightsError(
+        f"the weights of {ref} lack {len(missing)} tensors that its config describes ({_shown(missing)}); "
+        "transformers would fill them with random values, so its attention maps would change from run to run — "
+        "use a complete checkpoint (or a config with no more layers than the weights hold), or load it anyway "
+        "(CLI: --allow-missing-weights; window: confirm)"
+    )
+    err.missing = tuple(missing)
+    return err
+
+
+def missing_weights_warning(ref: str, missing: tuple[str, ...]) -> str:
+    """The ``warning: …`` note of a model loaded with weights missing (every capture repeats it).
+
+    Only a missing task head: its predictions are random, the maps are not. Anything else (loaded
+    with ``allow_missing_weights``): the note holds :data:`~analysis.result.RANDOM_WEIGHTS`, and
+    every figure's title says the maps are not reproducible.
+    """
+    if head_only(missing):
+        return (f"warning: {ref} has no weights for its task head ({_shown(missing)}); they were initialised at "
+                "random, so its predictions are meaningless (the attention maps are not affected)")
+    return (f"warning: {len(missing)} weights of {ref} are missing from its checkpoint ({_shown(missing)}) and were "
+            f"{RANDOM_WEIGHTS}, so its attention maps and predictions change from run to run")
+
+
+_PROPHETNET = ("ProphetNet predicts n-gram streams: its decoder attends with a main stream and n predicting "
+               "streams at once, so its attention is not one query × key map over the tokens")
+_LONGFORMER = ("it attends within a sliding window (plus a few global tokens) and returns each token's weights "
+               "over its window only, not a map over the whole sentence")
+_STATE_SPACE = "it is a state-space model with no attention at all, so there are no attention maps to show"
+_RECURRENT = "it is a recurrent model with no attention at all, so there are no attention maps to show"
+_HYBRID = ("it mixes attention layers with state-space, recurrent or convolution layers, so only some of its "
+           "layers have attention maps")
+_APPROXIMATE = "it approximates attention (landmarks, hashing or low rank) and never forms the query × key map"
+#: model types whose attention is not one query × key map per layer: the real reason for each
+NOT_QUERY_KEY: dict[str, str] = {
+    "funnel": ("Funnel Transformer pools the sequence between its blocks, so its later layers attend over fewer "
+               "positions than there are tokens"),
+    "prophetnet": _PROPHETNET,
+    "xlm-prophetnet": _PROPHETNET,
+    "longformer": _LONGFORMER,
+    "led": _LONGFORMER,
+    "reformer": ("Reformer attends within hashed buckets (LSH) and fixed-size chunks, so no layer has one map over "
+                 "all the tokens"),
+    "mamba": _STATE_SPACE, "mamba2": _STATE_SPACE, "falcon_mamba": _STATE_SPACE,
+    "rwkv": _RECURRENT, "xlstm": _RECURRENT,
+    "fnet": "FNet mixes tokens with Fourier transforms instead of attention, so there are no attention maps to show",
+    "nystromformer": _APPROXIMATE, "yoso": _APPROXIMATE, "mra": _APPROXIMATE,
+    "jamba": _HYBRID, "zamba": _HYBRID, "zamba2": _HYBRID, "bamba": _HYBRID, "falcon_h1": _HYBRID,
+    "nemotron_h": _HYBRID, "granitemoehybrid": _HYBRID, "lfm2": _HYBRID, "lfm2_moe": _HYBRID,
+    "qwen3_next": _HYBRID, "recurrent_gemma": _HYBRID, "olmo_hybrid": _HYBRID, "bailing_hybrid": _HYBRID,
+}
+_BLOCK_SPARSE = ("BigBird's block-sparse attention attends to blocks of neighbouring, global and random tokens and "
+                 "returns no map over the whole sentence (set \"attention_type\": \"original_full\" in its "
+                 "config.json to see full attention)")
+
+
+def check_attention(ref: str, config) -> None:
+    """Refuse, from the config, an architecture whose attention is not one query × key map per layer
+    over the tokens, naming the real reason (:data:`NOT_QUERY_KEY`; BigBird with block-sparse
+    attention). Sliding-window decoders (Mistral, Gemma 2) pass: their maps are full matrices with
+    the window's mask.
+
+    Raises
+    ------
+    NoAttentionError
+    """
+    mt = str(getattr(config, "model_type", "") or "")
+    reason = NOT_QUERY_KEY.get(mt)
+    if reason is None and mt in ("big_bird", "bigbird_pegasus") and getattr(config, "attention_type", "") == "block_sparse":
+        reason = _BLOCK_SPARSE
+    if reason is None and _cfg(config, "num_attention_heads", "n_head", "num_heads", "n_heads",
+                               "encoder_attention_heads") is None:
+        reason = "its config names no attention heads, so it has no attention maps to show"
+    if reason is not None:
+        raise NoAttentionError(
+            f"Headmap cannot show {ref} ({mt or 'unknown type'}): {reason}; it shows models whose every layer's "
+            "attention is one query × key map over the tokens (BERT, GPT-2, Llama, BART, T5, Marian, …)"
+        )
 
 
 def _device_label(model) -> str:

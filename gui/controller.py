@@ -2,8 +2,8 @@
 
 :class:`ModelController` starts the "load" and "run" jobs (in the model process of
 :mod:`analysis.host`, or in this process with ``HEADMAP_IN_PROCESS=1``), asks the questions a load
-may need (pickle weights; consent to run a checkpoint's own code, given per checkpoint and its
-code's sha256, :mod:`analysis.consent`), puts the loaded model into the viewer state and hands
+may need (pickle weights; weights missing from the checkpoint; consent to run a checkpoint's own
+code, given per checkpoint and its code's sha256, :mod:`analysis.consent`), puts the loaded model into the viewer state and hands
 finished captures to the window (``capture_ready``). A new load or run cancels the running model
 jobs it would otherwise wait behind (a mask experiment). When the model process is ended (stuck,
 or a Cancel it did not answer) or dies, the host tells the controller: the model is dropped from
@@ -20,7 +20,7 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget
 
 from analysis.consent import ConsentBook, canonical_reference, local_consent
-from analysis.errors import Cancelled, ConsentRequiredError, RemoteCodeError
+from analysis.errors import Cancelled, ConsentRequiredError, MissingWeightsError, RemoteCodeError
 from analysis.host import RemoteModel
 
 from .panels import InputPanel, ModelPanel
@@ -73,6 +73,7 @@ class ModelController(QObject):
         self.max_tokens = 1024  # longest input captured (attention memory grows with its square)
         self.pending_run = False
         self.loading_ref = ""
+        self.loading_allowed: dict[str, bool] = {}  # the answers this load was started with
         model_panel.load_requested.connect(self.load_model)
         model_panel.cancel_requested.connect(self.cancel)
         model_panel.trust_toggled.connect(self._on_trust_toggled)
@@ -92,9 +93,11 @@ class ModelController(QObject):
             return partial(lm.host.call, fn)
         return fn
 
-    def load_model(self, ref: str | None = None, allow_pickle: bool = False, quiet: bool = False) -> None:
+    def load_model(self, ref: str | None = None, allow_pickle: bool = False, quiet: bool = False,
+                   allow_missing_weights: bool = False) -> None:
         """Load ``ref`` (default: the one in the box). ``quiet``: a failure is a line in the model
-        panel, not a dialog (the last model, opened at start, may be gone)."""
+        panel, not a dialog (the last model, opened at start, may be gone). ``allow_pickle`` and
+        ``allow_missing_weights``: the user said Yes to that question for this load."""
         from analysis.loader import load_model
 
         ref = (ref or self.model_panel.reference()).strip()
@@ -106,11 +109,12 @@ class ModelController(QObject):
             what = "capture" if ran else "mask experiment"
             self.status.emit(f"the running {what} was cancelled: a new model is loading")
         self.loading_ref = ref
+        self.loading_allowed = {"allow_pickle": allow_pickle, "allow_missing_weights": allow_missing_weights}
         self.model_panel.show_progress("resolve", 0.0, f"loading {ref}…")
         fn = load_model if self.host is None else partial(self.host.load, owner=f"window-{id(self.parent_widget)}")
         job = self.jobs.start("load", fn, ref, dtype=self.model_panel.dtype.currentText(),
                               device=self.model_panel.device.currentText() or "auto",
-                              trust_remote_code=self.consents.get(ref), allow_pickle=allow_pickle)
+                              trust_remote_code=self.consents.get(ref), **self.loading_allowed)
         job.progress.connect(self._on_load_progress)
         job.finished.connect(self._set_model)
         job.failed.connect(lambda exc, q=quiet, r=ref: self._on_load_failed(exc, quiet=q, ref=r))
@@ -191,9 +195,17 @@ class ModelController(QObject):
             return
         self.model_panel.show_progress("failed", 0.0, "")
         self.pending_run = False
+        if isinstance(exc, MissingWeightsError):
+            again = {**self.loading_allowed, "allow_missing_weights": True}
+            self._ask(QMessageBox.Icon.Warning, "Missing weights",
+                      str(exc) + "\n\nLoad it anyway? The missing weights start random: every figure of it "
+                      "carries a warning.", lambda: self.load_model(self.loading_ref, **again),
+                      lambda: self._failed(ref))
+            return
         if isinstance(exc, ConsentRequiredError) and "pickle" in str(exc):
             self._ask(QMessageBox.Icon.Warning, "Pickle weights", str(exc) + "\n\nLoad them anyway?",
-                      lambda: self.load_model(self.loading_ref, allow_pickle=True), lambda: self._failed(ref))
+                      lambda: self.load_model(self.loading_ref, **{**self.loading_allowed, "allow_pickle": True}),
+                      lambda: self._failed(ref))
             return
         if isinstance(exc, RemoteCodeError) and exc.request is not None:
             self.status.emit(f"waiting for your decision: {exc}")

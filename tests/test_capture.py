@@ -302,7 +302,7 @@ def test_invalid_rows_are_refused():
         stack_attentions((good.to(torch.bfloat16) * 0.9,), "attentions", "M", (1, 4))
     # bfloat16 rounding is not an invalid map
     assert stack_attentions((good.to(torch.bfloat16),), "attentions", "M", (1, 4)).dtype == np.float32
-    with pytest.raises(CaptureError, match="3 layers × 4 heads but the config says 2 × 4"):
+    with pytest.raises(CaptureError, match="3 layers × 4 heads but its config describes 2 × 4"):
         stack_attentions((good, good, good), "attentions", "M", (2, 4))
     with pytest.raises(CaptureError, match="layer 1 has shape"):
         stack_attentions((good, good[:, :, :4]), "attentions", "M", (2, 4))

@@ -36,7 +36,8 @@ SUCCESS_ARGS: dict[str, list[str]] = {
 }
 #: every flag the README documents; --help must show each one
 FLAGS = [
-    "--model", "--session", "--dtype", "--device", "--trust-remote-code", "--allow-pickle", "--no-memory-check",
+    "--model", "--session", "--dtype", "--device", "--trust-remote-code", "--allow-pickle",
+    "--allow-missing-weights", "--no-memory-check",
     "--text", "--target", "--generate", "--max-new-tokens", "--num-beams", "--max-tokens", "--target-lang",
     "--export-npz", "--export-alignment", "--alignment-layer", "--alignment-head", "--export-stats",
     "--save-session", "--export-png", "--export-svg", "--export-pdf", "--view", "--stack", "--layer",

@@ -382,3 +382,79 @@ def build_broken(kind: str, folder: Path, source: Path | None = None) -> Path:
         (folder / "model.safetensors").unlink()
         torch.save(state, folder / "pytorch_model.bin")
     return folder
+
+
+# --------------------------------------------------------------------------------------------
+# a tiny GGUF file (the dequantized-cache tests)
+# --------------------------------------------------------------------------------------------
+_GGUF_LLAMA_NAMES = {
+    "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight", "input_layernorm.weight": "attn_norm.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+}
+
+
+def _llama_cpp_permute(w, n_head: int):
+    """llama.cpp's row order of a query/key projection (transformers' GGUF reader undoes it)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def build_tiny_gguf(path: Path, llama: Path) -> Path:
+    """Write the tiny ``llama`` checkpoint folder (:func:`build_tiny`) as an F32 GGUF file at ``path``,
+    the way llama.cpp's converter lays it out (tensor names, permuted q/k, a ``gpt2`` BPE tokenizer
+    with ``<s>`` added first). Dequantized, it is the same model: same weights, same token ids."""
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    cfg = json.loads((llama / "config.json").read_text(encoding="utf-8"))
+    spec = json.loads((llama / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = dict(spec["model"]["vocab"])
+    for added in spec["added_tokens"]:
+        vocab[added["content"]] = added["id"]
+    tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    merges = [" ".join(m) if isinstance(m, list) else m for m in spec["model"]["merges"]]
+    specials = {a["content"] for a in spec["added_tokens"] if a.get("special")}
+    hidden, heads, kv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("headmap tiny llama")
+    w.add_block_count(cfg["num_hidden_layers"])
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(hidden)
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv)
+    w.add_rope_freq_base(float((cfg.get("rope_parameters") or {}).get("rope_theta", 10000.0)))
+    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    w.add_vocab_size(len(tokens))
+    w.add_rope_dimension_count(hidden // heads)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types([3 if t in specials else 1 for t in tokens])  # 3: control, 1: normal
+    w.add_token_merges(merges)
+    w.add_bos_token_id(vocab["<s>"])
+    w.add_eos_token_id(vocab["</s>"])
+    w.add_unk_token_id(vocab["<unk>"])
+    w.add_add_bos_token(True)
+    for name, arr in load_file(str(llama / "model.safetensors")).items():
+        if name == "lm_head.weight":
+            continue  # tied to the embeddings
+        if name == "model.embed_tokens.weight":
+            out = "token_embd.weight"
+        elif name == "model.norm.weight":
+            out = "output_norm.weight"
+        else:
+            _, _, layer, rest = name.split(".", 3)
+            out = f"blk.{layer}.{_GGUF_LLAMA_NAMES[rest]}"
+            if rest.startswith(("self_attn.q_proj", "self_attn.k_proj")):
+                arr = _llama_cpp_permute(arr, heads if "q_proj" in rest else kv)
+        w.add_tensor(out, np.ascontiguousarray(arr, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

@@ -19,7 +19,7 @@ from matplotlib.colors import Colormap, Normalize
 from matplotlib.path import Path as MplPath
 
 from ..aggregate import color_norm, hide_tokens, stack_range, value_range
-from ..result import Capture
+from ..result import RANDOM_WEIGHTS, Capture
 from ..themes import Theme
 from .spec import ViewSpec
 
@@ -118,6 +118,8 @@ def view_title(capture: Capture, spec: ViewSpec, what: str, extra: str = "") -> 
     """The title: the user's or ``model · what``; notes (hidden tokens, renormalization, …) last."""
     head = spec.title if spec.title is not None else f"{capture.model} · {what}"
     ns = notes(spec) + ([extra] if extra else [])
+    if any(RANDOM_WEIGHTS in n for n in capture.notes):
+        ns.insert(0, "some weights random: not reproducible")
     return head + ("\n" + " ".join(f"({n})" for n in ns) if ns else "")
 
 
