@@ -723,7 +723,7 @@ class _Watch:
             elif self.stopped_since is None:
                 self.stopped_since = self.now
         if self.stopped_since is not None and self.now - self.stopped_since >= lv.stopped_grace:
-            return "the model process stopped answering (it was suspended, e.g. by SIGSTOP)"
+            return STUCK_SUSPENDED
         if late >= lv.ping_timeout:
             return f"the model process stopped answering (no reply for {late:.0f} s)"
         if self.cancel_sent is not None and not self.cancel_acked and self.now - self.cancel_sent >= lv.cancel_grace:
@@ -732,6 +732,7 @@ class _Watch:
 
 
 _PENDING = object()
+STUCK_SUSPENDED = "the model process stopped answering (it was suspended, e.g. by SIGSTOP)"
 
 
 def _has_message(conn) -> bool:
@@ -768,6 +769,8 @@ class ModelHost:
         self._listeners: list[Callable[[str], None]] = []
         #: pongs received so far (how often the child proved alive during calls; tests read it)
         self.pongs = 0
+        #: the number of the job the child is running now (sent, no answer yet), else None
+        self.job_in_flight: int | None = None
 
     # -- life cycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -945,6 +948,7 @@ class ModelHost:
                 return _ModelRef(v.handle)
             return v
 
+        uses_model = any(isinstance(v, RemoteModel) for v in (*args, *kwargs.values()))
         args = tuple(ref(a) for a in args)
         kwargs = {k: ref(v) for k, v in kwargs.items()}
         env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
@@ -953,6 +957,13 @@ class ModelHost:
             task.check()
         try:
             task.check()
+            proc = self._proc
+            if (not uses_model and proc is not None and proc.poll() is None
+                    and _process_state(proc.pid, ask_ps=False) == "T"):
+                # suspended while idle (SIGSTOP): a load (or a call that needs no model) goes on in
+                # a fresh process; a call on the stopped process's models is sent and fails once
+                # the liveness check notices (a Cancel meanwhile ends it sooner)
+                self._end_stuck(proc, STUCK_SUSPENDED)
             self._ensure()
             job = next(self._jobs)
             conn, proc, generation = self._conn, self._proc, self._generation
@@ -964,7 +975,11 @@ class ModelHost:
                 if isinstance(exc, OSError):
                     self._discard()
                 raise ModelHostError(f"could not send the job to the model process ({exc}); try again") from exc
-            result = self._await(job, conn, proc, task)
+            self.job_in_flight = job
+            try:
+                result = self._await(job, conn, proc, task)
+            finally:
+                self.job_in_flight = None
             if load_handle is not None:
                 result = RemoteModel(**{**result.__dict__, "host": self, "process": generation})
             return result

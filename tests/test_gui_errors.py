@@ -343,6 +343,8 @@ def test_cancel_of_a_run_whose_model_process_is_stopped_ends_it_and_says_so(qtbo
     try:
         window.input_panel.text.setPlainText(TEXT)
         window.run()
+        # Cancel once the run waits on the stopped process (a cancel before that never reaches it)
+        qtbot.waitUntil(lambda: window.host.job_in_flight is not None, timeout=STUCK_WAIT_MS)
         window.cancel()
         assert window.statusBar().currentMessage() == "cancelled"
         qtbot.waitUntil(lambda: window.lm is None, timeout=STUCK_WAIT_MS)

@@ -25,6 +25,7 @@ from analysis.host import (
     _arena_dir,
     _end_process,
     _pid_alive,
+    _process_state,
     _spawn,
     dumps,
     loads,
@@ -446,6 +447,29 @@ def test_a_model_process_stopped_while_idle_fails_the_next_call_and_the_next_loa
         lm2 = h.load(folder)  # a fresh process
         assert h.holds(lm2) and h.pid != proc.pid
         assert h.call(capture, lm2, TEXT).kind == "encoder"
+    finally:
+        h.close()
+        if proc is not None:
+            _ended(proc)
+
+
+def test_a_load_after_the_idle_model_process_was_stopped_goes_on_in_a_fresh_one(tiny_model_dir):
+    folder = str(tiny_model_dir("bert"))
+    h = ModelHost(preload=False)
+    heard: list[str] = []
+    h.add_listener(heard.append)
+    proc = None
+    try:
+        old = h.load(folder)
+        proc = h._proc
+        proc.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + GUARD_S  # the signal is delivered asynchronously
+        while _process_state(proc.pid) != "T" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        lm = h.load(folder)  # no error: the stopped process is ended before the load is sent
+        assert heard == [STOPPED] and _ended(proc)
+        assert h.holds(lm) and not h.holds(old) and h.pid != proc.pid
+        assert h.call(capture, lm, TEXT).kind == "encoder"
     finally:
         h.close()
         if proc is not None:
