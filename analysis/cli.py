@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .stats import STAT_NAMES as _STATS
 
@@ -37,8 +37,24 @@ _VIEWS = ("head", "layer", "model", "lines", "alignment", "steps", "stats", "rol
 _DEBUG_HINT = "rerun with --debug for details"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's promise: a bad flag is one line on stderr (not the usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"error: {message}; see python main.py --help\n")
+
+
+#: ``note:`` / ``warning:`` lines of the run in progress, printed once it succeeded (a failing run
+#: prints its one error line only)
+_notes: list[str] = []
+
+
+def _say(line: str) -> None:
+    _notes.append(line)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python main.py",
         description=(
             "Headmap – an attention microscope for transformers. Without export flags it opens the "
@@ -194,7 +210,7 @@ def _load(args: argparse.Namespace):
                     allow_missing_weights=args.allow_missing_weights)
     for note in lm.notes:
         if not note.startswith(WARNING):
-            print(f"note: {note}", file=sys.stderr)
+            _say(f"note: {note}")
     return lm
 
 
@@ -246,7 +262,7 @@ def _print_notes(cap) -> None:
     from .readable import WARNING
 
     for note in cap.notes:  # a warning keeps its own "warning: " prefix
-        print(note if note.startswith(WARNING) else f"note: {note}", file=sys.stderr)
+        _say(note if note.startswith(WARNING) else f"note: {note}")
 
 
 #: flags that need the model, refused with --session (what each would make the model do)
@@ -385,8 +401,12 @@ def headless_main(args: argparse.Namespace) -> int:
     _quiet_libraries(args.debug)
     from .errors import HeadmapError, user_message
 
+    _notes.clear()
     try:
-        return run_headless(args)
+        code = run_headless(args)
+        for line in _notes:
+            print(line, file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written", file=sys.stderr)
         return 130
