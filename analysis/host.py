@@ -958,7 +958,13 @@ class ModelHost:
         try:
             task.check()
             proc = self._proc
-            if (not uses_model and proc is not None and proc.poll() is None
+            if proc is not None and proc.poll() is not None:
+                # died while idle (killed, out of memory): say so once, as for a death during a
+                # call; a load goes on in a fresh process, a call on its models cannot
+                err = self._stopped(proc)
+                if uses_model:
+                    raise err
+            elif (not uses_model and proc is not None
                     and _process_state(proc.pid, ask_ps=False) == "T"):
                 # suspended while idle (SIGSTOP): a load (or a call that needs no model) goes on in
                 # a fresh process; a call on the stopped process's models is sent and fails once

@@ -65,3 +65,69 @@ def test_soak_200_runs_with_selection_switching(qtbot, window, loaded):
     assert len(window.head_view.figure.axes) == 2 and len(window.head_view.ax.images) == 1
     assert len(window.head_view.ax.patches) == 1  # the causal-mask path, updated in place
     assert window.last_error == ""
+
+
+KILL_EVERY = 20
+#: long enough for arrays of at least host.ARRAY_MIN_BYTES: results travel through /dev/shm files
+LONG_TEXT = " ".join(["the model looks at every token in the sentence and attention heads show it"] * 8)
+
+
+def _own_array_files() -> list[str]:
+    import os
+
+    from analysis.host import _arena_dir
+
+    return [n for n in os.listdir(_arena_dir()) if n.startswith(f"headmap-{os.getpid()}-")]
+
+
+def test_soak_200_window_runs_with_a_model_process_kill_every_20(qtbot, window, tiny_model_dir):
+    """200 runs through the window's model process; every 20th run the process is killed (SIGKILL,
+    alternately while idle and in the middle of a run). Each kill is one sentence, a Load brings
+    a fresh process, and at the end the window still works, its memory is flat and no result file
+    is left in shared memory."""
+    import signal
+
+    from tests.gui_fixtures import load, run, wait_idle
+
+    gpt2 = str(tiny_model_dir("gpt2"))
+    window.input_panel.text.setPlainText("")
+    load(qtbot, window, gpt2)
+    texts = (*TEXTS, LONG_TEXT)
+    before = None
+    kills = 0
+    for i in range(RUNS):
+        if i == WARM_UP:
+            before = rss_mb()
+        if i and i % KILL_EVERY == 0:
+            proc = window.host._proc
+            window.last_error = ""
+            window.input_panel.text.setPlainText(texts[i % len(texts)])
+            if kills % 2:  # in the middle of a run (or just after it, when it was that quick)
+                window.run()
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            kills += 1
+            wait_idle(qtbot, window)
+            if not window.last_error:  # killed while idle: the next run notices it
+                window.run()
+                wait_idle(qtbot, window)
+            # one sentence, also after an idle kill (noticed by the next run)
+            assert window.last_error.startswith("the model process stopped unexpectedly (exit code -9"), \
+                window.last_error
+            assert window.last_error.endswith("load the model again")
+            assert window.lm is None and proc.poll() is not None
+            window._dialog.close()
+            window.input_panel.text.setPlainText("")
+            load(qtbot, window, gpt2)  # a fresh process
+            assert window.host._proc is not proc
+        cap = run(qtbot, window, texts[i % len(texts)])
+        layer, head = i % 2, (i // 2) % 4
+        window.select(layer=layer, head=head)
+        np.testing.assert_array_equal(window.head_view.data.matrix, select_map(cap, None, layer, head))
+    wait_idle(qtbot, window)
+    growth = rss_mb() - before
+    print(f"soak with kills: window RSS growth {growth:.1f} MB over {RUNS - WARM_UP} runs, {kills} kills")
+    assert kills == RUNS // KILL_EVERY - 1
+    assert growth < MAX_GROWTH_MB
+    assert _own_array_files() == []  # nothing left in shared memory
+    assert run(qtbot, window, "I like this course").source  # still usable
