@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .stats import STAT_NAMES as _STATS
+from .tasks import ProgressFn
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 2
@@ -25,19 +26,22 @@ _VIEWS = ("head", "layer", "model", "lines", "alignment", "steps", "stats", "rol
 _DEBUG_HINT = "rerun with --debug for details"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python main.py") -> argparse.ArgumentParser:
+    """The argument parser of ``python main.py`` and of the installed ``headmap`` command
+    (``prog``: how the help and the examples name the command)."""
     p = argparse.ArgumentParser(
-        prog="python main.py",
+        prog=prog,
         description=(
             "Headmap – an attention microscope for transformers. Without export flags it opens the "
             "window; with any --export-* / --mask-report / --save-session flag it runs headless."
         ),
         epilog=(
             "examples:\n"
-            "  python main.py --model bundled:minilm --text 'I like this course' --export-npz x.npz\n"
-            "  python main.py --model bundled:translator-en-fr --text 'I like this course' --generate \\\n"
+            f"  {prog} --model bundled:minilm --text 'I like this course' --export-npz x.npz\n"
+            f"  {prog} --model bundled:translator-en-fr --text 'I like this course' --generate \\\n"
             "         --export-npz x.npz --export-alignment x.txt\n"
-            "  python main.py --model bundled:smollm2 --text '나는 이 강의를 좋아한다' --export-png h.png --view head --layer 3 --head 0\n"
+            f"  {prog} --model bundled:smollm2 --text '나는 이 강의를 좋아한다' --export-png h.png --view head --layer 3 --head 0\n"
+            f"  {prog} --open-session lesson.headmap      # the window, on a saved capture\n"
             "Layers and heads are 0-based, as in transformers."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -106,7 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mask-report", metavar="OUT.json", help="write the padding experiment's numbers as JSON (needs --pair)")
     g.add_argument("--padding-side", choices=["left", "right"], help="default: right for encoders and seq2seq, left for decoders")
 
+    g = p.add_argument_group("window")
+    g.add_argument("--open-session", metavar="FILE.headmap", help="open the window on a saved session (no model is loaded)")
+
     g = p.add_argument_group("other")
+    g.add_argument("--quiet", action="store_true", help="no progress bar on stderr (it is shown only on a terminal anyway); "
+                   "warnings and errors still print")
     g.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
     return p
 
@@ -161,18 +170,27 @@ def check_args(args: argparse.Namespace) -> None:
             raise InputError(f"--{flag.replace('_', '-')} {v} is negative; {what} are 0-based")
 
 
-def run_headless(args: argparse.Namespace) -> int:
-    """Load, capture and write every requested file. Raises HeadmapError on user errors."""
+def run_headless(args: argparse.Namespace, progress: ProgressFn | None = None,
+                 say: Callable[[str], None] | None = None) -> int:
+    """Load, capture and write every requested file. Raises HeadmapError on user errors.
+
+    ``progress(stage, fraction, message)`` hears every stage (loading, dequantizing, generating,
+    running, the mask experiment, writing); ``say(line)`` prints a note or warning (default: to
+    stderr).
+    """
     from .errors import InputError
+    from .tasks import TaskState
 
     check_args(args)
     fig_path = args.export_png or args.export_svg or args.export_pdf
+    task = TaskState(progress)
+    say = say or (lambda line: print(line, file=sys.stderr))
 
     from .capture import capture
     from .loader import load_model
 
     lm = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
-                    allow_pickle=args.allow_pickle, memory_check=not args.no_memory_check)
+                    allow_pickle=args.allow_pickle, memory_check=not args.no_memory_check, task=task.sub(0.0, 0.6))
     if args.target is not None and lm.kind != "seq2seq":
         raise InputError(f"--target only applies to seq2seq models; {args.model} is a {lm.kind} model")
     if args.target_lang and lm.kind != "seq2seq":
@@ -184,11 +202,12 @@ def run_headless(args: argparse.Namespace) -> int:
         max_new = 20
     generate = args.generate or (lm.kind == "seq2seq" and args.target is None)
     cap = capture(lm, args.text, target=args.target, generate=generate, max_new_tokens=max_new,
-                  num_beams=args.num_beams, max_tokens=args.max_tokens, target_lang=args.target_lang)
+                  num_beams=args.num_beams, max_tokens=args.max_tokens, target_lang=args.target_lang,
+                  task=task.sub(0.6, 0.85))
     from .readable import WARNING
 
     for note in cap.notes:  # a warning keeps its own "warning: " prefix
-        print(note if note.startswith(WARNING) else f"note: {note}", file=sys.stderr)
+        say(note if note.startswith(WARNING) else f"note: {note}")
 
     # Prepare (and validate) every output before writing the first one.
     writers: list[Callable[[], object]] = []
@@ -209,7 +228,7 @@ def run_headless(args: argparse.Namespace) -> int:
     if args.mask_report or (fig_path and args.view == "masks"):
         from .masks import padding_experiment
 
-        report = padding_experiment(lm, args.text, args.pair, padding_side=args.padding_side)
+        report = padding_experiment(lm, args.text, args.pair, padding_side=args.padding_side, task=task.sub(0.85, 0.9))
     if fig_path:
         writers.append(_figure_writer(args, cap, lm, report, fig_path))
     if args.mask_report:
@@ -225,8 +244,10 @@ def run_headless(args: argparse.Namespace) -> int:
         options = {"dtype": args.dtype, "device": args.device, "view": args.view, "stack": args.stack,
                    "layer": args.layer, "head": args.head, "aggregate": args.aggregate, "theme": args.theme}
         writers.append(lambda: save_session(args.save_session, cap, model_ref=args.model, inputs=inputs, options=options))
-    for w in writers:
+    for i, w in enumerate(writers):
+        task.report("write", 0.9 + 0.1 * i / len(writers), "writing the files…")
         w()
+    task.report("write", 1.0, "done")
     return EXIT_OK
 
 
@@ -262,12 +283,19 @@ def _figure_writer(args: argparse.Namespace, cap, lm, report, fig_path: str):
 
 
 def headless_main(args: argparse.Namespace) -> int:
-    """Run the headless exports; returns the exit code (one line on stderr on failure)."""
+    """Run the headless exports; returns the exit code (one line on stderr on failure).
+
+    Progress goes to stderr as one bar while it is a terminal and ``--quiet`` is not given
+    (:class:`analysis.progress.TerminalProgress`); the bar is gone before any note or error line.
+    """
     _quiet_libraries(args.debug)
     from .errors import HeadmapError, user_message
+    from .progress import TerminalProgress, is_terminal
 
+    bar = TerminalProgress(sys.stderr, enabled=not getattr(args, "quiet", False) and is_terminal(sys.stderr))
     try:
-        return run_headless(args)
+        with bar:
+            return run_headless(args, bar if bar.enabled else None, bar.say)
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written", file=sys.stderr)
         return 130
@@ -279,10 +307,10 @@ def headless_main(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The headless CLI alone (``python main.py`` is the entry point that can also open the window)."""
+    """The headless CLI alone (``python main.py`` / ``headmap`` is the entry point that can also open the window)."""
     args = build_parser().parse_args(argv)
     if not is_headless(args):
-        print("error: no export flag given; add --export-npz/--export-png/… or run `python main.py` for the window",
+        print("error: no export flag given; add --export-npz/--export-png/… or run `headmap` (`python main.py`) for the window",
               file=sys.stderr)
         return EXIT_USER_ERROR
     return headless_main(args)
