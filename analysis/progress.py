@@ -30,6 +30,16 @@ def is_terminal(stream: IO[str] | None) -> bool:
         return False
 
 
+def _columns(stream: IO[str]) -> int:
+    """The terminal's width in columns, 0 when unknown (a pseudo-terminal without a size)."""
+    import os
+
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return 0
+
+
 class TerminalProgress:
     """A progress callback ``progress(stage, fraction, message)`` drawn as one tqdm bar.
 
@@ -64,8 +74,10 @@ class TerminalProgress:
     def _open(self) -> Any:
         from tqdm import tqdm
 
-        bar = tqdm(total=100, file=self._stream, bar_format=BAR_FORMAT, leave=False, dynamic_ncols=True,
-                   mininterval=0.1)
+        # follow the terminal's width; one that reports none (0 columns) gets 80
+        sized = _columns(self._stream) > 0
+        bar = tqdm(total=100, file=self._stream, bar_format=BAR_FORMAT, leave=False, dynamic_ncols=sized,
+                   ncols=None if sized else 80, nrows=None if sized else 24, mininterval=0.1)
         self._ticker = threading.Thread(target=self._tick, name="headmap-progress", daemon=True)
         self._ticker.start()
         return bar
