@@ -318,10 +318,12 @@ def load_session(path: str | os.PathLike) -> Capture:
 
 #: starts the window's process (tests replace it)
 _popen = subprocess.Popen
+#: "not given" for show()'s selection (``head=None`` is a choice: the mean over heads)
+_UNSET: Any = object()
 
 
-def show(capture_or_model: Any, text: str | None = None, *, view: str | None = None, stack: str | None = None,
-         layer: int | None = None, head: int | None = None, session: str | os.PathLike | None = None,
+def show(capture_or_model: Any, text: str | None = None, *, view: str | None = None, stack: str | None = _UNSET,
+         layer: int = _UNSET, head: int | None = _UNSET, session: str | os.PathLike | None = None,
          **kwargs: Any) -> subprocess.Popen:
     """Open the Headmap window on a capture (or capture ``text`` with a model first).
 
@@ -332,9 +334,11 @@ def show(capture_or_model: Any, text: str | None = None, *, view: str | None = N
     ----------
     capture_or_model : a :class:`Capture`, or anything :func:`capture` takes as ``model``
     text : the sentence, when a model is given
-    view, stack, layer, head : what the window shows first (its tab and selection)
+    view, stack, layer, head : what the window shows first (its tab and selection; ``head=None``:
+        the mean over heads); not given: the window's own choice
     session : where to write the session file (default: a new temporary folder; the file stays
-        so that the window can be reopened from File ▸ Open recent)
+        so that the window can be reopened from File ▸ Open recent). The window's own output
+        goes to a ``.log`` file beside it, never to the caller's stdout and stderr.
     kwargs : passed to :func:`capture` with a model (``tokenizer=``, ``target=``, …)
 
     Returns
@@ -352,7 +356,7 @@ def show(capture_or_model: Any, text: str | None = None, *, view: str | None = N
         if text is None:
             raise InputError("show(model, text) needs the text to run; or pass a Capture")
         cap = capture(capture_or_model, text, **kwargs)
-    spec = {k: v for k, v in (("stack", stack), ("layer", layer), ("head", head)) if v is not None}
+    spec = {k: v for k, v in (("stack", stack), ("layer", layer), ("head", head)) if v is not _UNSET}
     options: dict[str, Any] = {"spec": spec}
     if view is not None:
         if view not in _TABS:
@@ -360,7 +364,11 @@ def show(capture_or_model: Any, text: str | None = None, *, view: str | None = N
         options["tab"] = _TABS[view]
     path = Path(session) if session is not None else Path(tempfile.mkdtemp(prefix="headmap-show-")) / "capture.headmap"
     save_session(cap, path, options=options)
-    return _popen(window_command(path), stdin=subprocess.DEVNULL)
+    # the window's output goes to a log: a caller reading this process's pipes is not kept
+    # waiting by the window, and a notebook's cells do not fill with Qt's messages
+    with open(path.with_suffix(".log"), "ab") as log:
+        return _popen(window_command(path), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                      start_new_session=True)
 
 
 def window_command(session: str | os.PathLike) -> list[str]:

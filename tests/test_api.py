@@ -234,7 +234,8 @@ def test_show_hands_the_window_a_session_file(loaded, tmp_path, monkeypatch):
     assert proc.args == cmd
     assert cmd[:2] == [sys.executable, str(Path(headmap.__file__).resolve())]
     assert cmd[2] == "--open-session" and cmd[3].endswith(".headmap")
-    assert kwargs["stdin"] == subprocess.DEVNULL
+    assert kwargs["stdin"] == subprocess.DEVNULL and kwargs["stderr"] == subprocess.STDOUT
+    assert Path(kwargs["stdout"].name) == Path(cmd[3]).with_suffix(".log")  # not the caller's pipes
     from analysis.session import load_session
 
     sess = load_session(cmd[3])
@@ -242,9 +243,10 @@ def test_show_hands_the_window_a_session_file(loaded, tmp_path, monkeypatch):
     assert sess.options == {"spec": {"layer": 1, "head": 2}, "tab": "Layer"}
     # with a model: captures first (kwargs go to capture), at the path asked for
     FakePopen.calls.clear()
-    headmap.show(str(loaded("gpt2").path), "I like", device="cpu", session=tmp_path / "s.headmap")
+    headmap.show(str(loaded("gpt2").path), "I like", device="cpu", session=tmp_path / "s.headmap", head=None)
     assert FakePopen.calls[0][0][3] == str(tmp_path / "s.headmap")
     assert headmap.load_session(tmp_path / "s.headmap").text == "I like"
+    assert load_session(tmp_path / "s.headmap").options == {"spec": {"head": None}}  # None: the mean over heads
     with pytest.raises(InputError, match="needs the text"):
         headmap.show(loaded("bert"))
     with pytest.raises(InputError, match="unknown view"):
