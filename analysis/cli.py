@@ -133,6 +133,10 @@ def _quiet_libraries(debug: bool) -> None:
         return
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # libraries' own tqdm bars (transformers' GGUF dequantizing uses tqdm directly) stay silent,
+    # also off a terminal; read when tqdm is first imported, which is after this. Our one bar
+    # (analysis.progress) asks for disable=False itself.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import logging
     import warnings

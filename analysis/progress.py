@@ -76,7 +76,8 @@ class TerminalProgress:
 
         # follow the terminal's width; one that reports none (0 columns) gets 80
         sized = _columns(self._stream) > 0
-        bar = tqdm(total=100, file=self._stream, bar_format=BAR_FORMAT, leave=False, dynamic_ncols=sized,
+        # disable=False: the CLI silences every other tqdm bar with TQDM_DISABLE
+        bar = tqdm(total=100, file=self._stream, bar_format=BAR_FORMAT, leave=False, disable=False, dynamic_ncols=sized,
                    ncols=None if sized else 80, nrows=None if sized else 24, mininterval=0.1)
         self._ticker = threading.Thread(target=self._tick, name="headmap-progress", daemon=True)
         self._ticker.start()

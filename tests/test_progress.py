@@ -123,3 +123,24 @@ def test_terminal_progress_draws_only_when_enabled():
 @pytest.mark.parametrize("stream, expected", [(io.StringIO(), False), (None, False)])
 def test_is_terminal(stream, expected):
     assert is_terminal(stream) is expected
+
+
+def test_the_cli_silences_the_libraries_bars_but_not_its_own():
+    """transformers dequantizes a GGUF under its own tqdm bar (not its progress setting): the CLI
+    turns every tqdm bar off through TQDM_DISABLE, and its own bar asks to be drawn."""
+    script = (
+        "import io, sys\n"
+        "from analysis import cli\n"
+        "cli._quiet_libraries(False)\n"
+        "from tqdm.auto import tqdm\n"
+        "for _ in tqdm(range(3), desc='a library bar'): pass\n"
+        "from analysis.progress import TerminalProgress\n"
+        "out = io.StringIO()\n"
+        "with TerminalProgress(out, enabled=True) as bar: bar('run', 0.5, 'running the model…')\n"
+        "print('running the model' in out.getvalue())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TQDM_")}
+    env["PYTHONPATH"] = str(ROOT)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == "" and res.stdout.strip() == "True"
