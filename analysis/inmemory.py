@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError, NoAttentionError
-from .loader import LoadedModel, _summary, detect_kind
+from .loader import LoadedModel, detect_kind, model_summary
 from .result import Kind
 
 _DECODER_CLASS_ENDINGS = ("ForCausalLM", "LMHeadModel")
@@ -86,7 +86,7 @@ def wrap_model(model: Any, tokenizer: Any, reference: str | None = None) -> Load
     ref = reference or model_reference(model)
     name = str(getattr(model, "name_or_path", "") or "")
     folder = Path(name) if name and Path(name).is_dir() else Path()
-    summary = _summary(ref, kind, model, model.config, tokenizer, folder)
+    summary = model_summary(ref, kind, model, model.config, tokenizer, folder)
     if not name or not Path(name).is_dir():
         from dataclasses import replace
 
