@@ -1,21 +1,17 @@
 """Headmap entry point: ``python main.py`` opens the window; export flags run headless.
 
-See ``python main.py --help``. This file only parses the arguments and picks the headless CLI
-(``analysis.cli``) or the window (``gui.app``).
+See ``python main.py --help``. The installed ``headmap`` command is the same
+(:func:`headmap.main`): it parses the arguments and picks the headless CLI (``analysis.cli``) or
+the window (``gui.app``).
 """
 
 import sys
 
-from analysis.cli import build_parser, headless_main, is_headless
+from headmap import main as _main
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if is_headless(args):
-        return headless_main(args)
-    from gui.app import run_window
-
-    return run_window(args)
+    return _main(argv, prog="python main.py")
 
 
 if __name__ == "__main__":

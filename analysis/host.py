@@ -526,6 +526,7 @@ def _preload() -> None:  # pragma: no cover - runs in the child
 def _quiet() -> None:  # pragma: no cover - runs in the child
     """No progress bars on the window's terminal: the window shows its own progress."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF dequantizing calls tqdm directly
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         import transformers

@@ -599,7 +599,8 @@ def _load_folder(ref: str, folder: Path, opts: _LoadOptions, task: TaskState) ->
     impl = getattr(model.config, "_attn_implementation", "eager")
     if impl not in ("eager", None):
         raise NoAttentionError(f"{type(model).__name__} runs with '{impl}' attention, which returns no attention maps; it cannot be shown")
-    summary = _summary(ref, kind, model, config, tokenizer, folder)
+    summary = model_summary(ref, kind, model, config, tokenizer, folder)
+    task.report("ready", 1.0, f"loaded {ref}")
     return LoadedModel(ref, kind, model, tokenizer, config, summary, folder, notes)
 
 
@@ -783,7 +784,7 @@ def _device_label(model) -> str:
     return str(next(model.parameters()).device)
 
 
-def _summary(ref: str, kind: Kind, model, config, tokenizer, folder: Path) -> ModelSummary:
+def model_summary(ref: str, kind: Kind, model, config, tokenizer, folder: Path) -> ModelSummary:
     n_params = sum(p.numel() for p in model.parameters())
     try:
         mem = int(model.get_memory_footprint())

@@ -142,6 +142,18 @@ class Capture:
         frozen = {name: _frozen(arr) for name, arr in self.stacks.items()}
         object.__setattr__(self, "stacks", MappingProxyType(frozen))
 
+    def __repr__(self) -> str:
+        """Short: the model, its kind, the token counts and each stack's ``[L, H, Q, K]`` shape
+        (the dataclass's own repr would print every array)."""
+        stacks = ", ".join(
+            f"{name}=[{', '.join(str(n) for n in self.stacks[name].shape)}] {self.stacks[name].dtype}"
+            for name in self.stack_names
+        )
+        tokens = f"tokens={len(self.source)}"
+        if self.decoder_inputs is not None:
+            tokens += f", decoder_tokens={len(self.decoder_inputs)}"
+        return f"Capture(model={self.model!r}, kind={self.kind!r}, {tokens}, {stacks})"
+
     # -- stacks -------------------------------------------------------------------------------
     @property
     def stack_names(self) -> tuple[str, ...]:

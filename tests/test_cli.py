@@ -43,6 +43,7 @@ FLAGS = [
     "--save-session", "--export-png", "--export-svg", "--export-pdf", "--view", "--stack", "--layer",
     "--head", "--aggregate", "--hide-special", "--rows", "--step", "--stat", "--fusion", "--residual", "--position",
     "--flow-values", "--dpi", "--theme", "--caption", "--all-layers", "--pair", "--mask-report", "--padding-side", "--debug",
+    "--quiet", "--open-session",
 ]
 GOOD_BYTES = b"a good file from an earlier run"
 

@@ -62,7 +62,7 @@ def test_unexpected_without_a_message(exc):
 def test_the_cli_says_user_message(tmp_path, capsys, monkeypatch):
     import analysis.cli as cli
 
-    def explode(args):
+    def explode(args, *_):
         raise OSError("the disk\nis full")
 
     monkeypatch.setattr(cli, "_quiet_libraries", lambda debug: None)  # keep this process's warnings
@@ -72,7 +72,7 @@ def test_the_cli_says_user_message(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err == "error: unexpected OSError: the disk; rerun with --debug for details\n"
 
-    def oom(args):
+    def oom(args, *_):
         raise MemoryError
 
     monkeypatch.setattr(cli, "run_headless", oom)
