@@ -38,7 +38,8 @@ SUCCESS_ARGS: dict[str, list[str]] = {
 FLAGS = [
     "--model", "--dtype", "--device", "--trust-remote-code", "--allow-pickle", "--no-memory-check",
     "--text", "--target", "--generate", "--max-new-tokens", "--num-beams", "--max-tokens", "--target-lang",
-    "--export-npz", "--export-alignment", "--alignment-layer", "--alignment-head", "--export-stats",
+    "--group", "--export-npz", "--export-alignment", "--alignment-layer", "--alignment-head", "--alignment-method",
+    "--alignment-threshold", "--export-stats",
     "--save-session", "--export-png", "--export-svg", "--export-pdf", "--view", "--stack", "--layer",
     "--head", "--aggregate", "--hide-special", "--rows", "--step", "--stat", "--fusion", "--residual", "--position",
     "--flow-values", "--dpi", "--theme", "--caption", "--all-layers", "--pair", "--mask-report", "--padding-side", "--debug",

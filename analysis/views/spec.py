@@ -272,8 +272,9 @@ def for_spec(capture: Capture, spec: ViewSpec, inputs: ViewInputs | None = None)
     inputs = inputs or ViewInputs()
     if spec.group not in GROUPS:
         return capture, inputs
-    if inputs.compare_with is not None:
-        inputs = replace(inputs, compare_with=grouped(inputs.compare_with, spec.group))
+    other = getattr(inputs, "compare_with", None)  # duck-typed inputs (tests, scripts) may lack it
+    if other is not None:
+        inputs = replace(inputs, compare_with=grouped(other, spec.group))
     return grouped(capture, spec.group), inputs
 
 
