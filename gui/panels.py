@@ -319,8 +319,9 @@ class TokenStrip(QTableWidget):
                 a.setToolTip(f"raw token: {seq.raw[i]!r}\nid: {int(seq.ids[i])}"
                              + ("\nspecial token" if seq.special[i] else ""))
                 b = QTableWidgetItem(str(int(seq.ids[i])))
-            if seq.special[i]:
-                for it in (a, b):
+            pieces_special = predicts.special[i] if pieces is not None and predicts is not None else seq.special[i]
+            for it, special in ((a, seq.special[i]), (b, pieces_special)):
+                if special:
                     it.setForeground(QColor("#b03a2e"))
                     f = it.font()
                     f.setItalic(True)

@@ -35,7 +35,7 @@ from .spec import ViewInputs, ViewSpec
 #: word-pair weights below this (and below 10 % of the strongest) are not drawn as lines
 MIN_LINK_WEIGHT = 0.02
 #: how the title names each way of reading the rows
-METHOD_TITLES = {"predict": "rows that predict each word", "shift": "Shift-Att (rows that read each word)"}
+METHOD_TITLES = {"predict": "predict rows", "shift": "Shift-Att rows"}
 #: the word matrix writes its values into the cells up to this many cells
 MAX_ANNOTATED_CELLS = 200
 
@@ -101,7 +101,7 @@ def alignment_data(capture: Capture, spec: ViewSpec, inputs: ViewInputs | None =
     n_tgt, n_src = res.matrix.shape
     head = "mean of heads" if res.head is None else f"head {res.head}"
     which = " (best documented)" if documented else (" (the last)" if spec.alignment_layer is None else "")
-    how = METHOD_TITLES[res.method] + ("" if res.threshold is None else f", links ≥ {res.threshold:g} of a row")
+    how = METHOD_TITLES[res.method] + ("" if res.threshold is None else f", links ≥ {res.threshold:g}")
     what = f"word alignment from cross-attention, layer {res.layer}{which}, {head}, {how}"
     gold = frozenset(inputs.gold[1]) if inputs.gold is not None else None
     return AlignmentData(res, words(capture.text, n_src), words(capture.output_text, n_tgt), gold, int(layer),

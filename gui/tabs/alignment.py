@@ -132,7 +132,7 @@ class AlignmentTab(StateTab, QWidget):
 
     def _build_layout(self) -> None:
         controls = QHBoxLayout()
-        for w in (QLabel("layer"), self.layer_combo, QLabel("head"), self.head_combo, QLabel("rows"),
+        for w in (QLabel("layer"), self.layer_combo, QLabel("head"), self.head_combo, QLabel("method"),
                   self.method_combo, QLabel("links"), self.threshold_combo, self.gold_button, self.copy_button):
             controls.addWidget(w)
         controls.addWidget(self.aer_label, 1)
