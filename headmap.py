@@ -74,10 +74,9 @@ def _check_group(group: str) -> None:
 def _grouped(cap: Capture, group: str) -> Capture:
     """The capture with its tokens grouped as asked: the one place where ``group`` is applied."""
     _check_group(group)
-    if group == "pieces":
-        return cap
-    raise ValueError("word grouping (group='words') is not available in this version of Headmap; "
-                     "use group='pieces'")
+    from analysis.words import group_capture
+
+    return group_capture(cap, group)
 
 
 def load(model: str, *, dtype: str = "auto", device: str = "auto", trust_remote_code: bool = False,

@@ -7,6 +7,18 @@ Shapes (see :mod:`analysis.result`):
 * word ids – per token, the index of the whitespace word it belongs to, ``-1`` to ignore it
   (special tokens such as ``</s>``)
 
+Two readings of the rows (``method``):
+
+* ``predict`` – output token ``t`` reads row ``t``, the row computed while predicting it;
+* ``shift`` – Shift-Att (Chen et al., EMNLP 2020, "Accurate Word Alignment Induction from Neural
+  Machine Translation"): output token ``t`` reads row ``t + 1``, the row at which ``t`` is the
+  decoder *input* (the last output token, usually ``</s>``, has no such row and is not aligned).
+
+Links: each target word links to its argmax source word; with a ``threshold`` P (0 < P ≤ 1) also to
+every source word whose share of the word row (the row over the source words, normalised to sum
+to 1) is at least P, so one target word may link to several source words and a source word to
+several target words, as gold alignments do.
+
 Alignment pairs are Pharaoh style ``(i, j)``: ``i`` = source word index, ``j`` = target word
 index, both 0-based. AER follows Och & Ney (2003):
 ``AER = 1 − (|A∩S| + |A∩P|) / (|A| + |S|)`` with sure links ``S`` ⊆ possible links ``P``.
@@ -30,6 +42,10 @@ Link = tuple[int, int]
 
 #: name of the file in a bundled translator folder that records the best alignment layer
 ALIGNMENT_FILE = "alignment.json"
+#: how rows are read (see the module docstring)
+ALIGNMENT_METHODS = ("predict", "shift")
+#: thresholds the bundled translators' defaults are chosen among (None: the argmax link only)
+THRESHOLDS = (None, 0.5, 0.4, 0.3, 0.2, 0.15, 0.1)
 
 
 @dataclass(frozen=True)
@@ -45,12 +61,16 @@ class AlignmentResult:
         attention on a source word (its argmax), sorted by source then target index
     layer : the layer used (non-negative), or None when all layers were averaged
     head : the head used (non-negative), or None for the mean over heads
+    method : ``predict`` or ``shift`` (which row a target token reads)
+    threshold : the share P above which further links are made, or None (argmax only)
     """
 
     matrix: np.ndarray
     pairs: tuple[Link, ...]
     layer: int | None
     head: int | None
+    method: str = "predict"
+    threshold: float | None = None
 
     def __post_init__(self) -> None:
         m = np.array(self.matrix, dtype=np.float64)
@@ -121,10 +141,15 @@ def select_map(
     return out, li, hi
 
 
-def _pooling(word_ids: Sequence[int], mean: bool) -> np.ndarray:
+def _n_words(word_ids: Sequence[int] | np.ndarray) -> int:
+    ids = np.asarray(word_ids, dtype=np.int64).reshape(-1)
+    return int(ids.max()) + 1 if ids.size and ids.max() >= 0 else 0
+
+
+def _pooling(word_ids: Sequence[int], mean: bool, n_words: int | None = None) -> np.ndarray:
     """``[n_words, N]`` matrix summing (or averaging) the token axis into words."""
     ids = np.asarray(word_ids, dtype=np.int64).reshape(-1)
-    n_words = int(ids.max()) + 1 if ids.size and ids.max() >= 0 else 0
+    n_words = _n_words(ids) if n_words is None else n_words
     pool = np.zeros((n_words, ids.size), dtype=np.float64)
     tok = np.flatnonzero(ids >= 0)
     pool[ids[tok], tok] = 1.0
@@ -154,13 +179,49 @@ def word_matrix(
     return _pooling(tgt_word_ids, mean=True) @ a @ _pooling(src_word_ids, mean=False).T
 
 
-def _argmax_pairs(matrix: np.ndarray, tgt_has_tokens: np.ndarray) -> tuple[Link, ...]:
-    pairs = []
+def check_method(method: str, threshold: float | None = None) -> None:
+    if method not in ALIGNMENT_METHODS:
+        raise InputError(f"unknown alignment method '{method}': choose one of {', '.join(ALIGNMENT_METHODS)}")
+    if threshold is not None and (isinstance(threshold, bool) or not 0.0 < float(threshold) <= 1.0):
+        raise InputError(f"the alignment threshold {threshold} is out of range: choose a share P with 0 < P ≤ 1")
+
+
+def method_rows(cross: np.ndarray, tgt_word_ids: Sequence[int], method: str) -> tuple[np.ndarray, list[int]]:
+    """The rows each output token reads under ``method``, and the word ids that still apply.
+
+    Parameters
+    ----------
+    cross : ``[..., T, S]``
+    tgt_word_ids : ``[T]`` word id per output token
+
+    Returns
+    -------
+    (``[..., T, S]`` with row t = the row output token t reads, word ids ``[T]``): ``predict``
+    returns both unchanged; ``shift`` moves row t + 1 to t and ignores the last output token (it
+    is never a decoder input).
+    """
+    check_method(method)
+    ids = [int(w) for w in tgt_word_ids]
+    if method == "predict":
+        return cross, ids
+    arr = np.asarray(cross)
+    out = np.zeros_like(arr)
+    out[..., :-1, :] = arr[..., 1:, :]
+    if ids:
+        ids[-1] = -1
+    return out, ids
+
+
+def _argmax_pairs(matrix: np.ndarray, tgt_has_tokens: np.ndarray, threshold: float | None = None) -> tuple[Link, ...]:
+    pairs = set()
     for j in range(matrix.shape[0]):
         row = matrix[j]
         if not tgt_has_tokens[j] or row.size == 0 or not np.any(row > 0):
             continue
-        pairs.append((int(np.argmax(row)), j))
+        pairs.add((int(np.argmax(row)), j))
+        if threshold is not None:
+            share = row / row.sum()
+            pairs.update((int(i), j) for i in np.flatnonzero(share >= threshold - 1e-12))
     return tuple(sorted(pairs))
 
 
@@ -170,6 +231,8 @@ def word_alignment(
     tgt_word_ids: Sequence[int],
     layer: int | None = None,
     head: int | None = None,
+    method: str = "predict",
+    threshold: float | None = None,
 ) -> AlignmentResult:
     """Align output words to source words by the argmax of cross-attention.
 
@@ -180,14 +243,16 @@ def word_alignment(
     tgt_word_ids : ``[T]`` target word index per *output* token (-1: ignore)
     layer : layer to read (negative counts from the end); None averages all layers
     head : head to read; None averages the heads of the layer
+    method : ``predict`` (row t for output token t) or ``shift`` (row t + 1; Shift-Att)
+    threshold : also link every source word with at least this share of the word row (0 < P ≤ 1)
 
     Returns
     -------
     AlignmentResult
         The ``[n_tgt_words, n_src_words]`` word matrix (source pieces summed, target pieces
-        averaged) and one link per target word: the source word with the most attention
-        (ties: the lower index). Target words whose row has no attention on any source word
-        get no link.
+        averaged, rows read by ``method``) and for each target word the source word with the most
+        attention (ties: the lower index), plus, with a threshold, every source word at or above
+        it. Target words whose row has no attention on any source word get no link.
 
     Raises
     ------
@@ -196,11 +261,15 @@ def word_alignment(
         range.
     """
     arr = _check_cross(cross, src_word_ids, tgt_word_ids)
+    check_method(method, threshold)
     attn, li, hi = select_map(arr, layer, head)
-    matrix = word_matrix(attn, src_word_ids, tgt_word_ids)
-    has_tokens = _pooling(tgt_word_ids, mean=False).sum(axis=1) > 0
+    attn, tgt_ids = method_rows(attn, tgt_word_ids, method)
+    n_tgt = _n_words(tgt_word_ids)  # a word shifted off the end keeps its (empty) row
+    matrix = _pooling(tgt_ids, True, n_tgt) @ np.asarray(attn, dtype=np.float64) @ _pooling(src_word_ids, False).T
+    has_tokens = _pooling(tgt_ids, False, n_tgt).sum(axis=1) > 0
     return AlignmentResult(
-        matrix=matrix, pairs=_argmax_pairs(matrix, has_tokens), layer=li, head=hi
+        matrix=matrix, pairs=_argmax_pairs(matrix, has_tokens, threshold), layer=li, head=hi, method=method,
+        threshold=None if threshold is None else float(threshold),
     )
 
 
@@ -296,8 +365,11 @@ def aer_count_grid(
     tgt_word_ids: Sequence[int],
     gold: Iterable[Link],
     possible: Iterable[Link] | None = None,
+    method: str = "predict",
+    threshold: float | None = None,
 ) -> np.ndarray:
-    """AER counts of every layer and head of one sentence.
+    """AER counts of every layer and head of one sentence (rows read by ``method``, links with
+    ``threshold``: see :func:`word_alignment`).
 
     Returns
     -------
@@ -305,19 +377,22 @@ def aer_count_grid(
     the last axis is ``[|A∩S|, |A∩P|, |A|, |S|]``.
     """
     arr = _check_cross(cross, src_word_ids, tgt_word_ids)
+    check_method(method, threshold)
     n_layers, n_heads = arr.shape[:2]
     sure = {(int(i), int(j)) for i, j in gold}
     poss = None if possible is None else list(possible)
+    _, tgt_ids = method_rows(arr[:0], tgt_word_ids, method)
+    n_tgt = _n_words(tgt_word_ids)
     src_pool = _pooling(src_word_ids, mean=False)
-    tgt_pool = _pooling(tgt_word_ids, mean=True)
+    tgt_pool = _pooling(tgt_ids, True, n_tgt)
     has_tokens = tgt_pool.sum(axis=1) > 0
     out = np.zeros((n_layers, n_heads + 1, 4), dtype=np.int64)
     for li in range(n_layers):
-        per_head = arr[li].astype(np.float64)  # [H, T, S]
+        per_head, _ = method_rows(arr[li].astype(np.float64), tgt_word_ids, method)  # [H, T, S]
         maps = list(per_head) + [per_head.mean(axis=0)]
         for col, attn in enumerate(maps):
             matrix = tgt_pool @ attn @ src_pool.T
-            out[li, col] = aer_counts(_argmax_pairs(matrix, has_tokens), sure, poss)
+            out[li, col] = aer_counts(_argmax_pairs(matrix, has_tokens, threshold), sure, poss)
     return out
 
 
@@ -327,6 +402,8 @@ def aer_grid(
     tgt_word_ids: Sequence[int],
     gold: Iterable[Link],
     possible: Iterable[Link] | None = None,
+    method: str = "predict",
+    threshold: float | None = None,
 ) -> np.ndarray:
     """AER of every layer and head of one sentence.
 
@@ -336,16 +413,19 @@ def aer_grid(
     src_word_ids, tgt_word_ids : word index per source / output token (-1: ignore)
     gold : sure gold links ``(i_src_word, j_tgt_word)``
     possible : optional possible links
+    method, threshold : see :func:`word_alignment`
 
     Returns
     -------
     float64 ``[L, H + 1]``; the last column is the head average.
     """
-    return _aer_array(aer_count_grid(cross, src_word_ids, tgt_word_ids, gold, possible))
+    return _aer_array(aer_count_grid(cross, src_word_ids, tgt_word_ids, gold, possible, method, threshold))
 
 
 def corpus_aer_grid(
     samples: Iterable[tuple],
+    method: str = "predict",
+    threshold: float | None = None,
 ) -> np.ndarray:
     """Corpus-level AER of every layer and head: counts are summed over sentences first.
 
@@ -353,14 +433,21 @@ def corpus_aer_grid(
     ----------
     samples : ``(cross [L, H, T_k, S_k], src_word_ids, tgt_word_ids, gold)`` per sentence, or
         with a fifth item, the sentence's possible links; all with the same ``L`` and ``H``
+    method, threshold : see :func:`word_alignment`
 
     Returns
     -------
     float64 ``[L, H + 1]``; the last column is the head average.
     """
+    return _aer_array(corpus_aer_counts(samples, method, threshold))
+
+
+def corpus_aer_counts(samples: Iterable[tuple], method: str = "predict", threshold: float | None = None) -> np.ndarray:
+    """The summed AER counts ``[L, H + 1, 4]`` behind :func:`corpus_aer_grid`."""
     total: np.ndarray | None = None
     for sample in samples:
-        counts = aer_count_grid(*sample)
+        cross, src, tgt, gold, *rest = sample
+        counts = aer_count_grid(cross, src, tgt, gold, rest[0] if rest else None, method, threshold)
         if total is not None and counts.shape != total.shape:
             raise InputError("all sentences must come from the same model (same layers and heads)")
         total = counts if total is None else total + counts
@@ -368,7 +455,30 @@ def corpus_aer_grid(
         raise InputError(
             "no sentences given; pass at least one (cross, src ids, tgt ids, gold) sample"
         )
-    return _aer_array(total)
+    return total
+
+
+def best_setting(grids: dict[tuple[str, float | None], np.ndarray]) -> dict:
+    """The (method, threshold, layer, head) with the lowest AER among ``grids`` (each
+    ``[L, H + 1]``, keyed by ``(method, threshold)``); ties: the first key, the lower layer, the
+    head average before single heads, then the lower head.
+
+    Returns
+    -------
+    dict with ``method``, ``threshold``, ``layer``, ``head`` (None: the head average) and ``aer``.
+    """
+    best: dict | None = None
+    for (method, threshold), grid in grids.items():
+        n_heads = grid.shape[1] - 1
+        for li in range(grid.shape[0]):
+            for col in [n_heads, *range(n_heads)]:
+                value = float(grid[li, col])
+                if best is None or value < best["aer"] - 1e-12:
+                    best = {"method": method, "threshold": threshold, "layer": li,
+                            "head": None if col == n_heads else col, "aer": value}
+    if best is None:
+        raise InputError("no AER grids given")
+    return best
 
 
 # -- bundled models ---------------------------------------------------------------------------

@@ -327,6 +327,7 @@ def capture(
         target=(target if target is not None else (output_text if lm.kind == "seq2seq" else None)),
         decoder_inputs=decoder_inputs, outputs=outputs, output_text=output_text,
         prompt_length=prompt_length, generated=gen_flag, truncated=truncated, notes=tuple(notes), prediction=pred,
+        token_style=getattr(lm.summary, "token_style", "") or "",
     )
 
 

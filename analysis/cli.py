@@ -100,11 +100,21 @@ def build_parser(prog: str = "python main.py") -> argparse.ArgumentParser:
                    "(NLLB: fra_Latn, M2M100: fr)")
     g.add_argument("--max-tokens", type=int, default=1024, metavar="N", help="truncate the input to N tokens (default 1024; the model's maximum applies too)")
 
+    g.add_argument("--group", choices=["pieces", "words"], default="pieces",
+                   help="pieces: the tokenizer's tokens (default); words: pieces grouped into words in every view and "
+                        "export (attention to a word: the sum over its pieces; from a word: the mean)")
+
     g = p.add_argument_group("exports (headless)")
     g.add_argument("--export-npz", metavar="OUT.npz", help="write every attention stack and the tokens to a .npz")
     g.add_argument("--export-alignment", metavar="OUT.txt", help="seq2seq: write the word alignment as one Pharaoh line of i-j pairs")
     g.add_argument("--alignment-layer", type=int, metavar="L", help="cross-attention layer for the alignment (default: the best documented layer, else the last)")
-    g.add_argument("--alignment-head", type=int, metavar="H", help="cross-attention head for the alignment (default: the head average)")
+    g.add_argument("--alignment-head", type=int, metavar="H", help="cross-attention head for the alignment (default: the best "
+                   "documented head with the default layer, else the head average)")
+    g.add_argument("--alignment-method", choices=["predict", "shift"], help="which cross-attention row aligns output word t: "
+                   "predict = row t, computed while predicting it; shift = row t+1, where t is the decoder input "
+                   "(Shift-Att, Chen et al. 2020); default: the best documented method, else predict")
+    g.add_argument("--alignment-threshold", type=float, metavar="P", help="besides the argmax link, link every source word "
+                   "with at least this share of the row (0 < P <= 1; default: the best documented threshold, else none)")
     g.add_argument("--export-stats", metavar="OUT.csv", help="write per-head statistics, one row per stack, layer and head")
     g.add_argument("--save-session", metavar="OUT.headmap", help="save a session file (model reference, inputs, options and captured arrays)")
     fig = g.add_mutually_exclusive_group()
@@ -201,6 +211,8 @@ def check_args(args: argparse.Namespace) -> None:
     fig_path = args.export_png or args.export_svg or args.export_pdf
     if fig_path and args.view == "masks" and not args.pair:
         raise InputError("--view masks needs --pair OTHER: a second, longer sentence to batch with --text")
+    if args.alignment_threshold is not None and not 0 < args.alignment_threshold <= 1:
+        raise InputError(f"--alignment-threshold {args.alignment_threshold} is out of range; choose a share P with 0 < P <= 1")
     if fig_path and not 72 <= args.dpi <= 600:
         raise InputError(f"--dpi {args.dpi} is out of range; choose 72–600")
     for flag, what in (("layer", "layers"), ("alignment_layer", "layers"), ("head", "heads"),
@@ -266,7 +278,8 @@ def _model_source(args: argparse.Namespace, task: TaskState) -> Source:
     inputs = {"text": args.text, "target": args.target, "generate": args.generate,
               "max_new_tokens": max_new, "num_beams": args.num_beams}
     options = {"dtype": args.dtype, "device": args.device, "view": args.view, "stack": args.stack,
-               "layer": args.layer, "head": args.head, "aggregate": args.aggregate, "theme": args.theme}
+               "layer": args.layer, "head": args.head, "aggregate": args.aggregate, "theme": args.theme,
+               "group": args.group}
     return Source(cap, lm, args.model, lm.summary.source_path, args.model, inputs, options)
 
 
@@ -341,21 +354,25 @@ def run_headless(args: argparse.Namespace, progress: ProgressFn | None = None) -
     src = session_source(args) if args.session else _model_source(args, task)
     cap, lm = src.capture, src.lm
 
+    from .words import group_capture
+
+    shown = group_capture(cap, args.group)  # what every export reads (figures group through their spec)
     # Prepare (and validate) every output before writing the first one.
     writers: list[Callable[[], object]] = []
     if args.export_npz:
         from .npz import write_npz
 
-        writers.append(lambda: write_npz(cap, args.export_npz))
+        writers.append(lambda: write_npz(shown, args.export_npz))
     if args.export_alignment:
         from .alignment_export import alignment_for_capture, write_alignment
 
-        res = alignment_for_capture(cap, src.model_folder, args.alignment_layer, args.alignment_head)
+        res = alignment_for_capture(shown, src.model_folder, args.alignment_layer, args.alignment_head,
+                                    args.alignment_method, args.alignment_threshold)
         writers.append(lambda: write_alignment(res, args.export_alignment))
     if args.export_stats:
         from .stats import write_stats_csv
 
-        writers.append(lambda: write_stats_csv(cap, args.export_stats))
+        writers.append(lambda: write_stats_csv(shown, args.export_stats))
     report = None
     if args.mask_report or (fig_path and args.view == "masks"):
         from .masks import padding_experiment
@@ -394,9 +411,10 @@ def figure_spec(args: argparse.Namespace):
         view=args.view, stack=args.stack, layer=0 if args.layer is None or rollout else args.layer, head=args.head,
         aggregation=args.aggregate, hide_special=args.hide_special, renormalize=args.hide_special,
         row_labels=args.rows, theme=args.theme, dpi=args.dpi, alignment_layer=args.alignment_layer,
-        alignment_head=args.alignment_head, step=args.step, stat=args.stat, fusion=args.fusion,
+        alignment_head=args.alignment_head, alignment_method=args.alignment_method,
+        alignment_threshold=args.alignment_threshold, step=args.step, stat=args.stat, fusion=args.fusion,
         residual=args.residual, through_layer=args.layer if rollout else None, position=args.position,
-        flow_values=args.flow_values, caption=args.caption,
+        flow_values=args.flow_values, caption=args.caption, group=args.group,
     )
 
 

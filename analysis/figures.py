@@ -54,6 +54,7 @@ from .views.spec import (
     VIEWS,
     ViewInputs,
     ViewSpec,
+    for_spec,
     validate_spec,
 )
 
@@ -137,6 +138,7 @@ def build_figure(capture: Capture, spec: ViewSpec, inputs: ViewInputs | None = N
     InputError : see :func:`validate_spec`.
     """
     validate_spec(capture, spec, inputs)
+    capture, inputs = for_spec(capture, spec, inputs)
     theme = get_theme(spec.theme)
     ensure_cjk_font()
     with mpl.rc_context(theme.rc()):

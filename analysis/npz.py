@@ -15,6 +15,15 @@ Keys
 ``input_ids``, ``input_special`` (and ``decoder_input_ids``, ``output_ids`` for seq2seq)
     int64 / bool arrays
 
+With ``--group words`` (a word-level capture, :func:`analysis.words.group_capture`) the stacks are
+``[layer, head, query_word, key_word]``, the token lists (``input_tokens``, ``decoder_input_tokens``,
+``output_tokens``) and ``input_special`` hold words, the ``*_ids`` arrays keep the tokenizer's piece
+ids, and two more keys say which pieces form each word:
+
+``input_word_spans`` (and for seq2seq ``output_word_spans``)
+    int32 ``[n_words, 2]``: each word's half-open range ``[start, end)`` of piece positions in the
+    ungrouped sequence (``input_ids``; ``output_ids``, whose ranges also group the decoder inputs)
+
 Loadable with ``numpy.load(path, allow_pickle=False)``.
 """
 
@@ -27,15 +36,22 @@ from .result import Capture
 
 
 def npz_arrays(cap: Capture) -> dict[str, np.ndarray]:
+    """The npz file's arrays (see the module docstring) of a capture of pieces or of words."""
+    ids = cap.pieces if cap.pieces is not None else cap  # ids stay the tokenizer's pieces
     out: dict[str, np.ndarray] = {name: cap.attention(name) for name in cap.stack_names}
     out["input_tokens"] = np.array(cap.source.display, dtype=str)
-    out["input_ids"] = np.asarray(cap.source.ids, dtype=np.int64)
+    out["input_ids"] = np.asarray(ids.source.ids, dtype=np.int64)
     out["input_special"] = np.asarray(cap.source.special, dtype=bool)
     if cap.decoder_inputs is not None and cap.outputs is not None:
         out["decoder_input_tokens"] = np.array(cap.decoder_inputs.display, dtype=str)
         out["output_tokens"] = np.array(cap.outputs.display, dtype=str)
-        out["decoder_input_ids"] = np.asarray(cap.decoder_inputs.ids, dtype=np.int64)
-        out["output_ids"] = np.asarray(cap.outputs.ids, dtype=np.int64)
+        assert ids.decoder_inputs is not None and ids.outputs is not None
+        out["decoder_input_ids"] = np.asarray(ids.decoder_inputs.ids, dtype=np.int64)
+        out["output_ids"] = np.asarray(ids.outputs.ids, dtype=np.int64)
+    if cap.source_spans is not None:
+        out["input_word_spans"] = np.asarray(cap.source_spans, dtype=np.int32)
+    if cap.output_spans is not None:
+        out["output_word_spans"] = np.asarray(cap.output_spans, dtype=np.int32)
     out["output_text"] = np.array(cap.output_text, dtype=str)
     out["kind"] = np.array(cap.kind, dtype=str)
     out["model"] = np.array(cap.model, dtype=str)

@@ -120,6 +120,15 @@ class Capture:
         filled with random values, which holds :data:`RANDOM_WEIGHTS` and is named in every
         figure's title)
     prediction : post-processed prediction from the same forward pass
+    token_style : the tokenizer's spelling (``wordpiece``, ``sentencepiece``, ``byte-bpe``, ``word``;
+        :func:`analysis.tokens.style_name`), or "" when unknown (read off the tokens then)
+    group : ``pieces`` (the tokenizer's tokens) or ``words`` (:func:`analysis.words.group_capture`:
+        stacks, token sequences and predictions are word-level)
+    source_spans : words only: int64 ``[n_words, 2]``, each source word's half-open range of
+        positions in ``pieces.source``
+    output_spans : words only, seq2seq: int64 ``[n_output_words, 2]``, each output word's range of
+        decoder positions in ``pieces.outputs`` (the decoder inputs are grouped by the same ranges)
+    pieces : words only: the ungrouped capture
     """
 
     model: str
@@ -137,10 +146,19 @@ class Capture:
     truncated: bool = False
     notes: tuple[str, ...] = ()
     prediction: Prediction = field(default_factory=Prediction)
+    token_style: str = ""
+    group: str = "pieces"
+    source_spans: np.ndarray | None = None
+    output_spans: np.ndarray | None = None
+    pieces: Capture | None = None
 
     def __post_init__(self) -> None:
         frozen = {name: _frozen(arr) for name, arr in self.stacks.items()}
         object.__setattr__(self, "stacks", MappingProxyType(frozen))
+        for name in ("source_spans", "output_spans"):
+            spans = getattr(self, name)
+            if spans is not None:
+                object.__setattr__(self, name, _frozen(np.asarray(spans, dtype=np.int64).reshape(-1, 2)))
 
     def __repr__(self) -> str:
         """Short: the model, its kind, the token counts and each stack's ``[L, H, Q, K]`` shape

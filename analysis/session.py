@@ -174,7 +174,8 @@ def save_session(
     Parameters
     ----------
     path : target file (``.headmap`` recommended; any name is written as given)
-    capture : the capture to keep; its stacks keep their dtype (float32 or float16)
+    capture : the capture to keep; its stacks keep their dtype (float32 or float16); a word-level
+        capture is saved as its pieces (reopening groups it again when the options ask)
     model_ref : the model reference (kept for display; reopening never loads the model)
     inputs, options : JSON-compatible dicts (text, target, layer, head, theme, …)
 
@@ -187,6 +188,8 @@ def save_session(
     InputError : inputs/options are not JSON-compatible
     ExportError : the file cannot be written (nothing is left behind, an old file is kept)
     """
+    if capture.pieces is not None:
+        capture = capture.pieces
     arrays: dict[str, np.ndarray] = {}
     for name, arr in capture.stacks.items():
         arrays[f"stack__{name}"] = np.asarray(arr)
@@ -221,6 +224,7 @@ def save_session(
             "truncated": bool(capture.truncated),
             "notes": list(capture.notes),
             "prediction": _prediction_to_json(capture.prediction),
+            "token_style": capture.token_style,
             "stacks": [n for n in capture.stacks],
             "token_seqs": present,
         },
@@ -522,6 +526,7 @@ def _capture_from(arrays: Mapping[str, np.ndarray], c: dict, task: TaskState) ->
         truncated=c["truncated"],
         notes=tuple(c["notes"]),
         prediction=_prediction_from_json(c["prediction"]),
+        token_style=str(c.get("token_style", "") or ""),
     )
 
 

@@ -149,7 +149,7 @@ class FileActions(QObject):
     def save_session_to(self, path: str) -> None:
         from analysis.session import save_session
 
-        cap = self.state.capture
+        cap = self.state.pieces  # a session keeps the pieces; its options say how they were grouped
         if cap is None:
             raise HeadmapError("nothing to save yet; run a sentence first")
         options = {"spec": asdict(self.state.spec), **self.options()}

@@ -447,24 +447,35 @@ class MainWindow(QMainWindow):
 
     def _show_panels(self, cap) -> None:
         from analysis.tokens import style_of_tokens
+        from analysis.words import grouped, piece_strings
 
+        cap = grouped(cap, self.state.spec.group)  # the strip shows what the views show
+        self._strip_for = cap
         lm = self.lm
         if lm is not None and lm.reference == cap.model and getattr(lm.summary, "token_style", ""):
             style = lm.summary.token_style
         else:  # a reopened session: read the spelling off the tokens
             style = style_of_tokens(cap.source.raw, cap.source.display)
         self.tok_label.setText(token_legend(style))
-        self.tokens.set_tokens(cap.source, cap.prompt_length if cap.generated and cap.kind == "decoder" else None)
+        words = cap.pieces
+        self.tokens.set_tokens(cap.source, cap.prompt_length if cap.generated and cap.kind == "decoder" else None,
+                               pieces=None if words is None or cap.source_spans is None
+                               else piece_strings(words.source, cap.source_spans))
         seq2seq = cap.decoder_inputs is not None and cap.outputs is not None
         self.dec_label.setVisible(seq2seq)
         self.dec_tokens.setVisible(seq2seq)
         if seq2seq:
-            self.dec_tokens.set_tokens(cap.decoder_inputs, predicts=cap.outputs)
+            pieces = None
+            if words is not None and words.outputs is not None and cap.output_spans is not None:
+                pieces = piece_strings(words.outputs, cap.output_spans)
+            self.dec_tokens.set_tokens(cap.decoder_inputs, predicts=cap.outputs, pieces=pieces)
         self.output.set_prediction(cap)
 
     def _on_capture_changed(self, cap) -> None:
         if cap is None:
             return
+        if cap is not getattr(self, "_strip_for", None):  # the grouping changed: the strip follows
+            self._show_panels(cap)
         msg = f"captured {len(cap.source)} tokens with {cap.model} · " + ", ".join(
             f"{n} {cap.shape(n)[0]}×{cap.shape(n)[1]}" for n in cap.stack_names)
         if cap.notes:

@@ -272,6 +272,7 @@ class TokenStrip(QTableWidget):
 
     def __init__(self, parent: QWidget | None = None, rows: tuple[str, ...] = ("token", "id")) -> None:
         super().__init__(len(rows), 0, parent)
+        self._rows = tuple(rows)
         self.setVerticalHeaderLabels(list(rows))
         self.horizontalHeader().setVisible(True)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -297,18 +298,30 @@ class TokenStrip(QTableWidget):
         if event.type() == QEvent.Type.FontChange:
             self.fit()
 
-    def set_tokens(self, seq, prompt_length: int | None = None, predicts=None) -> None:
+    def set_tokens(self, seq, prompt_length: int | None = None, predicts=None, pieces=None) -> None:
         """Show ``seq`` (display string, id); with ``predicts`` a third row: the output token each
-        position predicts (seq2seq decoder)."""
+        position predicts (seq2seq decoder). With ``pieces`` (one tuple of piece strings per entry of
+        a word-level ``seq``) the second row shows the pieces that form each word instead of the id."""
         n = len(seq)
         self.setColumnCount(n)
         self.setHorizontalHeaderLabels([str(i) for i in range(n)])
+        rows = self._rows
+        second = rows[1] if pieces is None else ("predicted pieces" if predicts is not None else "pieces")
+        self.setVerticalHeaderLabels([rows[0], second, *rows[2:]])
         for i in range(n):
             a = QTableWidgetItem(seq.display[i])
-            a.setToolTip(f"raw token: {seq.raw[i]!r}\nid: {int(seq.ids[i])}" + ("\nspecial token" if seq.special[i] else ""))
-            b = QTableWidgetItem(str(int(seq.ids[i])))
-            if seq.special[i]:
-                for it in (a, b):
+            if pieces is not None:
+                a.setToolTip(f"word of {len(pieces[i])} piece(s): {' · '.join(pieces[i])}"
+                             + ("\nspecial token" if seq.special[i] else ""))
+                b = QTableWidgetItem("·".join(pieces[i]))
+                b.setToolTip(a.toolTip())
+            else:
+                a.setToolTip(f"raw token: {seq.raw[i]!r}\nid: {int(seq.ids[i])}"
+                             + ("\nspecial token" if seq.special[i] else ""))
+                b = QTableWidgetItem(str(int(seq.ids[i])))
+            pieces_special = predicts.special[i] if pieces is not None and predicts is not None else seq.special[i]
+            for it, special in ((a, seq.special[i]), (b, pieces_special)):
+                if special:
                     it.setForeground(QColor("#b03a2e"))
                     f = it.font()
                     f.setItalic(True)
@@ -321,7 +334,8 @@ class TokenStrip(QTableWidget):
             self.setItem(1, i, b)
             if predicts is not None and self.rowCount() > 2:
                 c = QTableWidgetItem(predicts.display[i])
-                c.setToolTip(f"row {i} of the decoder and cross maps predicts this token (id {int(predicts.ids[i])})")
+                what = "word" if pieces is not None else "token"
+                c.setToolTip(f"row {i} of the decoder and cross maps predicts this {what} (id {int(predicts.ids[i])})")
                 if predicts.special[i]:
                     c.setForeground(QColor("#b03a2e"))
                 self.setItem(2, i, c)

@@ -19,10 +19,11 @@ from PySide6.QtCore import QObject, Signal
 
 from analysis.figures import ViewSpec
 from analysis.result import Capture
+from analysis.words import GROUPS, grouped
 
 #: ViewSpec fields that describe the display and persist in the settings
 PERSISTED = ("hide_special", "renormalize", "cmap", "scale", "shared_range", "row_labels", "show_causal_mask",
-             "lines_per_head", "stretch", "caption", "theme")
+             "lines_per_head", "stretch", "caption", "theme", "group")
 
 
 class ViewerState(QObject):
@@ -30,7 +31,8 @@ class ViewerState(QObject):
 
     Signals
     -------
-    capture_changed(Capture | None) : a new capture is on screen
+    capture_changed(Capture | None) : a new capture is on screen (also when the grouping changes:
+        :attr:`capture` is then the same run at the other grouping)
     model_changed(object) : a model was loaded (a ``LoadedModel`` or ``RemoteModel``) or dropped
     selection_changed(ViewSpec) : the selection changed (once per change; a new capture emits only
         ``capture_changed``, after which the selection is already valid for it)
@@ -51,6 +53,16 @@ class ViewerState(QObject):
     # -- reading ------------------------------------------------------------------------------
     @property
     def capture(self) -> Capture | None:
+        """The capture on screen, at the selection's grouping (``spec.group``: pieces or words,
+        :func:`analysis.words.grouped`): every view, tab and export reads this one."""
+        if self._capture is None:
+            return None
+        return grouped(self._capture, self._spec.group)
+
+    @property
+    def pieces(self) -> Capture | None:
+        """The capture as the model produced it (the tokenizer's pieces): what sessions keep and
+        what the mask lab's experiments rerun."""
         return self._capture
 
     @property
@@ -85,10 +97,10 @@ class ViewerState(QObject):
 
     def set_capture(self, capture: Capture | None) -> None:
         """Show ``capture``; the selection is clamped to it and the alignment layer/head reset."""
-        self._capture = capture
+        self._capture = capture if capture is None or capture.pieces is None else capture.pieces
         self._spec = self._valid(replace(self._spec, alignment_layer=None, alignment_head=None, step=0, position=None,
                                          through_layer=None))
-        self.capture_changed.emit(capture)  # listeners treat it as a new selection too
+        self.capture_changed.emit(self.capture)  # listeners treat it as a new selection too
 
     def update(self, **changes) -> bool:
         """Change selection fields (``layer=3``, ``theme="dark"``, …); returns True when it
@@ -96,8 +108,14 @@ class ViewerState(QObject):
         new = self._valid(replace(self._spec, **changes))
         if new == self._spec:
             return False
+        regrouped = new.group != self._spec.group
+        if regrouped:  # positions count pieces or words: the step and the bars' position start over
+            new = replace(new, step=0, position=None)
         self._spec = new
-        self.selection_changed.emit(new)
+        if regrouped and self._capture is not None:
+            self.capture_changed.emit(self.capture)  # the same run, at the other grouping
+        else:
+            self.selection_changed.emit(new)
         return True
 
     def select(self, layer: int | None = None, head: int | None = None, stack: str | None = None,
@@ -131,6 +149,8 @@ class ViewerState(QObject):
             pass
 
     def _valid(self, spec: ViewSpec) -> ViewSpec:
+        if spec.group not in GROUPS:
+            spec = replace(spec, group="pieces")
         cap = self._capture
         if cap is None:
             return spec

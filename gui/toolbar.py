@@ -22,6 +22,8 @@ STACK_LABELS = {
     "cross_attentions": "cross-attention (target × source)",
 }
 ROW_MODES = ("input", "predicts", "both")
+WORDS_TIP = ("group the tokenizer's pieces into words in every view, tab and export: attention to a word is the "
+             "sum over its pieces, attention from a word the mean over its pieces (Clark et al. 2019)")
 ROWS_TIP = ("decoder and cross-attention rows: the decoder input at t, the token predicted at t, "
             "or both (input → predicted)")
 
@@ -38,7 +40,7 @@ class SelectionToolbar(QObject):
         tb.setObjectName("selection-toolbar")
         window.addToolBar(Qt.ToolBarArea.TopToolBarArea, tb)
         for w in (QLabel("stack"), self.stack_combo, self.layer_spin, self.head_spin, self.agg_check, self.agg_combo,
-                  self.hide_special, self.renorm, QLabel("rows"), self.rows_combo, self.mask_check):
+                  self.words, self.hide_special, self.renorm, QLabel("rows"), self.rows_combo, self.mask_check):
             tb.addWidget(w)
         window.addToolBarBreak(Qt.ToolBarArea.TopToolBarArea)
         tb2 = QToolBar("Display")
@@ -63,6 +65,8 @@ class SelectionToolbar(QObject):
         self.agg_check = QCheckBox("all heads:")
         self.agg_combo = QComboBox()
         self.agg_combo.addItems(["mean", "max"])
+        self.words = QCheckBox("Words")
+        self.words.setToolTip(WORDS_TIP)
         self.hide_special = QCheckBox("hide special")
         self.renorm = QCheckBox("renormalize")
         self.cmap_combo = QComboBox()
@@ -88,6 +92,7 @@ class SelectionToolbar(QObject):
         self.head_spin.valueChanged.connect(lambda v: s.update(head=int(v)))
         self.agg_check.toggled.connect(lambda on: s.update(head=None if on else self.head_spin.value()))
         self.agg_combo.currentTextChanged.connect(lambda t: s.update(aggregation=t))
+        self.words.toggled.connect(lambda on: s.update(group="words" if on else "pieces"))
         self.hide_special.toggled.connect(lambda on: s.update(hide_special=on))
         self.renorm.toggled.connect(lambda on: s.update(renormalize=on))
         self.cmap_combo.currentTextChanged.connect(lambda t: s.update(cmap=None if t == "theme" else t))
@@ -114,7 +119,8 @@ class SelectionToolbar(QObject):
         """Set every control from ``spec`` (signals blocked: the state is already right)."""
         cap = self.state.capture
         layers, heads = self.state.shape()
-        widgets = (self.stack_combo, self.layer_spin, self.head_spin, self.agg_check, self.agg_combo, self.hide_special,
+        widgets = (self.stack_combo, self.layer_spin, self.head_spin, self.agg_check, self.agg_combo, self.words,
+                   self.hide_special,
                    self.renorm, self.cmap_combo, self.scale_combo, self.shared, self.rows_combo, self.mask_check,
                    self.lines_all, self.stretch, self.theme_combo)
         for w in widgets:
@@ -134,6 +140,7 @@ class SelectionToolbar(QObject):
             self.head_spin.setEnabled(spec.head is not None)
             self.agg_check.setChecked(spec.head is None)
             self.agg_combo.setCurrentText(spec.aggregation)
+            self.words.setChecked(spec.group == "words")
             self.hide_special.setChecked(spec.hide_special)
             self.renorm.setChecked(spec.renormalize)
             self.cmap_combo.setCurrentText(spec.cmap or "theme")

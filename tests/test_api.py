@@ -130,9 +130,18 @@ def test_capture_of_a_loaded_model_and_progress(tiny_model_dir):
     assert fractions == sorted(fractions) and 0.0 <= fractions[0] and fractions[-1] <= 1.0
 
 
+def test_capture_groups_words_as_the_cli_does(loaded):
+    from analysis.words import group_capture
+
+    pieces = headmap.capture(loaded("bert"), TEXT)
+    words = headmap.capture(loaded("bert"), TEXT, group="words")
+    expected = group_capture(pieces, "words")
+    assert words.group == "words" and list(words.source.display) == list(expected.source.display)
+    for name, stack in expected.stacks.items():
+        np.testing.assert_array_equal(words.stacks[name], stack)
+
+
 def test_capture_errors_say_what_to_do(tiny_model_dir, loaded):
-    with pytest.raises(ValueError, match="word grouping .* not available in this version.*group='pieces'"):
-        headmap.capture(loaded("bert"), TEXT, group="words")
     with pytest.raises(ValueError, match="unknown group 'tokens'; choose 'pieces'"):
         headmap.capture(loaded("bert"), TEXT, group="tokens")
     with pytest.raises(InputError, match="needs its tokenizer; pass tokenizer="):

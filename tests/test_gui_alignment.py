@@ -189,15 +189,18 @@ def test_gold_aer_table(window, tmp_path):
     tab.load_gold(path)
     sure, possible = split_pharaoh(gold_line)
     t = tab.aer_table
-    assert (t.rowCount(), t.columnCount()) == (N_LAYERS, N_HEADS + 1)
+    # every layer × head of each method: predict's layers first, then shift's
+    assert (t.rowCount(), t.columnCount()) == (2 * N_LAYERS, N_HEADS + 1)
     assert t.horizontalHeaderItem(N_HEADS).text() == "average"
-    for layer in range(N_LAYERS):
-        for col in range(N_HEADS + 1):
-            head = None if col == N_HEADS else col
-            want = aer(alignment_for_capture(cap, None, layer, head).pairs, sure, possible)
-            got = t.item(layer, col).data(0x0100)  # Qt.UserRole
-            assert got == pytest.approx(want)
-            assert t.item(layer, col).text() == f"{want:.2f}"
+    assert t.verticalHeaderItem(N_LAYERS).text() == "shift · layer 0"
+    for m, method in enumerate(("predict", "shift")):
+        for layer in range(N_LAYERS):
+            for col in range(N_HEADS + 1):
+                head = None if col == N_HEADS else col
+                want = aer(alignment_for_capture(cap, None, layer, head, method).pairs, sure, possible)
+                got = t.item(m * N_LAYERS + layer, col).data(0x0100)  # Qt.UserRole
+                assert got == pytest.approx(want)
+                assert t.item(m * N_LAYERS + layer, col).text() == f"{want:.2f}"
     # layer 0 is perfect; the best cell (first minimum) is highlighted in bold
     assert tab.aer_values[0].max() == 0.0 and tab.aer_values[1].min() > 0
     assert t.item(0, 0).font().bold() and not t.item(1, 0).font().bold()
@@ -210,6 +213,10 @@ def test_gold_aer_table(window, tmp_path):
     assert (tab.layer, tab.head) == (0, None)
     assert set(tab.listed_pairs()) == _expected_pairs(0, None)
     assert "0.00" in tab.aer_label.text()
+    # a shift row shows that method
+    t.cellClicked.emit(N_LAYERS + 1, 0)
+    assert (tab.layer, tab.head, window.spec.alignment_method) == (1, 0, "shift")
+    assert tab.result.method == "shift"
     assert window.last_error == ""
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..alignment import corpus_aer_grid, word_alignment
+from ..alignment import ALIGNMENT_METHODS, THRESHOLDS, best_setting, corpus_aer_grid, word_alignment
 from ..fileio import atomic_write_text
 from . import grammar
 from .grammar import Pair
@@ -337,6 +337,49 @@ def alignment_grid(model, data: Encoded, maps: Sequence[np.ndarray] | None = Non
     return corpus_aer_grid(samples)
 
 
+def method_grids(data: Encoded, maps: Sequence[np.ndarray]) -> dict[tuple[str, float | None], np.ndarray]:
+    """Corpus AER ``[L, H + 1]`` of every method (``predict``, ``shift``) and link threshold
+    (:data:`analysis.alignment.THRESHOLDS`; None = argmax links only)."""
+    grids = {}
+    for method in ALIGNMENT_METHODS:
+        for threshold in THRESHOLDS:
+            samples = (
+                (m, _word_ids(len(s)), _word_ids(len(t)), g)
+                for m, s, t, g in zip(maps, data.src, data.tgt, data.gold, strict=True)
+            )
+            grids[(method, threshold)] = corpus_aer_grid(samples, method, threshold)
+    return grids
+
+
+def _threshold_key(threshold: float | None) -> str:
+    return "argmax" if threshold is None else f"{threshold:g}"
+
+
+def alignment_info(data: Encoded, maps: Sequence[np.ndarray]) -> dict:
+    """The ``alignment.json`` entries of the alignment defaults: the method, threshold, layer and
+    head with the lowest held-out AER (``best_*``), and the AER of every method × threshold ×
+    layer × head (``aer_by_method``)."""
+    grids = method_grids(data, maps)
+    best = best_setting(grids)
+    argmax = grids[("predict", None)]
+    return {
+        "best_layer": best["layer"],
+        "best_head": best["head"],
+        "best_method": best["method"],
+        "best_threshold": best["threshold"],
+        "best_aer": round(best["aer"], 4),
+        "aer_by_layer": [round(float(x), 4) for x in argmax[:, -1]],
+        "aer_by_layer_head": [[round(float(x), 4) for x in row] for row in argmax],
+        "aer_by_method": {
+            method: {
+                _threshold_key(t): [[round(float(x), 4) for x in row] for row in grids[(method, t)]]
+                for t in THRESHOLDS
+            }
+            for method in ALIGNMENT_METHODS
+        },
+    }
+
+
 def link_report(
     pairs: Sequence[Pair], data: Encoded, maps: Sequence[np.ndarray], layer: int
 ) -> tuple[dict[str, float], dict[str, list[tuple[str, str, int]]]]:
@@ -457,11 +500,10 @@ def model_card(
         "",
         _fmt_table(grid),
         "",
-        f"Best layer (head average): **layer {best}**, AER {info['aer_by_layer'][best]:.3f}. It is",
-        "recorded in `alignment.json`, which Headmap reads to pick its default alignment layer.",
         "Argmax gives one source word per target word, so target words with two gold links",
-        f"({FUSED_EXAMPLES[lang]}) can never be fully recalled and the AER cannot reach 0.",
+        f"({FUSED_EXAMPLES[lang]}) can never be fully recalled by argmax links alone.",
         "",
+        *_method_section(info),
         f"Share of target words whose layer-{best} argmax link is a gold link, by the class of the",
         "English word(s) they translate:",
         "",
@@ -488,6 +530,38 @@ def model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _method_section(info: dict) -> list[str]:
+    """Model-card lines: Headmap's default alignment setting and the AER of every layer, head and
+    method (argmax links, and links at the default threshold)."""
+    by_method = info.get("aer_by_method")
+    if not by_method:
+        return []
+    head = "the head average" if info["best_head"] is None else f"head {info['best_head']}"
+    thr = info["best_threshold"]
+    links = "argmax links only" if thr is None else f"argmax links plus every source word with ≥ {thr:g} of the row"
+    lines = [
+        "**Headmap's default alignment** (the lowest held-out AER of every method, link threshold, layer and",
+        f"head; recorded in `alignment.json`): method **{info['best_method']}**, **layer {info['best_layer']}**, "
+        f"**{head}**, {links}: AER **{info['best_aer']:.3f}**.",
+        "`predict` reads row t (computed while predicting target word t); `shift` (Shift-Att, Chen et al.",
+        "2020) reads row t + 1, where word t is the decoder input. A threshold P also links every source",
+        "word with at least the share P of the word's row.",
+        "",
+    ]
+    keys = ["argmax"] + ([] if thr is None else [f"{thr:g}"])
+    for method in ("predict", "shift"):
+        for key in keys:
+            grid = by_method.get(method, {}).get(key)
+            if grid is None or (method, key) == ("predict", "argmax"):  # the table above
+                continue
+            what = "argmax links" if key == "argmax" else f"links at threshold {key}"
+            lines += [f"AER of `{method}`, {what}:", "", _fmt_table(np.asarray(grid)), ""]
+    others = ", ".join(k for k in by_method.get("predict", {}) if k not in keys)
+    if others:
+        lines += [f"(`alignment.json` also lists the thresholds {others}.)", ""]
+    return lines
 
 
 def _class_remarks(lang: str, by_class: dict[str, float], confusions: dict[str, list]) -> list[str]:
@@ -597,14 +671,11 @@ def run(lang: str, out: Path, cfg: TrainConfig, log=print) -> dict:
         log(f"  miss: {p.src!r} → {h!r} (gold {p.tgt!r})")
     maps = cross_attention(model, held_data)
     grid = alignment_grid(model, held_data, maps)
-    by_layer = grid[:, -1]
-    best = int(np.argmin(by_layer))
+    aligned = alignment_info(held_data, maps)
+    best = aligned["best_layer"]
     by_class, confusions = link_report(held, held_data, maps, best)
     info = {
-        "best_layer": best,
-        "best_head": None,
-        "aer_by_layer": [round(float(x), 4) for x in by_layer],
-        "aer_by_layer_head": [[round(float(x), 4) for x in row] for row in grid],
+        **aligned,
         "link_accuracy_by_class": by_class,
         "frequent_wrong_links": confusions,
         "exact_match": round(em, 4),
@@ -621,7 +692,8 @@ def run(lang: str, out: Path, cfg: TrainConfig, log=print) -> dict:
         "config": asdict(cfg),
     }
     log(
-        f"en→{lang}: exact match {em:.4f}, AER by layer {info['aer_by_layer']}, best layer {best}, {seconds:.0f} s"
+        f"en→{lang}: exact match {em:.4f}, AER by layer {info['aer_by_layer']}, best {info['best_method']} "
+        f"layer {best} head {info['best_head']} threshold {info['best_threshold']}: {info['best_aer']}, {seconds:.0f} s"
     )
     log("AER grid [layer, head..., mean]:\n" + np.array2string(grid, precision=3))
 
@@ -636,6 +708,32 @@ def run(lang: str, out: Path, cfg: TrainConfig, log=print) -> dict:
     for f in out.iterdir():
         if f.is_file():
             f.chmod(0o644)
+    return info
+
+
+def evaluate(lang: str, out: Path, log=print) -> dict:
+    """Re-measure the alignment of a trained folder (no training): rewrite ``alignment.json`` with
+    the method/threshold/layer/head defaults and the AER of every setting, and the model card."""
+    import torch
+    from transformers import MarianMTModel
+
+    info = json.loads((out / "alignment.json").read_text(encoding="utf-8"))
+    cfg = TrainConfig(**info["config"])
+    torch.set_num_threads(cfg.threads)
+    pairs = grammar.sample_pairs(lang, cfg.n_pairs, seed=cfg.seed)
+    train_pairs, held = grammar.split_pairs(pairs, cfg.heldout_fraction, seed=cfg.seed)
+    tokenizer = build_tokenizer(grammar.vocabulary([lang]), max_length=cfg.max_positions)
+    held_data = encode(tokenizer, held)
+    model = MarianMTModel.from_pretrained(str(out), attn_implementation="eager").eval()
+    n_params = sum(p.numel() for n, p in model.named_parameters() if "embed_positions" not in n)
+    maps = cross_attention(model, held_data)
+    info.update(alignment_info(held_data, maps))
+    by_class, confusions = link_report(held, held_data, maps, info["best_layer"])
+    info["link_accuracy_by_class"], info["frequent_wrong_links"] = by_class, confusions
+    log(f"en→{lang}: best {info['best_method']} layer {info['best_layer']} head {info['best_head']} "
+        f"threshold {info['best_threshold']}: AER {info['best_aer']}")
+    _write(out / "alignment.json", json.dumps(info, indent=2) + "\n")
+    _write(out / "README.md", model_card(lang, cfg, info, out, len(train_pairs), n_params))
     return info
 
 
@@ -669,6 +767,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--align-weight", type=float, default=None, help="override the guided alignment weight"
     )
+    ap.add_argument("--evaluate", action="store_true",
+                    help="re-measure the alignment of the trained folder (no training) and rewrite alignment.json and README.md")
     args = ap.parse_args(argv)
     langs = list(grammar.LANGS) if args.lang == "all" else [args.lang]
     for lang in langs:
@@ -685,7 +785,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = args.out / f"translator-en-{lang}"
         else:
             out = args.out
-        run(lang, out, cfg)
+        if args.evaluate:
+            evaluate(lang, out)
+        else:
+            run(lang, out, cfg)
     return 0
 
 

@@ -46,7 +46,7 @@ from .lines import LinesDrawer, lines_data
 from .masks import MasksDrawer, masks_data
 from .overview import MosaicDrawer, layer_data, model_data
 from .rollout import RolloutDrawer, rollout_data
-from .spec import VIEWS, ViewInputs, ViewSpec, validate_spec
+from .spec import VIEWS, ViewInputs, ViewSpec, for_spec, validate_spec
 from .stats import StatsDrawer, stats_data
 from .steps import StepsDrawer, steps_data
 
@@ -81,9 +81,10 @@ DRAWERS: dict[str, type[Drawer]] = {
 
 def view_data(capture: Capture, spec: ViewSpec, inputs: ViewInputs | None = None,
               task: TaskState | None = None) -> Any:
-    """The data of ``spec.view`` (see the table above); ``spec`` is not validated here (call
-    :func:`validate_spec` first for one clear sentence on bad input)."""
-    inputs = inputs or ViewInputs()
+    """The data of ``spec.view`` (see the table above) from the capture at ``spec.group``
+    (:func:`for_spec`); ``spec`` is not validated here (call :func:`validate_spec` first for one
+    clear sentence on bad input)."""
+    capture, inputs = for_spec(capture, spec, inputs)
     view = spec.view
     if view == "head":
         return heatmap_data(capture, spec)
@@ -108,4 +109,4 @@ def view_data(capture: Capture, spec: ViewSpec, inputs: ViewInputs | None = None
     raise KeyError(view)
 
 
-__all__ = ["DRAWERS", "VIEWS", "ViewInputs", "ViewSpec", "validate_spec", "view_data"]
+__all__ = ["DRAWERS", "VIEWS", "ViewInputs", "ViewSpec", "for_spec", "validate_spec", "view_data"]

@@ -7,8 +7,10 @@ documented layer of a bundled translator, else the last; head: ``spec.alignment_
 the mean of heads); :class:`AlignmentDrawer` draws it in the Alignment tab and in every export.
 
 Row t of the cross-attention belongs to decoder position t: it reads output token t−1 and
-predicts output token t, so a translation word's links show where the model looked while
-producing that word. Word weights sum a source word's pieces and average a translation word's.
+predicts output token t, so with the ``predict`` method a translation word's links show where the
+model looked while producing that word; with ``shift`` (Shift-Att, Chen et al. 2020) they show
+where it looked at the next step, when the word was its input. A threshold adds links to every
+source word with at least that share of the word's row. Word weights sum a source word's pieces and average a translation word's.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from .spec import ViewInputs, ViewSpec
 
 #: word-pair weights below this (and below 10 % of the strongest) are not drawn as lines
 MIN_LINK_WEIGHT = 0.02
+#: how the title names each way of reading the rows
+METHOD_TITLES = {"predict": "predict rows", "shift": "Shift-Att rows"}
 #: the word matrix writes its values into the cells up to this many cells
 MAX_ANNOTATED_CELLS = 200
 
@@ -92,11 +96,13 @@ def alignment_data(capture: Capture, spec: ViewSpec, inputs: ViewInputs | None =
     folder = model_folder_of(capture, inputs.model_folder)
     layer = spec.alignment_layer if spec.alignment_layer is not None else default_alignment_layer(capture, folder)
     documented = spec.alignment_layer is None and documented_layer(folder)
-    res = alignment_for_capture(capture, folder, layer=layer, head=spec.alignment_head)
+    res = alignment_for_capture(capture, folder, layer=spec.alignment_layer, head=spec.alignment_head,
+                                method=spec.alignment_method, threshold=spec.alignment_threshold)
     n_tgt, n_src = res.matrix.shape
     head = "mean of heads" if res.head is None else f"head {res.head}"
     which = " (best documented)" if documented else (" (the last)" if spec.alignment_layer is None else "")
-    what = f"word alignment from cross-attention, layer {res.layer}{which}, {head}"
+    how = METHOD_TITLES[res.method] + ("" if res.threshold is None else f", links ≥ {res.threshold:g}")
+    what = f"word alignment from cross-attention, layer {res.layer}{which}, {head}, {how}"
     gold = frozenset(inputs.gold[1]) if inputs.gold is not None else None
     return AlignmentData(res, words(capture.text, n_src), words(capture.output_text, n_tgt), gold, int(layer),
                          res.head, documented, view_title(capture, spec, what), spec.cmap or "")

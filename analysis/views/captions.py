@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from ..result import SELF_STACKS, Capture
 from .common import DECODER_ROW_STACKS
-from .spec import ViewInputs, ViewSpec
+from .spec import ViewInputs, ViewSpec, for_spec
 
 
 def _stack(capture: Capture, spec: ViewSpec) -> str:
@@ -228,6 +228,15 @@ def view_caption(capture: Capture, spec: ViewSpec, inputs: ViewInputs | None = N
     -------
     One paragraph, without line breaks.
     """
+    capture, inputs = for_spec(capture, spec, inputs)
+    text = _caption(capture, spec, inputs)
+    if capture.group == "words" and spec.view != "masks":
+        text += (" Tokens are grouped into words: attention to a word is the sum over its pieces, attention from a "
+                 "word the mean over its pieces, so a row still sums to 1.")
+    return text
+
+
+def _caption(capture: Capture, spec: ViewSpec, inputs: ViewInputs | None) -> str:
     name = _stack(capture, spec)
     view = spec.view
     if view == "head":

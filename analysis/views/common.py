@@ -21,6 +21,7 @@ from matplotlib.path import Path as MplPath
 from ..aggregate import color_norm, hide_tokens, stack_range, value_range
 from ..result import RANDOM_WEIGHTS, Capture
 from ..themes import Theme
+from ..words import group_note
 from .spec import ViewSpec
 
 #: longer token labels are shortened with "…"
@@ -77,6 +78,46 @@ def tick_step(n: int, length_in: float, tick_pt: float, pitch: float = 1.5) -> i
     return max(1, math.ceil(n / fit))
 
 
+#: column labels of CJK words up to this many characters are written horizontally or at 45°
+SHORT_CJK_CHARS = 8
+
+
+def has_wide(text: str) -> bool:
+    """True when ``text`` has a wide (CJK) character."""
+    return any(unicodedata.east_asian_width(c) in "WF" for c in text)
+
+
+def col_label_angle(labels: Sequence[str], widths: Sequence[float], pitch: float) -> int:
+    """The rotation of x-axis labels (one rule for the window and every export): short CJK words
+    (a Korean sentence in words) are written horizontally when each fits its column (``widths``
+    and ``pitch``, the distance between shown labels, in one unit), else at 45°; any other label
+    set is rotated 90°, as before (a long row of Latin pieces needs it)."""
+    shown = [(s, w) for s, w in zip(labels, widths, strict=True) if s]
+    if not shown or not any(has_wide(s) for s, _ in shown) or any(len(s) > SHORT_CJK_CHARS for s, _ in shown):
+        return 90
+    return 0 if max(w for _, w in shown) <= 0.92 * pitch else 45
+
+
+def label_extent(width: float, line: float, angle: int) -> float:
+    """How far labels of ``width`` (and ``line`` height) reach below the axis at ``angle``."""
+    if angle == 0:
+        return line
+    if angle == 45:
+        return (width + line) * 0.7072
+    return width
+
+
+def set_col_ticks(ax, labels: Sequence[str], step: int, pitch_in: float, size_pt: float) -> int:
+    """x ticks of every ``step``-th label, rotated by :func:`col_label_angle` (``pitch_in``: inches
+    between neighbouring columns); returns the angle."""
+    pos = np.arange(0, len(labels), step)
+    shown = [labels[int(i)] for i in pos]
+    angle = col_label_angle(shown, [text_inches([s], size_pt) for s in shown], pitch_in * step)
+    ha = {0: "center", 45: "right", 90: "center"}[angle]
+    ax.set_xticks(pos, shown, rotation=angle, ha=ha, rotation_mode="anchor" if angle == 45 else "default")
+    return angle
+
+
 def set_ticks(axis, labels: Sequence[str], step: int) -> None:
     pos = np.arange(0, len(labels), step)
     axis.set_ticks(pos, [labels[int(i)] for i in pos])
@@ -117,7 +158,8 @@ def notes(spec: ViewSpec) -> list[str]:
 def view_title(capture: Capture, spec: ViewSpec, what: str, extra: str = "") -> str:
     """The title: the user's or ``model · what``; notes (hidden tokens, renormalization, …) last."""
     head = spec.title if spec.title is not None else f"{capture.model} · {what}"
-    ns = notes(spec) + ([extra] if extra else [])
+    word_note = group_note(capture)
+    ns = ([word_note] if word_note else []) + notes(spec) + ([extra] if extra else [])
     if any(RANDOM_WEIGHTS in n for n in capture.notes):
         ns.insert(0, "some weights random: not reproducible")
     return head + ("\n" + " ".join(f"({n})" for n in ns) if ns else "")
@@ -160,10 +202,16 @@ ROW_TITLES = {
 
 
 def axis_titles(capture: Capture, name: str, mode: str) -> tuple[str, str]:
-    """What the rows and the columns of a map of stack ``name`` are."""
+    """What the rows and the columns of a map of stack ``name`` are (words of a word-level capture)."""
     if name in DECODER_ROW_STACKS and capture.outputs is not None:
         col = "key: decoder input" if name == "decoder_attentions" else "key: source token"
-        return ROW_TITLES[mode], col
+        row = ROW_TITLES[mode]
+        if capture.group == "words":
+            col = "key: decoder inputs of the word" if name == "decoder_attentions" else "key: source word"
+            row = row.replace("token", "word").replace("input at t", "inputs of word t")
+        return row, col
+    if capture.group == "words":
+        return "query word", "key word"
     return "query token", "key token"
 
 

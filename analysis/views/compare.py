@@ -25,6 +25,7 @@ from .common import (
     STACK_TITLES,
     heads_what,
     panel_title,
+    set_col_ticks,
     text_inches,
     text_width,
     tick_step,
@@ -149,7 +150,7 @@ class CompareDrawer:
         ys = tick_step(len(rows), h * 0.7, self.theme.tick_size, pitch=1.3)
         xs = tick_step(len(cols), w * 0.25, self.theme.tick_size, pitch=1.3)
         ax.set_yticks(range(0, len(rows), ys), [rows[i] for i in range(0, len(rows), ys)] if show_rows else [])
-        ax.set_xticks(range(0, len(cols), xs), [cols[i] for i in range(0, len(cols), xs)], rotation=90)
+        set_col_ticks(ax, cols, xs, w * 0.25 / max(len(cols), 1), self.theme.tick_size)
         ax.set_xlim(-0.5, len(cols) - 0.5)
         ax.set_ylim(len(rows) - 0.5, -0.5)
 

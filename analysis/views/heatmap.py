@@ -28,10 +28,13 @@ from .common import (
     GID_MASK_HATCH,
     axis_plan,
     causal_cells,
+    col_label_angle,
     colorbar_label,
     heads_what,
+    label_extent,
     mask_path,
     processed_map,
+    set_col_ticks,
     set_ticks,
     stack_title,
     text_inches,
@@ -160,7 +163,11 @@ class HeatmapDrawer:
         _, width = axis_plan(len(d.col_labels), theme.tick_size, MAX_SIDE_IN)
         _, height = axis_plan(len(d.row_labels), theme.tick_size, MAX_SIDE_IN)
         ylab = text_inches(d.row_labels, theme.tick_size) + 0.6
-        xlab = text_inches(d.col_labels, theme.tick_size) + 0.6
+        xstep, _ = axis_plan(len(d.col_labels), theme.tick_size, MAX_SIDE_IN)
+        shown = list(d.col_labels[::xstep])
+        widths = [text_inches([s], theme.tick_size) for s in shown]
+        angle = col_label_angle(shown, widths, (max(4.0, width + ylab + 1.6) - ylab - 1.6) / max(len(shown), 1))
+        xlab = label_extent(max(widths, default=0.0), theme.tick_size * 1.3 / 72, angle) + 0.6
         return max(4.0, width + ylab + 1.6), max(3.5, height + xlab + title_inches(theme) + 0.4)
 
     def draw(self, d: HeatmapData) -> bool:
@@ -188,9 +195,11 @@ class HeatmapDrawer:
         if not self.live:
             xstep, _ = axis_plan(k, self.theme.tick_size, MAX_SIDE_IN)
             ystep, _ = axis_plan(q, self.theme.tick_size, MAX_SIDE_IN)
-            set_ticks(self.ax.xaxis, d.col_labels, xstep)
+            # the axes' width in the exported figure (sized by size(): labels, colour bar, margins)
+            ylab = text_inches(d.row_labels, self.theme.tick_size) + 0.6
+            width = max(float(self.fig.get_size_inches()[0]) - ylab - 1.6, 0.5)
+            set_col_ticks(self.ax, d.col_labels, xstep, width / max(k, 1), self.theme.tick_size)
             set_ticks(self.ax.yaxis, d.row_labels, ystep)
-            self.ax.tick_params(axis="x", labelrotation=90)
         self._shown = key
         return True
 

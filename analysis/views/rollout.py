@@ -33,6 +33,7 @@ from .common import (
     GID_SELECTED,
     clean_label,
     panel_title,
+    set_col_ticks,
     stack_title,
     tick_step,
     title_inches,
@@ -165,7 +166,7 @@ class RolloutDrawer:
         xs = tick_step(n, w * 0.8, th.tick_size, pitch=1.3)
         ys = tick_step(q, h * 0.5, th.tick_size, pitch=1.3)
         self.ax.set_yticks(range(0, q, ys), [d.labels[i] for i in range(0, q, ys)])
-        self.bar_ax.set_xticks(range(0, n, xs), [d.labels[i] for i in range(0, n, xs)], rotation=90)
+        set_col_ticks(self.bar_ax, d.labels, xs, w * 0.8 / max(n, 1), th.tick_size)
         self.ax.tick_params(labelbottom=False)
         self.ax.set_xlim(-0.5, n - 0.5)
         self.ax.set_ylim(q - 0.5, -0.5)

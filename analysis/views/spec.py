@@ -9,7 +9,7 @@ it. :func:`validate_spec` checks a spec against a capture before anything is dra
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import matplotlib as mpl
@@ -20,6 +20,7 @@ from ..errors import InputError
 from ..result import SELF_STACKS, Capture, TokenSeq
 from ..rollout import Fusion
 from ..themes import get_theme
+from ..words import GROUPS, grouped
 
 #: every view, in the window's tab order
 VIEWS = ("head", "layer", "model", "lines", "alignment", "steps", "masks", "stats", "rollout", "flow", "compare")
@@ -64,7 +65,12 @@ class ViewSpec:
     dpi : 72–600, pixel density of PNG output (and of images inside SVG/PDF)
     title : None = automatic (model, stack, layer, head/aggregation, notes)
     alignment_layer, alignment_head : cross-attention layer/head of the alignment view
-        (layer None = the best documented layer, else the last; head None = mean of heads)
+        (layer None = the best documented layer, else the last, and then head None = the best
+        documented head; otherwise head None = the mean of heads)
+    alignment_method : ``predict`` (row t for output token t) or ``shift`` (Shift-Att: row t + 1);
+        None = the documented best method, else ``predict``
+    alignment_threshold : also link source words with at least this share of a word row
+        (0 < P ≤ 1); None = the documented best threshold, else argmax links only
     step : steps view: the decoder position t shown
     stat : statistics view: the statistic that colours the layers × heads grid
     fusion, residual : rollout/flow: how heads are fused, weight α of the residual (α·I + (1−α)·A)
@@ -74,6 +80,9 @@ class ViewSpec:
     flow_values : flow view: ``shares`` (each output row normalised to sum 1, as the reference
         code does) or ``raw`` (max-flow values)
     figsize : (width, height) in inches; None = sized from the content
+    group : ``pieces`` (the tokenizer's tokens) or ``words`` (pieces grouped into words by
+        :func:`analysis.words.group_capture`: columns summed, rows averaged); every view reads the
+        capture at this grouping (:func:`for_spec`)
     caption : write the view's caption (:func:`analysis.views.captions.view_caption`: what a row,
         a column and a weight are, in plain words) under an exported figure, which grows to hold
         it; the window shows captions itself
@@ -98,6 +107,8 @@ class ViewSpec:
     title: str | None = None
     alignment_layer: int | None = None
     alignment_head: int | None = None
+    alignment_method: str | None = None
+    alignment_threshold: float | None = None
     step: int = 0
     stat: str = "entropy"
     fusion: Fusion = "mean"
@@ -107,6 +118,7 @@ class ViewSpec:
     flow_values: str = "shares"
     figsize: tuple[float, float] | None = None
     caption: bool = False
+    group: str = "pieces"
 
     @property
     def rows(self) -> str:
@@ -166,6 +178,7 @@ def _check_common(spec: ViewSpec) -> None:
     one_of(spec.scale, SCALES, "colour scale")
     one_of(spec.rows, ROW_LABEL_MODES, "row label mode")
     one_of(spec.flow_values, FLOW_VALUES, "flow value")
+    one_of(spec.group, GROUPS, "token grouping")
     if isinstance(spec.dpi, bool) or not isinstance(spec.dpi, int | np.integer) or not DPI_MIN <= spec.dpi <= DPI_MAX:
         raise InputError(f"dpi {spec.dpi} is out of range: choose a whole number from {DPI_MIN} to {DPI_MAX}")
     if spec.cmap is not None and spec.cmap not in mpl.colormaps:
@@ -212,6 +225,9 @@ def _check_alignment(capture: Capture, spec: ViewSpec) -> str:
     name = "cross_attentions"
     n_layers, n_heads = capture.stacks[name].shape[:2]
     check_layer_head(n_layers, n_heads, 0 if spec.alignment_layer is None else spec.alignment_layer, spec.alignment_head)
+    from ..alignment import check_method
+
+    check_method(spec.alignment_method or "predict", spec.alignment_threshold)
     if not (np.asarray(capture.source.word_ids) >= 0).any() or not (np.asarray(outputs.word_ids) >= 0).any():
         raise InputError("there are no words to align (the source or the output has no word tokens); type a longer text")
     return name
@@ -255,6 +271,19 @@ def _check_hidden(capture: Capture, spec: ViewSpec, name: str) -> None:
         raise InputError("every token is a special token, so hiding them leaves nothing to show; show special tokens")
 
 
+def for_spec(capture: Capture, spec: ViewSpec, inputs: ViewInputs | None = None) -> tuple[Capture, ViewInputs]:
+    """The capture (and the Compare view's capture A) at the spec's grouping: the one place where
+    ``spec.group`` applies, for the window, the exports and the CLI alike (grouping a word-level
+    capture again changes nothing)."""
+    inputs = inputs or ViewInputs()
+    if spec.group not in GROUPS:
+        return capture, inputs
+    other = getattr(inputs, "compare_with", None)  # duck-typed inputs (tests, scripts) may lack it
+    if other is not None:
+        inputs = replace(inputs, compare_with=grouped(other, spec.group))
+    return grouped(capture, spec.group), inputs
+
+
 def validate_spec(capture: Capture, spec: ViewSpec, inputs: ViewInputs | None = None) -> str:
     """Check ``spec`` (and the inputs its view needs) against ``capture`` before anything is
     drawn or written.
@@ -271,7 +300,7 @@ def validate_spec(capture: Capture, spec: ViewSpec, inputs: ViewInputs | None = 
         lab or comparison without its second run).
     """
     _check_common(spec)
-    inputs = inputs or ViewInputs()
+    capture, inputs = for_spec(capture, spec, inputs)
     if spec.view == "alignment":
         return _check_alignment(capture, spec)
     if spec.view == "steps":

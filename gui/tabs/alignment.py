@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from analysis.alignment import aer, aer_grid, format_pharaoh, split_pharaoh
+from analysis.alignment import ALIGNMENT_METHODS, aer, aer_grid, format_pharaoh, split_pharaoh
 from analysis.errors import InputError
 from analysis.figures import ViewInputs
 from analysis.views.alignment import (
@@ -44,6 +44,8 @@ from analysis.views.spec import is_seq2seq
 from ..views.canvas import DrawnView
 from .base import StateTab, TabContext, message_label
 
+#: the link thresholds the tab offers (besides the documented one and "argmax only")
+THRESHOLD_CHOICES = (0.5, 0.4, 0.3, 0.2, 0.1)
 NEEDS_SEQ2SEQ = "alignment needs a seq2seq model with cross-attention"
 HOW_TO_GET_ONE = "load a translator (e.g. bundled:translator-en-fr) and run a sentence"
 ROW_CAPTION = (
@@ -92,8 +94,14 @@ class AlignmentTab(StateTab, QWidget):
         self.message = message_label()
         self.layer_combo = QComboBox()
         self.head_combo = QComboBox()
+        self.method_combo = QComboBox()
+        self.threshold_combo = QComboBox()
         self.layer_combo.setToolTip("cross-attention layer the alignment is read from")
         self.head_combo.setToolTip("one head, or the average of the layer's heads")
+        self.method_combo.setToolTip("predict: output word t reads row t, computed while predicting it; shift "
+                                     "(Shift-Att, Chen et al. 2020): row t+1, where word t is the decoder input")
+        self.threshold_combo.setToolTip("besides the argmax link, link every source word with at least this share "
+                                        "of the word's row (1 = the argmax link only)")
         self.gold_button = QPushButton("Load gold (Pharaoh)…")
         self.gold_button.setToolTip("a text file whose first line is the gold alignment of this "
                                     "sentence, e.g. 0-0 1-0 2-1 3-2 (source-target word indices)")
@@ -115,6 +123,8 @@ class AlignmentTab(StateTab, QWidget):
 
         self.layer_combo.currentIndexChanged.connect(self._on_combo_changed)
         self.head_combo.currentIndexChanged.connect(self._on_combo_changed)
+        self.method_combo.currentIndexChanged.connect(self._on_combo_changed)
+        self.threshold_combo.currentIndexChanged.connect(self._on_combo_changed)
         self.gold_button.clicked.connect(self._on_load_gold)
         self.copy_button.clicked.connect(self.copy_pharaoh)
         self.aer_table.cellClicked.connect(self._on_aer_cell_clicked)
@@ -122,8 +132,8 @@ class AlignmentTab(StateTab, QWidget):
 
     def _build_layout(self) -> None:
         controls = QHBoxLayout()
-        for w in (QLabel("layer"), self.layer_combo, QLabel("head"), self.head_combo, self.gold_button,
-                  self.copy_button):
+        for w in (QLabel("layer"), self.layer_combo, QLabel("head"), self.head_combo, QLabel("method"),
+                  self.method_combo, QLabel("links"), self.threshold_combo, self.gold_button, self.copy_button):
             controls.addWidget(w)
         controls.addWidget(self.aer_label, 1)
         side = QWidget()
@@ -208,36 +218,52 @@ class AlignmentTab(StateTab, QWidget):
         if key == self._combos_for:
             return
         self._combos_for = key
-        from analysis.alignment_export import default_alignment_layer
+        from analysis.alignment_export import alignment_defaults
 
-        default = default_alignment_layer(cap, folder)
+        d = alignment_defaults(cap, folder)
         what = "best documented" if documented_layer(folder) else "default: last layer"
-        for combo in (self.layer_combo, self.head_combo):
+        combos = (self.layer_combo, self.head_combo, self.method_combo, self.threshold_combo)
+        for combo in combos:
             combo.blockSignals(True)
         try:
             self.layer_combo.clear()
-            self.layer_combo.addItem(f"{what} ({default})", None)
+            head = "" if not d.documented else (", average" if d.head is None else f", head {d.head}")
+            self.layer_combo.addItem(f"{what} ({d.layer}{head})", None)
             for li in range(n_layers):
                 self.layer_combo.addItem(f"layer {li}", li)
             self.head_combo.clear()
             self.head_combo.addItem("average of heads", None)
             for h in range(n_heads):
                 self.head_combo.addItem(f"head {h}", h)
+            self.method_combo.clear()
+            self.method_combo.addItem(f"{'best documented' if d.documented else 'default'} ({d.method})", None)
+            for m in ALIGNMENT_METHODS:
+                self.method_combo.addItem(m, m)
+            self.threshold_combo.clear()
+            shown = "argmax only" if d.threshold is None else f"≥ {d.threshold:g}"
+            self.threshold_combo.addItem(f"{'best documented' if d.documented else 'default'} ({shown})", None)
+            self.threshold_combo.addItem("argmax only", 1.0)
+            for p in THRESHOLD_CHOICES:
+                self.threshold_combo.addItem(f"argmax + share ≥ {p:g}", p)
         finally:
-            for combo in (self.layer_combo, self.head_combo):
+            for combo in combos:
                 combo.blockSignals(False)
 
     def _sync_combos(self, spec) -> None:
-        for combo, value in ((self.layer_combo, spec.alignment_layer), (self.head_combo, spec.alignment_head)):
+        for combo, value in ((self.layer_combo, spec.alignment_layer), (self.head_combo, spec.alignment_head),
+                             (self.method_combo, spec.alignment_method),
+                             (self.threshold_combo, spec.alignment_threshold)):
             i = combo.findData(value) if value is not None else 0
             if i >= 0 and combo.currentIndex() != i:
                 combo.blockSignals(True)
                 combo.setCurrentIndex(i)
                 combo.blockSignals(False)
 
-    def select(self, layer: int | None = None, head: int | None = None, average: bool = False) -> None:
-        """Choose ``layer`` (None: keep) and ``head`` (``average=True``: the head average)."""
-        changes = {}
+    def select(self, layer: int | None = None, head: int | None = None, average: bool = False,
+               method: str | None = None) -> None:
+        """Choose ``layer`` (None: keep), ``head`` (``average=True``: the head average) and the
+        ``method`` (None: keep)."""
+        changes: dict = {} if method is None else {"alignment_method": method}
         if layer is not None:
             changes["alignment_layer"] = int(layer)
         if average:
@@ -247,14 +273,17 @@ class AlignmentTab(StateTab, QWidget):
         self.state.update(**changes)
 
     def _on_combo_changed(self, *_args) -> None:
-        self.state.update(alignment_layer=self.layer_combo.currentData(), alignment_head=self.head_combo.currentData())
+        self.state.update(alignment_layer=self.layer_combo.currentData(), alignment_head=self.head_combo.currentData(),
+                          alignment_method=self.method_combo.currentData(),
+                          alignment_threshold=self.threshold_combo.currentData())
 
     def _on_aer_cell_clicked(self, row: int, col: int) -> None:
         cap = self.state.capture
         if cap is None:
             return
-        n_heads = cap.n_heads("cross_attentions")
-        self.select(layer=row, head=None if col >= n_heads else col, average=col >= n_heads)
+        n_layers, n_heads = cap.shape("cross_attentions")[:2]
+        self.select(layer=row % n_layers, head=None if col >= n_heads else col, average=col >= n_heads,
+                    method=ALIGNMENT_METHODS[row // n_layers])
 
     def _fill_pairs(self) -> None:
         d, gold = self.data, self._gold
@@ -329,18 +358,21 @@ class AlignmentTab(StateTab, QWidget):
                                      "sentence to compare every layer and head with it")
             return
         sure, possible = gold
-        grid = aer_grid(cap.attention("cross_attentions"), list(cap.source.word_ids), list(cap.outputs.word_ids),
-                        sure, possible)  # [L, H + 1]
+        threshold = self.data.result.threshold if self.data is not None else None
+        cross = cap.attention("cross_attentions")
+        grid = np.concatenate([aer_grid(cross, list(cap.source.word_ids), list(cap.outputs.word_ids), sure, possible,
+                                        method, threshold) for method in ALIGNMENT_METHODS])  # [M·L, H + 1]
         self.aer_values = grid
-        n_layers, n_cols = grid.shape
-        t.setRowCount(n_layers)
+        n_rows, n_cols = grid.shape
+        n_layers = n_rows // len(ALIGNMENT_METHODS)
+        t.setRowCount(n_rows)
         t.setColumnCount(n_cols)
         t.setHorizontalHeaderLabels([f"head {h}" for h in range(n_cols - 1)] + ["average"])
-        t.setVerticalHeaderLabels([f"layer {li}" for li in range(n_layers)])
+        t.setVerticalHeaderLabels([f"{m} · layer {li}" for m in ALIGNMENT_METHODS for li in range(n_layers)])
         best = np.unravel_index(int(np.argmin(grid)), grid.shape)
         palette = self.view.theme.qt_palette
         hl, hl_text = QColor(palette.get("highlight", "#2f6fb5")), QColor(palette.get("highlighted_text", "#ffffff"))
-        for li in range(n_layers):
+        for li in range(n_rows):
             for c in range(n_cols):
                 it = item(f"{grid[li, c]:.2f}", float(grid[li, c]), align_right=True)
                 if (li, c) == best:
@@ -353,9 +385,11 @@ class AlignmentTab(StateTab, QWidget):
                 t.setItem(li, c, it)
         t.setVisible(True)
         head = "average of heads" if best[1] == n_cols - 1 else f"head {best[1]}"
+        links = "argmax links" if threshold is None else f"argmax links and shares ≥ {threshold:g}"
         self.aer_caption.setText(
-            f"<b>Alignment error rate</b> vs. {html.escape(self._gold_name or 'gold')} (0 = perfect, lower is better); "
-            f"best: layer {best[0]}, {head} = {grid[best]:.2f}. Click a cell to show it."
+            f"<b>Alignment error rate</b> vs. {html.escape(self._gold_name or 'gold')} (0 = perfect, lower is better) "
+            f"of every method, layer and head, with {links}; best: {ALIGNMENT_METHODS[best[0] // n_layers]}, layer "
+            f"{best[0] % n_layers}, {head} = {grid[best]:.2f}. Click a cell to show it."
         )
 
     def _update_aer_label(self) -> None:

@@ -188,7 +188,7 @@ class MaskLabTab(StateTab, QWidget):
 
     # -- drawing -----------------------------------------------------------------------------
     def refresh(self) -> None:
-        self._list_tokens(self.state.capture)
+        self._list_tokens(self.state.pieces)  # the experiments mask the tokens the model reads: pieces
         if self.report is None:
             self.view.setVisible(False)
             self.numbers.setText(START)

@@ -121,6 +121,7 @@ class AxisLabels(QWidget):
         self.color = QColor("#000000")
         self.tick_color = QColor("#000000")
         self.tick_length = 4.0
+        self.col_angle = 90  # column labels: 90 (bottom to top), 45 or 0 (analysis.views.common.col_label_angle)
         self.max_row_width = 1e9  # longer labels are elided (…) to these widths
         self.max_col_width = 1e9
         self._metrics = QFontMetricsF(self.text_font)
@@ -147,6 +148,9 @@ class AxisLabels(QWidget):
 
     def set_box(self, left: float, bottom: float, width: float, height: float) -> None:
         self.box_fraction = (float(left), float(bottom), float(width), float(height))
+
+    def set_col_angle(self, angle: int) -> None:
+        self.col_angle = int(angle)
 
     def set_limits(self, max_row_width: float, max_col_width: float) -> None:
         self.max_row_width, self.max_col_width = float(max_row_width), float(max_col_width)
@@ -217,7 +221,14 @@ class AxisLabels(QWidget):
         cols = []
         for j, text in self.cols:
             tw = self.text_width(self.shown_text(text, self.max_col_width))
-            cols.append(QRectF(self.col_centre(j, box) - lh / 2, box.bottom() + off, lh, tw))
+            cx, top = self.col_centre(j, box), box.bottom() + off
+            if self.col_angle == 0:
+                cols.append(QRectF(cx - tw / 2, top, tw, lh))
+            elif self.col_angle == 45:
+                reach = (tw + lh) * 0.7072
+                cols.append(QRectF(cx - reach, top, reach, reach))
+            else:
+                cols.append(QRectF(cx - lh / 2, top, lh, tw))
         return Geometry(box, rows, cols)
 
     def label_rects(self) -> tuple[list[QRectF], list[QRectF]]:
@@ -264,13 +275,21 @@ class AxisLabels(QWidget):
             col_len = max(self.height() - top, 1.0)
             for j, text in self.cols:
                 cx = self.col_centre(j, box)
-                if not QRectF(cx - lh / 2, top, lh, col_len).intersects(clip):
+                shown = self.shown_text(text, self.max_col_width)
+                if self.col_angle == 0:  # short CJK words that fit their column: horizontal
+                    tw = self.text_width(shown)
+                    p.drawText(QRectF(cx - tw / 2 - 1, top, tw + 2, lh), Qt.AlignmentFlag.AlignCenter, shown)
+                    continue
+                if not QRectF(cx - col_len, top, col_len + lh, col_len).intersects(clip):
                     continue
                 p.save()
-                # reading bottom-to-top (matplotlib's rotation=90); the text ends next to the axes
+                # 90: reading bottom-to-top (matplotlib's rotation=90); 45: rising to the right;
+                # either way the text ends next to the axes, below its column
                 p.translate(cx, top)
-                p.rotate(-90.0)
-                p.drawText(QRectF(-col_len, -lh / 2, col_len, lh), align_r, self.shown_text(text, self.max_col_width))
+                p.rotate(-float(self.col_angle))
+                if self.col_angle == 45:
+                    p.translate(-lh * 0.5, 0.0)
+                p.drawText(QRectF(-col_len, -lh / 2, col_len, lh), align_r, shown)
                 p.restore()
         finally:
             p.end()

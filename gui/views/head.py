@@ -22,6 +22,7 @@ from PySide6.QtGui import QColor
 from analysis.errors import InputError
 from analysis.figures import validate_spec
 from analysis.views.captions import view_caption
+from analysis.views.common import col_label_angle, label_extent
 from analysis.views.heatmap import HeatmapData, HeatmapDrawer, heatmap_data, hover_text
 
 from ..tabs.base import StateTab
@@ -202,9 +203,13 @@ class HeadView(StateTab, CanvasView):
         cols = [(j, d.col_labels[j]) for j in range(0, k, xs)]
         row_w = widest([s for _, s in rows], max_row_w)
         col_w = widest([s for _, s in cols], max_col_w)
+        # short CJK words: horizontal when they fit their column, else 45° (the exports' rule)
+        angle = col_label_angle([s for _, s in cols], [lab.text_width(s) for _, s in cols], smallest[2] * w / k * xs)
+        col_w = label_extent(col_w, lab.line_height(), angle)
         left = min(MAX_MARGIN, (fixed + row_w) / w)
         bottom = min(MAX_MARGIN, (fixed + col_w) / h)
         box = self._box(left, bottom, q, k, w, h)
+        lab.set_col_angle(angle)
         self.ax.set_position(box)
         self.cax.set_position((min(box[0] + box[2] + 0.03, 0.87), box[1], 0.025, box[3]))
         # the axis titles just outside the token labels (there are no tick labels to push them)

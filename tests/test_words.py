@@ -1,0 +1,293 @@
+"""Words, not pieces (issue #14, part 1): word spans, word maps, exports and the window's toggle.
+
+The word maps are checked against an independent loop computation from the piece maps, written
+here after Clark et al. 2019's ``get_word_word_attention`` ("mean" mode): attention *to* a word is
+the sum over its pieces, attention *from* a word the mean over its pieces.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis.capture import capture
+from analysis.result import Capture
+from analysis.words import group_capture, grouped, word_spans
+
+KOREAN = "나는 이 강의를 좋아한다"
+
+
+# -- the independent computation -------------------------------------------------------------
+def clark_word_word(attn: np.ndarray, row_words: list[list[int]], col_words: list[list[int]]) -> np.ndarray:
+    """``attn`` ``[Q, K]`` of pieces → words: first the columns (sum over a word's pieces), then the
+    rows (mean over a word's pieces), one loop per word, as in Clark et al.'s attention-analysis code."""
+    by_cols = []
+    for q in range(attn.shape[0]):
+        row = []
+        for word in col_words:
+            total = 0.0
+            for k in word:
+                total += float(attn[q, k])
+            row.append(total)
+        by_cols.append(row)
+    out = []
+    for word in row_words:
+        acc = [0.0] * len(col_words)
+        for q in word:
+            for j in range(len(col_words)):
+                acc[j] += by_cols[q][j]
+        out.append([v / len(word) for v in acc])
+    return np.array(out)
+
+
+def words_of(spans: np.ndarray) -> list[list[int]]:
+    return [list(range(s, e)) for s, e in spans.tolist()]
+
+
+def assert_cover_once(spans: np.ndarray, n: int) -> None:
+    covered = [p for s, e in spans.tolist() for p in range(s, e)]
+    assert covered == list(range(n)), spans.tolist()
+    assert all(e > s for s, e in spans.tolist())
+
+
+# -- spans ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("raw", "special", "style", "expected"), [
+    (["[CLS]", "play", "##ing", "chess", "##ly", "[SEP]"], [1, 0, 0, 0, 0, 1], "wordpiece",
+     [[0, 1], [1, 3], [3, 5], [5, 6]]),
+    (["▁j", "'", "aime", "▁ce", "▁cours", "</s>"], [0, 0, 0, 0, 0, 1], "sentencepiece",
+     [[0, 3], [3, 4], [4, 5], [5, 6]]),
+    (["<s>", "ëĤ", "ĺëĬĶ", "ĠìĿ´", "Ġê°ķ", "ìĿĺë¥¼"], [1, 0, 0, 0, 0, 0], "byte-bpe",
+     [[0, 1], [1, 3], [3, 4], [4, 6]]),
+    (["<pad>", "je", "aime", "ce", "</s>"], [1, 0, 0, 0, 1], "word", [[0, 1], [1, 2], [2, 3], [3, 4], [4, 5]]),
+    (["[CLS]", "##odd", "[SEP]", "##x"], [1, 0, 1, 0], "wordpiece", [[0, 1], [1, 2], [2, 3], [3, 4]]),
+])
+def test_word_spans_per_tokenizer_style(raw, special, style, expected):
+    spans = word_spans(raw, [bool(s) for s in special], style)
+    assert spans.tolist() == expected
+    assert_cover_once(spans, len(raw))
+
+
+# -- word maps of the three kinds of model ----------------------------------------------------
+CASES = {
+    "bert": ("I like this course unbelievably", {}),
+    "llama": (KOREAN, {}),
+    "gpt2": ("I like this course", {"generate": True, "max_new_tokens": 4}),
+    "marian": ("I like this course", {"target": "I like this course"}),
+    "t5": ("I like this course", {"target": "I like this course"}),
+}
+
+
+def _capture(loaded, arch: str) -> Capture:
+    text, kw = CASES[arch]
+    return capture(loaded(arch), text, **kw)
+
+
+def _check_stack(cap: Capture, words: Capture, name: str, rows: np.ndarray, cols: np.ndarray) -> None:
+    pieces = cap.attention(name)
+    got = words.attention(name)
+    n_layers, n_heads = pieces.shape[:2]
+    assert got.shape == (n_layers, n_heads, len(rows), len(cols)), name
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            want = clark_word_word(pieces[layer, head], words_of(rows), words_of(cols))
+            np.testing.assert_allclose(got[layer, head], want, rtol=1e-5, atol=1e-6, err_msg=f"{name} {layer} {head}")
+    np.testing.assert_allclose(got.sum(axis=-1), 1.0, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("arch", list(CASES))
+def test_word_maps_are_clarks_word_word_attention(loaded, arch):
+    cap = _capture(loaded, arch)
+    words = group_capture(cap, "words")
+    assert isinstance(words, Capture) and words.group == "words" and words.pieces is cap
+    src = words.source_spans
+    assert src is not None
+    assert_cover_once(src, len(cap.source))
+    assert len(words.source) == len(src)
+    if cap.kind == "seq2seq":
+        out = words.output_spans
+        assert out is not None and cap.outputs is not None
+        assert_cover_once(out, len(cap.outputs))
+        _check_stack(cap, words, "encoder_attentions", src, src)
+        _check_stack(cap, words, "cross_attentions", out, src)
+        _check_stack(cap, words, "decoder_attentions", out, out)
+        assert len(words.outputs) == len(words.decoder_inputs) == len(out)
+        assert [w for w in words.outputs.display if w != "</s>"] == ["I", "like", "this", "course"] or arch == "t5"
+    else:
+        _check_stack(cap, words, "attentions", src, src)
+    # the pieces are untouched, grouping is idempotent and reversible
+    assert cap.group == "pieces" and cap.pieces is None
+    assert group_capture(words, "words") is words and group_capture(words, "pieces") is cap
+    assert grouped(cap, "words") is grouped(cap, "words")
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "marian"])
+def test_word_level_causal_mask_hides_later_words_only(loaded, arch):
+    cap = _capture(loaded, arch)
+    words = group_capture(cap)
+    name = "decoder_attentions" if cap.kind == "seq2seq" else "attentions"
+    a = words.attention(name)
+    n = a.shape[-1]
+    later = np.triu(np.ones((n, n), dtype=bool), k=1)
+    assert np.all(a[..., later] == 0.0)
+    assert words.is_causal(name)
+
+
+def test_korean_byte_level_words(loaded):
+    cap = capture(loaded("llama"), KOREAN)
+    assert "◌" in cap.source.display  # the pieces split a syllable
+    words = group_capture(cap)
+    assert [w for w, sp in zip(words.source.display, words.source.special, strict=True) if not sp] == \
+        ["나는", "이", "강의를", "좋아한다"]
+
+
+@pytest.mark.bundled
+def test_smollm2_korean_gives_four_words(bundled_smollm2):
+    cap = capture(bundled_smollm2, KOREAN)
+    words = group_capture(cap)
+    assert len(cap.source) > 8
+    assert [w for w, sp in zip(words.source.display, words.source.special, strict=True) if not sp] == \
+        ["나는", "이", "강의를", "좋아한다"]
+    np.testing.assert_allclose(words.attention().sum(-1), 1.0, atol=2e-3)
+
+
+def test_hidden_special_tokens_and_renormalisation_on_words(loaded):
+    from analysis.figures import ViewSpec
+    from analysis.views import view_data
+
+    cap = _capture(loaded, "bert")
+    spec = ViewSpec(view="head", head=None, hide_special=True, renormalize=True, group="words")
+    d = view_data(cap, spec)
+    assert list(d.col_labels) == ["i", "like", "this", "course", "unbelievably"]
+    np.testing.assert_allclose(np.ma.filled(d.matrix, 0).sum(axis=1), 1.0, atol=1e-5)
+    assert "words" in d.title
+
+
+def test_steps_go_by_output_word_with_first_piece_candidates(loaded):
+    cap = capture(loaded("marian"), "I like this course", generate=True)
+    words = group_capture(cap)
+    assert words.output_spans is not None
+    starts = words.output_spans[:, 0].tolist()
+    got = dict(words.prediction.per_position)
+    for pos, items in cap.prediction.per_position:
+        if pos in starts:
+            assert got[starts.index(pos)] == items
+
+
+# -- exports ---------------------------------------------------------------------------------
+def test_npz_words_and_pieces(tiny_model_dir, tmp_path):
+    from analysis.cli import main
+
+    folder = str(tiny_model_dir("marian"))
+    base = ["--model", folder, "--text", "I like this course", "--target", "I like this course"]
+    assert main([*base, "--export-npz", str(tmp_path / "p.npz")]) == 0
+    assert main([*base, "--export-npz", str(tmp_path / "w.npz"), "--group", "words"]) == 0
+    p = np.load(tmp_path / "p.npz", allow_pickle=False)
+    w = np.load(tmp_path / "w.npz", allow_pickle=False)
+    assert "input_word_spans" not in p and "output_word_spans" not in p
+    assert set(w.files) == set(p.files) | {"input_word_spans", "output_word_spans"}
+    src, out = w["input_word_spans"], w["output_word_spans"]
+    assert src.dtype == np.int32 and out.dtype == np.int32 and src.shape[1] == 2 and out.shape[1] == 2
+    assert_cover_once(src, len(p["input_tokens"]))
+    assert_cover_once(out, len(p["output_tokens"]))
+    np.testing.assert_array_equal(w["input_ids"], p["input_ids"])  # spans index the piece ids
+    assert w["encoder_attentions"].shape[2:] == (len(src), len(src))
+    assert w["cross_attentions"].shape[2:] == (len(out), len(src))
+    assert w["decoder_attentions"].shape[2:] == (len(out), len(out))
+    assert len(w["input_tokens"]) == len(w["input_special"]) == len(src)
+    assert len(w["output_tokens"]) == len(w["decoder_input_tokens"]) == len(out)
+    assert list(w["input_tokens"]) == ["I", "like", "this", "course", "</s>"]
+    for layer in range(p["cross_attentions"].shape[0]):
+        for head in range(p["cross_attentions"].shape[1]):
+            want = clark_word_word(p["cross_attentions"][layer, head], words_of(out), words_of(src))
+            np.testing.assert_allclose(w["cross_attentions"][layer, head], want, rtol=1e-5, atol=1e-6)
+
+
+def test_npz_without_group_is_unchanged(loaded):
+    from analysis.npz import npz_arrays
+
+    cap = _capture(loaded, "bert")
+    arrays = npz_arrays(cap)
+    assert set(arrays) == {"attentions", "input_tokens", "input_ids", "input_special", "output_text", "kind", "model"}
+    np.testing.assert_array_equal(arrays["attentions"], cap.attention())
+
+
+VIEWS = ("head", "layer", "model", "lines", "alignment", "steps", "stats", "rollout", "flow")
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_cli_group_words_on_every_view(tiny_model_dir, loaded, tmp_path, view):
+    from matplotlib.image import imread
+
+    from analysis.cli import build_parser, figure_spec, main
+    from analysis.figures import ViewInputs, build_figure, save_figure
+
+    folder = str(tiny_model_dir("marian"))
+    args = ["--model", folder, "--text", "I like this course", "--target", "I like this course",
+            "--view", view, "--group", "words", "--dpi", "72"]
+    if view in ("rollout", "flow", "stats"):
+        args += ["--stack", "encoder"]
+    out = tmp_path / f"{view}.png"
+    assert main([*args, "--export-png", str(out)]) == 0
+    # the same picture as the figure of the word-level capture
+    cap = capture(loaded("marian"), "I like this course", target="I like this course")
+    spec = figure_spec(build_parser().parse_args(args))
+    assert spec.group == "words"
+    fig = build_figure(group_capture(cap), spec, ViewInputs(model_folder=folder))
+    ref = save_figure(fig, tmp_path / f"{view}-ref.png", dpi=72)
+    np.testing.assert_array_equal(imread(out), imread(ref))
+    if view in ("stats", "rollout", "flow", "head"):
+        assert "words" in fig.get_suptitle()
+
+
+def test_session_keeps_the_pieces(loaded, tmp_path):
+    from analysis.session import load_session, save_session
+
+    cap = _capture(loaded, "llama")
+    save_session(tmp_path / "s.headmap", group_capture(cap), model_ref="x", inputs={}, options={"group": "words"})
+    back = load_session(tmp_path / "s.headmap").capture
+    assert back.group == "pieces" and len(back.source) == len(cap.source)
+    assert back.token_style == cap.token_style == "byte-bpe"
+
+
+# -- the window ------------------------------------------------------------------------------
+def test_words_toggle_changes_the_head_view_and_export_matches(qtbot, window, tiny_model_dir, tmp_path):
+    from analysis.figures import build_figure
+    from analysis.views import view_data
+    from tests.gui_fixtures import load, use_target
+    from tests.test_view_exports import (
+        assert_same,
+        figure_images,
+        live_data,
+        live_figure,
+        tab_named,
+    )
+
+    win = window
+    use_target(win, "I like this course")
+    win.input_panel.text.setPlainText("I like this course")
+    load(qtbot, win, tiny_model_dir("marian"))
+    head = tab_named(win, "Head")
+    qtbot.wait(10)
+    pieces_labels = list(live_data(head).col_labels)
+    assert len(pieces_labels) == 8  # ▁ I ▁like ▁thi s ▁cours e </s>
+    win.toolbar.words.setChecked(True)
+    qtbot.wait(10)
+    assert win.state.spec.group == "words" and win.capture.group == "words"
+    assert list(live_data(head).col_labels) == ["I", "like", "this", "course", "</s>"]
+    assert win.tokens.item(0, 2).text() == "this" and win.tokens.item(1, 2).text() == "thi·s"
+    for name in ("Head", "Layer", "Lines", "Steps", "Statistics"):
+        tab = tab_named(win, name)
+        if name == "Statistics":
+            qtbot.waitUntil(lambda t=tab: t.capture is win.capture and t.data is not None, timeout=60_000)
+        qtbot.wait(10)
+        spec, inputs = tab.export_request()
+        assert spec.group == "words"
+        assert_same(view_data(win.state.pieces, spec, inputs), live_data(tab), name)
+        fig = build_figure(win.state.pieces, spec, inputs)
+        for a, b in zip(figure_images(fig), figure_images(live_figure(tab)), strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+    win.toolbar.words.setChecked(False)
+    qtbot.wait(10)
+    tab_named(win, "Head")
+    qtbot.wait(10)
+    assert list(live_data(head).col_labels) == pieces_labels
