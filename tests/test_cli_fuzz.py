@@ -61,9 +61,12 @@ VALUES: dict[str, tuple[list[str], list[str]]] = {
     "--padding-side": (["left", "right"], ["up"]),
     "--dtype": (["auto", "float32", "bfloat16"], ["int8"]),
     "--device": (["cpu", "auto"], ["cuda", "mps", "tpu"]),
+    "--group": (["pieces", "words"], ["letters"]),
+    "--alignment-method": (["predict", "shift"], ["guess"]),
+    "--alignment-threshold": (["0.3", "1"], ["0", "-0.5", "1.5", "nan", "x"]),
 }
 SWITCHES = ["--hide-special", "--caption", "--all-layers", "--generate", "--allow-pickle",
-            "--allow-missing-weights", "--no-memory-check", "--trust-remote-code"]
+            "--allow-missing-weights", "--no-memory-check", "--trust-remote-code", "--quiet"]
 #: output flag → the extension of its file
 OUTPUTS = {"--export-npz": ".npz", "--export-stats": ".csv", "--save-session": ".headmap",
            "--export-alignment": ".txt", "--export-png": ".png", "--export-svg": ".svg",
