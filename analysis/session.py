@@ -282,6 +282,8 @@ _CAPTURE_FIELDS: dict[str, _Kinds] = {
     "output_text": str, "prompt_length": int, "generated": bool, "truncated": bool, "notes": list,
     "prediction": dict, "stacks": list, "token_seqs": list,
 }
+#: capture fields added after format 1 was first written: typed when present
+_LATER_CAPTURE_FIELDS: dict[str, _Kinds] = {"token_style": str}
 _PREDICTION_FIELDS: dict[str, _Kinds] = {"task": str, "items": list, "text": str, "per_position": list}
 #: inputs and options are free JSON objects; these keys, when present, are read as these types
 _INPUT_FIELDS: dict[str, _Kinds] = {"text": (str, type(None)), "target": (str, type(None))}
@@ -346,7 +348,8 @@ def _check_meta(meta: dict) -> None:
     _check_fields(meta["inputs"], _INPUT_FIELDS, "inputs", exact=False)
     _check_fields(meta["options"], _OPTION_FIELDS, "options", exact=False)
     c = meta["capture"]
-    _check_fields(c, _CAPTURE_FIELDS, "capture")
+    _check_fields({k: v for k, v in c.items() if k not in _LATER_CAPTURE_FIELDS}, _CAPTURE_FIELDS, "capture")
+    _check_fields(c, _LATER_CAPTURE_FIELDS, "capture", exact=False)
     if not all(isinstance(n, str) for n in c["notes"]):
         raise _Damaged("capture.notes in its metadata is not a list of text")
     if c["kind"] not in _KIND_STACKS:

@@ -191,6 +191,8 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
     "spec-type": (lambda f: with_meta(f, _set("options", "spec", [1, 2])), "options.spec in its metadata is a list"),
     "text-type": (lambda f: with_meta(f, _set("inputs", "text", 7)), "inputs.text in its metadata is a whole number"),
     "model-ref-null": (lambda f: with_meta(f, _set("model_ref", None)), "model_ref in its metadata is null, not text"),
+    "token-style-type": (lambda f: with_meta(f, _set("capture", "token_style", 3)),
+                         "capture.token_style in its metadata is a whole number, not text"),
     "unknown-key": (lambda f: with_meta(f, _set("capture", "secret", 1)), "unexpected entries in capture: secret"),
     "unknown-kind": (lambda f: with_meta(f, _set("capture", "kind", "vision")), "unknown model kind 'vision'"),
     "kind-stacks": (lambda f: with_meta(f, _set("capture", "kind", "seq2seq")), "not those of a seq2seq model"),

@@ -306,6 +306,8 @@ def test_the_window_opens_a_session_from_the_command_line(loaded, tmp_path, qtbo
     assert gui.app.run_window(args) == 0
     (win,) = made
     qtbot.addWidget(win, before_close_func=lambda w: w.shutdown(30_000))
+    # the window opens sessions as a job (checked off the GUI thread), shown once all of it passed
+    qtbot.waitUntil(lambda: win.state.capture is not None, timeout=30_000)
     assert captures_equal(win.state.capture, cap)
     assert win.state.spec.layer == 1
     assert win.tabs.tabText(win.tabs.currentIndex()) == "Model"
