@@ -2,12 +2,15 @@
 # `make test` : same set-up, then the whole suite headless.
 # `make bench`: same set-up, then the benchmarks (writes bench-results.json).
 # `make lint` : same set-up, then ruff and mypy (analysis/).
+# `make mutation`: same set-up, then mutmut over analysis/ with the tests (hours; not for CI);
+#               writes benchmarks/mutation-report.md and prints the score. MUTATION_ARGS passes
+#               options, e.g. MUTATION_ARGS='--only analysis/aggregate.py --tests tests/test_aggregate.py'
 PY      ?= python3
 VENV    := .venv
 VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.headmap-installed
 
-.PHONY: run test bench lint clean-venv setup
+.PHONY: run test bench lint mutation clean-venv setup
 
 setup: $(STAMP)
 
@@ -29,6 +32,9 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VPY) -m ruff check analysis gui tests main.py benchmarks
 	$(VPY) -m mypy
+
+mutation: $(STAMP)
+	$(VPY) benchmarks/mutation.py $(MUTATION_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

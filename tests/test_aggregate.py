@@ -266,3 +266,76 @@ def test_value_range_degenerate_and_bad_scale():
     assert lo == LOG_FLOOR and hi > lo
     with pytest.raises(InputError, match="linear or log"):
         color_norm(np.ones(2), "sqrt")
+
+
+# -- degenerate ranges and one explicit limit (mutation testing found these untested) ---------
+def test_one_explicit_limit_keeps_it_and_takes_the_other_from_the_values():
+    v = np.array([0.1, 0.3, 0.7])
+    n = color_norm(v, vmin=0.2)
+    assert (n.vmin, n.vmax) == (0.2, pytest.approx(0.7))
+    n = color_norm(v, vmax=0.5)
+    assert (n.vmin, n.vmax) == (0.0, 0.5)
+    n = color_norm(v, "log", vmax=0.5)
+    assert (n.vmin, n.vmax) == (pytest.approx(0.1), 0.5)
+
+
+def test_equal_limits_are_widened_exactly():
+    n = color_norm(None, "linear", 0.3, 0.3)
+    assert (n.vmin, n.vmax) == (0.3, 1.3)
+    n = color_norm(None, "log", 0.01, 0.01)
+    assert (n.vmin, n.vmax) == (0.01, 0.1)
+    assert value_range(np.array([0.5, 0.5]), "log") == (0.5, 5.0)
+    assert value_range(np.array([-0.5, -0.5])) == (-0.5, -0.5 + 0.5e-6)
+
+
+def test_ranges_of_no_finite_values():
+    from analysis.aggregate import stack_range
+
+    nothing = np.full((1, 1, 2, 2), np.nan, dtype=np.float32)
+    assert value_range(nothing) == (0.0, 1.0)
+    assert value_range(nothing, "log") == (LOG_FLOOR, 1.0)
+    assert value_range(np.zeros(3), "log") == (LOG_FLOOR, 1.0)
+    assert stack_range(nothing) == (0.0, 0.0)
+    assert stack_range(nothing.astype(np.float16)) == (0.0, 0.0)
+
+
+def test_stack_range_of_small_float32_values():
+    from analysis.aggregate import stack_range
+
+    # float32 whose 16-bit halves would look like small float16 values: never the float16 shortcut
+    a = np.array([[[[0.25, 0.5], [0.375, 0.25]]]], dtype=np.float32)
+    assert stack_range(a) == (0.25, 0.5)
+
+
+def test_color_norm_errors_say_what_to_do():
+    with pytest.raises(InputError, match="color_norm needs values when vmin or vmax is not given"):
+        color_norm(None, "linear", 0.0)
+    with pytest.raises(InputError, match="unknown colour scale 'sqrt': choose linear or log"):
+        color_norm(None, "sqrt", 0.0, 1.0)
+
+
+def test_maps_of_a_float16_stack_are_float32_and_mean_is_the_default():
+    cap = make_encoder(dtype=np.float16)
+    for m in (select_map(cap, None, 1, 2), select_map(cap, None, 1, None), select_map(cap, None, 1, None, "max")):
+        assert m.dtype == np.float32
+    np.testing.assert_array_equal(select_map(cap, None, 1, None), select_map(cap, None, 1, None, "mean"))
+    keep = np.ones(6, dtype=bool)
+    assert hide_tokens(cap.stacks["attentions"], keep, keep, False)[0].dtype == np.float32
+
+
+@pytest.mark.parametrize("layer,head", [(True, 0), (0, True), (0.0, 0), (0, 1.0)])
+def test_layer_and_head_must_be_integers(layer, head):
+    with pytest.raises(InputError, match="out of range"):
+        select_map(make_encoder(), None, layer, head)
+
+
+def test_input_errors_say_exactly_what_to_do():
+    cap = make_encoder()
+    with pytest.raises(InputError, match=r"^an attention stack must be \[layer, head, query, key\]; got shape \(2, 2\)$"):
+        select_map(np.zeros((2, 2)), None, 0, 0)
+    with pytest.raises(InputError, match=r"^head 9 is out of range: this stack has heads 0–3 \(or none for the aggregate over heads\)$"):
+        select_map(cap, None, 0, 9)
+    with pytest.raises(InputError, match=r"^keep masks of shapes \(2,\) and \(6,\) do not fit a map of shape \(6, 6\)$"):
+        hide_tokens(np.zeros((6, 6)), np.ones(2, bool), np.ones(6, bool), False)
+    with pytest.raises(InputError, match="^color_norm needs values when vmin or vmax is not given$"):
+        color_norm(None, "linear", 0.0)

@@ -1,0 +1,229 @@
+"""Mutation testing of analysis/ with mutmut: ``make mutation`` runs this.
+
+mutmut plants one small bug at a time (a ``<`` for a ``<=``, a changed constant, a dropped
+argument, …) into a copy of analysis/ and runs the tests that cover the changed function; a mutant
+no test notices *survived*: a missing test, or an *equivalent* mutant (it changes nothing a user
+can see). The configuration is ``[tool.mutmut]`` in pyproject.toml (analysis/ without the toy
+translators, which are training code; the test selection).
+
+This script runs mutmut in ``build/mutation/`` (a copy of the checkout, kept between runs, so a
+second run only tests what changed), then writes the report (default
+``benchmarks/mutation-report.md``) and prints the score::
+
+    score = killed / (tested − equivalent)
+
+``tested`` counts every mutant mutmut ran or found no covering test for (``no tests`` counts as
+survived); ``killed`` includes timeouts and crashes of the mutated code. Equivalent mutants are
+listed by id, each with the reason, in ``benchmarks/mutation-equivalent.toml``; a note whose
+mutant no longer survives (ids move when the code changes) is reported as stale.
+
+Usage::
+
+    python benchmarks/mutation.py                                    # all of analysis/ (hours)
+    python benchmarks/mutation.py --only analysis/aggregate.py \\
+        --tests "tests/test_aggregate.py tests/test_viewdata.py"    # one module, its tests
+    python benchmarks/mutation.py --report-only                      # rewrite the report
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "build" / "mutation"
+#: what the tests need besides analysis/ (mutmut copies tests/ and pyproject.toml itself)
+COPIED = ("analysis", "gui", "tests", "main.py", "headmap.py", "pyproject.toml")
+EQUIVALENT = ROOT / "benchmarks" / "mutation-equivalent.toml"
+REPORT = ROOT / "benchmarks" / "mutation-report.md"
+KILLED = {"killed", "timeout", "segfault", "caught by type check"}
+SURVIVED = {"survived", "no tests", "suspicious"}
+
+
+# -- the work copy ----------------------------------------------------------------------------
+def _sync(src: Path, dst: Path) -> None:
+    """Make ``dst`` a copy of ``src`` (modification times kept, so mutmut re-tests only what
+    changed); caches are left out."""
+    if src.is_file():
+        if not dst.exists() or dst.stat().st_mtime_ns != src.stat().st_mtime_ns or dst.stat().st_size != src.stat().st_size:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+        return
+    wanted = set()
+    for path in src.rglob("*"):
+        rel = path.relative_to(src)
+        if "__pycache__" in rel.parts or path.suffix == ".pyc":
+            continue
+        wanted.add(rel)
+        if path.is_file():
+            _sync(path, dst / rel)
+    if dst.exists():
+        for path in sorted(dst.rglob("*"), reverse=True):
+            rel = path.relative_to(dst)
+            if rel not in wanted and "__pycache__" not in rel.parts:
+                path.unlink() if path.is_file() else shutil.rmtree(path, ignore_errors=True)
+
+
+def _config(only: list[str], tests: list[str]) -> str:
+    """pyproject.toml for the work copy: the project's, with ``--only`` / ``--tests`` applied."""
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    if not only and not tests:
+        return text
+    cfg = tomllib.loads(text)["tool"]["mutmut"]
+    head, sep, rest = text.partition("[tool.mutmut]")
+    # the [tool.mutmut] table is rewritten; the tables after it are kept
+    after = rest[rest.find("\n[") + 1:] if "\n[" in rest else ""
+    if only:
+        cfg["only_mutate"] = only
+    if tests:
+        cfg["pytest_add_cli_args_test_selection"] = tests
+    lines = ["[tool.mutmut]"] + [f"{k} = {json.dumps(v)}" for k, v in cfg.items()]
+    return head + "\n".join(lines) + "\n\n" + after
+
+
+def prepare(only: list[str], tests: list[str], fresh: bool) -> None:
+    if fresh and WORK.exists():
+        shutil.rmtree(WORK)
+    WORK.mkdir(parents=True, exist_ok=True)
+    for name in COPIED:
+        _sync(ROOT / name, WORK / name)
+    config = _config(only, tests)
+    target = WORK / "pyproject.toml"
+    if target.read_text(encoding="utf-8") != config:
+        target.write_text(config, encoding="utf-8")
+
+
+def run_mutmut(max_children: int) -> int:
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "TOKENIZERS_PARALLELISM": "false",
+           # one thread per worker: mutmut runs max_children test processes at once
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
+    return subprocess.call(cmd, cwd=WORK, env=env)
+
+
+# -- the report -------------------------------------------------------------------------------
+def results(only: list[str] | None = None) -> dict[str, str]:
+    """mutant id → mutmut's status, read from its ``mutants/**/*.meta`` files (of the files
+    matching ``only`` when given: an earlier, wider run's results stay in the work copy)."""
+    from fnmatch import fnmatch
+
+    from mutmut.stats import status_by_exit_code
+
+    out: dict[str, str] = {}
+    mutants = WORK / "mutants"
+    for meta in sorted(mutants.rglob("*.py.meta")):
+        source = meta.relative_to(mutants).as_posix().removesuffix(".meta")
+        if only and not any(fnmatch(source, g) for g in only):
+            continue
+        data = json.loads(meta.read_text(encoding="utf-8"))
+        for key, code in data.get("exit_code_by_key", {}).items():
+            out[key] = status_by_exit_code[code]
+    return out
+
+
+def equivalents() -> dict[str, str]:
+    if not EQUIVALENT.exists():
+        return {}
+    return dict(tomllib.loads(EQUIVALENT.read_text(encoding="utf-8")).get("equivalent", {}))
+
+
+def diff_of(mutant: str) -> str:
+    """The mutant's diff, as ``mutmut show`` prints it."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    here = Path.cwd()
+    try:
+        os.chdir(WORK)
+        return get_diff_for_mutant(mutant)
+    except Exception as exc:  # a report without one diff beats no report
+        return f"(no diff: {exc})"
+    finally:
+        os.chdir(here)
+
+
+def score(status: dict[str, str], equivalent: dict[str, str]) -> dict:
+    counts = Counter(status.values())
+    tested = {k: s for k, s in status.items() if s in KILLED | SURVIVED}
+    killed = sum(1 for s in tested.values() if s in KILLED)
+    eq = {k for k in equivalent if tested.get(k) in SURVIVED}
+    survivors = sorted(k for k, s in tested.items() if s in SURVIVED and k not in eq)
+    stale = sorted(k for k in equivalent if k not in eq)
+    denominator = len(tested) - len(eq)
+    return {"counts": dict(counts), "tested": len(tested), "killed": killed, "equivalent": sorted(eq),
+            "survivors": survivors, "stale": stale,
+            "score": 100.0 * killed / denominator if denominator else float("nan")}
+
+
+def write_report(path: Path, scope: str, only: list[str]) -> dict:
+    status = results(only)
+    equivalent = equivalents()
+    s = score(status, equivalent)
+    modules = Counter(k.rsplit(".", 1)[0].split(".x_")[0].split(".xǁ")[0] for k in status)
+    lines = [
+        "# Mutation testing report (mutmut)",
+        "",
+        f"- date: {_dt.date.today().isoformat()}",
+        f"- scope: {scope}",
+        f"- mutants: {len(status)} ({', '.join(f'{n} {k}' for k, n in sorted(s['counts'].items()))})",
+        f"- **score: {s['score']:.1f} %** = killed {s['killed']} / (tested {s['tested']} − equivalent "
+        f"{len(s['equivalent'])})",
+        "",
+        "Made by `make mutation` (benchmarks/mutation.py). Every surviving mutant is a missing test or an "
+        "equivalent mutant; equivalent ones are listed with the reason in benchmarks/mutation-equivalent.toml.",
+        "",
+        "## Mutants per module",
+        "",
+        *(f"- {m}: {n}" for m, n in sorted(modules.items())),
+        "",
+        f"## Surviving mutants ({len(s['survivors'])}): a test is missing, or add the mutant to the notes",
+        "",
+    ]
+    for m in s["survivors"]:
+        lines += [f"### {m} ({status[m]})", "", "```diff", diff_of(m), "```", ""]
+    lines += [f"## Equivalent mutants ({len(s['equivalent'])})", ""]
+    lines += [f"- {m}: {equivalent[m]}" for m in s["equivalent"]]
+    if s["stale"]:
+        lines += ["", f"## Stale notes ({len(s['stale'])}): these mutants are gone or no longer survive", ""]
+        lines += [f"- {m}: {status.get(m, 'gone')}" for m in s["stale"]]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return s
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", nargs="+", default=[], metavar="GLOB",
+                   help="mutate only these files (globs, e.g. analysis/aggregate.py); default: [tool.mutmut]")
+    p.add_argument("--tests", default="", metavar="PYTEST_ARGS",
+                   help="the tests to run, as one string of pytest arguments (e.g. \"tests/test_aggregate.py "
+                        "-k 'not cli'\"); default: [tool.mutmut]'s selection")
+    p.add_argument("--max-children", type=int, default=os.cpu_count() or 2, help="parallel test processes")
+    p.add_argument("--fresh", action="store_true", help="start from a new copy (forget earlier results)")
+    p.add_argument("--report-only", action="store_true", help="rewrite the report from the last run")
+    p.add_argument("--report", type=Path, default=REPORT, help=f"where the report goes (default {REPORT.relative_to(ROOT)})")
+    args = p.parse_args(argv)
+    tests = shlex.split(args.tests)
+    scope = ", ".join(args.only) if args.only else "analysis/ (all but analysis/toy_translation/)"
+    scope += "; tests: " + (args.tests if tests else "[tool.mutmut] selection")
+    if not args.report_only:
+        prepare(args.only, tests, args.fresh)
+        code = run_mutmut(args.max_children)
+        if code != 0:
+            print(f"mutmut exited with {code}", file=sys.stderr)
+            return code
+    s = write_report(args.report, scope, args.only)
+    print(f"mutation score: {s['score']:.1f} % (killed {s['killed']} of {s['tested']} tested, "
+          f"{len(s['equivalent'])} equivalent, {len(s['survivors'])} surviving) — report: {args.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
