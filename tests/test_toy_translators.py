@@ -46,7 +46,7 @@ TRANSLATIONS = {
         ("she watches the car", "그녀는 그 차를 본다"),
         ("we love this table", "우리는 이 탁자를 사랑한다"),
         ("they like the book", "그들은 그 책을 좋아한다"),
-        ("I do not like the hotel", "나는 그 호텔을 좋아하지 않는다"),
+        ("I do not like the hotel", "나는 그 호텔을 안 좋아한다"),
         ("he buys the red cars in my house today", "그는 오늘 내 집에서 그 빨간 차들을 산다"),
     ],
 }
@@ -102,9 +102,9 @@ def test_reference_sentences():
         (
             _m(negated=True, verb="watch"),
             "je ne regarde pas ce cours",
-            "나는 이 강의를 보지 않는다",
+            "나는 이 강의를 안 본다",
         ),
-        (_m(negated=True), "je n'aime pas ce cours", "나는 이 강의를 좋아하지 않는다"),
+        (_m(negated=True), "je n'aime pas ce cours", "나는 이 강의를 안 좋아한다"),
         (_m(determiner="the", noun="hotel"), "j'aime l'hôtel", "나는 그 호텔을 좋아한다"),
         (_m(noun="computer"), "j'aime cet ordinateur", "나는 이 컴퓨터를 좋아한다"),
         (_m(determiner="my", noun="orange"), "j'aime mon orange", "나는 내 오렌지를 좋아한다"),

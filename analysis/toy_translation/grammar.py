@@ -11,7 +11,7 @@ applies agreement and elision: ``je``/``ne``/``le``/``la`` fuse with a following
 whitespace word (``j'aime``, ``n'aime``, ``l'hôtel``), ``ce`` → ``cet``, ``ma`` → ``mon``,
 ``nouveau`` → ``nouvel`` before a vowel. Korean is SOV with particles: topic ``은/는`` on the
 subject, object ``을/를`` chosen by the final consonant (batchim) of the noun's last syllable,
-``에서`` on the place, and negation ``-지 않는다``.
+``에서`` on the place, and the short negation ``안`` before the verb (``안 본다``).
 
 Gold alignments are Pharaoh-style pairs ``(i, j)``: ``i`` indexes the English whitespace word,
 ``j`` the target whitespace word, both 0-based. A fused target word is aligned to every English
@@ -42,50 +42,44 @@ SUBJECTS: dict[str, tuple[str, str, str, int]] = {
     "they": ("they", "ils", "그들", 5),
 }
 
-# verb → (English base, English 3rd singular, French by person, Korean plain, Korean negative stem)
-VERBS: dict[str, tuple[str, str, tuple[str, ...], str, str]] = {
+# verb → (English base, English 3rd singular, French by person, Korean plain form)
+VERBS: dict[str, tuple[str, str, tuple[str, ...], str]] = {
     "like": (
         "like",
         "likes",
         ("aime", "aimes", "aime", "aimons", "aimez", "aiment"),
         "좋아한다",
-        "좋아하지",
     ),
     "watch": (
         "watch",
         "watches",
         ("regarde", "regardes", "regarde", "regardons", "regardez", "regardent"),
         "본다",
-        "보지",
     ),
     "love": (
         "love",
         "loves",
         ("adore", "adores", "adore", "adorons", "adorez", "adorent"),
         "사랑한다",
-        "사랑하지",
     ),
-    "see": ("see", "sees", ("vois", "vois", "voit", "voyons", "voyez", "voient"), "본다", "보지"),
+    "see": ("see", "sees", ("vois", "vois", "voit", "voyons", "voyez", "voient"), "본다"),
     "buy": (
         "buy",
         "buys",
         ("achète", "achètes", "achète", "achetons", "achetez", "achètent"),
         "산다",
-        "사지",
     ),
     "want": (
         "want",
         "wants",
         ("veux", "veux", "veut", "voulons", "voulez", "veulent"),
         "원한다",
-        "원하지",
     ),
     "find": (
         "find",
         "finds",
         ("trouve", "trouves", "trouve", "trouvons", "trouvez", "trouvent"),
         "찾는다",
-        "찾지",
     ),
 }
 
@@ -363,11 +357,9 @@ def _korean(m: Meaning, en: _English) -> Target:
         words.append((ADJECTIVES[m.adjective][2], en["adj"]))
     noun_ko = NOUNS[m.noun][4] + ("들" if m.plural else "")
     words.append((_object(noun_ko), en["noun"]))
-    _, _, _, plain, neg_stem = VERBS[m.verb]
     if m.negated:
-        words += [(neg_stem, en["verb"]), ("않는다", en["not"])]
-    else:
-        words.append((plain, en["verb"]))
+        words.append(("안", en["not"]))
+    words.append((VERBS[m.verb][3], en["verb"]))
     return words
 
 
