@@ -363,8 +363,9 @@ def case_fonts(tmp):
     return {"font_fallback_first_ms": first_ms, "font_fallback_ms": (time.perf_counter() - t0) * 1000 / n}
 
 
-def _call_in_thread(host, path: str, cancel=None):
-    """Start ``host.call(hold, path)`` in a thread and wait until the job runs in the child.
+def _call_in_thread(host, path, cancel=None, fn=None):
+    """Start ``host.call(fn, path)`` (default ``fn``: ``hold``) in a thread and wait until the job
+    runs in the child.
 
     Returns the thread and its outcome list: ``(perf_counter when the call ended, result or the
     exception)``."""
@@ -373,12 +374,13 @@ def _call_in_thread(host, path: str, cancel=None):
     from analysis.tasks import TaskState
     from benchmarks.host_jobs import hold
 
+    fn = fn or hold
     running = threading.Event()
     outcome: list = []
 
     def job():
         try:
-            res = host.call(hold, path, task=TaskState(lambda *a: running.set(), cancel))
+            res = host.call(fn, path, task=TaskState(lambda *a: running.set(), cancel))
         except Exception as exc:  # the case looks at it
             res = exc
         outcome.append((time.perf_counter(), res))
@@ -481,21 +483,8 @@ def _stuck_timings(tmp) -> dict:
     runs = []
     for _ in range(3):
         h = ModelHost(preload=False)
-        ev, running, outcome = threading.Event(), threading.Event(), []
-
-        def job(h=h, ev=ev, running=running, outcome=outcome):
-            from analysis.tasks import TaskState
-
-            try:
-                res = h.call(hold_gil, 120, task=TaskState(lambda *a: running.set(), ev))
-            except Exception as exc:  # the case looks at it
-                res = exc
-            outcome.append((time.perf_counter(), res))
-
-        t = threading.Thread(target=job, daemon=True)
-        t.start()
-        if not running.wait(120):
-            raise TimeoutError("the job did not start in the model process")
+        ev = threading.Event()
+        t, outcome = _call_in_thread(h, 120, cancel=ev, fn=hold_gil)
         time.sleep(0.2)  # the job is asleep in C, holding the GIL
         t0 = time.perf_counter()
         ev.set()
