@@ -45,15 +45,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"error: {message}; see {self.prog} --help\n")
 
 
-#: ``note:`` / ``warning:`` lines of the run in progress, printed once it succeeded (a failing run
-#: prints its one error line only)
-_notes: list[str] = []
-
-
-def _say(line: str) -> None:
-    _notes.append(line)
-
-
 def build_parser(prog: str = "python main.py") -> argparse.ArgumentParser:
     """The argument parser of ``python main.py`` and of the installed ``headmap`` command
     (``prog``: how the help and the examples name the command)."""
@@ -222,19 +213,12 @@ def check_args(args: argparse.Namespace) -> None:
             raise InputError(f"--{flag.replace('_', '-')} {v} is negative; {what} are 0-based")
 
 
-def _load(args: argparse.Namespace, task: TaskState | None = None):
-    """``load_model`` with the model flags; its notes as ``note: …`` lines on stderr (its warnings
-    come with every capture's notes)."""
-    from .loader import load_model
+def _note_lines(notes: Sequence[str], warnings: bool = True) -> list[str]:
+    """``note: …`` lines of ``notes``; a warning keeps its own ``warning: `` prefix (or is left
+    out: a model's warnings come again with every capture's notes)."""
     from .readable import WARNING
 
-    lm = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
-                    allow_pickle=args.allow_pickle, memory_check=not args.no_memory_check,
-                    allow_missing_weights=args.allow_missing_weights, task=task)
-    for note in lm.notes:
-        if not note.startswith(WARNING):
-            _say(f"note: {note}")
-    return lm
+    return [n if n.startswith(WARNING) else f"note: {n}" for n in notes if warnings or not n.startswith(WARNING)]
 
 
 @dataclass(frozen=True)
@@ -243,7 +227,8 @@ class Source:
 
     ``name`` names it in messages (``--model``'s reference, or the session file);
     ``model_folder`` is where a bundled translator documents its best alignment layer;
-    ``model_ref``, ``inputs`` and ``options`` are what ``--save-session`` writes.
+    ``model_ref``, ``inputs`` and ``options`` are what ``--save-session`` writes; ``notes`` are
+    the ``note:`` / ``warning:`` lines said once every output is written.
     """
 
     capture: Capture
@@ -253,14 +238,18 @@ class Source:
     model_ref: str
     inputs: Mapping[str, Any]
     options: Mapping[str, Any]
+    notes: tuple[str, ...] = ()
 
 
 def _model_source(args: argparse.Namespace, task: TaskState) -> Source:
-    """Load ``--model`` and capture ``--text`` (the notes go to stderr)."""
+    """Load ``--model`` and capture ``--text``."""
     from .capture import capture
     from .errors import InputError
+    from .loader import load_model
 
-    lm = _load(args, task.sub(0.0, 0.6))
+    lm = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
+                    allow_pickle=args.allow_pickle, memory_check=not args.no_memory_check,
+                    allow_missing_weights=args.allow_missing_weights, task=task.sub(0.0, 0.6))
     if args.target is not None and lm.kind != "seq2seq":
         raise InputError(f"--target only applies to seq2seq models; {args.model} is a {lm.kind} model")
     if args.target_lang and lm.kind != "seq2seq":
@@ -274,20 +263,13 @@ def _model_source(args: argparse.Namespace, task: TaskState) -> Source:
     cap = capture(lm, args.text, target=args.target, generate=generate, max_new_tokens=max_new,
                   num_beams=args.num_beams, max_tokens=args.max_tokens, target_lang=args.target_lang,
                   task=task.sub(0.6, 0.85))
-    _print_notes(cap)
     inputs = {"text": args.text, "target": args.target, "generate": args.generate,
               "max_new_tokens": max_new, "num_beams": args.num_beams}
     options = {"dtype": args.dtype, "device": args.device, "view": args.view, "stack": args.stack,
                "layer": args.layer, "head": args.head, "aggregate": args.aggregate, "theme": args.theme,
                "group": args.group}
-    return Source(cap, lm, args.model, lm.summary.source_path, args.model, inputs, options)
-
-
-def _print_notes(cap) -> None:
-    from .readable import WARNING
-
-    for note in cap.notes:  # a warning keeps its own "warning: " prefix
-        _say(note if note.startswith(WARNING) else f"note: {note}")
+    notes = _note_lines(lm.notes, warnings=False) + _note_lines(cap.notes)
+    return Source(cap, lm, args.model, lm.summary.source_path, args.model, inputs, options, tuple(notes))
 
 
 #: flags that need the model, refused with --session (what each would make the model do)
@@ -333,19 +315,20 @@ def session_source(args: argparse.Namespace) -> Source:
     if args.export_alignment and cap.kind != "seq2seq":
         raise InputError(f"--export-alignment needs a seq2seq model with cross-attention; {name} holds a "
                          f"{cap.kind} model's capture")
-    _print_notes(cap)
     # a bundled translator's folder documents its best alignment layer; no other path named by the
     # file is followed
-    return Source(cap, None, name, model_folder_of(cap), sess.model_ref, sess.inputs, sess.options)
+    return Source(cap, None, name, model_folder_of(cap), sess.model_ref, sess.inputs, sess.options,
+                  tuple(_note_lines(cap.notes)))
 
 
-def run_headless(args: argparse.Namespace, progress: ProgressFn | None = None) -> int:
+def run_headless(args: argparse.Namespace, progress: ProgressFn | None = None,
+                 say: Callable[[str], None] | None = None) -> int:
     """Load and capture (or reopen ``--session``), then write every requested file. Raises
     HeadmapError on user errors.
 
     ``progress(stage, fraction, message)`` hears every stage (loading, dequantizing, generating,
-    running, the mask experiment, writing). Notes and warnings are collected (``_notes``) and
-    printed by :func:`headless_main` once the run succeeded.
+    running, the mask experiment, writing). ``say(line)`` (default: print on stderr) gets the
+    ``note:`` / ``warning:`` lines once every output is written: a failing run says none of them.
     """
     check_args(args)
     fig_path = args.export_png or args.export_svg or args.export_pdf
@@ -398,6 +381,9 @@ def run_headless(args: argparse.Namespace, progress: ProgressFn | None = None) -
             task.report("write", 0.9 + 0.1 * i / len(writers), "writing the files…")
             w()
     task.report("write", 1.0, "done")
+    say = say or (lambda text: print(text, file=sys.stderr))
+    for line in src.notes:
+        say(line)
     return EXIT_OK
 
 
@@ -446,13 +432,9 @@ def headless_main(args: argparse.Namespace) -> int:
     from .progress import TerminalProgress, is_terminal
 
     bar = TerminalProgress(sys.stderr, enabled=not getattr(args, "quiet", False) and is_terminal(sys.stderr))
-    _notes.clear()
     try:
         with bar:
-            code = run_headless(args, bar if bar.enabled else None)
-        for line in _notes:
-            print(line, file=sys.stderr)
-        return code
+            return run_headless(args, bar if bar.enabled else None, bar.say)
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written", file=sys.stderr)
         return 130
