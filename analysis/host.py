@@ -958,19 +958,7 @@ class ModelHost:
             task.check()
         try:
             task.check()
-            proc = self._proc
-            if proc is not None and proc.poll() is not None:
-                # died while idle (killed, out of memory): say so once, as for a death during a
-                # call; a load goes on in a fresh process, a call on its models cannot
-                err = self._stopped(proc)
-                if uses_model:
-                    raise err
-            elif (not uses_model and proc is not None
-                    and _process_state(proc.pid, ask_ps=False) == "T"):
-                # suspended while idle (SIGSTOP): a load (or a call that needs no model) goes on in
-                # a fresh process; a call on the stopped process's models is sent and fails once
-                # the liveness check notices (a Cancel meanwhile ends it sooner)
-                self._end_stuck(proc, STUCK_SUSPENDED)
+            self._check_idle(uses_model)
             self._ensure()
             job = next(self._jobs)
             conn, proc, generation = self._conn, self._proc, self._generation
@@ -992,6 +980,23 @@ class ModelHost:
             return result
         finally:
             self._lock.release()
+
+    def _check_idle(self, uses_model: bool) -> None:
+        """Before a call: notice what happened to the child while nobody waited on it.
+
+        Died (killed, out of memory): said once, as for a death during a call; a load goes on in a
+        fresh process, a call on the dead process's models raises. Suspended (SIGSTOP): a load, or
+        a call that needs no model, ends it and goes on in a fresh process; a call on its models is
+        sent and fails once the liveness check notices (a Cancel meanwhile ends it sooner)."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is not None:
+            err = self._stopped(proc)
+            if uses_model:
+                raise err
+        elif not uses_model and _process_state(proc.pid, ask_ps=False) == "T":
+            self._end_stuck(proc, STUCK_SUSPENDED)
 
     def _await(self, job: int, conn, proc: subprocess.Popen, task: TaskState):
         """Relay the child's progress to ``task`` and its cancel to the child until the result;
