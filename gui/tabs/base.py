@@ -72,6 +72,27 @@ class StateTab:
             return NO_MODEL
         return NO_CAPTURE
 
+    def capture_and_spec(self, kind: str):
+        """For a map view that is its own canvas: ``(capture, spec)`` of view ``kind`` to draw, the
+        empty state switched off; None after showing in words that there is nothing yet. A spec
+        the capture cannot show is said in words where the map would be, and raised (one clear
+        sentence, never an empty map)."""
+        from analysis.errors import InputError
+        from analysis.figures import validate_spec
+
+        cap = self.state.capture
+        if cap is None:
+            self.show_empty(self.nothing_yet())  # type: ignore[attr-defined]
+            return None
+        spec = self.state.spec_for(kind)
+        try:
+            validate_spec(cap, spec)
+        except InputError as exc:
+            self.show_empty(str(exc))  # type: ignore[attr-defined]
+            raise
+        self.show_content()  # type: ignore[attr-defined]
+        return cap, spec
+
     @property
     def state(self) -> ViewerState:
         return self.ctx.state

@@ -19,8 +19,6 @@ from matplotlib.transforms import Bbox
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QColor
 
-from analysis.errors import InputError
-from analysis.figures import validate_spec
 from analysis.views.captions import view_caption
 from analysis.views.common import col_label_angle, label_extent
 from analysis.views.heatmap import HeatmapData, HeatmapDrawer, heatmap_data, hover_text
@@ -103,17 +101,10 @@ class HeadView(StateTab, CanvasView):
 
     # -- the state ----------------------------------------------------------------------------
     def refresh(self) -> None:
-        cap = self.state.capture
-        if cap is None:
-            self.show_empty(self.nothing_yet())
+        shown = self.capture_and_spec("head")
+        if shown is None:
             return
-        spec = self.state.spec_for("head")
-        try:
-            validate_spec(cap, spec)  # one clear sentence, never an empty map
-        except InputError as exc:
-            self.show_empty(str(exc))
-            raise
-        self.show_content()
+        cap, spec = shown
         if spec.theme != self.theme.name:
             self.set_theme(spec.theme)
         if cap is not self._cell_capture:  # a clicked cell belongs to one capture

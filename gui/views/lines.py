@@ -9,8 +9,6 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import Signal
 
-from analysis.errors import InputError
-from analysis.figures import validate_spec
 from analysis.views.captions import view_caption
 from analysis.views.lines import XK, XQ, lines_data, token_y
 
@@ -36,17 +34,10 @@ class LinesView(StateTab, DrawnView):
         return self.drawer.n_lines
 
     def refresh(self) -> None:
-        cap = self.state.capture
-        if cap is None:
-            self.show_empty(self.nothing_yet())
+        shown = self.capture_and_spec("lines")
+        if shown is None:
             return
-        spec = self.state.spec_for("lines")
-        try:
-            validate_spec(cap, spec)  # one clear sentence, never an empty map
-        except InputError as exc:
-            self.show_empty(str(exc))
-            raise
-        self.show_content()
+        cap, spec = shown
         self.set_theme(spec.theme)
         self.focus = None
         self.show_data(lines_data(cap, spec))

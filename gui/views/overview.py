@@ -14,8 +14,6 @@ import math
 from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtWidgets import QScrollArea, QSizePolicy
 
-from analysis.errors import InputError
-from analysis.figures import validate_spec
 from analysis.views.captions import view_caption
 from analysis.views.overview import (
     MAX_TILE_ASPECT,
@@ -80,17 +78,10 @@ class _MosaicView(StateTab, CanvasView):
         raise NotImplementedError
 
     def refresh(self) -> None:
-        cap = self.state.capture
-        if cap is None:
-            self.show_empty(self.nothing_yet())
+        shown = self.capture_and_spec(self.kind)
+        if shown is None:
             return
-        spec = self.state.spec_for(self.kind)
-        try:
-            validate_spec(cap, spec)  # one clear sentence, never an empty map
-        except InputError as exc:
-            self.show_empty(str(exc))
-            raise
-        self.show_content()
+        cap, spec = shown
         if spec.theme != self.theme.name:
             self.set_theme(spec.theme)
         self.show_mosaic(self._build(cap, spec))
