@@ -1,0 +1,82 @@
+"""Pyramids of max-pooled maps (analysis.pyramid), checked against a direct computation."""
+
+import numpy as np
+import pytest
+
+from analysis.overview import downsample
+from analysis.pyramid import (
+    ArrayPyramid,
+    MapSource,
+    block_for,
+    level_for,
+    level_shape,
+    n_levels,
+    pool,
+)
+
+
+def _direct_max(a: np.ndarray, f: int) -> np.ndarray:
+    q, k = a.shape
+    out = np.full((-(-q // f), -(-k // f)), np.nan, dtype=np.float32)
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            block = a[i * f:(i + 1) * f, j * f:(j + 1) * f]
+            if not np.all(np.isnan(block)):
+                out[i, j] = np.nanmax(block)
+    return out
+
+
+@pytest.mark.parametrize("shape", [(7, 7), (8, 8), (13, 5), (33, 64), (1, 9)])
+@pytest.mark.parametrize("f", [1, 2, 4, 8])
+def test_pool_is_the_max_of_each_block(shape, f):
+    rng = np.random.default_rng(sum(shape) * f)
+    a = rng.random(shape).astype(np.float32)
+    a[rng.random(shape) < 0.2] = np.nan
+    np.testing.assert_array_equal(pool(a, f), _direct_max(a, f))
+
+
+def test_pool_keeps_leading_axes_and_agrees_with_downsample_on_powers_of_two():
+    a = np.random.default_rng(0).random((3, 2, 64, 64)).astype(np.float16)
+    p = pool(a, 4)
+    assert p.shape == (3, 2, 16, 16) and p.dtype == np.float32
+    np.testing.assert_array_equal(p, downsample(a, 16))
+
+
+def test_a_single_peak_survives_every_level():
+    a = np.zeros((100, 100), dtype=np.float32)
+    a[37, 91] = 0.9
+    pyr = ArrayPyramid(a)
+    for k in range(n_levels(100, 100)):
+        lev = pyr.level(k)
+        assert lev.shape == level_shape(100, 100, k)
+        assert lev.max() == np.float32(0.9)
+        assert lev[37 >> k, 91 >> k] == np.float32(0.9)
+
+
+def test_levels_and_regions():
+    a = np.random.default_rng(1).random((50, 30)).astype(np.float32)
+    pyr = ArrayPyramid(a)
+    assert isinstance(pyr, MapSource)
+    assert pyr.shape == (50, 30)
+    np.testing.assert_array_equal(pyr.level(2), pool(pool(a, 2), 2))
+    np.testing.assert_array_equal(pyr.level(2), _direct_max(a, 4))
+    np.testing.assert_array_equal(pyr.region(0, 3, 9, 4, 20), a[3:9, 4:20])
+    np.testing.assert_array_equal(pyr.region(1, 2, 5, 1, 7), _direct_max(a, 2)[2:5, 1:7])
+    with pytest.raises(ValueError):
+        pyr.level(-1)
+    with pytest.raises(ValueError):
+        ArrayPyramid(np.zeros((2, 2, 2)))
+
+
+def test_block_level_and_counts():
+    assert block_for(64, 64) == 1 and block_for(65, 64) == 2 and block_for(4096, 64) == 64
+    assert block_for(300, 64) == 8
+    with pytest.raises(ValueError):
+        block_for(0, 4)
+    assert level_for(4096, 4096, 1000, 1000) == 2   # 1024 rows on 1000 pixels: 2 rows per pixel
+    assert level_for(4096, 4096, 1024, 1024) == 2
+    assert level_for(4096, 4096, 1025, 1025) == 1
+    assert level_for(4096, 4096, 4096, 4096) == 0
+    assert level_for(500, 500, 600, 600) == 0
+    assert level_for(4096, 128, 500, 500) == 0      # the narrow side decides: never pool below a pixel
+    assert n_levels(16, 16) == 1 and n_levels(17, 3) == 2 and n_levels(4096, 4096) == 9
