@@ -22,7 +22,7 @@ from ..aggregate import color_norm, hide_tokens, stack_range, value_range
 from ..result import RANDOM_WEIGHTS, Capture
 from ..themes import Theme
 from ..words import group_note
-from .spec import ViewSpec
+from .spec import STACK_TITLES, ViewSpec
 
 #: longer token labels are shortened with "…"
 MAX_LABEL_CHARS = 24
@@ -34,12 +34,6 @@ GID_LINES = "attention-lines"
 GID_ALIGNMENT = "alignment-lines"
 GID_SELECTED = "selected"
 
-STACK_TITLES = {
-    "attentions": "self-attention",
-    "encoder_attentions": "encoder self-attention",
-    "decoder_attentions": "decoder self-attention",
-    "cross_attentions": "cross-attention",
-}
 #: decoder/cross stacks: their rows are decoder positions
 DECODER_ROW_STACKS = ("decoder_attentions", "cross_attentions")
 
