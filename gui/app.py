@@ -39,10 +39,10 @@ def run_window(args) -> int:
             win.show_error(exc)
 
     # a saved capture (headmap.show hands one over) is shown as it is once the views are there,
-    # and no model is loaded; else the first load starts now, while the views are prepared
-    win.finish_start(then=show_session if session else None)
-    if not session and not os.environ.get("HEADMAP_NO_AUTOSTART"):
-        win.autostart(model)
+    # and no model is loaded; else the first load starts after the first frame, next to the views
+    autoload = not session and not os.environ.get("HEADMAP_NO_AUTOSTART")
+    win.finish_start(first=(lambda: win.autostart(model)) if autoload else None,
+                     then=show_session if session else None)
     code = app.exec()
     # the window is closed (its settings saved, its jobs cancelled): the model process ends now,
     # not in an atexit handler after the rest of this interpreter's teardown

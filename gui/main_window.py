@@ -145,7 +145,7 @@ class MainWindow(QMainWindow):
         # models live in a child process (analysis.host): loading and running never hold this
         # process's GIL; HEADMAP_IN_PROCESS=1 keeps them here
         self.host = None if in_process() else default_host()
-        if self.host is not None:
+        if self.host is not None and not staged:
             self.host.start()  # spawn now: it imports torch/transformers while the window opens
         self.last_error = ""
         self.settings_problem = ""  # what could not be read from the settings file (said once)
@@ -165,6 +165,8 @@ class MainWindow(QMainWindow):
                               self.controller.model_job)
         self._views: dict = {}  # tab name → its view, as they are built
         self._then: Callable[[], None] | None = None
+        self._painted = False  # the first frame is on the screen
+        self._deferred: Callable[[], None] | None = None  # what waits for it
         self.tabs = QTabWidget()
         for name in TAB_NAMES:  # a page that says what is coming, until the view takes its place
             page = QLabel(f"Preparing the {name} view…")
@@ -191,18 +193,49 @@ class MainWindow(QMainWindow):
         self._build_views()
 
     # ------------------------------------------------------------------ staged start
-    def finish_start(self, then: Callable[[], None] | None = None) -> None:
-        """After the first frame (``staged``): the views and the cached models, without holding
-        the event loop for long, then the devices of the model process; ``then()`` once the
-        views are ready (a session to show). Call it after :meth:`show`; a first load
-        (:meth:`autostart`) may start at once, next to it."""
+    def finish_start(self, first: Callable[[], None] | None = None,
+                     then: Callable[[], None] | None = None) -> None:
+        """The rest of a ``staged`` start, once the first frame is painted (nothing competes with
+        it for the CPU or the GIL before): the model process starts, ``first()`` runs (the first
+        load: it goes on next to the views), the views and the cached models are prepared without
+        holding the event loop for long, then the model process's devices are asked; ``then()``
+        once the views are ready (a session to show). Call it after :meth:`show`."""
         self._then = then
         if not self.settings_problem:  # that sentence is said first, and once
             self.statusBar().showMessage(PREPARING)
-        job = self.runner.start("views", import_views)
-        job.finished.connect(lambda _r: QTimer.singleShot(0, self, self._build_next_view))
-        job.failed.connect(self.show_error)  # a broken matplotlib: said in one sentence
-        self.runner.start("choices", cached_models).finished.connect(self._show_choices)
+
+        def start() -> None:
+            if self.host is not None:
+                self.host.start()  # it imports torch and transformers meanwhile
+            if first is not None:
+                first()
+            job = self.runner.start("views", import_views)
+            job.finished.connect(lambda _r: QTimer.singleShot(0, self, self._build_next_view))
+            job.failed.connect(self.show_error)  # a broken matplotlib: said in one sentence
+            self.runner.start("choices", cached_models).finished.connect(self._show_choices)
+
+        self._after_first_frame(start)
+
+    def _after_first_frame(self, fn: Callable[[], None]) -> None:
+        """``fn()`` in the turn after the first frame was painted (at once when it was); half a
+        second at most after now when no frame comes (a window that is never exposed)."""
+        if self._painted:
+            QTimer.singleShot(0, self, fn)
+            return
+        self._deferred = fn
+        QTimer.singleShot(500, self, self._run_deferred)
+
+    def _run_deferred(self) -> None:
+        fn, self._deferred = self._deferred, None
+        if fn is not None:
+            fn()
+
+    def paintEvent(self, event) -> None:
+        super().paintEvent(event)
+        if not self._painted:
+            self._painted = True
+            if self._deferred is not None:  # after every widget of this frame has painted
+                QTimer.singleShot(0, self, self._run_deferred)
 
     def _build_next_view(self) -> None:
         """One view per event-loop turn (tens of milliseconds each), the window answers between."""

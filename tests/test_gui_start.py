@@ -83,10 +83,13 @@ def test_the_deferred_start_builds_every_view_fills_the_lists_then_calls_back(st
     monkeypatch.setattr(gui.main_window, "cached_models", lambda task=None: ["someone/cached-model"])
     win = staged()
     win.show_tab("Layer")
-    called: list[bool] = []
+    called: list[tuple[str, bool]] = []
     with qtbot.waitSignal(win.views_ready, timeout=120_000):
-        win.finish_start(then=lambda: called.append(win.views_built))
-    assert called == [True]  # once, after the views
+        win.finish_start(first=lambda: called.append(("first", win.views_built)),
+                         then=lambda: called.append(("then", win.views_built)))
+    # the first load starts before the views are built (next to them), a session after them; once each
+    assert called == [("first", False), ("then", True)]
+    assert win.host is None or win.host.alive()  # the model process started with them
     assert win.views_built and win.tabs.count() == len(TAB_NAMES)
     assert [win.tabs.tabText(i) for i in range(win.tabs.count())] == list(TAB_NAMES)
     assert win.tabs.tabText(win.tabs.currentIndex()) == "Layer"  # the tab the user chose stays
