@@ -11,9 +11,10 @@ def run_window(args) -> int:
     ``open_session`` (or ``session`` without export flags): a ``.headmap`` file to show instead
     (nothing is loaded then).
 
-    The window's first frame comes before its views (``MainWindow(staged=True)``): the first load
-    or the session starts once they are ready. With ``HEADMAP_PROBE`` the window reports its
-    start and obeys ``close`` (:mod:`gui.probe`, for benchmarks and tests)."""
+    The window's first frame comes before its views and its model process
+    (``MainWindow(staged=True)``): the first load starts after that frame, next to the views'
+    preparation; a session is opened once the views are ready. With ``HEADMAP_PROBE`` the window
+    reports its start and obeys ``close`` (:mod:`gui.probe`, for benchmarks and tests)."""
     from PySide6.QtWidgets import QApplication
 
     from .main_window import MainWindow
