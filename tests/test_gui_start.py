@@ -72,6 +72,7 @@ def test_a_staged_window_shows_its_panels_and_says_the_views_are_coming(staged):
 
 
 def test_the_deferred_start_builds_every_view_fills_the_lists_then_calls_back(staged, qtbot, monkeypatch):
+    import analysis.fonts
     import gui.main_window
     from analysis.loader import available_devices
     from gui.main_window import TAB_NAMES
@@ -81,7 +82,11 @@ def test_the_deferred_start_builds_every_view_fills_the_lists_then_calls_back(st
     from gui.views.overview import LayerView, ModelView
 
     monkeypatch.setattr(gui.main_window, "cached_models", lambda task=None: ["someone/cached-model"])
+    fonts: list[bool] = []
+    real = analysis.fonts.ensure_cjk_font
+    monkeypatch.setattr(analysis.fonts, "ensure_cjk_font", lambda: fonts.append(True) or real())
     win = staged()
+    assert fonts == []  # nothing of matplotlib's before the first frame
     win.show_tab("Layer")
     called: list[tuple[str, bool]] = []
     with qtbot.waitSignal(win.views_ready, timeout=120_000):
@@ -99,6 +104,7 @@ def test_the_deferred_start_builds_every_view_fills_the_lists_then_calls_back(st
     assert win.extra_tabs == [win.tabs.widget(i) for i in range(4, len(TAB_NAMES))]
     assert win.statusBar().currentMessage() == "Ready. Choose a model and press Load."
     assert win.head_view.actions(), "the arrow keys of the map views"
+    assert fonts, "the CJK fallback fonts are registered while the views are prepared"
     # the cached models (a job) and the model process's devices (asked once the views are there)
     combo = win.model_panel.combo
     qtbot.waitUntil(lambda: combo.findText("someone/cached-model") >= 0, timeout=60_000)
