@@ -7,13 +7,15 @@ inputs are never modified and results never share memory with them.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from matplotlib.colors import LogNorm, Normalize
 
 from .errors import InputError
 from .result import Capture
+
+if TYPE_CHECKING:  # imported where a norm is made: the window's first frame needs no matplotlib
+    from matplotlib.colors import Normalize
 
 Aggregation = Literal["mean", "max"]
 Scale = Literal["linear", "log"]
@@ -215,6 +217,8 @@ def color_norm(
         vmax = hi if vmax is None else vmax
     if scale not in SCALES:
         raise InputError(f"unknown colour scale '{scale}': choose linear or log")
+    from matplotlib.colors import LogNorm, Normalize
+
     if scale == "log":
         vmin, vmax = max(float(vmin), floor), float(vmax)
         if vmax <= vmin:

@@ -414,6 +414,19 @@ def _exit_now(code: int) -> None:  # pragma: no cover - runs in the child
     os._exit(code)
 
 
+def _quit() -> None:  # pragma: no cover - runs in the child
+    """``quit`` (ModelHost.close): end at once, from the reader thread. Whatever the main thread
+    still does is of no use to anyone now (freeing a released model, a job whose caller gave up),
+    and the interpreter's own teardown of torch and transformers would keep a closing window
+    waiting for a second; nothing of ours is left to flush but the standard streams."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    _exit_now(0)
+
+
 class _Child:  # pragma: no cover - runs in the child
     """The model process's state: the loaded models, whose they are, the running job's cancel."""
 
@@ -439,8 +452,8 @@ class _Child:  # pragma: no cover - runs in the child
 
     def read(self) -> None:
         """The reader thread: queue the jobs; answer pings and acknowledge a cancel at once (the
-        running job's cancel event is set here); exit the process when the connection closes (the
-        window is gone, or it gave up on this process)."""
+        running job's cancel event is set here); exit the process on "quit" and when the
+        connection closes (the window is gone, or it gave up on this process)."""
         while True:
             try:
                 msg = self.conn.recv()
@@ -455,9 +468,9 @@ class _Child:  # pragma: no cover - runs in the child
                     self.cancel.set()
                 self.send(("cancelling", msg[1]))
                 continue
+            if msg[0] == "quit":  # the window closes (see _quit)
+                _quit()
             self.jobs.put(msg)
-            if msg[0] == "quit":
-                return
 
     def release(self, handle: int) -> None:
         self.models.pop(handle, None)
@@ -538,7 +551,8 @@ def _quiet() -> None:  # pragma: no cover - runs in the child
 
 
 def _child_main(conn, preload: bool) -> None:  # pragma: no cover - runs in the child
-    """The host loop: one job at a time in this (main) thread, until "quit" or the pipe closes.
+    """The host loop: one job at a time in this (main) thread, until "quit" or the pipe closes
+    (the reader thread then ends the process).
 
     A reader thread receives messages, so a "cancel" for the running job arrives while it runs.
     """
@@ -549,8 +563,6 @@ def _child_main(conn, preload: bool) -> None:  # pragma: no cover - runs in the 
         _preload()
     while True:
         msg = child.jobs.get()
-        if msg[0] == "quit":
-            return
         if msg[0] == "release":
             child.release(msg[1])
         elif msg[0] == "call":

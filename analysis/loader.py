@@ -209,6 +209,12 @@ def available_devices() -> list[str]:
     return out
 
 
+def device_choices(task: TaskState | None = None) -> list[str]:
+    """:func:`available_devices` as a job function (the window asks its model process, so that
+    its own process never imports torch)."""
+    return available_devices()
+
+
 def _resolve_device(device: str) -> str:
     if device not in DEVICES:
         raise InputError(f"unknown device '{device}'; choose one of: {', '.join(DEVICES)}")

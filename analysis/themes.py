@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from matplotlib.figure import Figure
-
 from .errors import InputError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # matplotlib's figure module is heavy: the window's first frame needs none of it
+    from matplotlib.figure import Figure
     from matplotlib.typing import RcKeyType
 
 

@@ -7,13 +7,21 @@
 * :class:`gui.actions.FileActions` – export, copy image, sessions;
 * the panels (:mod:`gui.panels`), the map views (:mod:`gui.views`) and the analysis tabs
   (:mod:`gui.tabs`), which get a :class:`gui.tabs.base.TabContext`, never the window.
+
+``MainWindow(staged=True)`` (``python main.py``) builds only what its first frame shows: the
+panels, the menus, the toolbar and one "Preparing…" page per tab. Matplotlib's figure and axes
+modules, the views themselves, the devices of the model process and the models in the Hugging Face
+cache come after that frame (:meth:`MainWindow.finish_start`): imported off the GUI thread, then
+one view per event-loop turn, while the status bar says so. Without it everything is built at
+once (tests, benchmarks).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, fields
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QLabel,
@@ -27,30 +35,47 @@ from PySide6.QtWidgets import (
 )
 
 from analysis.errors import user_message
-from analysis.figures import ViewSpec
 from analysis.host import default_host, in_process
+from analysis.views.spec import ViewSpec
 
 from .actions import FileActions, saved_selection
 from .controller import ModelController
 from .panels import EXAMPLES, InputPanel, ModelPanel, OutputPanel, TokenStrip, token_legend
 from .settings import Settings
 from .state import PERSISTED, ViewerState
-from .tabs.alignment import AlignmentTab
 from .tabs.base import TabContext
-from .tabs.compare import CompareTab
-from .tabs.mask_lab import MaskLabTab
-from .tabs.rollout import RolloutTab
-from .tabs.stats import StatsTab
-from .tabs.steps import StepsTab
 from .toolbar import SelectionToolbar
-from .views.canvas import CanvasView
-from .views.head import HeadView
-from .views.lines import LinesView
-from .views.overview import LayerView, ModelView
 from .workers import JobHandle, Jobs
 
 ARROWS = ((Qt.Key.Key_Up, -1, "layer"), (Qt.Key.Key_Down, 1, "layer"), (Qt.Key.Key_Left, -1, "head"),
           (Qt.Key.Key_Right, 1, "head"))
+#: the window's tabs, in order: the four map views, then the analysis tabs
+TAB_NAMES = ("Head", "Layer", "Model", "Lines", "Alignment", "Steps", "Mask lab", "Statistics", "Rollout", "Compare")
+PREPARING = "Preparing the views…"
+
+
+def import_views(task=None) -> None:
+    """Import what the views are made of (matplotlib's figure, axes and Qt canvas, every tab's
+    module) and register the fallback fonts: a job, so that the window answers meanwhile. Qt
+    widgets are only *defined* here; the GUI thread creates them."""
+    import importlib
+
+    from analysis.fonts import ensure_cjk_font
+
+    for name in ("matplotlib.backends.backend_qtagg", "analysis.figures", "gui.views.head", "gui.views.lines",
+                 "gui.views.overview", "gui.tabs.alignment", "gui.tabs.steps", "gui.tabs.mask_lab", "gui.tabs.stats",
+                 "gui.tabs.rollout", "gui.tabs.compare"):
+        importlib.import_module(name)
+        if task is not None:
+            task.check()
+    ensure_cjk_font()
+
+
+def cached_models(task=None) -> list[str]:
+    """The models in the local Hugging Face cache (a job: scanning it takes a while)."""
+    from analysis.cache_scan import cached_hub_models
+
+    return cached_hub_models()
 
 
 def valid_theme(name) -> str:
@@ -96,9 +121,17 @@ def readable_option(settings, key: str):
 
 
 class MainWindow(QMainWindow):
-    """The Headmap window. ``settings`` lets tests use a private settings file."""
+    """The Headmap window. ``settings`` lets tests use a private settings file; ``staged``: build
+    the views after the first frame (:meth:`finish_start`), else at once.
 
-    def __init__(self, settings: Settings | None = None, theme: str | None = None) -> None:
+    Signals
+    -------
+    views_ready() : a staged start built the views (the window is complete)
+    """
+
+    views_ready = Signal()
+
+    def __init__(self, settings: Settings | None = None, theme: str | None = None, staged: bool = False) -> None:
         super().__init__()
         self.setWindowTitle("Headmap — attention microscope")
         self.settings = settings or Settings()
@@ -112,7 +145,7 @@ class MainWindow(QMainWindow):
         # models live in a child process (analysis.host): loading and running never hold this
         # process's GIL; HEADMAP_IN_PROCESS=1 keeps them here
         self.host = None if in_process() else default_host()
-        if self.host is not None:
+        if self.host is not None and not staged:
             self.host.start()  # spawn now: it imports torch/transformers while the window opens
         self.last_error = ""
         self.settings_problem = ""  # what could not be read from the settings file (said once)
@@ -130,7 +163,16 @@ class MainWindow(QMainWindow):
             setattr(self, name, getattr(self.toolbar, name))
         self.ctx = TabContext(self.state, self.runner, self.show_error, self.statusBar().showMessage,
                               self.controller.model_job)
-        self._build_tabs()
+        self._views: dict = {}  # tab name → its view, as they are built
+        self._then: Callable[[], None] | None = None
+        self._painted = False  # the first frame is on the screen
+        self._deferred: Callable[[], None] | None = None  # what waits for it
+        self.tabs = QTabWidget()
+        for name in TAB_NAMES:  # a page that says what is coming, until the view takes its place
+            page = QLabel(f"Preparing the {name} view…")
+            page.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            self.tabs.addTab(page, name)
+        self.views_built = False
         self.actions = FileActions(self, self.state, self.runner, self.tabs.currentWidget, self.input_panel.inputs,
                                    self._session_options, self._open_capture, self.statusBar().showMessage,
                                    self.show_error, self.settings.add_recent_session)
@@ -138,12 +180,99 @@ class MainWindow(QMainWindow):
         self._build_menu()
         self._connect()
         self.setAcceptDrops(True)  # a checkpoint folder, a .gguf or a .headmap dropped on the window opens
-        self.statusBar().showMessage("Ready. Choose a model and press Load.")
+        self.statusBar().showMessage(PREPARING if staged else "Ready. Choose a model and press Load.")
         self._restore_settings()
+        if staged:  # the model process says later whether it has more (finish_start)
+            self.model_panel.device.addItems(["auto", "cpu"])
+            self._show_choices([])
+            return
         from analysis.loader import available_devices
 
         self.model_panel.device.addItems(available_devices())
         self.refresh_model_choices()
+        self._build_views()
+
+    # ------------------------------------------------------------------ staged start
+    def finish_start(self, first: Callable[[], None] | None = None,
+                     then: Callable[[], None] | None = None) -> None:
+        """The rest of a ``staged`` start, once the first frame is painted (nothing competes with
+        it for the CPU or the GIL before): the model process starts, ``first()`` runs (the first
+        load: it goes on next to the views), the views and the cached models are prepared without
+        holding the event loop for long, then the model process's devices are asked; ``then()``
+        once the views are ready (a session to show). Call it after :meth:`show`."""
+        self._then = then
+        if not self.settings_problem:  # that sentence is said first, and once
+            self.statusBar().showMessage(PREPARING)
+
+        def start() -> None:
+            if self.host is not None:
+                self.host.start()  # it imports torch and transformers meanwhile
+            if first is not None:
+                first()
+            job = self.runner.start("views", import_views)
+            job.finished.connect(lambda _r: QTimer.singleShot(0, self, self._build_next_view))
+            job.failed.connect(self.show_error)  # a broken matplotlib: said in one sentence
+            self.runner.start("choices", cached_models).finished.connect(self._show_choices)
+
+        self._after_first_frame(start)
+
+    def _after_first_frame(self, fn: Callable[[], None]) -> None:
+        """``fn()`` in the turn after the first frame was painted (at once when it was); half a
+        second at most after now when no frame comes (a window that is never exposed)."""
+        if self._painted:
+            QTimer.singleShot(0, self, fn)
+            return
+        self._deferred = fn
+        QTimer.singleShot(500, self, self._run_deferred)
+
+    def _run_deferred(self) -> None:
+        fn, self._deferred = self._deferred, None
+        if fn is not None:
+            fn()
+
+    def paintEvent(self, event) -> None:
+        super().paintEvent(event)
+        if not self._painted:
+            self._painted = True
+            if self._deferred is not None:  # after every widget of this frame has painted
+                QTimer.singleShot(0, self, self._run_deferred)
+
+    def _build_next_view(self) -> None:
+        """One view per event-loop turn (tens of milliseconds each), the window answers between."""
+        if self.views_built:
+            return
+        made = self._views
+        name = TAB_NAMES[len(made)]
+        made[name] = self._new_view(name)
+        self._put_view(name, made[name])
+        if len(made) < len(TAB_NAMES):
+            QTimer.singleShot(0, self, self._build_next_view)
+            return
+        self._views_done(made)
+        if self.statusBar().currentMessage() == PREPARING:
+            self.statusBar().showMessage("Ready. Choose a model and press Load.")
+        from analysis.loader import device_choices
+
+        if self.host is None:
+            devices = self.runner.start("devices", device_choices)
+        else:  # the devices that count are the model process's (it imports torch, this one never does)
+            devices = self.runner.start("devices", self.host.call, device_choices)
+        devices.finished.connect(self._add_devices)
+        self.views_ready.emit()
+        then, self._then = self._then, None
+        if then is not None:
+            then()
+
+    def _add_devices(self, devices: list[str]) -> None:
+        combo = self.model_panel.device
+        for name in devices:
+            if combo.findText(name) < 0:
+                combo.addItem(name)
+
+    def _show_choices(self, cached: list[str]) -> None:
+        from analysis.loader import bundled_choices
+
+        self.model_panel.set_choices(bundled_choices(), self.settings.recent_models(), cached)
 
     # ------------------------------------------------------------------ building
     def _build_panels(self) -> None:
@@ -156,22 +285,52 @@ class MainWindow(QMainWindow):
         self.dec_label.setWordWrap(True)
         self.output = OutputPanel()
 
-    def _build_tabs(self) -> None:
-        self.tabs = QTabWidget()
+    def _new_view(self, name: str):
+        """The view or tab ``name`` of :data:`TAB_NAMES`, attached to the viewer state."""
         theme = self.state.spec.theme
-        self.head_view = HeadView(theme=theme)
-        self.layer_view = LayerView(theme=theme)
-        self.model_view = ModelView(theme=theme)
-        self.lines_view = LinesView(theme=theme)
-        for view, name in ((self.head_view, "Head"), (self.layer_view, "Layer"), (self.model_view, "Model"),
-                           (self.lines_view, "Lines")):
+        if name in ("Head", "Layer", "Model", "Lines"):
+            from .views.head import HeadView
+            from .views.lines import LinesView
+            from .views.overview import LayerView, ModelView
+
+            view = {"Head": HeadView, "Layer": LayerView, "Model": ModelView, "Lines": LinesView}[name](theme=theme)
             view.attach(self.ctx)
-            self.tabs.addTab(view, name)
-        self.extra_tabs = [AlignmentTab(self.ctx), StepsTab(self.ctx), MaskLabTab(self.ctx), StatsTab(self.ctx),
-                           RolloutTab(self.ctx), CompareTab(self.ctx)]
-        for tab, name in zip(self.extra_tabs, ("Alignment", "Steps", "Mask lab", "Statistics", "Rollout", "Compare"),
-                             strict=True):
-            self.tabs.addTab(tab, name)
+            return view
+        from .tabs.alignment import AlignmentTab
+        from .tabs.compare import CompareTab
+        from .tabs.mask_lab import MaskLabTab
+        from .tabs.rollout import RolloutTab
+        from .tabs.stats import StatsTab
+        from .tabs.steps import StepsTab
+
+        return {"Alignment": AlignmentTab, "Steps": StepsTab, "Mask lab": MaskLabTab, "Statistics": StatsTab,
+                "Rollout": RolloutTab, "Compare": CompareTab}[name](self.ctx)
+
+    def _put_view(self, name: str, view) -> None:
+        """``view`` takes the place of its "Preparing…" page (the same tab stays selected)."""
+        i = TAB_NAMES.index(name)
+        current = self.tabs.currentIndex()
+        page = self.tabs.widget(i)
+        self.tabs.removeTab(i)
+        self.tabs.insertTab(i, view, name)
+        self.tabs.setCurrentIndex(current)
+        page.deleteLater()
+
+    def _build_views(self) -> None:
+        """Every view at once (a window that is not ``staged``)."""
+        made = self._views
+        for name in TAB_NAMES:
+            made[name] = self._new_view(name)
+            self._put_view(name, made[name])
+        self._views_done(made)
+
+    def _views_done(self, made: dict) -> None:
+        self.head_view, self.layer_view = made["Head"], made["Layer"]
+        self.model_view, self.lines_view = made["Model"], made["Lines"]
+        self.extra_tabs = [made[name] for name in TAB_NAMES[4:]]
+        self.views_built = True
+        self._add_view_keys()
+        self._connect_views()
 
     def _build_layout(self) -> None:
         left = QWidget()
@@ -242,6 +401,8 @@ class MainWindow(QMainWindow):
             a.triggered.connect(lambda _=False, d=delta, w=what: self.state.step(w, d))
             self.view_menu.addAction(a)
             self.tabs.addAction(a)
+
+    def _add_view_keys(self) -> None:
         # plain arrows on the four map views (a clicked canvas takes the focus); other tabs keep
         # their own arrow keys (Steps)
         for view in self.map_views():
@@ -305,14 +466,19 @@ class MainWindow(QMainWindow):
         self.state.capture_changed.connect(self._on_capture_changed)
         self.state.selection_changed.connect(self._on_selection_changed)
         self.state.tab_requested.connect(self.show_tab)
+        self.tokens.token_clicked.connect(self._on_token_clicked)
+
+    def _connect_views(self) -> None:
         # a clicked cell in words, as the hover says it, and again after every layer/head change
         self.head_view.cell_status.connect(self.statusBar().showMessage)
         self.head_view.hovered.connect(lambda text: text and self.statusBar().showMessage(text))
         self.layer_view.head_clicked.connect(lambda head: self.select(head=head, tab="Head"))
         self.model_view.cell_clicked.connect(lambda layer, head: self.select(layer=layer, head=head, tab="Head"))
-        self.tokens.token_clicked.connect(self._on_token_clicked)
 
     def map_views(self) -> tuple:
+        """The four map views (none while a staged start still prepares them)."""
+        if not self.views_built:
+            return ()
         return (self.head_view, self.layer_view, self.model_view, self.lines_view)
 
     # ------------------------------------------------------------------ the state, as before
@@ -397,10 +563,7 @@ class MainWindow(QMainWindow):
         s.sync()
 
     def refresh_model_choices(self) -> None:
-        from analysis.cache_scan import cached_hub_models
-        from analysis.loader import bundled_choices
-
-        self.model_panel.set_choices(bundled_choices(), self.settings.recent_models(), cached_hub_models())
+        self._show_choices(cached_models())
 
     # ------------------------------------------------------------------ model work
     def load_model(self, ref: str | None = None, allow_pickle: bool = False) -> None:
@@ -439,7 +602,7 @@ class MainWindow(QMainWindow):
         if cap is None:
             return
         view = self.tabs.currentWidget()
-        if isinstance(view, CanvasView):
+        if hasattr(view, "deferred_draws"):  # a canvas view (not a page still being prepared)
             with view.deferred_draws():  # its data and layout now, its pixels in a third turn
                 self.state.set_capture(cap)
         else:
@@ -543,7 +706,7 @@ class MainWindow(QMainWindow):
         super().keyPressEvent(event)
 
     def _on_token_clicked(self, index: int) -> None:
-        if self.tabs.currentWidget() is self.lines_view:
+        if self.views_built and self.tabs.currentWidget() is self.lines_view:
             self.lines_view.focus_token("q", index)
 
     # ------------------------------------------------------------------ export and sessions

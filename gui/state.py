@@ -17,8 +17,8 @@ from dataclasses import fields, replace
 
 from PySide6.QtCore import QObject, Signal
 
-from analysis.figures import ViewSpec
 from analysis.result import Capture
+from analysis.views.spec import ViewSpec
 from analysis.words import GROUPS, grouped
 
 #: ViewSpec fields that describe the display and persist in the settings

@@ -10,7 +10,7 @@ from __future__ import annotations
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtWidgets import QCheckBox, QComboBox, QLabel, QMainWindow, QSpinBox, QToolBar
 
-from analysis.views.common import STACK_TITLES
+from analysis.views.spec import STACK_TITLES
 
 from .state import ViewerState
 

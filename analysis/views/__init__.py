@@ -32,23 +32,17 @@ above its canvas. :func:`captions.view_caption` says in plain words what each vi
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
-from matplotlib.figure import Figure
+import importlib
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..result import Capture
 from ..tasks import TaskState
 from ..themes import Theme
-from .alignment import AlignmentDrawer, alignment_data
-from .compare import CompareDrawer, compare_data
-from .heatmap import HeatmapDrawer, heatmap_data
-from .lines import LinesDrawer, lines_data
-from .masks import MasksDrawer, masks_data
-from .overview import MosaicDrawer, layer_data, model_data
-from .rollout import RolloutDrawer, rollout_data
 from .spec import VIEWS, ViewInputs, ViewSpec, for_spec, validate_spec
-from .stats import StatsDrawer, stats_data
-from .steps import StepsDrawer, steps_data
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class Drawer(Protocol):
@@ -64,19 +58,28 @@ class Drawer(Protocol):
     def set_theme(self, theme: Theme) -> None: ...
 
 
-DRAWERS: dict[str, type[Drawer]] = {
-    "head": HeatmapDrawer,
-    "layer": MosaicDrawer,
-    "model": MosaicDrawer,
-    "lines": LinesDrawer,
-    "alignment": AlignmentDrawer,
-    "steps": StepsDrawer,
-    "masks": MasksDrawer,
-    "stats": StatsDrawer,
-    "rollout": RolloutDrawer,
-    "flow": RolloutDrawer,
-    "compare": CompareDrawer,
-}
+class _Drawers(Mapping[str, "type[Drawer]"]):
+    """``DRAWERS[view]``: each drawer's module (and matplotlib's figure and axes with it) is
+    imported when its view is first drawn, not when the view's spec is, so the window's first
+    frame (which needs the selection, not a figure) waits for none of it."""
+
+    _WHERE = {"head": "heatmap:HeatmapDrawer", "layer": "overview:MosaicDrawer", "model": "overview:MosaicDrawer",
+              "lines": "lines:LinesDrawer", "alignment": "alignment:AlignmentDrawer", "steps": "steps:StepsDrawer",
+              "masks": "masks:MasksDrawer", "stats": "stats:StatsDrawer", "rollout": "rollout:RolloutDrawer",
+              "flow": "rollout:RolloutDrawer", "compare": "compare:CompareDrawer"}
+
+    def __getitem__(self, view: str) -> type[Drawer]:
+        module, name = self._WHERE[view].split(":")
+        return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._WHERE)
+
+    def __len__(self) -> int:
+        return len(self._WHERE)
+
+
+DRAWERS: Mapping[str, type[Drawer]] = _Drawers()
 
 
 def view_data(capture: Capture, spec: ViewSpec, inputs: ViewInputs | None = None,
@@ -87,24 +90,40 @@ def view_data(capture: Capture, spec: ViewSpec, inputs: ViewInputs | None = None
     capture, inputs = for_spec(capture, spec, inputs)
     view = spec.view
     if view == "head":
+        from .heatmap import heatmap_data
+
         return heatmap_data(capture, spec)
-    if view == "layer":
-        return layer_data(capture, spec)
-    if view == "model":
-        return model_data(capture, spec)
+    if view in ("layer", "model"):
+        from .overview import layer_data, model_data
+
+        return layer_data(capture, spec) if view == "layer" else model_data(capture, spec)
     if view == "lines":
+        from .lines import lines_data
+
         return lines_data(capture, spec)
     if view == "alignment":
+        from .alignment import alignment_data
+
         return alignment_data(capture, spec, inputs)
     if view == "steps":
+        from .steps import steps_data
+
         return steps_data(capture, spec)
     if view == "masks":
+        from .masks import masks_data
+
         return masks_data(inputs.mask_report, spec)
     if view == "stats":
+        from .stats import stats_data
+
         return stats_data(capture, spec, inputs, task)
     if view in ("rollout", "flow"):
+        from .rollout import rollout_data
+
         return rollout_data(capture, spec, inputs, task)
     if view == "compare":
+        from .compare import compare_data
+
         return compare_data(capture, spec, inputs)
     raise KeyError(view)
 

@@ -22,7 +22,7 @@ from ..aggregate import color_norm, hide_tokens, stack_range, value_range
 from ..result import RANDOM_WEIGHTS, Capture
 from ..themes import Theme
 from ..words import group_note
-from .spec import ViewSpec
+from .spec import STACK_TITLES, ViewSpec
 
 #: longer token labels are shortened with "…"
 MAX_LABEL_CHARS = 24
@@ -34,12 +34,6 @@ GID_LINES = "attention-lines"
 GID_ALIGNMENT = "alignment-lines"
 GID_SELECTED = "selected"
 
-STACK_TITLES = {
-    "attentions": "self-attention",
-    "encoder_attentions": "encoder self-attention",
-    "decoder_attentions": "decoder self-attention",
-    "cross_attentions": "cross-attention",
-}
 #: decoder/cross stacks: their rows are decoder positions
 DECODER_ROW_STACKS = ("decoder_attentions", "cross_attentions")
 
@@ -72,10 +66,14 @@ def axis_plan(n: int, tick_pt: float, max_in: float) -> tuple[int, float]:
     return max(1, math.ceil(n * pitch / max_in)), max_in
 
 
+def labels_that_fit(length_in: float, tick_pt: float, pitch: float = 1.5) -> int:
+    """How many labels of ``tick_pt`` points fit along ``length_in`` inches (see :func:`tick_step`)."""
+    return max(1, int(length_in * 72.0 / (tick_pt * pitch)))
+
+
 def tick_step(n: int, length_in: float, tick_pt: float, pitch: float = 1.5) -> int:
     """Label every k-th of ``n`` items along ``length_in`` inches so labels never overlap."""
-    fit = max(1, int(length_in * 72.0 / (tick_pt * pitch)))
-    return max(1, math.ceil(n / fit))
+    return max(1, math.ceil(n / labels_that_fit(length_in, tick_pt, pitch)))
 
 
 #: column labels of CJK words up to this many characters are written horizontally or at 45°

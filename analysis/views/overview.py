@@ -23,6 +23,7 @@ from .common import (
     GID_ATTENTION,
     GID_SELECTED,
     colorbar_label,
+    labels_that_fit,
     processed_map,
     shared_norm,
     stack_title,
@@ -40,6 +41,11 @@ MODEL_MAX_CELL = 64
 LAYER_MAX_CELL = 160
 #: tiles are never drawn flatter (or narrower) than this width : height ratio
 MAX_TILE_ASPECT = 2.0
+#: the Model view's row and column labels: (inches, pitch) given to tick_step, live and exported
+ROW_LABELS = {True: (6.0, 1.3), False: (12.0, 1.3)}
+COL_LABELS = (8.0, 2.2)
+#: colour bar ticks a live drawer makes at once (matplotlib's locators give at most 11 or so)
+CBAR_TICKS = 12
 
 
 @dataclass(frozen=True)
@@ -144,7 +150,19 @@ class MosaicDrawer:
         self.ax.add_patch(self.marker)
         self.labels: list = []
         self._layout_key: tuple | None = None
+        if live:
+            self._make_ticks(theme)
         self.set_theme(theme)
+
+    def _make_ticks(self, theme: Theme) -> None:
+        """A live overview makes its tick artists once, as many as its axes can label (see
+        :func:`~analysis.views.common.tick_step`): matplotlib builds a Tick (lines, labels, their
+        properties copied) for about a millisecond, and every later capture with more rows or
+        columns than the last one would pay that in its first draw. Unused ticks are never drawn."""
+        ts = theme.tick_size
+        self.ax.yaxis.get_major_ticks(labels_that_fit(ROW_LABELS[True][0], ts, ROW_LABELS[True][1]))
+        self.ax.xaxis.get_major_ticks(labels_that_fit(COL_LABELS[0], ts, COL_LABELS[1]))
+        self.cbar.ax.yaxis.get_major_ticks(CBAR_TICKS)
 
     def set_theme(self, theme: Theme) -> None:
         self.theme = theme
@@ -214,9 +232,9 @@ class MosaicDrawer:
                                                 bbox=dict(facecolor="black", alpha=0.55, lw=0, pad=1)))
             return
         rows = range(m.rows)
-        step = tick_step(m.rows, 6.0 if self.live else 12.0, ts, pitch=1.3)
+        step = tick_step(m.rows, ROW_LABELS[self.live][0], ts, pitch=ROW_LABELS[self.live][1])
         self.ax.set_yticks([r * (h + m.gap) + (h - 1) / 2 for r in rows][::step], list(d.row_labels)[::step])
-        cstep = tick_step(m.cols, 8.0, ts, pitch=2.2)
+        cstep = tick_step(m.cols, COL_LABELS[0], ts, pitch=COL_LABELS[1])
         self.ax.set_xticks([c * (w + m.gap) + (w - 1) / 2 for c in range(m.cols)][::cstep], list(d.col_labels)[::cstep])
         self.ax.xaxis.tick_top()
         self.ax.xaxis.set_label_position("top")

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import matplotlib as mpl
 import numpy as np
 
 from ..aggregate import AGGREGATIONS, SCALES, Aggregation, Scale, check_layer_head
@@ -21,6 +20,14 @@ from ..result import SELF_STACKS, Capture, TokenSeq
 from ..rollout import Fusion
 from ..themes import get_theme
 from ..words import GROUPS, grouped
+
+#: what each attention stack is called in titles and in the window's stack list
+STACK_TITLES = {
+    "attentions": "self-attention",
+    "encoder_attentions": "encoder self-attention",
+    "decoder_attentions": "decoder self-attention",
+    "cross_attentions": "cross-attention",
+}
 
 #: every view, in the window's tab order
 VIEWS = ("head", "layer", "model", "lines", "alignment", "steps", "masks", "stats", "rollout", "flow", "compare")
@@ -165,6 +172,13 @@ def resolve(capture: Capture, stack: str | None) -> str:
         raise InputError(str(exc.args[0]) if exc.args else str(exc)) from None
 
 
+def _known_colormap(name: str) -> bool:
+    # matplotlib only when a colormap is named: the window's first frame checks a spec without one
+    import matplotlib as mpl
+
+    return name in mpl.colormaps
+
+
 def check_options(spec: ViewSpec) -> None:
     """Check the display options of ``spec`` alone (no capture needed): view, theme, aggregation,
     scale, row labels, flow values, dpi, colormap, title, figsize. Raises :class:`InputError`."""
@@ -181,7 +195,7 @@ def _check_common(spec: ViewSpec) -> None:
     one_of(spec.group, GROUPS, "token grouping")
     if isinstance(spec.dpi, bool) or not isinstance(spec.dpi, int | np.integer) or not DPI_MIN <= spec.dpi <= DPI_MAX:
         raise InputError(f"dpi {spec.dpi} is out of range: choose a whole number from {DPI_MIN} to {DPI_MAX}")
-    if spec.cmap is not None and spec.cmap not in mpl.colormaps:
+    if spec.cmap is not None and not _known_colormap(spec.cmap):
         raise InputError(f"unknown colormap '{spec.cmap}': use a matplotlib colormap such as viridis, magma or Blues")
     if not isinstance(spec.caption, bool | np.bool_):
         raise InputError("caption must be True or False")

@@ -20,7 +20,7 @@ from PySide6.QtCore import QSize, Qt
 from PySide6.QtWidgets import QLabel, QSizePolicy
 
 from analysis.errors import HeadmapError
-from analysis.figures import ViewInputs, ViewSpec
+from analysis.views.spec import ViewInputs, ViewSpec
 
 from ..state import ViewerState
 from ..workers import Jobs

@@ -76,7 +76,17 @@ class CanvasView(QWidget):
     def set_caption(self, text: str, shown: bool) -> None:
         """The caption under the figure (``shown``: the window's "Show captions")."""
         self.caption_label.setText(text)
-        self.caption_label.setVisible(shown and bool(text) and not self.empty)
+        visible = shown and bool(text) and not self.empty
+        if visible != self.caption_label.isVisibleTo(self):
+            self.caption_label.setVisible(visible)
+            self._settle()
+
+    def _settle(self) -> None:
+        """Give the canvas its place now rather than in a later event-loop turn (after a part of
+        the view was shown or hidden): a full draw at the size the canvas had before would be
+        thrown away at once."""
+        if self.isVisible():
+            self.layout().activate()
 
     def show_empty(self, text: str) -> None:
         """Show ``text`` in words where the figure would be (no axes, no colour bar)."""
@@ -96,6 +106,7 @@ class CanvasView(QWidget):
             self.empty_label.setVisible(False)
             for w in self.content_widgets():
                 w.setVisible(w is not self.title_label or self._title_was_visible)
+            self._settle()
 
     # -- hover ------------------------------------------------------------------------------
     def set_hover(self, text: str) -> bool:

@@ -84,8 +84,8 @@ class _MosaicView(StateTab, CanvasView):
         cap, spec = shown
         if spec.theme != self.theme.name:
             self.set_theme(spec.theme)
+        self.set_caption(view_caption(cap, spec), spec.caption)  # first: the canvas's size depends on it
         self.show_mosaic(self._build(cap, spec))
-        self.set_caption(view_caption(cap, spec), spec.caption)
 
     def display(self, capture, spec) -> None:
         """Show ``spec`` of ``capture`` directly (benchmarks, tests without a window)."""
