@@ -27,14 +27,15 @@ from matplotlib.figure import Figure
 from matplotlib.patches import PathPatch
 from matplotlib.path import Path as MplPath
 
-from ..aggregate import color_norm, select_map, stack_range, value_range
-from ..pyramid import ArrayPyramid, MapSource, n_levels
+from ..aggregate import check_layer_head, color_norm, select_map, stack_range, value_range
+from ..pyramid import ArrayPyramid, MapSource, n_levels, to_float32
 from ..result import Capture
 from ..themes import Theme, get_theme
 from .common import (
     GID_ATTENTION,
     GID_MASK,
     GID_MASK_HATCH,
+    ViewTokens,
     axis_plan,
     causal_cells,
     col_label_angle,
@@ -144,32 +145,45 @@ def _linear_range(values: np.ndarray) -> tuple[float, float]:
     return value_range(np.array(stack_range(values)), "linear")
 
 
+def _map_and_norm(capture: Capture, name: str, tok: ViewTokens, spec: ViewSpec) -> tuple[MapSource, Normalize]:
+    """The map ``spec`` shows, as a :class:`MapSource`, and its colour range."""
+    stored = stored_source(capture, name, spec)
+    if stored is not None:
+        if spec.shared_range:
+            return stored, shared_norm(capture, name, spec)
+        # linear (stored_source): attention is >= 0, so the range is 0 … its largest weight,
+        # which every max-pooled level keeps: the coarsest, tiny, is enough
+        top = stored.level(n_levels(*stored.shape) - 1)
+        return stored, color_norm(None, "linear", *_linear_range(top))
+    if spec.head is not None and not spec.hide_special:
+        # one head as it is: the stack's own map (no copy; converted to float32 where it is read)
+        stack = capture.stacks[name]
+        check_layer_head(stack.shape[0], stack.shape[1], spec.layer, spec.head)
+        m = stack[spec.layer, spec.head]
+    else:
+        m = processed_map(select_map(capture, name, spec.layer, spec.head, spec.aggregation), tok, spec)
+    if spec.shared_range:
+        norm = shared_norm(capture, name, spec)
+    elif spec.scale == "linear":
+        norm = color_norm(None, "linear", *_linear_range(m))
+    else:
+        norm = color_norm(to_float32(m), spec.scale)
+    return ArrayPyramid(m), norm
+
+
 def heatmap_data(capture: Capture, spec: ViewSpec, theme: Theme | str | None = None) -> HeatmapData:
     """Everything the Head view draws for ``spec`` (layer, head/aggregation, hidden tokens, …).
 
     A single head's map shown as it is comes from the stack's stored pyramid when it has one
     (``stack.map_source(layer, head)``, a long capture's store): nothing but its coarsest level is
     read here (its largest weight is the map's, max pooling keeps it); the drawer reads the level
-    that fits its pixels. Any other map is read, processed and wrapped in an
-    :class:`~analysis.pyramid.ArrayPyramid`.
+    that fits its pixels. Any other map is wrapped in an :class:`~analysis.pyramid.ArrayPyramid`:
+    a single head's straight from the stack, the others read and processed first.
     """
     theme = get_theme(theme or spec.theme)
     name = capture.resolve_stack(spec.stack)
     tok = view_tokens(capture, spec, name)
-    source = stored_source(capture, name, spec)
-    if spec.shared_range:
-        norm = shared_norm(capture, name, spec)
-        if source is None:
-            source = ArrayPyramid(processed_map(select_map(capture, name, spec.layer, spec.head, spec.aggregation),
-                                                tok, spec))
-    elif source is not None:  # linear (stored_source): attention is >= 0, so the range is 0 … max
-        top = source.level(n_levels(*source.shape) - 1)
-        norm = color_norm(None, "linear", *_linear_range(top))
-    else:
-        m = processed_map(select_map(capture, name, spec.layer, spec.head, spec.aggregation), tok, spec)
-        source = ArrayPyramid(m)
-        norm = (color_norm(None, "linear", *_linear_range(m)) if spec.scale == "linear"
-                else color_norm(m, spec.scale))
+    source, norm = _map_and_norm(capture, name, tok, spec)
     assert norm.vmin is not None and norm.vmax is not None  # color_norm always sets both
     return HeatmapData(
         map_source=source, row_labels=tuple(tok.rows), col_labels=tuple(tok.cols), row_idx=tok.row_idx,
