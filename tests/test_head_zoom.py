@@ -20,7 +20,7 @@ from PySide6.QtWidgets import QApplication
 
 from analysis.figures import ViewSpec, build_figure
 from analysis.pyramid import ArrayPyramid, level_for, n_levels
-from analysis.result import Capture
+from analysis.result import Capture, TokenSeq
 from analysis.themes import get_theme
 from analysis.views.heatmap import HeatmapDrawer, heatmap_data, hover_text
 from tests.test_head_labels import assert_geometry, data_to_logical, synthetic_capture
@@ -390,3 +390,32 @@ def test_the_drawer_never_reads_a_stored_map_whole():
     assert ("level", 0) not in src.calls
     assert src.calls[0] == ("level", n_levels(1500, 1500) - 1)  # the colour range: the coarsest level
     assert d.vmax == pytest.approx(float(maps[0, 1].max()), rel=1e-3)
+
+
+def test_a_one_token_line_survives_every_level_and_pixel():
+    """Where cells outnumber pixels, a pixel shows the largest of the cells it covers: a single
+    token's column and row stay drawn at full brightness (picking one cell per pixel drops them)."""
+    from matplotlib.figure import Figure
+
+    n = 3001
+    m = np.zeros((n, n), np.float32)
+    m[:, 1234] = 1.0
+    m[2222, :] = 1.0
+    cap = replace(synthetic_capture(8), stacks={"attentions": m[None, None]})
+    object.__setattr__(cap, "source", TokenSeq(ids=np.arange(n), raw=("t",) * n, display=("t",) * n,
+                                                special=np.zeros(n, bool), word_ids=tuple(range(n))))
+    for size in ((4.0, 3.5), (7.3, 6.1), (13.0, 12.0)):
+        fig = Figure(figsize=size, dpi=100)
+        drawer = HeatmapDrawer(fig, get_theme("light"))
+        drawer.draw(heatmap_data(cap, ViewSpec(view="head")))
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        img = np.asarray(canvas.buffer_rgba())[..., :3].astype(int)
+        x0, y0, x1, y1 = (int(round(v)) for v in drawer.ax.bbox.extents)
+        inside = img[img.shape[0] - y1 + 3:img.shape[0] - y0 - 3, x0 + 3:x1 - 3]  # (not the spines)
+        top = np.array(drawer.image.cmap(1.0, bytes=True)[:3], int)
+        bright = (np.abs(inside - top).sum(-1) <= 3)
+        assert drawer.level >= 1 or n > drawer.ax.bbox.width
+        assert bright.all(axis=0).sum() >= 1, size  # the column, top to bottom
+        assert bright.all(axis=1).sum() >= 1, size  # the row, left to right
+        assert bright.mean() < 0.05

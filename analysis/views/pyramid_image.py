@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from matplotlib.transforms import Bbox, IdentityTransform, TransformedBbox
 
 from ..pyramid import MapSource, level_for
 from .fast_image import NearestImage
@@ -137,7 +138,57 @@ class PyramidImage(NearestImage):
     def make_image(self, renderer, magnification=1.0, unsampled=False):
         # the exact pixels are known only here (an export's layout, a vector backend's image dpi)
         self.fit(magnification)
-        return super().make_image(renderer, magnification, unsampled)
+        A = self._A
+        if (unsampled or A is None or A.ndim != 2 or self.axes is None or not self.get_transform().is_affine
+                or self.get_interpolation() != "nearest"):
+            return super().make_image(renderer, magnification, unsampled)
+        x0, x1, y0, y1 = self.get_extent()
+        box = TransformedBbox(Bbox.from_extents(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)),
+                              self.get_transform())
+        clip = Bbox.intersection(box, self.axes.bbox)
+        if clip is None:
+            return None, 0, 0, None
+        # whole output pixels, as NearestImage does
+        left, b, r, t = (np.asarray(clip.extents) * magnification + 0.5).astype(int) / magnification
+        width, height = int(round((r - left) * magnification)), int(round((t - b) * magnification))
+        rows, cols = A.shape
+        if width <= 0 or height <= 0 or (rows <= height and cols <= width):
+            # every cell has a pixel or more: colour the cells, then pick one per pixel
+            return super().make_image(renderer, magnification, unsampled)
+        # more cells than pixels along an axis (the level that fits leaves up to two cells per
+        # pixel): a pixel shows the largest of the cells it covers there, so no cell is dropped,
+        # as picking one cell per pixel would drop a one-token line
+        inv = self.get_transform().inverted()
+        xs = inv.transform(np.column_stack([left + np.arange(width + 1) / magnification, np.full(width + 1, b)]))[:, 0]
+        ys = inv.transform(np.column_stack([np.full(height + 1, left), b + np.arange(height + 1) / magnification]))[:, 1]
+        # cell coordinates of the pixels' edges: column 0 at x0; row 0 at y1 (origin upper) or y0
+        col_pos = (xs - x0) / (x1 - x0) * cols
+        row_pos = (ys - y1) / (y0 - y1) * rows if self.origin == "upper" else (ys - y0) / (y1 - y0) * rows
+        data = np.ma.filled(A.astype(np.float32), np.nan) if np.ma.isMaskedArray(A) else np.asarray(A, np.float32)
+        data = _sample(data, row_pos, 0)
+        data = _sample(data, col_pos, 1)
+        im = self.to_rgba(np.ma.masked_invalid(data), alpha=self.get_alpha(), bytes=True)
+        return np.ascontiguousarray(im), left, b, IdentityTransform()
+
+
+def _sample(a: np.ndarray, pos: np.ndarray, axis: int) -> np.ndarray:
+    """``a`` along ``axis`` at the pixels whose edges lie at cell coordinates ``pos`` (monotone,
+    ``len(pos) - 1`` pixels): where there are more cells than pixels, each pixel gets the largest
+    of the cells whose start it covers (each cell lands in exactly one pixel); else the cell under
+    the pixel's centre, as :class:`NearestImage` picks it."""
+    n = a.shape[axis]
+    pixels = len(pos) - 1
+    if n <= pixels:
+        centres = np.clip(np.floor((pos[:-1] + pos[1:]) / 2).astype(np.intp), 0, n - 1)
+        return np.take(a, centres, axis=axis)
+    flip = pos[-1] < pos[0]
+    p = pos[::-1] if flip else pos
+    starts = np.clip(np.floor(p[:-1]).astype(np.intp), 0, n - 1)
+    starts = np.maximum.accumulate(starts)  # (rounding may not make them monotone)
+    stop = min(max(math.ceil(p[-1]), int(starts[-1]) + 1), n)
+    # np.fmax: NaN-ignoring; a pixel inside one cell (equal starts) gets that cell
+    out = np.fmax.reduceat(np.take(a, np.arange(stop), axis=axis), starts, axis=axis)
+    return np.flip(out, axis=axis) if flip else out
 
 
 def add_pyramid_image(ax) -> PyramidImage:

@@ -101,6 +101,7 @@ class HeadView(StateTab, CanvasView):
         self._press: tuple[float, float, View] | None = None  # display pixels and the view at the press
         self._press_cell: tuple[int, int] | None = None
         self._dragged = False
+        self._mouse: tuple[float, float] | None = None  # the last mouse position (display pixels)
         self._col_room = 0.0  # logical pixels below the map reserved for column labels
         self._font_px = self._pitch = 1.0
         self.reset_zoom_action = QAction("Reset zoom", self)
@@ -344,6 +345,7 @@ class HeadView(StateTab, CanvasView):
             self.blit()
             if labels:
                 self.labels.update()
+        self._refresh_hover()
         self.zoom_changed.emit()
 
     def reset_zoom(self) -> None:
@@ -408,10 +410,21 @@ class HeadView(StateTab, CanvasView):
         return int(np.floor(event.ydata + 0.5)), int(np.floor(event.xdata + 0.5))
 
     def _on_motion(self, event) -> None:
+        self._mouse = (event.x, event.y)
         if self._press is not None and self._drag(event):
             return
         cell = self._cell(event)
         text = self.hover_at(*cell) if cell else ""
+        if self.set_hover(text):
+            self.hovered.emit(text)
+
+    def _refresh_hover(self) -> None:
+        """The tooltip under the mouse after a zoom: another cell may be there, or another level."""
+        if not self.hover_text or self._mouse is None or self.data is None:
+            return
+        x, y = self.ax.transData.inverted().transform(self._mouse)
+        i, j = int(np.floor(y + 0.5)), int(np.floor(x + 0.5))
+        text = self.hover_at(i, j) if self.ax.bbox.contains(*self._mouse) else ""
         if self.set_hover(text):
             self.hovered.emit(text)
 
