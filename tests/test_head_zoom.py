@@ -323,6 +323,10 @@ def test_the_window_keeps_the_zoom_across_heads_and_resets_it_for_a_new_capture(
     zoom = view.zoom
     window.select(layer=1, head=1)
     assert view.zoom == zoom and "layer 1, head 1" in view.data.title
+    window.activateWindow()
+    qtbot.keyClick(window, Qt.Key.Key_0, Qt.KeyboardModifier.ControlModifier)  # View ▸ Reset zoom
+    assert view.zoom is None
+    view.zoom_at(70, 70, 5.0)
     window.set_capture(synthetic_capture(150, seed=9, layers=2, heads=2))
     qtbot.waitUntil(lambda: view.zoom is None)
     assert limits(view) == (-0.5, 149.5, -0.5, 149.5)
