@@ -14,8 +14,8 @@ the "Reset zoom" button in the canvas' corner or View ▸ Reset zoom (Ctrl+0) sh
 again. A zoom only moves the axes' limits and blits the image, which reads the level and the
 cells that fit (:class:`analysis.views.pyramid_image.PyramidImage`); the margins are sized once
 for the widest token label, so the map never moves while zooming. The token labels name the rows
-and columns in view, thinned so they never overlap, as long as each token has its own pixel; on a
-pooled picture (several tokens per pixel) they hide and the colour bar says what a cell is. The
+and columns in view, thinned so they never overlap, as long as that axis is not pooled (fewer than
+two tokens per pixel); on a pooled picture they hide and the colour bar says what a cell is. The
 zoom is kept while switching heads and layers of a capture and reset by a new capture.
 """
 
@@ -78,7 +78,6 @@ class HeadView(StateTab, CanvasView):
     hovered = Signal(str)
     cell_clicked = Signal(int, int)  # original query index, key index
     cell_status = Signal(str)  # the clicked cell in words: layer, head, tokens and weight
-    zoom_changed = Signal()
 
     def __init__(self, parent=None, theme: str = "light") -> None:
         super().__init__(parent, theme)
@@ -346,7 +345,6 @@ class HeadView(StateTab, CanvasView):
             if labels:
                 self.labels.update()
         self._refresh_hover()
-        self.zoom_changed.emit()
 
     def reset_zoom(self) -> None:
         """Show the whole map."""
