@@ -395,6 +395,7 @@ class MainWindow(QMainWindow):
         self.view_menu = self.menuBar().addMenu("&View")
         self.view_menu.addAction(self.captions_action)
         self.captions_action.setChecked(self.state.spec.caption)
+        self.view_menu.addAction(self.head_view.reset_zoom_action)  # the Head view's zoom (Ctrl+0)
         for key, delta, what in ARROWS:
             a = QAction(f"{'previous' if delta < 0 else 'next'} {what}", self)
             a.setShortcut(QKeySequence(Qt.KeyboardModifier.AltModifier | key))

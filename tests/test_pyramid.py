@@ -12,6 +12,7 @@ from analysis.pyramid import (
     level_shape,
     n_levels,
     pool,
+    to_float32,
 )
 
 
@@ -80,3 +81,38 @@ def test_block_level_and_counts():
     assert level_for(500, 500, 600, 600) == 0
     assert level_for(4096, 128, 500, 500) == 0      # the narrow side decides: never pool below a pixel
     assert n_levels(16, 16) == 1 and n_levels(17, 3) == 2 and n_levels(4096, 4096) == 9
+
+
+def test_float16_converts_exactly_subnormals_included():
+    bits = np.arange(65536, dtype=np.uint32).astype(np.uint16)
+    every = bits.view(np.float16)
+    np.testing.assert_array_equal(to_float32(every), every.astype(np.float32))  # NaNs too (equal_nan)
+    a = np.array([[1.0, 2.5], [3.0, 4.0]], dtype=np.float32)
+    assert to_float32(a) is a and to_float32(a[:, ::-1]).dtype == np.float32
+    strided = (np.random.default_rng(2).random((6, 8)) * 1e-5).astype(np.float16)[::2, 1::3]
+    np.testing.assert_array_equal(to_float32(strided), strided.astype(np.float32))
+
+
+@pytest.mark.parametrize("f", [2, 4, 8])
+def test_pooling_float16_is_exact_on_every_path(f):
+    rng = np.random.default_rng(f)
+    tiny = (rng.random((2, 37, 29)) ** 6 / 4096).astype(np.float16)  # mostly subnormal: the bits path
+    assert ((tiny > 0) & (tiny < np.float16(6.1e-5))).mean() > 0.3
+    np.testing.assert_array_equal(pool(tiny, f), pool(tiny.astype(np.float32), f))
+    for k in range(2):
+        np.testing.assert_array_equal(pool(tiny, f)[k], _direct_max(tiny[k].astype(np.float32), f))
+    # negative values or NaN: the float path (NaN-ignoring), the same answers
+    odd = tiny.copy()
+    odd[0, 3, 4], odd[1, 5:9, 0:9] = -0.5, np.nan
+    for k in range(2):
+        np.testing.assert_array_equal(pool(odd, f)[k], _direct_max(odd[k].astype(np.float32), f))
+
+
+def test_a_float16_pyramid_keeps_its_map_and_pools_from_the_finest_level_kept():
+    a = (np.random.default_rng(5).random((70, 45)) / 4096).astype(np.float16)
+    pyr = ArrayPyramid(a)
+    np.testing.assert_array_equal(pyr.level(3), _direct_max(a.astype(np.float32), 8))  # straight from level 0
+    np.testing.assert_array_equal(pyr.level(2), _direct_max(a.astype(np.float32), 4))
+    np.testing.assert_array_equal(pyr.level(4), _direct_max(a.astype(np.float32), 16))
+    np.testing.assert_array_equal(pyr.region(0, 5, 9, 40, 45), a[5:9, 40:45].astype(np.float32))
+    assert pyr.level(0).dtype == np.float32 and np.shares_memory(pyr._levels[0], a)

@@ -18,6 +18,7 @@ from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 
 from analysis.figures import build_figure
+from analysis.pyramid import MapSource
 from analysis.views import view_data
 from tests.gui_fixtures import load, use_target, wait_idle
 
@@ -38,6 +39,9 @@ def assert_same(a, b, where: str = "") -> None:
         assert (type(a), a.vmin, a.vmax) == (type(b), b.vmin, b.vmax), where
     elif isinstance(a, Colormap):
         assert a.name == b.name, where
+    elif isinstance(a, MapSource):  # a map's pyramid: the map itself
+        assert a.shape == b.shape, where
+        assert_same(a.level(0), b.level(0), where)
     elif isinstance(a, tuple | list) and any(not isinstance(x, str | int | float | bool | None) for x in a):
         assert len(a) == len(b), where
         for i, (x, y) in enumerate(zip(a, b, strict=True)):

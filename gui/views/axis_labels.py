@@ -101,6 +101,8 @@ class AxisLabels(QWidget):
     ----------
     rows, cols : ``(index, text)`` of the labels shown (index = row/column of the shown map)
     n_rows, n_cols : size of the map (rows × columns)
+    view : ``(row_lo, row_hi, col_lo, col_hi)``, the map's rows and columns at the box's edges in
+        token coordinates (row i spans [i − ½, i + ½]); the whole map unless zoomed
     box_fraction : (left, bottom, width, height) of the axes box in figure fractions
     text_font, color, tick_color, tick_length : the look (logical pixels)
     """
@@ -116,6 +118,7 @@ class AxisLabels(QWidget):
         self.cols: list[tuple[int, str]] = []
         self.n_rows = 0
         self.n_cols = 0
+        self.view: tuple[float, float, float, float] = (-0.5, -0.5, -0.5, -0.5)
         self.box_fraction: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
         self.text_font = label_font(11)
         self.color = QColor("#000000")
@@ -142,9 +145,13 @@ class AxisLabels(QWidget):
     # -- content and look ---------------------------------------------------------------------
     # (setting labels, box or limits repaints nothing by itself: the view repaints the overlay
     # when its canvas has drawn, so new labels never show over the previous map)
-    def set_labels(self, rows: list[tuple[int, str]], cols: list[tuple[int, str]], n_rows: int, n_cols: int) -> None:
+    def set_labels(self, rows: list[tuple[int, str]], cols: list[tuple[int, str]], n_rows: int, n_cols: int,
+                   view: tuple[float, float, float, float] | None = None) -> None:
+        """The labels shown, the map's size and the part of it in the box (None: all of it)."""
         self.rows, self.cols = list(rows), list(cols)
         self.n_rows, self.n_cols = int(n_rows), int(n_cols)
+        r0, r1, c0, c1 = (-0.5, n_rows - 0.5, -0.5, n_cols - 0.5) if view is None else view
+        self.view = (float(r0), float(r1), float(c0), float(c1))
 
     def set_box(self, left: float, bottom: float, width: float, height: float) -> None:
         self.box_fraction = (float(left), float(bottom), float(width), float(height))
@@ -203,11 +210,13 @@ class AxisLabels(QWidget):
 
     def row_centre(self, i: int, box: QRectF | None = None) -> float:
         box = self.box_rect() if box is None else box
-        return box.top() + (i + 0.5) / max(self.n_rows, 1) * box.height()
+        lo, hi = self.view[0], self.view[1]
+        return box.top() + (i - lo) / max(hi - lo, 1e-9) * box.height()
 
     def col_centre(self, j: int, box: QRectF | None = None) -> float:
         box = self.box_rect() if box is None else box
-        return box.left() + (j + 0.5) / max(self.n_cols, 1) * box.width()
+        lo, hi = self.view[2], self.view[3]
+        return box.left() + (j - lo) / max(hi - lo, 1e-9) * box.width()
 
     def label_geometry(self) -> Geometry:
         """Where every shown label is drawn, for the current widget size."""

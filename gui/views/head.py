@@ -8,20 +8,33 @@ tick labels (creating ticks and rendering their text with Agg made a new sentenc
 times the heatmap itself): :class:`~gui.views.axis_labels.AxisLabels`, a transparent Qt widget
 over the canvas, paints the data's labels next to the axes box. The axis titles and the colour bar
 stay matplotlib artists; the title is a label above the canvas.
+
+Zoom: the mouse wheel zooms around the cursor, a left-drag pans the zoomed map, and a double-click,
+the "Reset zoom" button in the canvas' corner or View ▸ Reset zoom (Ctrl+0) shows the whole map
+again. A zoom only moves the axes' limits and blits the image, which reads the level and the
+cells that fit (:class:`analysis.views.pyramid_image.PyramidImage`); the margins are sized once
+for the widest token label, so the map never moves while zooming. The token labels name the rows
+and columns in view, thinned so they never overlap, as long as that axis is not pooled (fewer than
+two tokens per pixel); on a pooled picture they hide and the colour bar says what a cell is. The
+zoom is kept while switching heads and layers of a capture and reset by a new capture.
 """
 
 from __future__ import annotations
+
+import math
 
 import matplotlib as mpl
 import numpy as np
 from matplotlib.colors import to_rgba
 from matplotlib.transforms import Bbox
 from PySide6.QtCore import Signal
-from PySide6.QtGui import QColor
+from PySide6.QtGui import QAction, QColor, QKeySequence
+from PySide6.QtWidgets import QToolButton
 
 from analysis.views.captions import view_caption
 from analysis.views.common import col_label_angle, label_extent
-from analysis.views.heatmap import HeatmapData, HeatmapDrawer, heatmap_data, hover_text
+from analysis.views.heatmap import HeatmapData, HeatmapDrawer, View, heatmap_data, hover_text
+from analysis.views.pyramid_image import axis_level, in_view
 
 from ..tabs.base import StateTab
 from .axis_labels import LABEL_PAD, AxisLabels, label_font
@@ -33,6 +46,12 @@ AX_RIGHT, AX_TOP = 0.84, 0.95
 MAX_MARGIN = 0.4
 #: logical pixels between the token labels and the axis title, and outside the axis title
 TITLE_GAP, OUTER_PAD = 4.0, 4.0
+#: one notch of the mouse wheel zooms by this factor
+ZOOM_STEP = 1.25
+#: zoomed in as far as it goes, the view still spans this many tokens (or the whole axis)
+MIN_SPAN = 2.0
+#: a press that moves less than this (logical pixels) before its release is a click, not a drag
+DRAG_SLOP = 4.0
 
 
 def _tick_step(n: int, pixels: float, font_px: float, pitch: float | None = None) -> int:
@@ -49,7 +68,11 @@ def _qcolor(color) -> QColor:
 
 
 class HeadView(StateTab, CanvasView):
-    """One attention map of the viewer state's selection; ``hover_at(i, j)`` is the tooltip."""
+    """One attention map of the viewer state's selection; ``hover_at(i, j)`` is the tooltip.
+
+    ``zoom`` is the part of the map shown (:data:`analysis.views.heatmap.View`, token
+    coordinates), None for all of it; :meth:`zoom_at`, :meth:`pan_by` and :meth:`set_zoom` change it.
+    """
 
     figure_view = "head"
     hovered = Signal(str)
@@ -71,8 +94,30 @@ class HeadView(StateTab, CanvasView):
         self.selected_cell: tuple[int, int] | None = None  # clicked (query, key), original indices
         self._cell_capture = None
         self._layout_key = None
+        # zoom: the view, the capture it belongs to, a press that may become a drag
+        self.zoom: View | None = None
+        self._zoom_capture = None
+        self._press: tuple[float, float, View] | None = None  # display pixels and the view at the press
+        self._press_cell: tuple[int, int] | None = None
+        self._dragged = False
+        self._mouse: tuple[float, float] | None = None  # the last mouse position (display pixels)
+        self._col_room = 0.0  # logical pixels below the map reserved for column labels
+        self._font_px = self._pitch = 1.0
+        self.reset_zoom_action = QAction("Reset zoom", self)
+        self.reset_zoom_action.setShortcut(QKeySequence("Ctrl+0"))
+        self.reset_zoom_action.setToolTip("show the whole map again (or double-click it)")
+        self.reset_zoom_action.setEnabled(False)
+        self.reset_zoom_action.triggered.connect(self.reset_zoom)
+        self.addAction(self.reset_zoom_action)
+        # in the canvas' top right corner (above the colour bar), only while zoomed
+        self.reset_button = QToolButton(self.canvas)
+        self.reset_button.setDefaultAction(self.reset_zoom_action)
+        self.reset_button.setVisible(False)
+        self.reset_button.raise_()
         self.canvas.mpl_connect("motion_notify_event", self._on_motion)
         self.canvas.mpl_connect("button_press_event", self._on_click)
+        self.canvas.mpl_connect("button_release_event", self._on_release)
+        self.canvas.mpl_connect("scroll_event", self._on_scroll)
         self.canvas.mpl_connect("resize_event", self._on_resize)
         self._apply_theme_extra()
 
@@ -90,12 +135,13 @@ class HeadView(StateTab, CanvasView):
         self.labels.set_style(label_font(t.tick_size * dpi / 72.0), _qcolor(t.text_color), _qcolor(t.grid_color), tick_len)
         self._layout_key = None
         if self.data is not None:
-            self.drawer.draw(self.data)
+            self.drawer.draw(self.data, self.zoom)
             self._layout(self.data)  # the label font size may have changed: margins follow
 
     def _on_resize(self, _event) -> None:
-        # runs inside the canvas' resizeEvent, before its queued full draw: margins and thinning
-        # follow the new size in that same draw
+        # runs inside the canvas' resizeEvent, before its queued full draw: margins, thinning and
+        # the level that fits follow the new size in that same draw
+        self._place_reset_button()
         if self.data is not None:
             self._layout(self.data)
 
@@ -109,9 +155,16 @@ class HeadView(StateTab, CanvasView):
             self.set_theme(spec.theme)
         if cap is not self._cell_capture:  # a clicked cell belongs to one capture
             self.selected_cell, self._cell_capture = None, cap
+        self._new_capture(cap)
         self.show_map(heatmap_data(cap, spec, self.theme))
         self.set_caption(view_caption(cap, spec), spec.caption)
         self.say_cell()
+
+    def _new_capture(self, cap) -> None:
+        """A new capture shows all of its map; another head or layer of the same keeps the zoom."""
+        if cap is not self._zoom_capture:
+            self._zoom_capture = cap
+            self.zoom = None
 
     def cell_text(self) -> str:
         """The clicked cell as the hover names it, for the selection shown ('' when none)."""
@@ -134,19 +187,28 @@ class HeadView(StateTab, CanvasView):
         """Show ``spec`` of ``capture`` directly (benchmarks, tests without a window)."""
         from dataclasses import replace
 
+        self._new_capture(capture)
         self.show_map(heatmap_data(capture, replace(spec, view="head"), self.theme))
 
     def show_map(self, d: HeatmapData) -> None:
-        """Draw ``d``: a blit when only the map changed, else a new layout and a full draw."""
+        """Draw ``d``: a blit when only the map changed, else a new layout and a full draw. The
+        zoom is kept when ``d`` has the shape of the map shown before."""
+        if self.data is None or self.data.shape != d.shape:
+            self.zoom = None
         self.data = d
-        changed = self.drawer.draw(d)
+        changed = self.drawer.draw(d, self.zoom)
         self.title_label.setText(d.title)
         stretch = self.ctx is not None and self.state.spec.stretch
         key = (d.row_labels, d.col_labels, d.row_title, d.col_title, self.theme.name, self.canvas.get_width_height(),
                stretch)
-        if changed or key != self._layout_key:
+        if key != self._layout_key:
             self._layout(d)
             self._layout_key = key
+            changed = True
+        elif self._place_labels():
+            self.labels.update()
+        self._sync_zoom_controls()
+        if changed:
             self.redraw()
         else:
             self.blit()
@@ -163,14 +225,17 @@ class HeadView(StateTab, CanvasView):
         box = Bbox.from_extents(x0 - pad, y0 - pad, x1 + pad, y1 + pad)
         return Bbox.intersection(box, self.figure.bbox) or self.figure.bbox
 
+    # -- layout and labels --------------------------------------------------------------------
     def _layout(self, d: HeatmapData) -> None:
+        """The margins (sized for the widest label of each axis: zoomed in, any of them may show,
+        and the map must not move), the axes box, the axis titles, then the labels in view."""
         t = self.theme
         lab = self.labels
         w, h = self.canvas.get_width_height()
         w, h = max(w, 1), max(h, 1)
         dpi = self._logical_dpi()
         font_px = t.tick_size * dpi / 72.0
-        q, k = d.matrix.shape
+        q, k = d.shape
         # margins in logical pixels, from the axes edge outwards: tick, pad, labels, gap, title
         near = lab.tick_length + LABEL_PAD
         title_px = max(self.ax.yaxis.label.get_fontsize(), self.ax.xaxis.label.get_fontsize()) * dpi / 72.0 * 1.25
@@ -178,36 +243,76 @@ class HeadView(StateTab, CanvasView):
         max_row_w = max(MAX_MARGIN * w - fixed, font_px)  # longer labels are elided
         max_col_w = max(MAX_MARGIN * h - fixed, font_px)
         lab.set_limits(max_row_w, max_col_w)
-
-        def widest(texts, limit: float) -> float:
-            return min(limit, max((lab.text_width(s) for s in texts), default=0.0))
-
-        # thinning from the box left by the widest of all labels (the smallest box), then the
-        # margins from the labels actually shown: the box only grows, labels never overlap
+        row_w = min(max_row_w, max((lab.text_width(s) for s in d.row_labels), default=0.0))
+        col_widths = [lab.text_width(s) for s in d.col_labels]
+        col_w = min(max_col_w, max(col_widths, default=0.0))
         pitch = max(font_px * 1.15, lab.line_height())
-        left = min(MAX_MARGIN, (fixed + widest(d.row_labels, max_row_w)) / w)
-        bottom = min(MAX_MARGIN, (fixed + widest(d.col_labels, max_col_w)) / h)
-        smallest = self._box(left, bottom, q, k, w, h)
-        ys = _tick_step(q, smallest[3] * h, font_px, pitch)
-        xs = _tick_step(k, smallest[2] * w, font_px, pitch)
-        rows = [(i, d.row_labels[i]) for i in range(0, q, ys)]
-        cols = [(j, d.col_labels[j]) for j in range(0, k, xs)]
-        row_w = widest([s for _, s in rows], max_row_w)
-        col_w = widest([s for _, s in cols], max_col_w)
-        # short CJK words: horizontal when they fit their column, else 45° (the exports' rule)
-        angle = col_label_angle([s for _, s in cols], [lab.text_width(s) for _, s in cols], smallest[2] * w / k * xs)
-        col_w = label_extent(col_w, lab.line_height(), angle)
         left = min(MAX_MARGIN, (fixed + row_w) / w)
-        bottom = min(MAX_MARGIN, (fixed + col_w) / h)
+        # the column labels' angle at the whole map's thinning (short CJK words: horizontal when
+        # they fit their column, else 45°; the exports' rule): zoomed in, columns only get wider,
+        # so no label in view needs more room below the map than the widest label at this angle
+        smallest = self._box(left, min(MAX_MARGIN, (fixed + col_w) / h), q, k, w, h)
+        xs = _tick_step(k, smallest[2] * w, font_px, pitch)
+        angle = col_label_angle(list(d.col_labels), col_widths, smallest[2] * w / k * xs)
+        col_room = label_extent(col_w, lab.line_height(), angle)
+        bottom = min(MAX_MARGIN, (fixed + col_room) / h)
         box = self._box(left, bottom, q, k, w, h)
-        lab.set_col_angle(angle)
+        self._col_room = min(col_room, bottom * h - fixed)
+        self._font_px, self._pitch = font_px, pitch
         self.ax.set_position(box)
         self.cax.set_position((min(box[0] + box[2] + 0.03, 0.87), box[1], 0.025, box[3]))
         # the axis titles just outside the token labels (there are no tick labels to push them)
         self.ax.yaxis.set_label_coords(-(near + row_w + TITLE_GAP) / max(box[2] * w, 1.0), 0.5)
-        self.ax.xaxis.set_label_coords(0.5, -(near + col_w + TITLE_GAP) / max(box[3] * h, 1.0))
+        self.ax.xaxis.set_label_coords(0.5, -(near + self._col_room + TITLE_GAP) / max(box[3] * h, 1.0))
         lab.set_box(*box)
-        lab.set_labels(rows, cols, q, k)
+        # the image reads the level and cells that fit the new box; the labels in view follow
+        self.drawer.set_view(self.zoom)
+        self._place_labels()
+
+    def _view(self) -> View:
+        """The part of the map shown (the whole map when not zoomed)."""
+        assert self.data is not None
+        q, k = self.data.shape
+        return self.zoom or (-0.5, k - 0.5, -0.5, q - 0.5)
+
+    def _place_labels(self) -> bool:
+        """The labels of the rows and columns in view, thinned so they never overlap; none along
+        an axis whose tokens share pixels (a pooled picture). True when they changed."""
+        d, lab = self.data, self.labels
+        if d is None:
+            return False
+        q, k = d.shape
+        c0, c1, r0, r1 = self._view()
+        w, h = self.canvas.get_width_height()
+        box_w, box_h = lab.box_fraction[2] * max(w, 1), lab.box_fraction[3] * max(h, 1)
+        ratio = self.canvas.device_pixel_ratio or 1
+        rows: list[tuple[int, str]] = []
+        cols: list[tuple[int, str]] = []
+        # the image's rule (pyramid levels), along each axis: labels while every token has its own pixel
+        if axis_level(q, box_h * ratio / (r1 - r0) * q) == 0:
+            rows = self._axis_items(d.row_labels, r0, r1, box_h)
+        if axis_level(k, box_w * ratio / (c1 - c0) * k) == 0:
+            cols = self._axis_items(d.col_labels, c0, c1, box_w)
+        angle = 90
+        if cols:
+            step = cols[1][0] - cols[0][0] if len(cols) > 1 else 1
+            widths = [lab.text_width(s) for _, s in cols]
+            angle = col_label_angle([s for _, s in cols], widths, box_w / (c1 - c0) * step)
+            if label_extent(max(widths), lab.line_height(), angle) > self._col_room + 0.5:
+                angle = 90  # (elided to the room there is)
+        before = (lab.rows, lab.cols, lab.view, lab.col_angle)
+        lab.set_col_angle(angle)
+        lab.set_labels(rows, cols, q, k, view=(r0, r1, c0, c1))
+        return (lab.rows, lab.cols, lab.view, lab.col_angle) != before
+
+    def _axis_items(self, labels: tuple[str, ...], lo: float, hi: float, px: float) -> list[tuple[int, str]]:
+        """``(index, label)`` of every k-th token whose centre is in view ``[lo, hi]`` (multiples of
+        k, so panning keeps them), k the least that keeps labels ``pitch`` apart on ``px`` pixels."""
+        first, stop = in_view(lo, hi, len(labels))
+        first, stop = max(first, math.ceil(lo)), min(stop, math.floor(hi) + 1)
+        step = _tick_step(max(1, round(hi - lo)), px, self._font_px, self._pitch)
+        start = -(-first // step) * step
+        return [(i, labels[i]) for i in range(start, stop, step)]
 
     def _box(self, left: float, bottom: float, q: int, k: int, w: int, h: int) -> tuple[float, float, float, float]:
         """The map's box (figure fractions) right of the row labels and above the column labels:
@@ -219,9 +324,83 @@ class HeadView(StateTab, CanvasView):
         sw, sh = cell * k / w, cell * q / h
         return left, AX_TOP - sh, sw, sh
 
+    # -- zoom -----------------------------------------------------------------------------------
+    def set_zoom(self, view: View | None) -> None:
+        """Show ``view`` of the map (None, or a view of all of it: the whole map)."""
+        if self.data is None:
+            return
+        q, k = self.data.shape
+        if view is not None and view[1] - view[0] >= k - 1e-9 and view[3] - view[2] >= q - 1e-9:
+            view = None
+        if view == self.zoom:
+            return
+        self.zoom = view
+        full = self.drawer.set_view(view)  # the level may change: its note is on the colour bar
+        labels = self._place_labels()
+        self._sync_zoom_controls()
+        if full:
+            self.redraw()
+        else:
+            self.blit()
+            if labels:
+                self.labels.update()
+        self._refresh_hover()
+
+    def reset_zoom(self) -> None:
+        """Show the whole map."""
+        self.set_zoom(None)
+
+    def zoom_at(self, x: float, y: float, factor: float) -> None:
+        """Zoom by ``factor`` (> 1: in, < 1: out) around the map point (x, y) (column, row in token
+        coordinates), which stays where it is; cells keep their aspect."""
+        if self.data is None:
+            return
+        q, k = self.data.shape
+        c0, c1, r0, r1 = self._view()
+        # one factor for both axes: at most down to MIN_SPAN tokens, at most out to the whole map
+        most_in = min((c1 - c0) / min(MIN_SPAN, k), (r1 - r0) / min(MIN_SPAN, q))
+        most_out = max((c1 - c0) / k, (r1 - r0) / q)
+        factor = min(max(factor, most_out), max(most_in, 1.0))
+
+        def axis(lo: float, hi: float, at: float, n: int) -> tuple[float, float]:
+            span = min((hi - lo) / factor, float(n))
+            start = at - (at - lo) / factor
+            start = min(max(start, -0.5), n - 0.5 - span)
+            return start, start + span
+
+        c0, c1 = axis(c0, c1, x, k)
+        r0, r1 = axis(r0, r1, y, q)
+        self.set_zoom((c0, c1, r0, r1))
+
+    def pan_by(self, dx: float, dy: float, start: View | None = None) -> None:
+        """Move the zoomed view by ``dx`` columns and ``dy`` rows (from ``start``, default the view
+        now), never past the map's edges; nothing happens when not zoomed."""
+        if self.data is None or self.zoom is None:
+            return
+        q, k = self.data.shape
+        c0, c1, r0, r1 = start or self.zoom
+        dx = min(max(dx, -0.5 - c0), k - 0.5 - c1)
+        dy = min(max(dy, -0.5 - r0), q - 0.5 - r1)
+        self.set_zoom((c0 + dx, c1 + dx, r0 + dy, r1 + dy))
+
+    def _sync_zoom_controls(self) -> None:
+        zoomed = self.zoom is not None
+        self.reset_zoom_action.setEnabled(zoomed)
+        if self.reset_button.isVisibleTo(self.canvas) != zoomed:
+            self.reset_button.setVisible(zoomed)
+            self._place_reset_button()
+
+    def _place_reset_button(self) -> None:
+        b = self.reset_button
+        b.adjustSize()
+        b.move(max(0, self.canvas.width() - b.width() - 4), 4)
+        b.raise_()
+
+    # -- the mouse -------------------------------------------------------------------------------
     def hover_at(self, i: int, j: int) -> str:
-        """Tooltip text for the displayed cell (row i, column j); '' outside the map."""
-        return "" if self.data is None else hover_text(self.data, i, j)
+        """Tooltip text for the displayed cell (row i, column j); '' outside the map. The weight is
+        the token pair's own at any zoom; on a pooled picture the drawn cell's maximum follows."""
+        return "" if self.data is None else hover_text(self.data, i, j, self.drawer.level)
 
     def _cell(self, event) -> tuple[int, int] | None:
         if event.inaxes is not self.ax or event.xdata is None or self.data is None:
@@ -229,16 +408,65 @@ class HeadView(StateTab, CanvasView):
         return int(np.floor(event.ydata + 0.5)), int(np.floor(event.xdata + 0.5))
 
     def _on_motion(self, event) -> None:
+        self._mouse = (event.x, event.y)
+        if self._press is not None and self._drag(event):
+            return
         cell = self._cell(event)
         text = self.hover_at(*cell) if cell else ""
         if self.set_hover(text):
             self.hovered.emit(text)
 
+    def _refresh_hover(self) -> None:
+        """The tooltip under the mouse after a zoom: another cell may be there, or another level."""
+        if not self.hover_text or self._mouse is None or self.data is None:
+            return
+        x, y = self.ax.transData.inverted().transform(self._mouse)
+        i, j = int(np.floor(y + 0.5)), int(np.floor(x + 0.5))
+        text = self.hover_at(i, j) if self.ax.bbox.contains(*self._mouse) else ""
+        if self.set_hover(text):
+            self.hovered.emit(text)
+
+    def _drag(self, event) -> bool:
+        """Pan with the pressed mouse; True while this press is a drag."""
+        assert self._press is not None
+        x0, y0, start = self._press
+        dx, dy = event.x - x0, event.y - y0
+        ratio = self.canvas.device_pixel_ratio or 1
+        if not self._dragged and math.hypot(dx, dy) < DRAG_SLOP * ratio:
+            return False
+        self._dragged = True
+        if self.zoom is not None:
+            c0, c1, r0, r1 = start
+            bbox = self.ax.bbox
+            # the map follows the hand: right moves the view left; up (display y) moves it down
+            self.pan_by(-dx * (c1 - c0) / max(bbox.width, 1.0), dy * (r1 - r0) / max(bbox.height, 1.0), start)
+        return True
+
     def _on_click(self, event) -> None:
-        cell = self._cell(event)
-        if cell and self.data is not None:
-            i, j = cell
-            if 0 <= i < len(self.data.row_idx) and 0 <= j < len(self.data.col_idx):
-                self.selected_cell = (int(self.data.row_idx[i]), int(self.data.col_idx[j]))
-                self.cell_clicked.emit(*self.selected_cell)
-                self.say_cell()
+        if event.inaxes is not self.ax or self.data is None:
+            return
+        if event.dblclick:
+            self._press = None
+            self.reset_zoom()
+            return
+        if event.button == 1:
+            self._press, self._dragged = (event.x, event.y, self._view()), False
+            self._press_cell = self._cell(event)
+
+    def _on_release(self, event) -> None:
+        if self._press is None:
+            return
+        dragged, cell = self._dragged, self._press_cell
+        self._press, self._press_cell, self._dragged = None, None, False
+        if dragged or cell is None or self.data is None:
+            return
+        i, j = cell
+        if 0 <= i < len(self.data.row_idx) and 0 <= j < len(self.data.col_idx):
+            self.selected_cell = (int(self.data.row_idx[i]), int(self.data.col_idx[j]))
+            self.cell_clicked.emit(*self.selected_cell)
+            self.say_cell()
+
+    def _on_scroll(self, event) -> None:
+        if event.inaxes is not self.ax or event.xdata is None or self.data is None or not event.step:
+            return
+        self.zoom_at(float(event.xdata), float(event.ydata), ZOOM_STEP ** float(event.step))
