@@ -63,21 +63,30 @@ def pool(maps: np.ndarray, f: int) -> np.ndarray:
 
     Returns float32 ``[..., ceil(Q/f), ceil(K/f)]``; ``f == 1`` returns a float32 copy.
     """
+    return pool_blocks(maps, f, f)
+
+
+def pool_blocks(maps: np.ndarray, fq: int, fk: int) -> np.ndarray:
+    """Max-pool the last two axes of ``maps`` ``[..., Q, K]`` over ``fq × fk`` blocks (rows ×
+    columns; NaN-ignoring, a block of NaN only stays NaN).
+
+    Returns float32 ``[..., ceil(Q/fq), ceil(K/fk)]``, a new array (a copy when both are 1).
+    """
     a = np.asarray(maps, dtype=np.float32)
-    if f == 1:
+    if fq == 1 and fk == 1:
         return a.copy()
     q, k = a.shape[-2:]
-    pq, pk = (-q) % f, (-k) % f
+    pq, pk = (-q) % fq, (-k) % fk
     if pq or pk:
         a = np.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, pq), (0, pk)], constant_values=np.nan)
-    m = a.reshape(a.shape[:-2] + (a.shape[-2] // f, f, a.shape[-1] // f, f))
+    m = a.reshape(a.shape[:-2] + (a.shape[-2] // fq, fq, a.shape[-1] // fk, fk))
     # pairwise np.fmax over the block axes: NaN-ignoring like nanmax, and much faster than one
-    # reduction over two strided axes (see analysis.overview.downsample)
+    # reduction over two strided axes (22 ms → 0.6 ms for 6 × 12 maps of 128 tokens)
     r = m[..., 0]
-    for i in range(1, f):
+    for i in range(1, fk):
         r = np.fmax(r, m[..., i])
     out = r[..., 0, :]
-    for j in range(1, f):
+    for j in range(1, fq):
         out = np.fmax(out, r[..., j, :])
     return np.ascontiguousarray(out, dtype=np.float32)
 
