@@ -32,8 +32,13 @@ from .tokens import (
     tokenizer_style,
 )
 
-#: longest input captured by default: attention memory grows with the square of the length
+#: longest input captured by default in memory (the Python API): attention memory grows with the
+#: square of the length. The window and the CLI store long captures on disk instead and default to
+#: the model's maximum (:func:`default_max_tokens`)
 DEFAULT_MAX_TOKENS = 1024
+#: the longest input the window and the CLI take by default even when the model and the disk allow
+#: more: eager attention's mask alone is a float32 N × N matrix (1 GiB at 16,384 tokens)
+LONG_MAX_TOKENS = 16384
 ROW_SUM_TOLERANCE = 1e-3
 TOP_K = 5
 
@@ -42,6 +47,46 @@ def token_limit(lm: LoadedModel, max_tokens: int | None = DEFAULT_MAX_TOKENS) ->
     """The most tokens one capture takes: the model's positions, capped by ``max_tokens``."""
     n = lm.summary.max_positions or max_tokens or DEFAULT_MAX_TOKENS
     return int(min(n, max_tokens)) if max_tokens else int(n)
+
+
+def default_max_tokens(summary, root=None, free: int | None = None) -> tuple[int, str]:
+    """The window's and the CLI's default token limit for a model: its maximum positions (at most
+    :data:`LONG_MAX_TOKENS`; :data:`DEFAULT_MAX_TOKENS` when it states none) where the disk of the
+    stores folder has room for a capture that long, else the longest that fits (never below what
+    is held in memory without a store).
+
+    Parameters
+    ----------
+    summary : the model's :class:`analysis.loader.ModelSummary` (kind, stacks, max_positions)
+    root, free : the stores folder and its free bytes (default: :func:`analysis.store.stores_root`, measured)
+
+    Returns
+    -------
+    (the limit, a sentence saying why it is lower than the model's maximum, or "")
+    """
+    from .store import STORE_MIN_BYTES, stores_root, tokens_that_fit
+
+    model_max = int(summary.max_positions or DEFAULT_MAX_TOKENS)
+    limit = min(model_max, LONG_MAX_TOKENS)
+    stacks = [(st.name, st.layers, st.heads) for st in summary.stacks]
+    try:
+        fit = tokens_that_fit(stacks, summary.kind, limit, root, free)
+    except OSError:  # no cache folder to measure: the run says what is wrong
+        return limit, ""
+    # what stays in memory needs no disk
+    in_memory = tokens_that_fit(stacks, summary.kind, limit, free=STORE_MIN_BYTES + _store_margin())
+    fit = max(fit, in_memory)
+    if fit >= limit:
+        return limit, ""
+    where = root or stores_root()
+    return fit, (f"inputs are capped at {fit} tokens: the disk of {where} has room for the attention maps of "
+                 f"{fit} tokens (the model takes {model_max}); free space or set HEADMAP_CACHE to a bigger disk")
+
+
+def _store_margin() -> int:
+    from .store import SPACE_MARGIN
+
+    return SPACE_MARGIN
 
 
 def encode(lm: LoadedModel, text: str, limit: int) -> tuple[dict, list | None, bool, str]:

@@ -44,7 +44,7 @@ import threading
 import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -123,6 +123,17 @@ def _gb(n: float) -> str:
     return f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{max(n, 0) / 1e3:.0f} kB"
 
 
+class DiskSpaceError(InputError):
+    """A store does not fit the free disk: ``needed`` and ``free`` bytes (the margin excluded)."""
+
+    def __init__(self, message: str, needed: int = 0, free: int = 0) -> None:
+        super().__init__(message, needed, free)
+        self.needed, self.free = int(needed), int(free)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def check_space(needed: int, root: Path | None = None, what: str = "this capture") -> None:
     """Refuse a store of ``needed`` bytes when the disk of ``root`` lacks room (with the margin).
 
@@ -133,12 +144,11 @@ def check_space(needed: int, root: Path | None = None, what: str = "this capture
     root = Path(root or stores_root())
     free = free_bytes(root)
     if needed + SPACE_MARGIN > free:
-        raise InputError(
+        raise DiskSpaceError(
             f"{what} needs {_gb(needed)} of disk for its attention maps in {root} (and {_gb(SPACE_MARGIN)} kept free), "
             f"but only {_gb(free)} is free; "
             "free some space, set HEADMAP_CACHE (or XDG_CACHE_HOME) to a folder on a disk with room, "
-            "or lower the token limit (--max-tokens)"
-        )
+            "or lower the token limit (--max-tokens)", needed, free)
 
 
 def tokens_that_fit(stacks: Sequence[tuple[str, int, int]], kind: str, limit: int,
@@ -654,7 +664,16 @@ def _stack_of(store: Store, name: str, dtype: str) -> StoredStack:
     return StoredStack(store, name, np.dtype(dtype))
 
 
-def is_stored(arr: Any) -> bool:
+def stores_of(capture: Any) -> set[Store]:
+    """The stores a capture's stacks (and its pieces') read from; empty for an in-memory capture or None."""
+    out: set[Store] = set()
+    while capture is not None:
+        out.update(a.store for a in capture.stacks.values() if is_stored(a))
+        capture = capture.pieces
+    return out
+
+
+def is_stored(arr: Any) -> TypeGuard[StoredStack]:
     """Whether ``arr`` is a :class:`StoredStack` (read lazily) rather than an in-memory array."""
     return getattr(arr, "__headmap_stored__", False) is True
 
@@ -968,7 +987,7 @@ def write_stacks(stacks: dict[str, np.ndarray], owner: int | None = None, root: 
 
 
 __all__ = [
-    "FORMAT_VERSION", "MIN_SIDE", "STORE_MIN_BYTES", "Store", "StoreWriter", "StoredMap", "StoredStack",
+    "FORMAT_VERSION", "MIN_SIDE", "DiskSpaceError", "STORE_MIN_BYTES", "Store", "StoreWriter", "StoredMap", "StoredStack",
     "capture_bytes", "check_space", "disown_sent", "forget_sent", "free_bytes", "is_stored", "open_store",
     "stack_shapes", "store_wanted", "stores_root", "sweep_stores", "tokens_that_fit", "write_stacks",
 ]
