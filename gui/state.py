@@ -160,6 +160,8 @@ class ViewerState(QObject):
         cap = self._capture
         if cap is None:
             return spec
+        if cap.stored and spec.group != "pieces":  # a long capture on disk has no words (analysis.words)
+            spec = replace(spec, group="pieces")
         try:
             name = cap.resolve_stack(spec.stack)
         except KeyError:
