@@ -732,7 +732,7 @@ class _StackFile:
         self.stats[..., 0] = np.inf
         self.stats[..., 1] = -np.inf
         self.stats[..., 2] = np.inf
-        self.rows_done = np.zeros(n_layers, dtype=np.int64)
+        self.cells_done = np.zeros(n_layers, dtype=np.int64)  # rows × heads written, per layer
 
     def offset(self, lv: int, layer: int, head: int, row: int) -> int:
         _, _, header, (lq, lk) = self.files[lv]
@@ -791,33 +791,38 @@ class StoreWriter:
         return min(q, max(align, CHUNK_ROWS // align * align))
 
     # -- writing -------------------------------------------------------------------------------
-    def write(self, name: str, layer: int, r0: int, weights) -> None:
+    def write(self, name: str, layer: int, r0: int, weights, head: int | None = None) -> None:
         """Rows ``r0 : r0 + r`` of every head of ``layer`` of stack ``name``: ``weights`` ``[H, r, K]``
-        (a torch tensor or a numpy array, any float dtype). ``r0`` must be a multiple of the
-        coarsest stored level's block (chunks of :meth:`chunk_rows` rows are)."""
+        (a torch tensor or a numpy array, any float dtype), or of one ``head`` only: ``[r, K]``.
+        ``r0`` must be a multiple of the coarsest stored level's block (chunks of
+        :meth:`chunk_rows` rows are)."""
         if self._error is not None:
             raise self._error
         sf = self.stacks[name]
         n_layers, n_heads, q, k = sf.shape
+        heads = list(range(n_heads)) if head is None else [int(head)]
+        if head is not None:
+            weights = weights[None]
         r = int(weights.shape[1])
-        if tuple(weights.shape) != (n_heads, r, k) or r0 % sf.align or r0 + r > q:
+        if tuple(weights.shape) != (len(heads), r, k) or r0 % sf.align or r0 + r > q or not 0 <= heads[0] < n_heads:
             raise CaptureError(f"{name} layer {layer}: rows {r0}–{r0 + r} of shape {tuple(weights.shape)} do not fit "
                                f"the stack's maps of {n_heads} heads × {q} × {k}")
         if hasattr(weights, "detach"):
             half, levels, stats = _torch_parts(weights, sf.levels)
         else:
             half, levels, stats = _numpy_parts(weights, sf.levels)
-        st = sf.stats[layer]
+        st = sf.stats[layer, heads]
         st[:, 0] = np.minimum(st[:, 0], stats[0])
         st[:, 1] = np.maximum(st[:, 1], stats[1])
         st[:, 2] = np.minimum(st[:, 2], stats[2])
-        jobs = [(sf.files[0][1], half[h], sf.offset(0, layer, h, r0)) for h in range(n_heads)]
+        sf.stats[layer, heads] = st
+        jobs = [(sf.files[0][1], half[i], sf.offset(0, layer, h, r0)) for i, h in enumerate(heads)]
         for lv, arr in zip(sf.levels, levels, strict=True):
             row = r0 // 2 ** lv
-            jobs.extend((sf.files[lv][1], arr[h], sf.offset(lv, layer, h, row)) for h in range(n_heads))
+            jobs.extend((sf.files[lv][1], arr[i], sf.offset(lv, layer, h, row)) for i, h in enumerate(heads))
         self._put(jobs)
-        sf.rows_done[layer] += r
-        if sf.rows_done[layer] == q and self.on_layer is not None:
+        sf.cells_done[layer] += r * len(heads)
+        if sf.cells_done[layer] == q * n_heads and self.on_layer is not None:
             self.on_layer(name, layer)
 
     def _put(self, jobs: list) -> None:
@@ -861,7 +866,7 @@ class StoreWriter:
                 raise self._error
             stacks = {}
             for name, sf in self.stacks.items():
-                missing = np.flatnonzero(sf.rows_done != sf.shape[2])
+                missing = np.flatnonzero(sf.cells_done != sf.shape[2] * sf.shape[1])
                 if missing.size:
                     raise CaptureError(f"the model computed {name} for {sf.shape[0] - missing.size} of its "
                                        f"{sf.shape[0]} layers only; Headmap cannot show this architecture's maps")

@@ -335,3 +335,40 @@ def test_models_outside_the_attention_function_are_stored_too(route, tiny_model_
         for layer, a in enumerate(getattr(out, name)):
             np.testing.assert_allclose(cap.stacks[name][layer].astype(np.float32), a[0].float().numpy(),
                                        rtol=2**-11, atol=2**-25)
+
+
+# --------------------------------------------------------------------------------------------
+# sessions of stored captures
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["llama", "marian"])
+def test_a_stored_capture_saves_and_reopens_as_a_session(arch, loaded, tmp_path, monkeypatch):
+    from analysis.session import captures_equal, load_session, save_session
+
+    lm = loaded(arch)
+    cap = capture(lm, TEXT, target=TARGET if lm.kind == "seq2seq" else None, store=True)
+    path = save_session(tmp_path / "long.headmap", cap, model_ref=cap.model, inputs={"text": TEXT}, options={})
+    assert np.load(path)[f"stack__{cap.stack_names[0]}"].dtype == np.float16  # plain npz members
+    monkeypatch.setenv("HEADMAP_STORE", "1")  # reopened as a stored capture (as a big one is)
+    again = load_session(path).capture
+    assert again.stored and captures_equal(again, cap)
+    assert again.stacks[cap.stack_names[0]].store.path != cap.stacks[cap.stack_names[0]].store.path
+    monkeypatch.setenv("HEADMAP_STORE", "0")  # in memory
+    mem = load_session(path).capture
+    assert not mem.stored and captures_equal(mem, cap)
+
+
+def test_a_damaged_long_session_is_refused_and_leaves_no_store(loaded, tmp_path, monkeypatch):
+    from analysis.errors import InputError as Refused
+    from analysis.session import load_session, save_session
+
+    cap = capture(loaded("llama"), TEXT, store=True)
+    path = save_session(tmp_path / "long.headmap", cap, model_ref=cap.model, inputs={}, options={})
+    folder = cap.stacks["attentions"].store.path.name
+    data = bytearray(path.read_bytes())
+    at = data.find(np.float16(cap.stacks["attentions"][1, 1, 5, 0]).tobytes(), len(data) // 2)
+    data[at:at + 2] = np.float16(7.0).tobytes()  # a weight outside 0…1 in a late map
+    path.write_bytes(bytes(data))
+    monkeypatch.setenv("HEADMAP_STORE", "1")
+    with pytest.raises(Refused, match="damaged"):
+        load_session(path)
+    assert _stores() == [folder]  # only the capture's own store

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from analysis.capture import capture
+from analysis.errors import InputError
 from analysis.result import Capture
 from analysis.stats import capture_stats
 from analysis.store import StoredStack, write_stacks
@@ -67,11 +68,24 @@ def test_map_views_of_a_stored_capture_equal_the_in_memory_ones(arch, spec, pair
         a, b = view_data(mem, dataclasses.replace(s, view="head")), view_data(disk, dataclasses.replace(s, view="head"))
         np.testing.assert_array_equal(a.matrix, b.matrix)
         assert (a.vmin, a.vmax) == (b.vmin, b.vmax)
+        for per_head in (False, True):
+            ls = dataclasses.replace(s, view="lines", lines_per_head=per_head)
+            a, b = view_data(mem, ls), view_data(disk, ls)
+            np.testing.assert_allclose(b.weights.astype(np.float32), a.weights,
+                                       rtol=2**-11 if per_head else 0, atol=0, err_msg="lines")
+            if not per_head:
+                np.testing.assert_array_equal(a.strength, b.strength)
         for view in ("layer", "model"):
             a, b = view_data(mem, dataclasses.replace(s, view=view)), view_data(disk, dataclasses.replace(s, view=view))
             np.testing.assert_array_equal(a.mosaic.image, b.mosaic.image, err_msg=f"{view} {stack}")
             assert a.mosaic.cell == b.mosaic.cell and a.mosaic.gap == b.mosaic.gap
             assert (a.norm.vmin, a.norm.vmax) == pytest.approx((b.norm.vmin, b.norm.vmax), rel=1e-6)
+
+
+def test_rollout_of_a_stored_capture_equals_the_in_memory_one(pair):
+    mem, disk = pair("llama")
+    for spec in (ViewSpec(view="rollout"), ViewSpec(view="rollout", fusion="max", through_layer=0)):
+        np.testing.assert_array_equal(view_data(disk, spec).matrix, view_data(mem, spec).matrix)
 
 
 @pytest.mark.parametrize("arch", ["llama", "marian"])
@@ -129,6 +143,10 @@ def test_a_4096_token_capture_runs_and_every_view_reads_only_what_it_shows(long_
             np.testing.assert_allclose(d.matrix.sum(-1), 1.0, atol=2e-3)
         else:
             assert max(d.mosaic.cell) <= 160 and np.nanmax(d.mosaic.image) > 0
+    with pytest.raises(InputError, match="at most 1024 tokens"):
+        view_data(cap, ViewSpec(view="rollout"))
+    lines = view_data(cap, ViewSpec(view="lines", head=None))
+    assert lines.weights.shape == (1, n, n)
     stats = capture_stats(cap)["attentions"]
     assert np.all(np.isfinite(stats["entropy"])) and stats["entropy"].shape == (2, 2)
     np.testing.assert_allclose(stats["to_first"] + 0, stats["to_first"])  # computed, not NaN
