@@ -64,7 +64,7 @@ CHUNK_ROWS = 256
 #: CLI; ``HEADMAP_STORE=1`` stores every capture, ``HEADMAP_STORE=0`` none)
 STORE_MIN_BYTES = 256 * 2**20
 #: chunks queued for the writer thread at most (each is one chunk's rows of every head)
-QUEUE_CHUNKS = 3
+QUEUE_CHUNKS = 2
 _DTYPE = np.dtype("<f2")
 #: the owner of stores written when the caller names none (the model process sets its window's pid)
 DEFAULT_OWNER: int | None = None
@@ -807,25 +807,15 @@ class StoreWriter:
         if tuple(weights.shape) != (len(heads), r, k) or r0 % sf.align or r0 + r > q or not 0 <= heads[0] < n_heads:
             raise CaptureError(f"{name} layer {layer}: rows {r0}–{r0 + r} of shape {tuple(weights.shape)} do not fit "
                                f"the stack's maps of {n_heads} heads × {q} × {k}")
-        if hasattr(weights, "detach"):
-            half, levels, stats = _torch_parts(weights, sf.levels)
-        else:
-            half, levels, stats = _numpy_parts(weights, sf.levels)
-        st = sf.stats[layer, heads]
-        st[:, 0] = np.minimum(st[:, 0], stats[0])
-        st[:, 1] = np.maximum(st[:, 1], stats[1])
-        st[:, 2] = np.minimum(st[:, 2], stats[2])
-        sf.stats[layer, heads] = st
-        jobs = [(sf.files[0][1], half[i], sf.offset(0, layer, h, r0)) for i, h in enumerate(heads)]
-        for lv, arr in zip(sf.levels, levels, strict=True):
-            row = r0 // 2 ** lv
-            jobs.extend((sf.files[lv][1], arr[i], sf.offset(lv, layer, h, row)) for i, h in enumerate(heads))
-        self._put(jobs)
+        # the float16 cast here (torch: multi-threaded); pooling, ranges and the writes in the
+        # writer thread, while the model computes the next chunk
+        half = _torch_half(weights) if hasattr(weights, "detach") else _numpy_half(weights)
+        self._put((sf, layer, heads, r0, half))
         sf.cells_done[layer] += r * len(heads)
         if sf.cells_done[layer] == q * n_heads and self.on_layer is not None:
             self.on_layer(name, layer)
 
-    def _put(self, jobs: list) -> None:
+    def _put(self, job: tuple) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._drain, name="headmap-store-writer", daemon=True)
             self._thread.start()
@@ -833,23 +823,38 @@ class StoreWriter:
             if self._error is not None:
                 raise self._error
             try:
-                self._queue.put(jobs, timeout=0.1)
+                self._queue.put(job, timeout=0.1)
                 return
             except queue.Full:
                 continue
 
     def _drain(self) -> None:
         while True:
-            jobs = self._queue.get()
-            if jobs is None:
+            job = self._queue.get()
+            if job is None:
                 return
             if self._error is not None:
                 continue
             try:
-                for fd, data, offset in jobs:
-                    _pwrite_all(fd, data, offset)
+                self._store(*job)
             except BaseException as exc:  # a full disk: the capture fails with one sentence
                 self._error = _write_error(exc, self.path)
+
+    @staticmethod
+    def _store(sf: _StackFile, layer: int, heads: list[int], r0: int, half: np.ndarray) -> None:
+        """One chunk's float16 rows ``[h, r, K]``: its levels and ranges computed, everything written."""
+        levels, stats = _half_parts(half, sf.levels)
+        st = sf.stats[layer, heads]
+        st[:, 0] = np.minimum(st[:, 0], stats[0])
+        st[:, 1] = np.maximum(st[:, 1], stats[1])
+        st[:, 2] = np.minimum(st[:, 2], stats[2])
+        sf.stats[layer, heads] = st
+        for i, h in enumerate(heads):
+            _pwrite_all(sf.files[0][1], half[i], sf.offset(0, layer, h, r0))
+        for lv, arr in zip(sf.levels, levels, strict=True):
+            row = r0 // 2 ** lv
+            for i, h in enumerate(heads):
+                _pwrite_all(sf.files[lv][1], arr[i], sf.offset(lv, layer, h, row))
 
     def _stop_thread(self) -> None:
         if self._thread is not None:
@@ -921,56 +926,84 @@ def _write_error(exc: BaseException, path: Path) -> BaseException:
     return exc
 
 
-def _numpy_parts(weights: np.ndarray, levels: Sequence[int]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-    """float16 rows, their stored levels (float16) and statistics ``[3, H]`` of a chunk."""
-    w = np.asarray(weights, dtype=np.float32)
-    half = np.ascontiguousarray(w.astype(np.float16))
-    out, cur, at = [], half.astype(np.float32), 0
-    for lv in levels:
-        cur = pool(cur, 2 ** (lv - at))
-        at = lv
-        out.append(np.ascontiguousarray(cur.astype(np.float16)))
-    return half, out, _stats_of(half.astype(np.float32))
+def _numpy_half(weights: np.ndarray) -> np.ndarray:
+    """Float16 rows of a numpy chunk (numpy's float32 → float16 cast is slow: prefer float16 input)."""
+    w = np.asarray(weights)
+    return np.ascontiguousarray(w if w.dtype == np.float16 else w.astype(np.float16))
 
 
-def _stats_of(w: np.ndarray) -> np.ndarray:
-    flat = w.reshape(w.shape[0], -1)
-    pos = np.where(flat > 0, flat, np.inf).min(axis=1) if flat.shape[1] else np.full(w.shape[0], np.inf)
-    if not flat.shape[1]:
-        return np.stack([np.full(w.shape[0], np.inf), np.full(w.shape[0], -np.inf), pos]).astype(np.float32)
-    return np.stack([flat.min(axis=1), flat.max(axis=1), pos]).astype(np.float32)
-
-
-def _torch_parts(weights, levels: Sequence[int]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-    """:func:`_numpy_parts` with torch (multi-threaded pooling): float16 rows as numpy (sharing the
-    tensor's memory), levels float16, statistics ``[3, H]`` float32 of the float16 values."""
+def _torch_half(weights) -> np.ndarray:
+    """Float16 rows of a torch chunk as numpy: torch casts (numpy's cast is ~50× slower); the array
+    shares the new tensor's memory."""
     import torch
-    import torch.nn.functional as F
 
     w = weights.detach()
     if w.device.type != "cpu":
         w = w.to("cpu")
-    half = w.to(torch.float16).contiguous()
-    w32 = half.float()  # statistics and levels of the stored (rounded) values
-    outs = []
-    cur, at = w32, 0
+    return w.to(torch.float16).contiguous().numpy()
+
+
+def _pool_bits(bits: np.ndarray, f: int) -> np.ndarray:
+    """Max-pool ``[H, a, b]`` uint16 bit patterns of non-negative float16 values over ``f × f``
+    blocks (such patterns sort like the values; padding is 0, the pattern of +0.0)."""
+    n, a, b = bits.shape
+    pa, pb = (-a) % f, (-b) % f
+    if pa or pb:
+        bits = np.pad(bits, ((0, 0), (0, pa), (0, pb)))
+    rows = bits.reshape(n, bits.shape[1] // f, f, bits.shape[2])
+    m = rows[:, :, 0].copy()
+    for i in range(1, f):
+        np.maximum(m, rows[:, :, i], out=m)
+    cols = m.reshape(n, m.shape[1], m.shape[2] // f, f)
+    out = cols[..., 0].copy()
+    for i in range(1, f):
+        np.maximum(out, cols[..., i], out=out)
+    return out
+
+
+def _half_parts(half: np.ndarray, levels: Sequence[int]) -> tuple[list[np.ndarray], np.ndarray]:
+    """The stored levels (float16) and statistics ``[3, H]`` (minimum, maximum, smallest positive;
+    float32) of float16 rows ``[H, r, K]``.
+
+    Attention weights are never negative, so their float16 bit patterns, read as uint16, sort like
+    the values: pooling and the statistics are integer maxima and minima over half the bytes of
+    float32 (~20× faster). Rows with negative or non-finite values (no softmax) take the float path.
+    """
+    n = half.shape[0]
+    bits = half.view(np.uint16)
+    flat = bits.reshape(n, -1)
+    if not flat.shape[1]:
+        return [np.zeros((n, 0, 0), np.float16) for _ in levels], np.stack(
+            [np.full(n, np.inf), np.full(n, -np.inf), np.full(n, np.inf)]).astype(np.float32)
+    if int(flat.max()) >= 0x7C00:  # a negative, infinite or NaN weight: not bit-sortable
+        w = half.astype(np.float32)
+        out, cur, at = [], w, 0
+        for lv in levels:
+            cur = pool(cur, 2 ** (lv - at))
+            at = lv
+            out.append(np.ascontiguousarray(cur.astype(np.float16)))
+        return out, _stats_of(w)
+    out_bits, cur_bits, at = [], bits, 0
     for lv in levels:
-        f = 2 ** (lv - at)
-        pr, pc = (-cur.shape[-2]) % f, (-cur.shape[-1]) % f
-        if pr or pc:
-            cur = F.pad(cur, (0, pc, 0, pr), value=float("-inf"))
-        cur = F.max_pool2d(cur.unsqueeze(0), kernel_size=f, stride=f).squeeze(0)
+        cur_bits = _pool_bits(cur_bits, 2 ** (lv - at))
         at = lv
-        outs.append(cur.to(torch.float16).contiguous().numpy())
-    flat = w32.reshape(w32.shape[0], -1)
-    if flat.shape[1]:
-        lo = flat.amin(dim=1)
-        hi = flat.amax(dim=1)
-        pos = torch.where(flat > 0, flat, torch.full((), float("inf"))).amin(dim=1)
-        stats = torch.stack([lo, hi, pos]).numpy()
-    else:
-        stats = _stats_of(np.zeros((w32.shape[0], 0), np.float32))
-    return half.numpy(), outs, stats.astype(np.float32)
+        out_bits.append(cur_bits)
+    top = out_bits[-1].reshape(n, -1) if out_bits else flat
+    lo = flat.min(axis=1)
+    hi = top.max(axis=1)
+    # the smallest positive pattern: zero wraps to the largest under uint16 subtraction
+    pos = np.subtract(flat, 1, dtype=np.uint16).min(axis=1).astype(np.uint32) + 1
+    # all zero: the subtraction wrapped every pattern to 0xFFFF (no positive weight)
+    pos_val = np.where(pos == 0x10000, np.inf, (pos & 0xFFFF).astype(np.uint16).view(np.float16).astype(np.float32))
+    stats = np.stack([lo.view(np.float16).astype(np.float32), hi.view(np.float16).astype(np.float32),
+                      pos_val.astype(np.float32)])
+    return [lv_bits.view(np.float16) for lv_bits in out_bits], stats
+
+
+def _stats_of(w: np.ndarray) -> np.ndarray:
+    flat = w.reshape(w.shape[0], -1)
+    pos = np.where(flat > 0, flat, np.inf).min(axis=1)
+    return np.stack([flat.min(axis=1), flat.max(axis=1), pos]).astype(np.float32)
 
 
 def write_stacks(stacks: dict[str, np.ndarray], owner: int | None = None, root: Path | None = None,
