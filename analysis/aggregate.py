@@ -13,6 +13,7 @@ import numpy as np
 
 from .errors import InputError
 from .result import Capture
+from .store import is_stored
 
 if TYPE_CHECKING:  # imported where a norm is made: the window's first frame needs no matplotlib
     from matplotlib.colors import Normalize
@@ -85,9 +86,24 @@ def select_map(
         return np.array(arr[layer, head], dtype=np.float32, copy=True)
     if how not in AGGREGATIONS:
         raise InputError(f"unknown aggregation '{how}': choose mean or max")
-    heads = np.asarray(arr[layer], dtype=np.float32)
+    if is_stored(arr):  # a long capture: the heads' rows a block at a time, never a layer at once
+        q, k = arr.shape[2:]
+        out = np.empty((q, k), dtype=np.float32)
+        step = max(1, AGGREGATE_BLOCK_CELLS // max(1, arr.shape[1] * k))
+        for r0 in range(0, q, step):
+            out[r0:r0 + step] = _aggregate(np.asarray(arr[layer, :, r0:r0 + step], dtype=np.float32), how)
+        return out
+    return _aggregate(np.asarray(arr[layer], dtype=np.float32), how).copy()
+
+
+#: a stored layer is aggregated over its heads in blocks of rows of at most this many cells
+AGGREGATE_BLOCK_CELLS = 1 << 22
+
+
+def _aggregate(heads: np.ndarray, how: Aggregation) -> np.ndarray:
+    """The mean (accumulated in float64) or max over axis 0 of ``heads`` ``[H, ...]``, float32."""
     out = heads.mean(axis=0, dtype=np.float64) if how == "mean" else heads.max(axis=0)
-    return np.asarray(out, dtype=np.float32).copy()
+    return np.asarray(out, dtype=np.float32)
 
 
 def hide_tokens(
@@ -172,7 +188,12 @@ def stack_range(arr: np.ndarray) -> tuple[float, float]:
 
     float16 reductions are slow in numpy; for non-negative finite float16 data (attention) the bit
     patterns sort like the values, so integer min/max over a ``uint16`` view are exact and ~8× faster.
+    A long capture's stored stack (:class:`analysis.store.StoredStack`) answers from the ranges
+    recorded with its maps, reading none of them.
     """
+    if is_stored(arr):
+        stats = arr.map_stats()
+        return float(stats[..., 0].min()), float(stats[..., 1].max())
     a = np.asarray(arr)
     if a.dtype == np.float16 and a.size:
         bits = a.view(np.uint16)
@@ -184,6 +205,16 @@ def stack_range(arr: np.ndarray) -> tuple[float, float]:
     if not finite.size:
         return 0.0, 0.0
     return float(finite.min()), float(finite.max())
+
+
+def stored_range(arr, scale: Scale = "linear", layer: int | None = None, floor: float = LOG_FLOOR) -> tuple[float, float]:
+    """:func:`value_range` of a stored stack (or of one ``layer`` of it) from the ranges recorded
+    with its maps (:meth:`analysis.store.StoredStack.map_stats`): the same numbers, no map read."""
+    stats = arr.map_stats() if layer is None else arr.map_stats()[layer]
+    lo, hi, lo_pos = float(stats[..., 0].min()), float(stats[..., 1].max()), float(stats[..., 2].min())
+    if scale == "log":  # the smallest positive weight and the largest: what value_range reads
+        return value_range(np.array([lo_pos, hi]), "log", floor)
+    return value_range(np.array([lo, hi]), scale, floor)
 
 
 def color_norm(

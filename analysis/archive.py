@@ -179,6 +179,13 @@ class SafeNpz:
                                f"array ({format_bytes(nbytes)}) but holds {format_bytes(info.file_size - offset)}")
         return Member(key, info, dtype, tuple(shape), offset, nbytes)
 
+    def open(self, member: Member):
+        """A binary stream of the member's array bytes (after its header), read in pieces; the CRC
+        is checked when the stream reaches the member's end."""
+        fp = self._zip.open(member.info)
+        fp.read(member.offset)
+        return fp
+
     def read(self, member: Member) -> np.ndarray:
         """The member's array (read-only, over the bytes read: no copy); the CRC is checked."""
         try:

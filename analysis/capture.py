@@ -13,6 +13,7 @@ Every capture is checked: shapes agree with the config and every row sums to 1 w
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from .errors import CaptureError, InputError, NoAttentionError
 from .loader import LoadedModel
 from .readable import WARNING, unknown_count, unknown_warning
 from .result import Capture, Prediction, TokenSeq
+from .store import capture_bytes, check_space, stack_shapes, store_wanted
 from .tasks import TaskState, as_task
 from .tokens import (
     display_strings,
@@ -30,8 +32,13 @@ from .tokens import (
     tokenizer_style,
 )
 
-#: longest input captured by default: attention memory grows with the square of the length
+#: longest input captured by default in memory (the Python API): attention memory grows with the
+#: square of the length. The window and the CLI store long captures on disk instead and default to
+#: the model's maximum (:func:`default_max_tokens`)
 DEFAULT_MAX_TOKENS = 1024
+#: the longest input the window and the CLI take by default even when the model and the disk allow
+#: more: eager attention's mask alone is a float32 N × N matrix (1 GiB at 16,384 tokens)
+LONG_MAX_TOKENS = 16384
 ROW_SUM_TOLERANCE = 1e-3
 TOP_K = 5
 
@@ -40,6 +47,46 @@ def token_limit(lm: LoadedModel, max_tokens: int | None = DEFAULT_MAX_TOKENS) ->
     """The most tokens one capture takes: the model's positions, capped by ``max_tokens``."""
     n = lm.summary.max_positions or max_tokens or DEFAULT_MAX_TOKENS
     return int(min(n, max_tokens)) if max_tokens else int(n)
+
+
+def default_max_tokens(summary, root=None, free: int | None = None) -> tuple[int, str]:
+    """The window's and the CLI's default token limit for a model: its maximum positions (at most
+    :data:`LONG_MAX_TOKENS`; :data:`DEFAULT_MAX_TOKENS` when it states none) where the disk of the
+    stores folder has room for a capture that long, else the longest that fits (never below what
+    is held in memory without a store).
+
+    Parameters
+    ----------
+    summary : the model's :class:`analysis.loader.ModelSummary` (kind, stacks, max_positions)
+    root, free : the stores folder and its free bytes (default: :func:`analysis.store.stores_root`, measured)
+
+    Returns
+    -------
+    (the limit, a sentence saying why it is lower than the model's maximum, or "")
+    """
+    from .store import STORE_MIN_BYTES, stores_root, tokens_that_fit
+
+    model_max = int(summary.max_positions or DEFAULT_MAX_TOKENS)
+    limit = min(model_max, LONG_MAX_TOKENS)
+    stacks = [(st.name, st.layers, st.heads) for st in summary.stacks]
+    try:
+        fit = tokens_that_fit(stacks, summary.kind, limit, root, free)
+    except OSError:  # no cache folder to measure: the run says what is wrong
+        return limit, ""
+    # what stays in memory needs no disk
+    in_memory = tokens_that_fit(stacks, summary.kind, limit, free=STORE_MIN_BYTES + _store_margin())
+    fit = max(fit, in_memory)
+    if fit >= limit:
+        return limit, ""
+    where = root or stores_root()
+    return fit, (f"inputs are capped at {fit} tokens: the disk of {where} has room for the attention maps of "
+                 f"{fit} tokens (the model takes {model_max}); free space or set HEADMAP_CACHE to a bigger disk")
+
+
+def _store_margin() -> int:
+    from .store import SPACE_MARGIN
+
+    return SPACE_MARGIN
 
 
 def encode(lm: LoadedModel, text: str, limit: int) -> tuple[dict, list | None, bool, str]:
@@ -130,17 +177,30 @@ def stack_attentions(atts, name: str, architecture: str, expected: tuple[int, in
         m = a[batch_index].detach()
         if tuple(m.shape) != (n_heads, q, k):
             raise CaptureError(f"{name} layer {li} has shape {tuple(m.shape)}, expected {(n_heads, q, k)}")
-        # torch does the row check and the cast (multi-threaded, without the GIL)
-        err = float((m.float().sum(-1) - 1.0).abs().max())
-        # bfloat16 maps are rounded to 8 significant bits: a valid row may be off by up to ~2^-8
-        tol = max(ROW_SUM_TOLERANCE, float(torch.finfo(a.dtype).eps)) if a.is_floating_point() else ROW_SUM_TOLERANCE
-        if not err <= tol:
-            hint = ("try dtype float32" if a.dtype != torch.float32 else
-                    f"{architecture}'s attention weights are not one softmax over the tokens per query, so Headmap "
-                    "cannot show them")
-            raise CaptureError(f"{name} layer {li}: attention rows do not sum to 1 (off by {err:.2g}); {hint}")
+        check_rows(m, name, li, architecture)
         out[li] = m.to("cpu", store_torch).numpy()
     return out
+
+
+def check_rows(m, name: str, layer: int, architecture: str) -> None:
+    """Every row of the weights ``m`` (a torch tensor ``[..., Q, K]``, any rows of one layer) sums to
+    1 within :data:`ROW_SUM_TOLERANCE` (or the dtype's precision).
+
+    Raises
+    ------
+    CaptureError : naming the stack, the layer and how far off the rows are
+    """
+    import torch
+
+    # torch does the row check (multi-threaded, without the GIL)
+    err = float((m.float().sum(-1) - 1.0).abs().max()) if m.numel() else 0.0
+    # bfloat16 maps are rounded to 8 significant bits: a valid row may be off by up to ~2^-8
+    tol = max(ROW_SUM_TOLERANCE, float(torch.finfo(m.dtype).eps)) if m.is_floating_point() else ROW_SUM_TOLERANCE
+    if not err <= tol:
+        hint = ("try dtype float32" if m.dtype != torch.float32 else
+                f"{architecture}'s attention weights are not one softmax over the tokens per query, so Headmap "
+                "cannot show them")
+        raise CaptureError(f"{name} layer {layer}: attention rows do not sum to 1 (off by {err:.2g}); {hint}")
 
 
 def _topk(tokenizer, logits_row, k: int = TOP_K) -> tuple[tuple[str, float], ...]:
@@ -156,7 +216,8 @@ def _topk(tokenizer, logits_row, k: int = TOP_K) -> tuple[tuple[str, float], ...
     return tuple((lab, float(pp)) for lab, pp in zip(labels, p.tolist(), strict=True))
 
 
-def prediction_for(lm: LoadedModel, out, input_ids: Sequence[int], prompt_length: int, output_text: str) -> Prediction:
+def prediction_for(lm: LoadedModel, out, input_ids: Sequence[int], prompt_length: int, output_text: str,
+                   logits_start: int = 0) -> Prediction:
     """What the model's head predicts in the forward pass ``out`` (batch row 0).
 
     Parameters
@@ -166,6 +227,8 @@ def prediction_for(lm: LoadedModel, out, input_ids: Sequence[int], prompt_length
     input_ids : the input ids ``[N]`` (finds ``[MASK]`` positions of a masked LM)
     prompt_length : decoder: the prompt's tokens; steps are reported from its last one
     output_text : decoder continuation / seq2seq translation, kept as is
+    logits_start : decoder: the position of the first row of ``out.logits`` (the model kept only
+        the last rows, ``logits_to_keep``)
 
     Returns
     -------
@@ -181,7 +244,8 @@ def prediction_for(lm: LoadedModel, out, input_ids: Sequence[int], prompt_length
         return Prediction()
     if lm.kind == "decoder":
         lg = logits[0]
-        steps = tuple((t + 1, _topk(tok, lg[t])) for t in range(max(prompt_length - 1, 0), lg.shape[0] - 1))
+        end = logits_start + lg.shape[0]
+        steps = tuple((t + 1, _topk(tok, lg[t - logits_start])) for t in range(max(prompt_length - 1, 0), end - 1))
         return Prediction("next_token", _topk(tok, lg[-1]), output_text, steps)
     if lm.kind == "seq2seq":
         lg = logits[0]
@@ -212,6 +276,8 @@ def capture(
     max_tokens: int | None = DEFAULT_MAX_TOKENS,
     store_dtype=np.float32,
     task: TaskState | None = None,
+    store: bool | None = False,
+    store_owner: int | None = None,
 ) -> Capture:
     """Capture every attention map of ``lm`` on ``text``.
 
@@ -230,6 +296,14 @@ def capture(
     store_dtype : float32 (exact) or float16 (half the memory) for the stored stacks
     task : progress and cancel (:class:`analysis.tasks.TaskState`): stages ``run`` and
         ``generate`` (a decoder's continuation, a seq2seq target); cancellation is checked between the model calls
+        (and, for a stored capture, between the chunks of every layer)
+    store : keep the maps on disk (:mod:`analysis.store`: float16, streamed layer by layer while the
+        model runs, :mod:`analysis.stream`) instead of in memory: True, False, or None to decide
+        (:func:`analysis.store.store_wanted`: ``HEADMAP_STORE``, else when the float16 maps exceed
+        256 MiB). The stacks are then :class:`analysis.store.StoredStack` objects, read lazily; a
+        disk without room is refused before the model runs (:func:`analysis.store.check_space`)
+    store_owner : the pid of the process that will show a stored capture and remove its store
+        (the window; default: the process that runs the capture, or the model process's window)
 
     Returns
     -------
@@ -280,25 +354,31 @@ def capture(
     prompt_length = len(ids)
     gen_flag = False
     task.report("run", 0.1, "running the model…")
+    layers_heads = [(s.name, s.layers, s.heads) for s in lm.summary.stacks]
+    # a long input is stored: decided on the input (a seq2seq target counted as long as the source),
+    # so that generation before the capture already runs with chunked attention
+    n_guess = len(ids) + (max_new_tokens if lm.kind == "decoder" and generate else 0)
+    streamed = store_wanted(stack_shapes(layers_heads, lm.kind, n_guess), store)
+    long_pass = _stream_mod().chunked(model) if streamed else nullcontext()
     with torch.inference_mode():
         if lm.kind == "seq2seq":
             if generate and (target is None or not str(target).strip()):
                 task.report("generate", 0.2, "generating the target…")
-            dec_ids, out_ids, output_text, gen_flag = seq2seq_target(lm, batch, target, generate, max_new_tokens, num_beams, limit, notes,
-                                                                    target_lang)
+            with long_pass:
+                dec_ids, out_ids, output_text, gen_flag = seq2seq_target(lm, batch, target, generate, max_new_tokens,
+                                                                        num_beams, limit, notes, target_lang)
             task.check()
-            out = model(**batch, decoder_input_ids=torch.tensor([dec_ids], device=lm.device),
-                        output_attentions=True, use_cache=False)
-            for name in ("encoder_attentions", "decoder_attentions", "cross_attentions"):
-                stacks[name] = stack_attentions(getattr(out, name, None), name, arch, expected.get(name), store_dtype)
+            call_args = {**batch, "decoder_input_ids": torch.tensor([dec_ids], device=lm.device), "use_cache": False}
+            names: tuple[str, ...] = ("encoder_attentions", "decoder_attentions", "cross_attentions")
             decoder_inputs = generated_seq(tok, dec_ids)
             outputs = generated_seq(tok, out_ids)
         else:
             if lm.kind == "decoder" and generate and max_new_tokens > 0:
                 task.report("generate", 0.2, f"continuing the text {max_new_tokens} tokens…")
                 pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-                gen = model.generate(**batch, **generation_length(model, max_new_tokens, len(ids)), do_sample=False,
-                                     num_beams=1, pad_token_id=pad)
+                with long_pass:
+                    gen = model.generate(**batch, **generation_length(model, max_new_tokens, len(ids)),
+                                         do_sample=False, num_beams=1, pad_token_id=pad)
                 full = gen[0].tolist()
                 cont = full[len(ids):]
                 output_text = tok.decode(cont, skip_special_tokens=True)
@@ -315,13 +395,25 @@ def capture(
                     np.concatenate([source.special, csp]),
                     source.word_ids + tuple(w + base if w >= 0 else -1 for w in cont_words),
                 )
-            out = model(**batch, output_attentions=True, use_cache=False) if lm.kind == "decoder" \
-                else model(**batch, output_attentions=True)
-            stacks["attentions"] = stack_attentions(getattr(out, "attentions", None), "attentions", arch,
-                                                    expected.get("attentions"), store_dtype)
+            call_args = {**batch, "use_cache": False} if lm.kind == "decoder" else dict(batch)
+            names = ("attentions",)
+        logits_start = 0
+        if streamed:
+            n_t = len(decoder_inputs) if decoder_inputs is not None else None
+            check_space(capture_bytes(stack_shapes(layers_heads, lm.kind, len(source), n_t)))
+            if lm.kind == "decoder" and _takes(model, "logits_to_keep"):
+                # only the logits the prediction reads: all of them would take N × vocabulary floats
+                # (SmolLM2 at 8,192 tokens: 1.6 GB)
+                logits_start = max(prompt_length - 1, 0)
+                call_args["logits_to_keep"] = len(source) - logits_start
+            out, stacks = _capture_stored(lm, call_args, names, expected, store_owner, task)
+        else:
+            out = model(**call_args, output_attentions=True)
+            for name in names:
+                stacks[name] = stack_attentions(getattr(out, name, None), name, arch, expected.get(name), store_dtype)
     task.check()
     _check_lengths(stacks, source, decoder_inputs)
-    pred = prediction_for(lm, out, source.ids.tolist(), prompt_length, output_text)
+    pred = prediction_for(lm, out, source.ids.tolist(), prompt_length, output_text, logits_start)
     return Capture(
         model=lm.reference, kind=lm.kind, architecture=arch, text=kept, source=source, stacks=stacks,
         target=(target if target is not None else (output_text if lm.kind == "seq2seq" else None)),
@@ -329,6 +421,88 @@ def capture(
         prompt_length=prompt_length, generated=gen_flag, truncated=truncated, notes=tuple(notes), prediction=pred,
         token_style=getattr(lm.summary, "token_style", "") or "",
     )
+
+
+def _stream_mod():
+    from . import stream
+
+    return stream
+
+
+def _takes(model, name: str) -> bool:
+    """Whether ``model.forward`` takes the keyword ``name``."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params
+
+
+def _capture_stored(lm: LoadedModel, call_args: dict, names: tuple[str, ...], expected: dict, owner: int | None,
+                    task: TaskState) -> tuple[object, dict]:
+    """The forward pass of ``call_args`` with every stack of ``names`` written to a new store
+    (:mod:`analysis.stream`); returns the model's output and the stored stacks.
+
+    The store is removed again when anything fails or the task is cancelled."""
+    from .store import StoreWriter, write_stacks
+
+    stream = _stream_mod()
+    model, arch = lm.model, lm.summary.architecture
+    plan = None
+    if stream.streamable(model):
+        n = stream.PROBE_TOKENS
+        probe_args = {k: (v[:, :n] if getattr(v, "ndim", 0) == 2 and k != "decoder_input_ids" else v)
+                      for k, v in call_args.items() if k != "logits_to_keep"}
+        if "decoder_input_ids" in probe_args:
+            probe_args["decoder_input_ids"] = probe_args["decoder_input_ids"][:, :2]
+        try:
+            plan = stream.probe(model, lambda: model(**probe_args, output_attentions=True),
+                                {k: v[0] for k, v in expected.items()})
+        except stream.StreamUnsupported:
+            plan = None
+    if plan is None:  # not streamable: the maps of every layer at once, then stored layer by layer
+        out = model(**call_args, output_attentions=True)
+        held = {name: stack_attentions(getattr(out, name, None), name, arch, expected.get(name), np.float16)
+                for name in names}
+        task.check()
+        st = write_stacks(held, owner=_owner(owner), task=task)
+        return out, dict(st.stacks)
+    missing = [name for name in names if name not in plan.layers()]
+    if missing:
+        raise NoAttentionError(f"{arch} returned no {missing[0]}; this architecture does not expose attention maps, "
+                               "so Headmap cannot show it")
+    total = sum(plan.layers().values())
+    done = [0]
+
+    def on_layer(name: str, layer: int) -> None:
+        done[0] += 1
+        task.report("run", 0.1 + 0.85 * done[0] / total, f"running the model: layer {done[0]} of {total}…")
+
+    writer = StoreWriter(_owner(owner), on_layer=on_layer)
+    try:
+        out = stream.run(model, plan, lambda: model(**call_args, output_attentions=False), writer,
+                         lambda w, name, layer: check_rows(w, name, layer, arch), task)
+        task.check()
+        st = writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    for name in names:
+        want = expected.get(name)
+        got = st.stacks[name].shape[:2]
+        if want is not None and tuple(got) != tuple(want):
+            raise CaptureError(f"{arch} returned {name} of {got[0]} layers × {got[1]} heads but its config describes "
+                               f"{want[0]} × {want[1]}; its attention is not one map per configured layer and head (or "
+                               "the config does not belong to the model), so Headmap cannot show it")
+    return out, dict(st.stacks)
+
+
+def _owner(owner: int | None) -> int | None:
+    from . import store
+
+    return owner or store.DEFAULT_OWNER
 
 
 def generation_length(model, new_tokens: int, prompt_length: int) -> dict[str, int]:
@@ -437,7 +611,7 @@ def seq2seq_target(
     return seq[:-1], seq[1:], tok.decode(seq[1:], skip_special_tokens=True), True
 
 
-def _check_lengths(stacks: dict[str, np.ndarray], source: TokenSeq, dec: TokenSeq | None) -> None:
+def _check_lengths(stacks: dict, source: TokenSeq, dec: TokenSeq | None) -> None:
     s, t = len(source), (len(dec) if dec is not None else None)
     want = {"attentions": (s, s), "encoder_attentions": (s, s), "decoder_attentions": (t, t), "cross_attentions": (t, s)}
     for name, arr in stacks.items():

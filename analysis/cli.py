@@ -89,7 +89,10 @@ def build_parser(prog: str = "python main.py") -> argparse.ArgumentParser:
     g.add_argument("--num-beams", type=int, default=1, metavar="N", help="beam search width for seq2seq generation (default 1 = greedy)")
     g.add_argument("--target-lang", metavar="LANG", help="seq2seq generation on multilingual models: force the target language "
                    "(NLLB: fra_Latn, M2M100: fr)")
-    g.add_argument("--max-tokens", type=int, default=1024, metavar="N", help="truncate the input to N tokens (default 1024; the model's maximum applies too)")
+    g.add_argument("--max-tokens", type=int, default=None, metavar="N",
+                   help="truncate the input to N tokens (default: the model's maximum, at most 16384, where the disk "
+                        "has room for the maps; captures over 256 MiB are kept on disk under the cache folder, not "
+                        "in memory; the Python API holds its captures in memory and stops at 1024)")
 
     g.add_argument("--group", choices=["pieces", "words"], default="pieces",
                    help="pieces: the tokenizer's tokens (default); words: pieces grouped into words in every view and "
@@ -97,6 +100,8 @@ def build_parser(prog: str = "python main.py") -> argparse.ArgumentParser:
 
     g = p.add_argument_group("exports (headless)")
     g.add_argument("--export-npz", metavar="OUT.npz", help="write every attention stack and the tokens to a .npz")
+    g.add_argument("--force", action="store_true", help="write an --export-npz whose float32 maps take over 1 GB "
+                   "(refused without it)")
     g.add_argument("--export-alignment", metavar="OUT.txt", help="seq2seq: write the word alignment as one Pharaoh line of i-j pairs")
     g.add_argument("--alignment-layer", type=int, metavar="L", help="cross-attention layer for the alignment (default: the best documented layer, else the last)")
     g.add_argument("--alignment-head", type=int, metavar="H", help="cross-attention head for the alignment (default: the best "
@@ -243,7 +248,9 @@ class Source:
 
 def _model_source(args: argparse.Namespace, task: TaskState) -> Source:
     """Load ``--model`` and capture ``--text``."""
-    from .capture import capture
+    from dataclasses import replace
+
+    from .capture import capture, default_max_tokens
     from .errors import InputError
     from .loader import load_model
 
@@ -260,9 +267,13 @@ def _model_source(args: argparse.Namespace, task: TaskState) -> Source:
     if lm.kind == "decoder" and args.generate and max_new <= 0:
         max_new = 20
     generate = args.generate or (lm.kind == "seq2seq" and args.target is None)
+    limit, capped = (args.max_tokens, "") if args.max_tokens is not None else default_max_tokens(lm.summary)
+    # long captures are kept on disk (analysis.store) and removed when this process drops them
     cap = capture(lm, args.text, target=args.target, generate=generate, max_new_tokens=max_new,
-                  num_beams=args.num_beams, max_tokens=args.max_tokens, target_lang=args.target_lang,
-                  task=task.sub(0.6, 0.85))
+                  num_beams=args.num_beams, max_tokens=limit, target_lang=args.target_lang,
+                  task=task.sub(0.6, 0.85), store=None)
+    if capped and cap.truncated:
+        cap = replace(cap, notes=(*cap.notes, capped))
     inputs = {"text": args.text, "target": args.target, "generate": args.generate,
               "max_new_tokens": max_new, "num_beams": args.num_beams}
     options = {"dtype": args.dtype, "device": args.device, "view": args.view, "stack": args.stack,
@@ -335,17 +346,34 @@ def run_headless(args: argparse.Namespace, progress: ProgressFn | None = None,
     task = TaskState(progress)
 
     src = session_source(args) if args.session else _model_source(args, task)
+    try:
+        return _write_outputs(args, src, task, fig_path, say)
+    finally:
+        from .store import stores_of
+
+        for store in stores_of(src.capture):  # a long capture's maps leave the disk with the run
+            store.close()
+
+
+def _write_outputs(args: argparse.Namespace, src: Source, task: TaskState, fig_path: str | None,
+                   say: Callable[[str], None] | None) -> int:
+    """Every requested file of :func:`run_headless`, from ``src``; all of them or none."""
     cap, lm = src.capture, src.lm
 
+    from .errors import InputError
     from .words import group_capture
 
     shown = group_capture(cap, args.group)  # what every export reads (figures group through their spec)
     # Prepare (and validate) every output before writing the first one.
     writers: list[Callable[[], object]] = []
     if args.export_npz:
-        from .npz import write_npz
+        from .npz import FORCE_BYTES, npz_bytes, write_npz
 
-        writers.append(lambda: write_npz(shown, args.export_npz))
+        size = npz_bytes(shown)
+        if size > FORCE_BYTES and not args.force:
+            raise InputError(f"--export-npz would write {size / 1e9:.1f} GB of float32 attention maps (over "
+                             f"{FORCE_BYTES / 1e9:.0f} GB); add --force to write it anyway, or lower --max-tokens")
+        writers.append(lambda: write_npz(shown, args.export_npz, task))
     if args.export_alignment:
         from .alignment_export import alignment_for_capture, write_alignment
 

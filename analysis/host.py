@@ -331,7 +331,7 @@ def _age(path: str) -> float:
         return 0.0
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` exists and is not a zombie (unknown pids, such as 0, count as alive)."""
     if pid <= 0:
         return True
@@ -342,6 +342,9 @@ def _pid_alive(pid: int) -> bool:
     except OSError:  # exists, owned by someone else
         return True
     return _process_state(pid, ask_ps=False) != "Z"
+
+
+_pid_alive = pid_alive  # the older private name (tests, benchmarks)
 
 
 def _process_state(pid: int, ask_ps: bool = True) -> str | None:
@@ -408,9 +411,16 @@ def _send_error(send: Callable[[tuple], None], exc: BaseException) -> None:
 
 def _exit_now(code: int) -> None:  # pragma: no cover - runs in the child
     """End this (model) process at once, from any thread: remove the array files it has not
-    handed over, then ``os._exit`` (no waiting for a job in the main thread)."""
+    handed over and the stores it is writing, then ``os._exit`` (no waiting for a job in the main
+    thread)."""
     for path in list(_WRITING):
         _unlink(path)
+    store = sys.modules.get("analysis.store")
+    if store is not None:
+        import shutil
+
+        for folder in list(store.WRITING):
+            shutil.rmtree(folder, ignore_errors=True)
     os._exit(code)
 
 
@@ -425,6 +435,24 @@ def _quit() -> None:  # pragma: no cover - runs in the child
         except (AttributeError, OSError, ValueError):
             pass
     _exit_now(0)
+
+
+def _stores_sent(sent: bool) -> None:
+    """The stores pickled into a result were sent (they are the receiver's now) or not."""
+    store = sys.modules.get("analysis.store")
+    if store is not None:
+        store.disown_sent() if sent else store.forget_sent()
+
+
+def sweep_stores() -> int:
+    """:func:`analysis.store.sweep_stores` (stores of dead windows, or half-written by dead model
+    processes); 0 when it cannot look."""
+    try:
+        from .store import sweep_stores as sweep
+
+        return sweep()
+    except Exception:  # an unreadable cache: the next capture says so in its own words
+        return 0
 
 
 class _Child:  # pragma: no cover - runs in the child
@@ -515,7 +543,14 @@ class _Child:  # pragma: no cover - runs in the child
             result = fn(*args, task=TaskState(progress, self.cancel), **kwargs)
             if load_handle is not None:
                 result = self.keep(result, load_handle, owner)
-            data, path = dumps(result)
+            try:
+                data, path = dumps(result)
+            except BaseException:
+                _stores_sent(False)
+                raise
+            # a stored capture's store is its window's from here on (if the window never gets it,
+            # the window's sweep removes it once this process is gone)
+            _stores_sent(True)
             del result
             self.send(("ok", data, path))
             handed_over(path)
@@ -618,6 +653,9 @@ def _child_entry() -> None:  # pragma: no cover - runs in the child
         if p not in sys.path:
             sys.path.insert(0, p)
     conn = Connection(int(sys.argv[1]))
+    from . import store
+
+    store.DEFAULT_OWNER = int(sys.argv[3])  # stored captures are the window's: it removes them
     _child_main(conn, sys.argv[2] == "1")
 
 
@@ -796,6 +834,7 @@ class ModelHost:
             return
         self._discard()
         sweep_arrays()
+        sweep_stores()
         from multiprocessing.connection import Connection
 
         ours, theirs = socket.socketpair()
@@ -830,6 +869,7 @@ class ModelHost:
         if proc is not None:
             _end_process(proc, self.liveness.term_grace)
             sweep_arrays()
+            sweep_stores()
 
     @property
     def pid(self) -> int | None:

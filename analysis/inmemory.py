@@ -94,7 +94,7 @@ def wrap_model(model: Any, tokenizer: Any, reference: str | None = None) -> Load
     return LoadedModel(ref, kind, model, tokenizer, model.config, summary, folder)
 
 
-def _configs(model: Any) -> list[Any]:
+def model_configs(model: Any) -> list[Any]:
     """Every config the model and its sub-models use, sub-configs included (each once)."""
     seen: dict[int, Any] = {}
     todo = [model.config] + [m.config for m in model.modules() if hasattr(m, "config") and hasattr(m.config, "to_dict")]
@@ -125,7 +125,7 @@ def eager_attention(model: Any) -> Iterator[Any]:
     ------
     NoAttentionError : the model cannot switch to eager attention (no maps to capture)
     """
-    configs = _configs(model)
+    configs = model_configs(model)
     impls = [(cfg, cfg.__dict__.get(_IMPL, getattr(cfg, "_attn_implementation", None))) for cfg in configs]
     training = [(m, m.training) for m in model.modules()]
     try:

@@ -25,6 +25,10 @@ ids, and two more keys say which pieces form each word:
     ungrouped sequence (``input_ids``; ``output_ids``, whose ranges also group the decoder inputs)
 
 Loadable with ``numpy.load(path, allow_pickle=False)``.
+
+A long capture kept on disk (:mod:`analysis.store`) is written map by map into the archive (the
+same format, float32 as always); the whole stack is never in memory. The CLI refuses an npz whose
+float32 maps exceed :data:`FORCE_BYTES` unless ``--force`` is given.
 """
 
 from __future__ import annotations
@@ -33,12 +37,22 @@ import numpy as np
 
 from .fileio import atomic_write
 from .result import Capture
+from .tasks import TaskState, as_task
+
+#: the float32 maps of an --export-npz bigger than this are written only with --force (1 GB)
+FORCE_BYTES = 10**9
 
 
-def npz_arrays(cap: Capture) -> dict[str, np.ndarray]:
-    """The npz file's arrays (see the module docstring) of a capture of pieces or of words."""
+def npz_bytes(cap: Capture) -> int:
+    """Bytes of the npz file's float32 attention maps (the file is barely bigger)."""
+    return sum(int(a.size) * 4 for a in cap.stacks.values())
+
+
+def npz_arrays(cap: Capture, stacks: bool = True) -> dict[str, np.ndarray]:
+    """The npz file's arrays (see the module docstring) of a capture of pieces or of words
+    (``stacks=False``: all but the attention stacks)."""
     ids = cap.pieces if cap.pieces is not None else cap  # ids stay the tokenizer's pieces
-    out: dict[str, np.ndarray] = {name: cap.attention(name) for name in cap.stack_names}
+    out: dict[str, np.ndarray] = {name: cap.attention(name) for name in cap.stack_names} if stacks else {}
     out["input_tokens"] = np.array(cap.source.display, dtype=str)
     out["input_ids"] = np.asarray(ids.source.ids, dtype=np.int64)
     out["input_special"] = np.asarray(cap.source.special, dtype=bool)
@@ -58,7 +72,11 @@ def npz_arrays(cap: Capture) -> dict[str, np.ndarray]:
     return out
 
 
-def write_npz(cap: Capture, path) -> None:
+def write_npz(cap: Capture, path, task: TaskState | None = None) -> None:
+    """Write the npz file of ``cap`` to ``path`` (atomically); a stored capture map by map."""
+    if cap.stored:
+        atomic_write(path, lambda tmp: _write_streamed(cap, tmp, as_task(task)))
+        return
     arrays = npz_arrays(cap)
 
     def _w(tmp: str) -> None:
@@ -66,3 +84,24 @@ def write_npz(cap: Capture, path) -> None:
             np.savez(fh, **arrays)  # type: ignore[arg-type]  # mypy matches **arrays to allow_pickle: bool
 
     atomic_write(path, _w)
+
+
+def _write_streamed(cap: Capture, tmp: str, task: TaskState) -> None:
+    """The npz file of a stored capture, as ``np.savez`` lays it out (an uncompressed zip of
+    ``.npy`` members), each stack written one float32 map at a time."""
+    import zipfile
+
+    with open(tmp, "wb") as fh, zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name in cap.stack_names:
+            arr = cap.stacks[name]
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array_header_1_0(member, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                                                              "fortran_order": False, "shape": tuple(arr.shape)})
+                n_layers, n_heads = arr.shape[:2]
+                for layer in range(n_layers):
+                    task.check()
+                    for head in range(n_heads):
+                        member.write(np.ascontiguousarray(arr[layer, head], dtype=np.float32).data)
+        for key, value in npz_arrays(cap, stacks=False).items():
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)

@@ -9,33 +9,28 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .pyramid import block_for, pool_blocks
+
 
 def downsample(maps: np.ndarray, max_cell: int, how: str = "max") -> np.ndarray:
     """Shrink the last two axes of ``maps`` ``[..., Q, K]`` to at most ``max_cell`` by block pooling.
 
+    Blocks are powers of two per axis (:func:`analysis.pyramid.block_for`), so an overview pooled
+    here equals one read off a long capture's stored pyramid (:meth:`analysis.store.StoredStack.tiles`).
     ``max`` pooling keeps sharp patterns (a diagonal stays visible); ``mean`` keeps mass.
     Returns a new float32 array ``[..., q', k']``.
     """
     q, k = maps.shape[-2:]
-    fq = max(1, int(np.ceil(q / max_cell)))
-    fk = max(1, int(np.ceil(k / max_cell)))
+    fq = block_for(q, max_cell) if q else 1
+    fk = block_for(k, max_cell) if k else 1
     if fq == 1 and fk == 1:
         return np.asarray(maps, dtype=np.float32).copy()
+    if how == "max":
+        return pool_blocks(maps, fq, fk)
     pq, pk = (-q) % fq, (-k) % fk
     pad = [(0, 0)] * (maps.ndim - 2) + [(0, pq), (0, pk)]
     m = np.pad(np.asarray(maps, dtype=np.float32), pad, constant_values=np.nan)
-    shp = m.shape[:-2] + (m.shape[-2] // fq, fq, m.shape[-1] // fk, fk)
-    m = m.reshape(shp)
-    if how == "max":
-        # pairwise np.fmax over the two block axes: NaN-ignoring like nanmax, and ~30× faster than
-        # one reduction over two strided axes (22 ms → 0.6 ms for 6 × 12 maps of 128 tokens)
-        r = m[..., 0]
-        for i in range(1, fk):
-            r = np.fmax(r, m[..., i])
-        out = r[..., 0, :]
-        for j in range(1, fq):
-            out = np.fmax(out, r[..., j, :])
-        return np.ascontiguousarray(out, dtype=np.float32)
+    m = m.reshape(m.shape[:-2] + (m.shape[-2] // fq, fq, m.shape[-1] // fk, fk))
     with np.errstate(all="ignore"):
         out = np.nanmean(m, axis=(-3, -1))
     return out.astype(np.float32)

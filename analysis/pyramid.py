@@ -83,33 +83,42 @@ def pool(maps: np.ndarray, f: int) -> np.ndarray:
 
     Returns float32 ``[..., ceil(Q/f), ceil(K/f)]``; ``f == 1`` returns a float32 copy.
     """
+    return pool_blocks(maps, f, f)
+
+
+def pool_blocks(maps: np.ndarray, fq: int, fk: int) -> np.ndarray:
+    """Max-pool the last two axes of ``maps`` ``[..., Q, K]`` over ``fq × fk`` blocks (rows ×
+    columns; NaN-ignoring, a block of NaN only stays NaN).
+
+    Returns float32 ``[..., ceil(Q/fq), ceil(K/fk)]``, a new array (a copy when both are 1).
+    """
     src = np.asarray(maps)
-    if f > 1 and src.dtype == np.float16 and src.size and int(src.view(np.uint16).max()) < 0x7C00:
+    if (fq > 1 or fk > 1) and src.dtype == np.float16 and src.size and int(src.view(np.uint16).max()) < 0x7C00:
         # non-negative finite float16 (attention): the bit patterns sort like the values, so the
         # blocks' maxima are taken on them and only the pooled cells are converted (padding with
         # +0.0 changes no maximum: every padded block holds a real, non-negative cell)
-        return to_float32(_block_max(src.view(np.uint16), f, 0, np.maximum).view(np.float16))
+        return to_float32(_block_max(src.view(np.uint16), fq, fk, 0, np.maximum).view(np.float16))
     a = to_float32(src)
-    if f == 1:
+    if fq == 1 and fk == 1:
         return a.copy() if a is src else a
-    return np.ascontiguousarray(_block_max(a, f, np.nan, np.fmax), dtype=np.float32)
+    return np.ascontiguousarray(_block_max(a, fq, fk, np.nan, np.fmax), dtype=np.float32)
 
 
-def _block_max(a: np.ndarray, f: int, pad, op) -> np.ndarray:
-    """``op`` (a pairwise maximum) over the ``f × f`` blocks of the last two axes of ``a``, the
+def _block_max(a: np.ndarray, fq: int, fk: int, pad, op) -> np.ndarray:
+    """``op`` (a pairwise maximum) over the ``fq × fk`` blocks of the last two axes of ``a``, the
     last blocks filled with ``pad``."""
     q, k = a.shape[-2:]
-    pq, pk = (-q) % f, (-k) % f
+    pq, pk = (-q) % fq, (-k) % fk
     if pq or pk:
         a = np.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, pq), (0, pk)], constant_values=pad)
-    m = a.reshape(a.shape[:-2] + (a.shape[-2] // f, f, a.shape[-1] // f, f))
+    m = a.reshape(a.shape[:-2] + (a.shape[-2] // fq, fq, a.shape[-1] // fk, fk))
     # pairwise over the block axes (np.fmax: NaN-ignoring like nanmax), much faster than one
     # reduction over two strided axes (see analysis.overview.downsample)
     r = m[..., 0]
-    for i in range(1, f):
+    for i in range(1, fk):
         r = op(r, m[..., i])
     out = r[..., 0, :]
-    for j in range(1, f):
+    for j in range(1, fq):
         out = op(out, r[..., j, :])
     return np.ascontiguousarray(out)
 

@@ -24,6 +24,8 @@ from typing import Literal
 
 import numpy as np
 
+from .store import is_stored
+
 Kind = Literal["encoder", "decoder", "seq2seq"]
 STACK_NAMES = ("attentions", "encoder_attentions", "decoder_attentions", "cross_attentions")
 #: CLI/--stack names → npz stack names for seq2seq models
@@ -108,7 +110,9 @@ class Capture:
     architecture : e.g. ``BertModel``, ``LlamaForCausalLM``, ``MarianMTModel``
     text : the input text as captured (after truncation)
     source : the input tokens (decoder: prompt + continuation)
-    stacks : stack name → read-only array ``[L, H, Q, K]`` (float32, or float16 to save memory)
+    stacks : stack name → read-only array ``[L, H, Q, K]`` (float32, or float16 to save memory), or
+        for a long capture a :class:`analysis.store.StoredStack` (float16 on disk, read one map or
+        pooled level at a time; :attr:`stored`)
     target : seq2seq target text (typed or generated), else None
     decoder_inputs : seq2seq decoder input tokens ``[T]`` (``decoder_start`` + labels[:-1])
     outputs : seq2seq output tokens ``[T]``; row t of decoder/cross maps predicts ``outputs[t]``
@@ -153,7 +157,8 @@ class Capture:
     pieces: Capture | None = None
 
     def __post_init__(self) -> None:
-        frozen = {name: _frozen(arr) for name, arr in self.stacks.items()}
+        # a long capture's stacks stay on disk (analysis.store.StoredStack: read-only, read lazily)
+        frozen = {name: arr if is_stored(arr) else _frozen(arr) for name, arr in self.stacks.items()}
         object.__setattr__(self, "stacks", MappingProxyType(frozen))
         for name in ("source_spans", "output_spans"):
             spans = getattr(self, name)
@@ -190,9 +195,15 @@ class Capture:
         return name
 
     def attention(self, stack: str | None = None) -> np.ndarray:
-        """Attention of one stack as float32 ``[L, H, Q, K]`` (upcast if stored as float16)."""
+        """Attention of one stack as float32 ``[L, H, Q, K]`` (upcast if stored as float16; a stored
+        stack stays on disk and is read as float32 when indexed)."""
         arr = self.stacks[self.resolve_stack(stack)]
         return arr if arr.dtype == np.float32 else arr.astype(np.float32)
+
+    @property
+    def stored(self) -> bool:
+        """True when the stacks live on disk (:mod:`analysis.store`): a long capture."""
+        return any(is_stored(a) for a in self.stacks.values())
 
     def shape(self, stack: str | None = None) -> tuple[int, int, int, int]:
         return tuple(self.stacks[self.resolve_stack(stack)].shape)
@@ -240,10 +251,12 @@ class Capture:
 
     @property
     def attention_nbytes(self) -> int:
+        """Bytes of the maps (in memory, or on disk for a stored capture)."""
         return sum(a.nbytes for a in self.stacks.values())
 
     def with_stacks_dtype(self, dtype: np.dtype | type) -> Capture:
-        """A copy whose stacks are stored as ``dtype`` (e.g. float16 to halve memory)."""
+        """A copy whose stacks are stored as ``dtype`` (e.g. float16 to halve memory); a stored
+        stack stays on disk and is read as ``dtype``."""
         from dataclasses import replace
 
         return replace(self, stacks={k: v.astype(dtype) for k, v in self.stacks.items()})

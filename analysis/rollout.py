@@ -34,11 +34,12 @@ Everything here is numpy (plus scipy's max-flow solver) and never modifies its i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from .errors import InputError
+from .store import is_stored
 from .tasks import TaskState, as_task
 
 Fusion = Literal["mean", "max", "min"]
@@ -71,8 +72,23 @@ class SelfAttentionRequired(InputError, ValueError):
     """Rollout and flow need a self-attention stack (as many queries as keys)."""
 
 
-def _check_stack(att: np.ndarray, what: str) -> np.ndarray:
-    arr = np.asarray(att)
+#: rollout of a long capture kept on disk stops here: it multiplies one N × N float64 matrix per
+#: layer (N³ operations each) and keeps every layer's product (L · N² · 8 bytes: 250 MB for SmolLM2 at 1,024)
+ROLLOUT_MAX_STORED_TOKENS = 1024
+
+
+def _check_stack(att: np.ndarray, what: str) -> Any:
+    """``att`` as an ``[L, H, S, S]`` self-attention stack (an array, or a long capture's stored stack)."""
+    arr: Any
+    if is_stored(att):  # a long capture on disk: read a layer at a time (fuse_heads)
+        if att.shape[2] > ROLLOUT_MAX_STORED_TOKENS and att.shape[2] == att.shape[3]:
+            raise InputError(
+                f"{what} of this long capture ({att.shape[2]} tokens) is not computed: it multiplies an "
+                f"{att.shape[2]} × {att.shape[2]} matrix per layer; run a text of at most {ROLLOUT_MAX_STORED_TOKENS} "
+                "tokens (--max-tokens) for it")
+        arr = att
+    else:
+        arr = np.asarray(att)
     if arr.ndim != 4:
         raise InputError(f"an attention stack must be [layer, head, query, key]; got {arr.shape}")
     if arr.shape[2] != arr.shape[3]:
@@ -95,6 +111,11 @@ def fuse_heads(att: np.ndarray, how: Fusion = "mean") -> np.ndarray:
     -------
     float64 ``[L, Q, K]``, a new array.
     """
+    if is_stored(att):  # a long capture on disk: one layer in memory at a time
+        out = np.empty((att.shape[0], *att.shape[2:]), dtype=np.float64)
+        for layer in range(att.shape[0]):
+            out[layer] = fuse_heads(att[layer][None], how)[0]
+        return out
     arr = np.asarray(att)
     if arr.ndim != 4:
         raise InputError(f"an attention stack must be [layer, head, query, key]; got {arr.shape}")

@@ -37,6 +37,7 @@ from .archive import NPY_HEADER_MAX, ArchiveError, Member, SafeNpz, TooBig, form
 from .errors import Cancelled, InputError
 from .fileio import atomic_write
 from .result import STACK_NAMES, Capture, Prediction, TokenSeq
+from .store import StoreWriter, capture_bytes, check_space, is_stored, store_wanted
 from .tasks import TaskState, as_task
 
 FORMAT = "headmap-session"
@@ -87,6 +88,11 @@ class Session:
 
 # -- equality ---------------------------------------------------------------------------------
 def _arrays_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    if is_stored(a) or is_stored(b):  # a long capture's stacks: compared a map at a time
+        if a.dtype != b.dtype or tuple(a.shape) != tuple(b.shape):
+            return False
+        return all(_arrays_equal(a[layer, head], b[layer, head])
+                   for layer in range(a.shape[0]) for head in range(a.shape[1]))
     a, b = np.asarray(a), np.asarray(b)
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
@@ -168,6 +174,7 @@ def save_session(
     model_ref: str,
     inputs: Mapping[str, Any],
     options: Mapping[str, Any],
+    task: TaskState | None = None,
 ) -> Path:
     """Write ``capture`` and the window state to one ``.headmap`` file, atomically.
 
@@ -178,6 +185,8 @@ def save_session(
         capture is saved as its pieces (reopening groups it again when the options ask)
     model_ref : the model reference (kept for display; reopening never loads the model)
     inputs, options : JSON-compatible dicts (text, target, layer, head, theme, …)
+    task : progress and cancel (a long capture kept on disk is copied into the file from its store,
+        a chunk at a time: it never passes through memory)
 
     Returns
     -------
@@ -190,9 +199,9 @@ def save_session(
     """
     if capture.pieces is not None:
         capture = capture.pieces
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, Any] = {}
     for name, arr in capture.stacks.items():
-        arrays[f"stack__{name}"] = np.asarray(arr)
+        arrays[f"stack__{name}"] = arr if is_stored(arr) else np.asarray(arr)
     present = []
     for seq_name in _SEQS:
         seq: TokenSeq | None = getattr(capture, seq_name)
@@ -233,18 +242,44 @@ def save_session(
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as fh:  # a file object: numpy would append ".npz" to a name
-            # no object arrays: loads with allow_pickle=False
-            np.savez(fh, **arrays)  # type: ignore[arg-type]  # mypy matches **arrays to allow_pickle: bool
+            if capture.stored:
+                _write_members(fh, arrays, as_task(task))
+            else:
+                # no object arrays: loads with allow_pickle=False
+                np.savez(fh, **arrays)
 
     return atomic_write(path, write, suffix=".npz")
 
 
+#: bytes copied at a time from a store into a session file
+COPY_CHUNK = 16 * 2**20
+
+
+def _write_members(fh, arrays: Mapping[str, Any], task: TaskState) -> None:
+    """The archive ``np.savez`` writes, with every stored stack copied from its store's ``.npy``
+    file (a valid ``.npy`` member already) a chunk at a time."""
+    total = sum(a.nbytes for a in arrays.values()) or 1
+    done = 0
+    with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, arr in arrays.items():
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as member:
+                if not is_stored(arr):
+                    np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
+                    continue
+                with open(arr.store.path / arr.store.manifest["stacks"][arr.name]["file"], "rb") as src:
+                    while chunk := src.read(COPY_CHUNK):
+                        task.check()
+                        member.write(chunk)
+                        done += len(chunk)
+                        task.report("session", min(1.0, done / total), "saving the session…")
+
+
 # -- load -------------------------------------------------------------------------------------
 #: the most bytes of arrays one session may declare, all members together; a file declaring more
-#: is refused before anything is read. The window keeps maps as float16: SmolLM2 (30 layers × 9
-#: heads) at 1024 tokens takes 283 MB, a 7B model (32 × 32) at 1024 tokens 2 GiB (4 GiB as the
-#: CLI's float32) — more than that would not fit the window's memory budget anyway.
-MAX_SESSION_BYTES = 4 << 30
+#: is refused before anything is read. The maps of a session over 256 MiB are not read into
+#: memory: they go to a store on disk (:mod:`analysis.store`) and are read a map at a time, so the
+#: limit is the disk's: SmolLM2 (30 layers × 9 heads) at 8,192 tokens takes 36 GB as float16.
+MAX_SESSION_BYTES = 64 << 30
 #: the most bytes the JSON metadata may take in the file (numpy stores it as UTF-32: 4 million
 #: characters; a 1024-token capture's metadata takes well under 1 MB)
 MAX_META_BYTES = 16 << 20
@@ -491,6 +526,55 @@ def _check_weights(name: str, stack: np.ndarray, task: TaskState) -> None:
             raise _Damaged(f"rows of the {name} stack in layer {layer} do not sum to 1 (off by {off:.3g})")
 
 
+def _check_map(name: str, layer: int, m: np.ndarray) -> None:
+    """:func:`_check_weights` of one map ``[Q, K]`` (float32) of layer ``layer``."""
+    tol = WEIGHT_TOLERANCE
+    lo, hi = float(m.min()), float(m.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise _Damaged(f"the {name} stack has weights that are not numbers (NaN or infinity) in layer {layer}")
+    if lo < -tol or hi > 1 + tol:
+        raise _Damaged(f"the {name} stack has weights from {lo:.3g} to {hi:.3g} in layer {layer}, outside 0–1")
+    off = float(np.abs(m.sum(axis=-1) - 1.0).max()) if m.size else 0.0
+    if off > tol:
+        raise _Damaged(f"rows of the {name} stack in layer {layer} do not sum to 1 (off by {off:.3g})")
+
+
+def _store_stacks(npz: SafeNpz, stacks: Mapping[str, Member], p: Path, task: TaskState) -> dict[str, Any]:
+    """The stack members of a long session copied, a map at a time, into a new store this process
+    owns (float16, with the pyramid levels and ranges views read; :mod:`analysis.store`), each map
+    checked like :func:`_check_weights` on the way. Returns ``stack__<name>`` → the stored stack."""
+    writer = StoreWriter()
+    n_maps = sum(m.shape[0] * m.shape[1] for m in stacks.values()) or 1
+    done = 0
+    try:
+        for key, member in stacks.items():
+            name = key[len("stack__"):]
+            n_layers, n_heads, q, k = member.shape
+            writer.begin(name, member.shape)
+            step = writer.chunk_rows(q, k)
+            dtype = member.dtype
+            with npz.open(member) as fp:
+                for layer in range(n_layers):
+                    for head in range(n_heads):
+                        task.check()
+                        raw = fp.read(q * k * dtype.itemsize)
+                        if len(raw) != q * k * dtype.itemsize:
+                            raise ArchiveError(f"its member '{member.info.filename}' is truncated")
+                        m = np.frombuffer(raw, dtype=dtype).reshape(q, k).astype(np.float32)
+                        _check_map(name, layer, m)
+                        for r0 in range(0, q, step):
+                            writer.write(name, layer, r0, m[r0:r0 + step], head=head)
+                        done += 1
+                        task.report("session", 0.8 * done / n_maps, f"checking and storing the maps of {p.name}…")
+                if fp.read(1):
+                    raise ArchiveError(f"its member '{member.info.filename}' holds more than its array")
+        store = writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    return {f"stack__{name}": stack for name, stack in store.stacks.items()}
+
+
 def _seq_from(arrays: Mapping[str, np.ndarray], name: str) -> TokenSeq:
     word_ids = arrays[f"{name}__word_ids"]
     if int(word_ids.min()) < -1:
@@ -510,7 +594,8 @@ def _capture_from(arrays: Mapping[str, np.ndarray], c: dict, task: TaskState) ->
     seqs = {name: _seq_from(arrays, name) if name in c["token_seqs"] else None for name in _SEQS}
     stacks = {name: arrays[f"stack__{name}"] for name in c["stacks"]}
     for name, stack in stacks.items():
-        _check_weights(name, stack, task)
+        if not is_stored(stack):  # a stored stack was checked while it was copied
+            _check_weights(name, stack, task)
     source = seqs["source"]
     assert source is not None  # every kind has source tokens (_check_meta)
     return Capture(
@@ -552,8 +637,15 @@ def _read(p: Path, task: TaskState) -> Session:
         headers = {key: npz.header(key) for key in sorted(expected - {"meta"})}
         _check_headers(headers, c)
         total, done = sum(m.nbytes for m in headers.values()) or 1, 0
-        arrays: dict[str, np.ndarray] = {}
+        stacks = {key: m for key, m in headers.items() if key.startswith("stack__")}
+        stored = store_wanted([m.shape for m in stacks.values()], None)
+        arrays: dict[str, Any] = {}
+        if stored:  # a long capture: its maps go to a store on disk, checked as they are copied
+            check_space(capture_bytes(m.shape for m in stacks.values()), what=f"opening {p.name}")
+            arrays.update(_store_stacks(npz, stacks, p, task))
         for key, member in headers.items():
+            if key in arrays:
+                continue
             task.check()
             task.report("session", 0.8 * done / total, f"reading {p.name}…")
             arrays[key] = _native(npz.read(member))

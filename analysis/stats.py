@@ -44,6 +44,7 @@ import numpy as np
 
 from .fileio import atomic_write_text
 from .result import SELF_STACKS, Capture
+from .store import is_stored
 from .tasks import TaskState, as_task
 
 #: the statistics, in CSV column order
@@ -156,7 +157,7 @@ def head_stats(
     -------
     dict mapping each name of :data:`STAT_NAMES` to a new float64 ``[L, H]`` array.
     """
-    arr = np.asarray(att)
+    arr = att if is_stored(att) else np.asarray(att)
     if arr.ndim != 4:
         raise ValueError(f"an attention stack must be [layer, head, query, key]; got {arr.shape}")
     n_layers, n_heads, n_q, n_k = arr.shape
@@ -172,6 +173,9 @@ def head_stats(
         return out
 
     task = as_task(task)
+    if is_stored(arr):
+        _stored_stats(arr, out, self_attention, special, punct, task)
+        return out
     rows = np.arange(n_q)
     distance = np.abs(rows[:, None] - np.arange(n_k)[None, :]).astype(np.float64)
     # one layer at a time keeps the float64 working copy small for long inputs
@@ -195,6 +199,58 @@ def head_stats(
                 out["to_previous"][layer] = np.diagonal(a, -1, 1, 2).mean(-1)
                 out["to_next"][layer] = np.diagonal(a, 1, 1, 2).mean(-1)
     return out
+
+
+#: a stored (long) stack's statistics are computed on blocks of rows of at most this many cells
+STATS_BLOCK_CELLS = 1 << 21
+
+
+def _stored_stats(arr, out: dict[str, np.ndarray], self_attention: bool, special: np.ndarray | None,
+                  punct: np.ndarray | None, task: TaskState) -> None:
+    """:func:`head_stats` of a long capture's stored stack, into ``out``: every map read once, a
+    block of rows of every head at a time (float64 sums over the rows, divided at the end), so no
+    layer is ever held whole."""
+    n_layers, n_heads, n_q, n_k = arr.shape
+    step = max(1, STATS_BLOCK_CELLS // max(1, n_heads * n_k))
+    cols = np.arange(n_k)
+    names = ("entropy", "to_first", "max_weight", "to_special", "to_punctuation", "mean_distance", "to_self",
+             "to_previous", "to_next")
+    for layer in range(n_layers):
+        task.step("stats", layer / n_layers, f"head statistics: layer {layer + 1} of {n_layers}")
+        sums = {name: np.zeros(n_heads) for name in names}
+        for r0 in range(0, n_q, step):
+            task.check()
+            a = np.asarray(arr[layer, :, r0:r0 + step], dtype=np.float64)  # [H, r, K]
+            rows = np.arange(r0, r0 + a.shape[1])
+            logs = np.zeros_like(a)
+            np.log(a, out=logs, where=a > 0)
+            sums["entropy"] += -(a * logs).sum(-1).sum(-1)
+            del logs
+            sums["to_first"] += a[:, :, 0].sum(-1)
+            sums["max_weight"] += a.max(-1).sum(-1)
+            if special is not None:
+                sums["to_special"] += a[:, :, special].sum(-1).sum(-1)
+            if punct is not None:
+                sums["to_punctuation"] += a[:, :, punct].sum(-1).sum(-1)
+            if self_attention:
+                local = np.arange(a.shape[1])
+                sums["mean_distance"] += (a * np.abs(rows[:, None] - cols[None, :])).sum(-1).sum(-1)
+                sums["to_self"] += a[:, local, rows].sum(-1)
+                prev = rows >= 1
+                sums["to_previous"] += a[:, local[prev], rows[prev] - 1].sum(-1)
+                nxt = rows <= n_q - 2
+                sums["to_next"] += a[:, local[nxt], rows[nxt] + 1].sum(-1)
+        for name in ("entropy", "to_first", "max_weight"):
+            out[name][layer] = sums[name] / n_q
+        for name, mask in (("to_special", special), ("to_punctuation", punct)):
+            if mask is not None:
+                out[name][layer] = sums[name] / n_q
+        if self_attention:
+            out["mean_distance"][layer] = sums["mean_distance"] / n_q
+            out["to_self"][layer] = sums["to_self"] / n_q
+            if n_q >= 2:
+                out["to_previous"][layer] = sums["to_previous"] / (n_q - 1)
+                out["to_next"][layer] = sums["to_next"] / (n_q - 1)
 
 
 def capture_stats(

@@ -233,6 +233,10 @@ def group_capture(capture: Capture, group: str = "words") -> Capture:
         return capture.pieces if capture.pieces is not None else capture
     if capture.group == "words":
         return capture
+    if capture.stored:
+        raise InputError(
+            f"words are not available for a long capture kept on disk ({len(capture.source)} tokens): grouping would "
+            "need every map in memory; show pieces (--group pieces), or run a shorter text")
     style = capture_style(capture)
     src = word_spans(capture.source.raw, capture.source.special, style)
     stacks: dict[str, np.ndarray] = {}

@@ -12,6 +12,13 @@ writes ``bench-results.json`` in the working directory. Targets (issue "Performa
     peak_rss_mb_minilm_256               ≤ 1500 MB
     startup_window_ms                    ≤ 1000 ms  launch → the main window's first painted frame
     quit_ms                              ≤ 1000 ms  close with a model loaded → window and model process gone
+    peak_rss_mb_smollm2_4096             ≤ 3000 MB  window + model process: a 4,096-token run, then every tab
+    head_switch_p95_ms_4096              ≤ 30 ms    (maps read from the disk store, analysis/store.py)
+    overview_ms_smollm2_4096             ≤ 300 ms   the Model view of 30 × 9 from the stored pyramid levels
+    run_over_forward_ratio_smollm2_4096  ≤ 1.3      click → first map ÷ the bare eager forward pass
+                                                    (output_attentions=False) of the same model here
+    tokens_smollm2_max                   (8192)     the longest input that runs within 3,000 MB where the
+                                                    disk has room (36 GB of float16 maps at 8,192)
 
 ``startup_window_ms`` and ``quit_ms`` (case ``window_life``) launch ``python main.py`` five times
 with fresh settings (an empty XDG_CONFIG_HOME) and ``HEADMAP_PROBE`` (``gui/probe.py``): the
@@ -21,6 +28,10 @@ capture the benchmark sends ``close`` (a real close of the window) and times unt
 process and its model process have both exited. Medians of the five; offscreen, and also on the
 X display in ``DISPLAY`` when there is one (``*_xcb`` keys). ``startup_views_ready_ms`` and
 ``startup_first_capture_ms`` say when the rest of the start was done (no target).
+
+The ``smollm2_long`` case takes many minutes (4,096 tokens several times, then 8,192); run it
+alone with ``python benchmarks/run.py --case smollm2_long``. It needs about 40 GB free under the
+cache folder (``HEADMAP_CACHE``) for 8,192 tokens and says what it could do otherwise.
 
 Timings that tests used to assert (tests never assert on the clock; issue 13 moved them here).
 Their limit is the one the test had, marked ``*`` in the table: a guard against a regression,
@@ -75,7 +86,13 @@ TARGETS = {
     "peak_rss_mb_minilm_256": 1500.0,
     "startup_window_ms": 1000.0,
     "quit_ms": 1000.0,
+    "peak_rss_mb_smollm2_4096": 3000.0,
+    "head_switch_p95_ms_4096": 30.0,
+    "overview_ms_smollm2_4096": 300.0,
+    "run_over_forward_ratio_smollm2_4096": 1.3,
 }
+#: long inputs: the RSS a run may reach (window + model process) for tokens_smollm2_max
+LONG_RSS_MB = 3000.0
 #: the limits tests used to assert before the timings moved here (shown with a ``*``)
 TEST_LIMITS = {
     "font_fallback_ms": 5.0,
@@ -352,6 +369,164 @@ def case_smollm2(tmp):
     p50, p95 = _switch_times(w, n=30)
     out["head_switch_p50_ms_1024"] = p50
     out["head_switch_p95_ms_1024"] = p95
+    w.shutdown()
+    return out
+
+
+class _RssPeak:
+    """Samples the resident memory of this (window) process plus its model process every 50 ms
+    (``/proc/<pid>/status``, VmRSS) in a thread; ``peak_mb`` is the largest sum seen."""
+
+    def __init__(self, w) -> None:
+        import threading
+
+        self.w = w
+        self.peak_mb = 0.0
+        self.parts: tuple[float, float] = (0.0, 0.0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    @staticmethod
+    def rss_mb(pid: int | None) -> float:
+        if not pid:
+            return 0.0
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.05):
+            host = self.w.host
+            window, model = self.rss_mb(os.getpid()), self.rss_mb(host.pid if host is not None else None)
+            if window + model > self.peak_mb:
+                self.peak_mb, self.parts = window + model, (window, model)
+
+    def __enter__(self) -> _RssPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _long_text(n_tokens: int) -> str:
+    return TEXT * (n_tokens // 10 + 4)
+
+
+def _every_tab(w, timeout: float = 900.0) -> dict[str, float]:
+    """Show every tab once and wait for its work (the statistics of every map); returns the
+    seconds each took."""
+    out = {}
+    for i in range(w.tabs.count()):
+        name = w.tabs.tabText(i)
+        t0 = time.perf_counter()
+        w.tabs.setCurrentIndex(i)
+        _app().processEvents()
+        _wait(lambda: not any(w.runner.is_busy(k) for k in ("stats", "flow", "masks")), timeout)
+        _app().processEvents()
+        out[name] = time.perf_counter() - t0
+    return out
+
+
+def case_smollm2_long(tmp):
+    """SmolLM2 at 4,096 tokens (stored on disk): peak RSS of the window and model process over a run
+    and every tab, head switching, the Model view, the run against the bare forward pass; then the
+    longest input that runs within LONG_RSS_MB."""
+    import gc
+
+    import numpy as np
+    import torch
+
+    from analysis.capture import default_max_tokens
+
+    w = _window(tmp)
+    _load(w, "bundled:smollm2")
+    from analysis.store import stores_root
+
+    out: dict = {"_store_folder": str(stores_root())}
+    w.tabs.setCurrentIndex(_tab(w, "Head"))
+    w.max_tokens = 4096
+    w.input_panel.text.setPlainText(_long_text(4096))
+    with _RssPeak(w) as rss:
+        t_first = _run_until_drawn(w, timeout=1800)
+        cap = w.capture
+        assert len(cap.source) == 4096 and cap.stored, "the 4,096-token capture was not stored"
+        out["_run_s_first_4096"] = t_first
+        out["_tabs_s_4096"] = _every_tab(w)
+        p50, p95 = _switch_times(w, n=30)
+        out["head_switch_p50_ms_4096"], out["head_switch_p95_ms_4096"] = p50, p95
+        out["overview_ms_smollm2_4096"] = float(np.median([_overview_ms(w) for _ in range(3)]))
+        out["layer_view_ms_smollm2_4096"] = _layer_ms(w)
+    out["peak_rss_mb_smollm2_4096"] = rss.peak_mb
+    out["_rss_window_model_mb_4096"] = [round(x) for x in rss.parts]
+    out["attention_store_gb_4096"] = cap.attention_nbytes / 1e9
+    w.tabs.setCurrentIndex(_tab(w, "Head"))
+    cap = None
+    gc.collect()
+
+    # click → first map, against the bare eager forward pass (output_attentions=False) of a second
+    # copy here; interleaved, with pauses (torch's spinning threads of one would slow the other)
+    from analysis.loader import load_model
+
+    lm = load_model("bundled:smollm2")
+    enc = lm.tokenizer(_long_text(4096), return_tensors="pt", truncation=True, max_length=4096)
+
+    def forward_once() -> float:
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            lm.model(**enc, output_attentions=False, use_cache=False)
+            return time.perf_counter() - t0
+
+    fw, runs = [], []
+    for k in range(3):
+        time.sleep(2)
+        fw.append(forward_once())
+        gc.collect()
+        time.sleep(2)
+        w.input_panel.text.setPlainText(f"Run {k} of the benchmark. " + _long_text(4096))
+        runs.append(_run_until_drawn(w, timeout=1800))
+    out["_forwards_s_4096"] = [round(x, 2) for x in fw]
+    out["_runs_s_4096"] = [round(x, 2) for x in runs]
+    out["forward_s_smollm2_4096"] = float(np.median(fw))
+    out["run_s_smollm2_4096"] = float(np.median(runs))
+    out["run_over_forward_ratio_smollm2_4096"] = float(np.median(runs)) / float(np.median(fw))
+    lm = None
+    gc.collect()
+
+    # the longest input: the window's own default (the model's maximum where the disk has room),
+    # lowered while a run passes the RSS limit
+    limit, why = default_max_tokens(w.lm.summary)
+    out["_default_max_tokens"] = limit
+    if why:
+        out["_default_max_tokens_why"] = why
+    w.state.set_capture(None)  # the 4,096-token store leaves the disk first
+    gc.collect()
+    best = 0
+    for n in sorted({limit, 6144, 4096}, reverse=True):
+        if n > limit:
+            continue
+        w.max_tokens = n
+        w.input_panel.text.setPlainText(f"Longest {n}. " + _long_text(n))
+        try:
+            with _RssPeak(w) as rss:
+                t = _run_until_drawn(w, timeout=3600)
+                _every_tab(w)
+        except Exception as exc:  # the run failed (disk, memory): try a shorter one
+            out[f"_tokens_{n}_failed"] = str(exc)[:200]
+            continue
+        out[f"_tokens_{n}_run_s"] = t
+        out[f"_tokens_{n}_peak_rss_mb"] = rss.peak_mb
+        out[f"_tokens_{n}_rss_window_model_mb"] = [round(x) for x in rss.parts]
+        if w.capture is not None and len(w.capture.source) == n and rss.peak_mb <= LONG_RSS_MB:
+            best = n
+            break
+    out["tokens_smollm2_max"] = best
     w.shutdown()
     return out
 
@@ -683,7 +858,7 @@ def case_loader(tmp):
 
 CASES = {"minilm": case_minilm, "minilm_rss": case_minilm_rss, "smollm2": case_smollm2,
          "fonts": case_fonts, "model_process": case_model_process, "loader": case_loader,
-         "window_life": case_window_life}
+         "window_life": case_window_life, "smollm2_long": case_smollm2_long}
 
 
 def _run_case(name: str) -> dict:

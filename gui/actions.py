@@ -63,6 +63,10 @@ def saved_selection(capture, saved: Any) -> dict:
     return out
 
 
+def _size_words(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.0f} MB"
+
+
 class FileActions(QObject):
     """Export / copy the visible tab; save / reopen sessions.
 
@@ -183,14 +187,39 @@ class FileActions(QObject):
         self.status(f"reopened session {path} ({sess.model_ref}; the model is not loaded)")
 
     def on_save_session(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self.parent_widget, "Save session", "lesson.headmap",
+        cap = self.state.pieces
+        stored = cap is not None and cap.stored
+        # a long capture's session holds its float16 maps: the dialog says how big it will be first
+        caption = "Save session" + (f" ({_size_words(cap.attention_nbytes)} of attention maps)" if stored else "")
+        path, _ = QFileDialog.getSaveFileName(self.parent_widget, caption, "lesson.headmap",
                                               "Headmap session (*.headmap)")
-        if path:
-            try:
-                self.save_session_to(path)
-                self.status(f"session saved to {path}")
-            except HeadmapError as exc:
-                self.report(exc)
+        if not path:
+            return
+        if stored:  # gigabytes: copied from the store in the background, with progress
+            self.save_session_job(path)
+            return
+        try:
+            self.save_session_to(path)
+            self.status(f"session saved to {path}")
+        except HeadmapError as exc:
+            self.report(exc)
+
+    def save_session_job(self, path: str) -> JobHandle:
+        """Save a long (stored) capture's session as a job (kind ``save``): its maps are copied
+        from the store into the file with progress in the status bar."""
+        from analysis.session import save_session
+
+        cap = self.state.pieces
+        if cap is None:
+            raise HeadmapError("nothing to save yet; run a sentence first")
+        options = {"spec": asdict(self.state.spec), **self.options()}
+        job = self.jobs.start("save", save_session, path, cap, model_ref=cap.model, inputs=self.inputs(),
+                              options=options)
+        job.progress.connect(self._on_session_progress)
+        job.finished.connect(lambda _p: (self.remember(str(path)), self.status(f"session saved to {path}")))
+        job.failed.connect(self.report)
+        self.status(f"saving session {path}…")
+        return job
 
     def on_open_session(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self.parent_widget, "Open session", "",

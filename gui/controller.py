@@ -13,6 +13,7 @@ job that noticed it was cancelled; the next Load starts a fresh process.
 
 from __future__ import annotations
 
+import os
 from functools import partial
 
 import numpy as np
@@ -22,6 +23,7 @@ from PySide6.QtWidgets import QMessageBox, QWidget
 from analysis.consent import ConsentBook, canonical_reference, local_consent
 from analysis.errors import Cancelled, ConsentRequiredError, MissingWeightsError, RemoteCodeError
 from analysis.host import RemoteModel
+from analysis.store import DiskSpaceError
 
 from .panels import InputPanel, ModelPanel
 from .state import ViewerState
@@ -70,7 +72,9 @@ class ModelController(QObject):
         self.model_panel, self.input_panel, self.settings = model_panel, input_panel, settings
         # consent to run a checkpoint's own code: per checkpoint and its code's sha256, never carried over
         self.consents = ConsentBook()
-        self.max_tokens = 1024  # longest input captured (attention memory grows with its square)
+        # longest input captured; None: the model's maximum where the disk has room for its maps
+        # (long captures are stored on disk, analysis.store: memory follows what is shown)
+        self.max_tokens: int | None = None
         self.pending_run = False
         self.loading_ref = ""
         self.loading_allowed: dict[str, bool] = {}  # the answers this load was started with
@@ -119,7 +123,7 @@ class ModelController(QObject):
         job.finished.connect(self._set_model)
         job.failed.connect(lambda exc, q=quiet, r=ref: self._on_load_failed(exc, quiet=q, ref=r))
 
-    def run(self) -> None:
+    def run(self, _made_room: bool = False) -> None:
         if self.jobs.is_busy("load"):
             self.pending_run = True
             self.status.emit("the model is still loading; the run starts when it is ready")
@@ -134,7 +138,11 @@ class ModelController(QObject):
         if not inp["text"].strip():
             self.error.emit("the text is empty; type a sentence to run")
             return
-        kwargs = {"store_dtype": np.float16, "max_tokens": self.max_tokens}
+        from analysis.capture import default_max_tokens
+
+        limit, why = (self.max_tokens, "") if self.max_tokens is not None else default_max_tokens(lm.summary)
+        # long captures go to a store on disk that this window owns (it removes it with the capture)
+        kwargs = {"store_dtype": np.float16, "max_tokens": limit, "store": None, "store_owner": os.getpid()}
         if lm.kind == "seq2seq":
             if inp["generate"]:
                 kwargs.update(generate=True, num_beams=inp["num_beams"], target_lang=inp["target_lang"])
@@ -143,12 +151,12 @@ class ModelController(QObject):
         elif lm.kind == "decoder" and inp["max_new_tokens"] > 0:
             kwargs.update(generate=True, max_new_tokens=inp["max_new_tokens"])
         self.jobs.cancel("masks")  # it would hold the model process
-        self.status.emit("running…")
+        self.status.emit(f"running… ({why})" if why else "running…")
         job = self.jobs.start("run", partial(capture_and_prepare, self.model_job(capture), self.state.spec), lm,
                               inp["text"], **kwargs)
         job.progress.connect(lambda _s, _f, msg: self.status.emit(msg))
         job.finished.connect(self.capture_ready)
-        job.failed.connect(self._on_run_failed)
+        job.failed.connect(lambda exc, again=not _made_room: self._on_run_failed(exc, again))
 
     def cancel(self) -> None:
         """The model panel's Cancel: every running job stops (load, run, experiments, flow, statistics)."""
@@ -238,11 +246,27 @@ class ModelController(QObject):
             self.model_panel.show_loaded(None, sentence)
         self.status.emit(sentence)
 
-    def _on_run_failed(self, exc) -> None:
+    def _on_run_failed(self, exc, make_room: bool = False) -> None:
         if isinstance(exc, Cancelled):
             self.status.emit("cancelled")
+        elif make_room and isinstance(exc, DiskSpaceError) and self._make_room(exc):
+            self.status.emit("the maps of the capture on screen were removed from the disk to make room for this one")
+            self.run(_made_room=True)
         else:
             self.error.emit(exc)
+
+    def _make_room(self, exc: DiskSpaceError) -> bool:
+        """When removing the long capture on screen (its store) frees enough disk for the run that
+        ``exc`` refused, remove it (the views empty) and return True."""
+        from analysis.store import SPACE_MARGIN, stores_of
+
+        stores = stores_of(self.state.capture)
+        if not stores or exc.free + sum(st.nbytes for st in stores) < exc.needed + SPACE_MARGIN:
+            return False
+        self.state.set_capture(None)  # the window closes what it no longer shows (capture_replaced)
+        for st in stores:  # also when something else still holds the capture
+            st.close()
+        return True
 
     # -- questions ----------------------------------------------------------------------------
     def _ask(self, icon, title: str, text: str, on_yes, on_no=None) -> QMessageBox:

@@ -465,6 +465,7 @@ class MainWindow(QMainWindow):
         self.controller.error.connect(self.show_error)
         self.controller.status.connect(self.statusBar().showMessage)
         self.state.capture_changed.connect(self._on_capture_changed)
+        self.state.capture_replaced.connect(self._on_capture_replaced)
         self.state.selection_changed.connect(self._on_selection_changed)
         self.state.tab_requested.connect(self.show_tab)
         self.tokens.token_clicked.connect(self._on_token_clicked)
@@ -496,12 +497,13 @@ class MainWindow(QMainWindow):
         return self.state.spec
 
     @property
-    def max_tokens(self) -> int:
+    def max_tokens(self) -> int | None:
+        """The longest input a run captures; None: the model's maximum where the disk has room."""
         return self.controller.max_tokens
 
     @max_tokens.setter
-    def max_tokens(self, value: int) -> None:
-        self.controller.max_tokens = int(value)
+    def max_tokens(self, value: int | None) -> None:
+        self.controller.max_tokens = None if value is None else int(value)
 
     # ------------------------------------------------------------------ settings
     def _restore_settings(self) -> None:
@@ -646,6 +648,19 @@ class MainWindow(QMainWindow):
             msg += " · " + "; ".join(cap.notes)
         warnings = [n for n in cap.notes if n.startswith("warning:")]
         self.statusBar().showMessage(warnings[0] if warnings else msg)
+
+    def _on_capture_replaced(self, old) -> None:
+        """A long capture replaced on screen takes its store off the disk now (a hidden tab may
+        still hold the capture until it is shown again; a store is as big as 38 GB), unless it is
+        still shown or pinned as A in Compare."""
+        from analysis.store import stores_of
+
+        from .tabs.compare import CompareTab
+
+        pinned = next((t.capture_a for t in self.extra_tabs if isinstance(t, CompareTab)), None)
+        keep = stores_of(self.state.capture) | stores_of(pinned)
+        for store in stores_of(old) - keep:
+            store.close()
 
     def _on_selection_changed(self, spec: ViewSpec) -> None:
         if spec.theme != self._theme:

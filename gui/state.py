@@ -40,6 +40,8 @@ class ViewerState(QObject):
     """
 
     capture_changed = Signal(object)
+    #: the capture a new one replaced (the window removes a long capture's store it no longer shows)
+    capture_replaced = Signal(object)
     model_changed = Signal(object)
     selection_changed = Signal(object)
     tab_requested = Signal(str)
@@ -96,11 +98,15 @@ class ViewerState(QObject):
         self.model_changed.emit(model)
 
     def set_capture(self, capture: Capture | None) -> None:
-        """Show ``capture``; the selection is clamped to it and the alignment layer/head reset."""
+        """Show ``capture``; the selection is clamped to it and the alignment layer/head reset.
+        ``capture_replaced`` then names the capture it replaced."""
+        old = self._capture
         self._capture = capture if capture is None or capture.pieces is None else capture.pieces
         self._spec = self._valid(replace(self._spec, alignment_layer=None, alignment_head=None, step=0, position=None,
                                          through_layer=None))
         self.capture_changed.emit(self.capture)  # listeners treat it as a new selection too
+        if old is not None and old is not self._capture:
+            self.capture_replaced.emit(old)
 
     def update(self, **changes) -> bool:
         """Change selection fields (``layer=3``, ``theme="dark"``, …); returns True when it
@@ -154,6 +160,8 @@ class ViewerState(QObject):
         cap = self._capture
         if cap is None:
             return spec
+        if cap.stored and spec.group != "pieces":  # a long capture on disk has no words (analysis.words)
+            spec = replace(spec, group="pieces")
         try:
             name = cap.resolve_stack(spec.stack)
         except KeyError:

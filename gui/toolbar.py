@@ -112,6 +112,8 @@ class SelectionToolbar(QObject):
             combo.addItem(STACK_LABELS.get(name, STACK_TITLES.get(name, name)), name)
         combo.blockSignals(False)
         self.rows_combo.setEnabled(cap is not None and cap.kind == "seq2seq")
+        # a long capture kept on disk has no words: grouping would need every map in memory
+        self.words.setEnabled(cap is None or not cap.stored)
         self._ranges_for = None
         self.sync(self.state.spec)
 

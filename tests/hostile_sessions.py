@@ -170,7 +170,7 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
     # the archive
     "declared-huge": (declared_huge, "declare 3.8 GiB but the file holds"),
     "compressed": (compressed_bomb, "is compressed"),
-    "four-terabytes": (four_terabytes, "'stack__attentions.npy' declares 4.0 TiB of arrays, more than the 4.0 GiB a session may hold"),
+    "four-terabytes": (four_terabytes, "'stack__attentions.npy' declares 4.0 TiB of arrays, more than the 64.0 GiB a session may hold"),
     "extra-member": (lambda f: with_member(f, "notes.npy", npy(np.zeros(3))), "'notes.npy' that does not belong"),
     "unnamed-stack": (lambda f: with_member(f, "stack__cross_attentions.npy", npy(_normalized((2, 3, 7, 7)))),
                       "'stack__cross_attentions.npy' that its metadata does not name"),

@@ -39,7 +39,7 @@ FLAGS = [
     "--model", "--session", "--dtype", "--device", "--trust-remote-code", "--allow-pickle",
     "--allow-missing-weights", "--no-memory-check",
     "--text", "--target", "--generate", "--max-new-tokens", "--num-beams", "--max-tokens", "--target-lang",
-    "--group", "--export-npz", "--export-alignment", "--alignment-layer", "--alignment-head", "--alignment-method",
+    "--group", "--export-npz", "--force", "--export-alignment", "--alignment-layer", "--alignment-head", "--alignment-method",
     "--alignment-threshold", "--export-stats",
     "--save-session", "--export-png", "--export-svg", "--export-pdf", "--view", "--stack", "--layer",
     "--head", "--aggregate", "--hide-special", "--rows", "--step", "--stat", "--fusion", "--residual", "--position",

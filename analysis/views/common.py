@@ -18,8 +18,9 @@ import numpy as np
 from matplotlib.colors import Colormap, Normalize
 from matplotlib.path import Path as MplPath
 
-from ..aggregate import color_norm, hide_tokens, stack_range, value_range
+from ..aggregate import color_norm, hide_tokens, stack_range, stored_range, value_range
 from ..result import RANDOM_WEIGHTS, Capture
+from ..store import is_stored
 from ..themes import Theme
 from ..words import group_note
 from .spec import STACK_TITLES, ViewSpec
@@ -258,17 +259,32 @@ def processed_map(arr: np.ndarray, tok: ViewTokens, spec: ViewSpec) -> np.ndarra
 
 # -- colour ranges ----------------------------------------------------------------------------
 def stack_norm(capture: Capture, name: str, tok: ViewTokens, spec: ViewSpec) -> Normalize:
-    """The colour range over the whole stack, processed like the view (layer by layer)."""
+    """The colour range over the whole stack, processed like the view (layer by layer; a long
+    capture's stored stack from its recorded ranges, or map by map when tokens are hidden)."""
     arr = capture.stacks[name]
     if not spec.hide_special and spec.scale == "linear":
         # nothing hidden: the range of the stored stack itself, without per-layer float copies
         lo, hi = value_range(np.array(stack_range(arr)), "linear")  # same rules as value_range(arr)
         return color_norm(None, "linear", lo, hi)
+    if not spec.hide_special and is_stored(arr):
+        return color_norm(None, spec.scale, *stored_range(arr, spec.scale))
     lo, hi = math.inf, -math.inf
-    for layer in range(arr.shape[0]):
-        vmin, vmax = value_range(processed_map(arr[layer], tok, spec), spec.scale)
+    for maps in _layers_or_maps(arr):
+        vmin, vmax = value_range(processed_map(maps, tok, spec), spec.scale)
         lo, hi = min(lo, vmin), max(hi, vmax)
     return color_norm(None, spec.scale, lo, hi)
+
+
+def _layers_or_maps(arr):
+    """Every layer ``[H, Q, K]`` of an in-memory stack; every map ``[Q, K]`` of a stored one (a
+    stored layer of a long capture is too big to read at once)."""
+    n_layers, n_heads = arr.shape[:2]
+    if not is_stored(arr):
+        yield from (arr[layer] for layer in range(n_layers))
+        return
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            yield arr[layer, head]
 
 
 # per capture (weakly: a new capture must never inherit a dead one's ranges through a reused id)

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from ..aggregate import color_norm
 from ..result import Capture
+from ..store import is_stored
 from ..themes import Theme
 from .common import (
     GID_LINES,
@@ -58,18 +59,39 @@ class LinesData:
 def lines_data(capture: Capture, spec: ViewSpec) -> LinesData:
     name = capture.resolve_stack(spec.stack)
     tok = view_tokens(capture, spec, name)
-    layer = processed_map(capture.stacks[name][spec.layer], tok, spec)  # [H, Q', K']
-    n_heads = layer.shape[0]
+    arr = capture.stacks[name]
+    n_heads = arr.shape[1]
+    weights: np.ndarray
+    if is_stored(arr):  # a long capture on disk: a map at a time (the lines of every head as float16)
+        layer = None
+        if spec.lines_per_head:
+            weights = np.stack([processed_map(arr[spec.layer, h], tok, spec).astype(np.float16)
+                                for h in range(n_heads)])
+        elif spec.head is not None:
+            weights = processed_map(arr[spec.layer, spec.head], tok, spec)[None]
+        else:  # the heads as shown, aggregated one by one (as the in-memory mean/max over axis 0)
+            acc = processed_map(arr[spec.layer, 0], tok, spec)
+            for h in range(1, n_heads):
+                m = processed_map(arr[spec.layer, h], tok, spec)
+                if spec.aggregation == "mean":
+                    acc += m
+                else:
+                    np.maximum(acc, m, out=acc)
+            weights = (acc / np.float32(n_heads) if spec.aggregation == "mean" else acc)[None]
+    else:
+        layer = processed_map(arr[spec.layer], tok, spec)  # [H, Q', K']
     if spec.lines_per_head:
-        weights = layer
+        if layer is not None:
+            weights = layer
         norm = color_norm(weights, "linear")
         what = f"all {n_heads} heads, one colour each"
     else:
-        if spec.head is None:
-            one = layer.mean(0) if spec.aggregation == "mean" else layer.max(0)
-        else:
-            one = layer[spec.head]
-        weights = one[None]
+        if layer is not None:
+            if spec.head is None:
+                one = layer.mean(0) if spec.aggregation == "mean" else layer.max(0)
+            else:
+                one = layer[spec.head]
+            weights = one[None]
         norm = view_norm(weights, capture, name, spec)
         what = heads_what(spec, n_heads)
     # one map at a time: a LogNorm takes 2-D values only

@@ -16,8 +16,10 @@ from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from ..overview import Mosaic, mosaic
+from ..aggregate import stored_range, value_range
+from ..overview import Mosaic, downsample, mosaic
 from ..result import Capture
+from ..store import is_stored
 from ..themes import FIXED_COLOUR, Theme, get_theme
 from .common import (
     GID_ATTENTION,
@@ -84,10 +86,42 @@ class MosaicData:
         return t
 
 
-def _norm(capture: Capture, name: str, spec: ViewSpec, tiles: np.ndarray):
+def _norm(capture: Capture, name: str, spec: ViewSpec, tiles: np.ndarray, own: tuple[float, float] | None = None):
     from ..aggregate import color_norm
 
-    return shared_norm(capture, name, spec) if spec.shared_range else color_norm(tiles, spec.scale)
+    if spec.shared_range:
+        return shared_norm(capture, name, spec)
+    if own is not None:  # the range of the maps themselves (their tiles are pooled already)
+        return color_norm(None, spec.scale, *own)
+    return color_norm(tiles, spec.scale)
+
+
+def _tiles(capture: Capture, name: str, spec: ViewSpec, layer: int | None,
+           max_cell: int) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """The maps of ``layer`` ``[H, Q', K']`` (or of every layer, ``[L, H, Q', K']``) as shown, and,
+    for a long capture's stored stack, their colour range. A stored stack gives its maps already
+    pooled to ``max_cell`` (from its stored pyramid levels, or map by map when tokens are hidden),
+    never a whole layer or stack at full size."""
+    tok = view_tokens(capture, spec, name)
+    arr = capture.stacks[name]
+    if not is_stored(arr):
+        return processed_map(arr[layer] if layer is not None else arr, tok, spec), None
+    if not spec.hide_special:
+        tiles = arr.layer_tiles(layer, max_cell) if layer is not None else arr.tiles(max_cell)
+        return tiles, stored_range(arr, spec.scale, layer)
+    n_layers, n_heads = arr.shape[:2]
+    layers = [layer] if layer is not None else list(range(n_layers))
+    lo, hi, rows = math.inf, -math.inf, []
+    for li in layers:
+        row = []
+        for h in range(n_heads):
+            m = processed_map(arr[li, h], tok, spec)
+            vmin, vmax = value_range(m, spec.scale)
+            lo, hi = min(lo, vmin), max(hi, vmax)
+            row.append(downsample(m, max_cell))
+        rows.append(np.stack(row))
+    tiles = np.stack(rows)
+    return (tiles[0] if layer is not None else tiles), (lo, hi)
 
 
 def layer_data(capture: Capture, spec: ViewSpec, theme: Theme | str | None = None) -> MosaicData:
@@ -95,14 +129,14 @@ def layer_data(capture: Capture, spec: ViewSpec, theme: Theme | str | None = Non
     theme = get_theme(theme or spec.theme)
     name = capture.resolve_stack(spec.stack)
     tok = view_tokens(capture, spec, name)
-    tiles = processed_map(capture.stacks[name][spec.layer], tok, spec)  # [H, Q', K']
+    tiles, own = _tiles(capture, name, spec, spec.layer, LAYER_MAX_CELL)  # [H, Q', K']
     n_heads = tiles.shape[0]
     cols = int(math.ceil(math.sqrt(n_heads)))
-    mos = mosaic(tiles, cols=cols, gap=max(1, min(tiles.shape[-1], LAYER_MAX_CELL) // 12), max_cell=LAYER_MAX_CELL)
+    mos = mosaic(tiles, cols=cols, gap=max(1, min(len(tok.cols), LAYER_MAX_CELL) // 12), max_cell=LAYER_MAX_CELL)
     selected = None if spec.head is None else divmod(spec.head, cols)
     what = f"{stack_title(capture, name)}, layer {spec.layer}, all {n_heads} heads"
     return MosaicData(mos, "layer", n_heads, selected, (), (), tuple(f"H{h}" for h in range(n_heads)),
-                      "", "", spec.layer, view_title(capture, spec, what), _norm(capture, name, spec, tiles),
+                      "", "", spec.layer, view_title(capture, spec, what), _norm(capture, name, spec, tiles, own),
                       view_cmap(spec, theme, bad=theme.figure_facecolor), spec.cmap or theme.cmap, colorbar_label(spec))
 
 
@@ -111,14 +145,14 @@ def model_data(capture: Capture, spec: ViewSpec, theme: Theme | str | None = Non
     theme = get_theme(theme or spec.theme)
     name = capture.resolve_stack(spec.stack)
     tok = view_tokens(capture, spec, name)
-    tiles = processed_map(capture.stacks[name], tok, spec)  # [L, H, Q', K']
+    tiles, own = _tiles(capture, name, spec, None, MODEL_MAX_CELL)  # [L, H, Q', K']
     n_layers, n_heads = tiles.shape[:2]
-    mos = mosaic(tiles, gap=max(1, min(tiles.shape[-1], MODEL_MAX_CELL) // 10), max_cell=MODEL_MAX_CELL)
+    mos = mosaic(tiles, gap=max(1, min(len(tok.cols), MODEL_MAX_CELL) // 10), max_cell=MODEL_MAX_CELL)
     selected = (spec.layer, spec.head) if 0 <= spec.layer < n_layers else None
     what = f"{stack_title(capture, name)}, {n_layers} layers × {n_heads} heads"
     return MosaicData(mos, "model", n_layers * n_heads, selected, tuple(f"L{r}" for r in range(n_layers)),
                       tuple(f"H{c}" for c in range(n_heads)), (), "layer", "head", spec.layer,
-                      view_title(capture, spec, what), _norm(capture, name, spec, tiles),
+                      view_title(capture, spec, what), _norm(capture, name, spec, tiles, own),
                       view_cmap(spec, theme, bad=theme.figure_facecolor), spec.cmap or theme.cmap, colorbar_label(spec))
 
 

@@ -1,0 +1,374 @@
+"""Long captures on disk (analysis.store, analysis.stream): the streamed maps are transformers' own,
+the store reads what is asked, and no store outlives its capture, a cancel, a failure or its window."""
+
+from __future__ import annotations
+
+import gc
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from analysis import store as store_mod
+from analysis.capture import capture
+from analysis.errors import Cancelled, CaptureError, InputError
+from analysis.overview import downsample
+from analysis.pyramid import MapSource, pool
+from analysis.store import (
+    StoredStack,
+    is_stored,
+    open_store,
+    stores_root,
+    sweep_stores,
+    write_stacks,
+)
+from analysis.tasks import TaskState
+from tests.tiny_models import SEQ2SEQ
+
+TEXT = "The students are reading and writing and thinking about attention heads " * 4
+TARGET = "Les étudiants lisent et écrivent et pensent aux têtes d'attention"
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """Every test writes its stores into its own cache folder."""
+    monkeypatch.setenv("HEADMAP_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _stores() -> list[str]:
+    root = stores_root()
+    return sorted(os.listdir(root)) if root.exists() else []
+
+
+def _direct(lm, text, target=None):
+    """transformers' own eager maps, with output_attentions=True."""
+    import torch
+
+    enc = lm.tokenizer(text, return_tensors="pt", truncation=True, max_length=64)
+    kw = {}
+    if target is not None:
+        labels = lm.tokenizer(text_target=target, return_tensors="pt", truncation=True, max_length=64)["input_ids"]
+        kw["labels"] = labels
+    with torch.inference_mode():
+        return lm.model(**enc, **kw, output_attentions=True)
+
+
+# --------------------------------------------------------------------------------------------
+# the streamed maps are transformers' output_attentions=True maps, in float16
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["bert", "distilbert", "gpt2", "llama", "bart", "t5", "marian"])
+def test_streamed_store_equals_output_attentions(arch, loaded):
+    lm = loaded(arch)
+    target = TARGET if arch in SEQ2SEQ else None
+    cap = capture(lm, TEXT, target=target, store=True)
+    assert cap.stored
+    out = _direct(lm, TEXT, target)
+    names = ("encoder_attentions", "decoder_attentions", "cross_attentions") if arch in SEQ2SEQ else ("attentions",)
+    assert cap.stack_names == names
+    for name in names:
+        stack = cap.stacks[name]
+        assert isinstance(stack, StoredStack) and stack.dtype == np.float16
+        ref = getattr(out, name)
+        assert stack.shape[0] == len(ref)
+        for layer, a in enumerate(ref):
+            want = a[0].float().numpy()
+            got = stack[layer]
+            assert got.dtype == np.float16 and got.shape == want.shape
+            # within float16 rounding of transformers' float32 maps (half a unit in the last place)
+            np.testing.assert_allclose(got.astype(np.float32), want, rtol=2**-11, atol=2**-25,
+                                       err_msg=f"{arch} {name} layer {layer}")
+
+
+@pytest.mark.parametrize("arch", ["llama", "marian"])
+def test_streamed_capture_equals_the_in_memory_one(arch, loaded):
+    lm = loaded(arch)
+    target = TARGET if arch in SEQ2SEQ else None
+    mem = capture(lm, TEXT, target=target, store_dtype=np.float16)
+    disk = capture(lm, TEXT, target=target, store=True)
+    for name in mem.stack_names:
+        np.testing.assert_allclose(np.asarray(disk.stacks[name], dtype=np.float32),
+                                   mem.stacks[name].astype(np.float32), rtol=2**-10, atol=2**-24)
+    assert disk.source.raw == mem.source.raw and disk.output_text == mem.output_text
+    assert [label for label, _ in disk.prediction.items] == [label for label, _ in mem.prediction.items]
+    np.testing.assert_allclose([p for _, p in disk.prediction.items], [p for _, p in mem.prediction.items], rtol=1e-5)
+
+
+def test_a_continued_decoder_streams_its_prompt_and_continuation(loaded):
+    lm = loaded("llama")
+    mem = capture(lm, "I like this course", generate=True, max_new_tokens=5)
+    disk = capture(lm, "I like this course", generate=True, max_new_tokens=5, store=True)
+    assert disk.output_text == mem.output_text and disk.stored
+    assert len(disk.prediction.per_position) == len(mem.prediction.per_position) == 5
+    np.testing.assert_allclose(np.asarray(disk.stacks["attentions"], np.float32),
+                               mem.stacks["attentions"].astype(np.float16).astype(np.float32), atol=1e-3)
+
+
+# --------------------------------------------------------------------------------------------
+# the store: what it keeps, and reading it
+# --------------------------------------------------------------------------------------------
+def _random_stacks():
+    rng = np.random.default_rng(0)
+    a = rng.random((2, 3, 300, 300)).astype(np.float32)
+    a /= a.sum(-1, keepdims=True)
+    cross = rng.random((2, 3, 70, 300)).astype(np.float32)
+    return {"attentions": a, "cross_attentions": cross}
+
+
+def test_the_store_keeps_the_maps_their_levels_and_ranges():
+    stacks = _random_stacks()
+    st = write_stacks(stacks)
+    for name, arr in stacks.items():
+        half = arr.astype(np.float16)
+        stack = st.stacks[name]
+        assert stack.shape == arr.shape and stack.dtype == np.float16 and stack.nbytes == half.nbytes
+        np.testing.assert_array_equal(np.asarray(stack), half)
+        q, k = arr.shape[2:]
+        assert stack.levels == tuple(range(2, store_mod.n_levels(q, k)))
+        for lv in stack.levels:  # each stored level is analysis.pyramid.pool of the map
+            raw = np.load(st.path / f"{name}.level{lv}.npy")
+            np.testing.assert_array_equal(raw.astype(np.float32), pool(half.astype(np.float32), 2**lv))
+        stats = stack.map_stats()
+        np.testing.assert_array_equal(stats[..., 0], half.min(axis=(2, 3)))
+        np.testing.assert_array_equal(stats[..., 1], half.max(axis=(2, 3)))
+        np.testing.assert_array_equal(stats[..., 2], np.where(half > 0, half, np.inf).min(axis=(2, 3)))
+
+
+def test_a_stored_stack_indexes_like_the_array():
+    arr = _random_stacks()["attentions"].astype(np.float16)
+    s = write_stacks({"attentions": arr}).stacks["attentions"]
+    for key in [(1, 2), 1, (0, slice(None), 5), (1, 2, slice(10, 40, 3), 7), (slice(None), 0, 3),
+                (Ellipsis, 4), (1, 2, slice(None), slice(5, 9)), (-1, -1, -1), (0, [2, 0]), (1, 1, [5, 2, 9])]:
+        got, want = s[key], arr[key]
+        assert got.shape == want.shape and got.dtype == want.dtype, key
+        np.testing.assert_array_equal(got, want, err_msg=str(key))
+        assert not got.flags.writeable
+    assert s.astype(np.float32)[1, 2].dtype == np.float32 and s.astype(np.float16) is s
+    with pytest.raises(IndexError):
+        s[2]
+    with pytest.raises(IndexError):
+        s[0, 0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("name,max_cell", [("attentions", 64), ("attentions", 160), ("attentions", 7),
+                                           ("cross_attentions", 64), ("cross_attentions", 16)])
+def test_tiles_equal_the_in_memory_overview_pooling(name, max_cell):
+    arr = _random_stacks()[name].astype(np.float16)
+    s = write_stacks({name: arr}).stacks[name]
+    np.testing.assert_array_equal(s.tiles(max_cell), downsample(arr.astype(np.float32), max_cell))
+    np.testing.assert_array_equal(s.layer_tiles(1, max_cell), downsample(arr[1].astype(np.float32), max_cell))
+
+
+def test_a_map_source_reads_every_level_and_region():
+    arr = _random_stacks()["attentions"].astype(np.float16)
+    s = write_stacks({"attentions": arr}).stacks["attentions"]
+    src = s.map_source(1, 2)
+    assert isinstance(src, MapSource) and src.shape == (300, 300)
+    for k in range(0, 9):
+        want = pool(arr[1, 2].astype(np.float32), 2**k)
+        got = src.level(k)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, want, err_msg=f"level {k}")
+        np.testing.assert_array_equal(src.region(k, 1, 6, 2, 9), want[1:6, 2:9], err_msg=f"region of level {k}")
+    with pytest.raises(IndexError):
+        s.map_source(2, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# no store outlives its capture
+# --------------------------------------------------------------------------------------------
+def test_a_dropped_capture_removes_its_store(loaded):
+    cap = capture(loaded("llama"), TEXT, store=True)
+    folder = cap.stacks["attentions"].store.path
+    assert folder.is_dir() and _stores() == [folder.name]
+    del cap
+    gc.collect()
+    assert not folder.exists() and _stores() == []
+
+
+def test_close_removes_the_store_and_a_copy_in_one_process_is_a_reader():
+    st = write_stacks(_random_stacks())
+    again = pickle.loads(pickle.dumps(st))
+    assert not again.owned and st.owned
+    del again
+    gc.collect()
+    assert st.path.is_dir()
+    st.close()
+    assert not st.path.exists()
+
+
+def test_a_cancelled_capture_leaves_no_store(loaded):
+    import threading
+
+    cancel = threading.Event()
+    seen = []
+
+    def progress(stage, fraction, message):
+        seen.append(message)
+        if "layer 1 of" in message:  # half-way: the first layer is written, the second is not
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        capture(loaded("marian"), TEXT, target=TARGET, store=True, task=TaskState(progress, cancel))
+    assert any("layer 1 of" in m for m in seen)
+    assert _stores() == []
+
+
+def test_a_capture_that_fails_its_checks_leaves_no_store(loaded, monkeypatch):
+    import analysis.capture as cap_mod
+
+    def bad_rows(m, name, layer, arch):
+        if layer == 1:
+            raise CaptureError("rows do not sum to 1")
+
+    monkeypatch.setattr(cap_mod, "check_rows", bad_rows)
+    with pytest.raises(CaptureError):
+        capture(loaded("llama"), TEXT, store=True)
+    assert _stores() == []
+
+
+def test_sweep_removes_a_dead_owners_store_and_keeps_a_live_ones(tmp_path):
+    root = stores_root()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead_pid = int(dead.stdout)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        names = {
+            "dead": f"{dead_pid}-w{dead_pid}-aaaa",           # a crashed window's store
+            "live": f"{live.pid}-w{dead_pid}-bbbb",           # another window's, alive
+            "writer_alive": f"{os.getpid()}-w{live.pid}-cccc",  # ours, its model process still writing
+            "half": f"{os.getpid()}-w{dead_pid}-dddd",        # ours, its writer died before handing it over
+            "other": "not-a-store",
+        }
+        held = write_stacks({"attentions": np.full((1, 1, 4, 4), 0.25, np.float32)})  # ours, open
+        for n in names.values():
+            (root / n).mkdir()
+        assert sweep_stores() == 2
+        left = set(os.listdir(root))
+        assert left == {names["live"], names["writer_alive"], names["other"], held.path.name}
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_two_model_processes_write_two_stores_owned_by_their_windows(tiny_model_dir):
+    from analysis.host import ModelHost
+
+    hosts = [ModelHost(preload=False), ModelHost(preload=False)]
+    try:
+        caps = [h.call(capture, h.load(str(tiny_model_dir("llama")), device="cpu"), TEXT, store=True) for h in hosts]
+        folders = [c.stacks["attentions"].store.path for c in caps]
+        assert folders[0] != folders[1] and all(f.is_dir() for f in folders)
+        for f, h in zip(folders, hosts, strict=True):  # named after this window and the model process that wrote it
+            assert f.name.startswith(f"{os.getpid()}-w{h.pid}-")
+        assert all(c.stacks["attentions"].store.owned for c in caps)
+        np.testing.assert_array_equal(np.asarray(caps[0].stacks["attentions"]), np.asarray(caps[1].stacks["attentions"]))
+        del caps
+        gc.collect()
+        assert not any(f.exists() for f in folders)
+    finally:
+        for h in hosts:
+            h.close()
+
+
+def test_a_full_disk_is_refused_before_the_model_runs(loaded, monkeypatch):
+    import shutil
+
+    usage = shutil.disk_usage("/")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=100 * 10**6))
+    ran = []
+    lm = loaded("llama")
+    monkeypatch.setattr(lm.model, "forward", lambda *a, **k: ran.append(1))
+    with pytest.raises(InputError) as err:
+        capture(lm, TEXT, store=True)
+    msg = str(err.value)
+    assert "needs" in msg and "only 0.1 GB is free" in msg and str(stores_root()) in msg
+    assert "HEADMAP_CACHE" in msg and "--max-tokens" in msg and "\n" not in msg
+    assert not ran and _stores() == []
+
+
+def test_tokens_that_fit_and_the_store_rule(monkeypatch):
+    stacks = [("attentions", 30, 9)]
+    need_8192 = store_mod.capture_bytes(store_mod.stack_shapes(stacks, "decoder", 8192))
+    assert 36e9 < need_8192 < 40e9  # 36 GB of float16 maps and their levels
+    assert store_mod.tokens_that_fit(stacks, "decoder", 8192, free=need_8192 + store_mod.SPACE_MARGIN) == 8192
+    n = store_mod.tokens_that_fit(stacks, "decoder", 8192, free=10 * 10**9)
+    assert store_mod.capture_bytes(store_mod.stack_shapes(stacks, "decoder", n)) + store_mod.SPACE_MARGIN <= 10 * 10**9
+    assert store_mod.capture_bytes(store_mod.stack_shapes(stacks, "decoder", n + 1)) + store_mod.SPACE_MARGIN > 10 * 10**9
+    monkeypatch.delenv("HEADMAP_STORE", raising=False)
+    assert not store_mod.store_wanted([(30, 9, 512, 512)], None)  # 142 MB of float16 maps: in memory
+    assert store_mod.store_wanted([(30, 9, 1024, 1024)], None)  # 566 MB: on disk
+    monkeypatch.setenv("HEADMAP_STORE", "1")
+    assert store_mod.store_wanted([(1, 1, 4, 4)], None) and not store_mod.store_wanted([(1, 1, 4, 4)], False)
+
+
+def test_is_stored_tells_stored_stacks_from_arrays():
+    st = write_stacks({"attentions": np.full((1, 1, 4, 4), 0.25, np.float32)})
+    assert is_stored(st.stacks["attentions"]) and not is_stored(np.zeros(3))
+    assert open_store(st.path, owned=False).stacks["attentions"].shape == (1, 1, 4, 4)
+
+
+@pytest.mark.parametrize("route", ["hooks", "held"])
+def test_models_outside_the_attention_function_are_stored_too(route, tiny_model_dir, monkeypatch):
+    """Forward hooks on the attention modules (one layer at a time), or, where even those give no
+    maps, every layer at once then stored: the same maps either way."""
+    from analysis import stream
+    from analysis.loader import load_model
+
+    lm = load_model(str(tiny_model_dir("marian")), device="cpu")  # a fresh copy: the plan is cached per model
+    if route == "hooks":
+        real = stream._match
+        monkeypatch.setattr(stream, "_match", lambda out, record, outputs: real(out, [], outputs))
+    else:
+        def unsupported(*a, **k):
+            raise stream.StreamUnsupported("no")
+        monkeypatch.setattr(stream, "probe", unsupported)
+    cap = capture(lm, TEXT, target=TARGET, store=True)
+    if route == "hooks":
+        assert stream._PLANS[lm.model].mode == "hooks"
+    out = _direct(lm, TEXT, TARGET)
+    for name in cap.stack_names:
+        for layer, a in enumerate(getattr(out, name)):
+            np.testing.assert_allclose(cap.stacks[name][layer].astype(np.float32), a[0].float().numpy(),
+                                       rtol=2**-11, atol=2**-25)
+
+
+# --------------------------------------------------------------------------------------------
+# sessions of stored captures
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["llama", "marian"])
+def test_a_stored_capture_saves_and_reopens_as_a_session(arch, loaded, tmp_path, monkeypatch):
+    from analysis.session import captures_equal, load_session, save_session
+
+    lm = loaded(arch)
+    cap = capture(lm, TEXT, target=TARGET if lm.kind == "seq2seq" else None, store=True)
+    path = save_session(tmp_path / "long.headmap", cap, model_ref=cap.model, inputs={"text": TEXT}, options={})
+    assert np.load(path)[f"stack__{cap.stack_names[0]}"].dtype == np.float16  # plain npz members
+    monkeypatch.setenv("HEADMAP_STORE", "1")  # reopened as a stored capture (as a big one is)
+    again = load_session(path).capture
+    assert again.stored and captures_equal(again, cap)
+    assert again.stacks[cap.stack_names[0]].store.path != cap.stacks[cap.stack_names[0]].store.path
+    monkeypatch.setenv("HEADMAP_STORE", "0")  # in memory
+    mem = load_session(path).capture
+    assert not mem.stored and captures_equal(mem, cap)
+
+
+def test_a_damaged_long_session_is_refused_and_leaves_no_store(loaded, tmp_path, monkeypatch):
+    from analysis.errors import InputError as Refused
+    from analysis.session import load_session, save_session
+
+    cap = capture(loaded("llama"), TEXT, store=True)
+    path = save_session(tmp_path / "long.headmap", cap, model_ref=cap.model, inputs={}, options={})
+    folder = cap.stacks["attentions"].store.path.name
+    data = bytearray(path.read_bytes())
+    at = data.find(np.float16(cap.stacks["attentions"][1, 1, 5, 0]).tobytes(), len(data) // 2)
+    data[at:at + 2] = np.float16(7.0).tobytes()  # a weight outside 0…1 in a late map
+    path.write_bytes(bytes(data))
+    monkeypatch.setenv("HEADMAP_STORE", "1")
+    with pytest.raises(Refused, match="damaged"):
+        load_session(path)
+    assert _stores() == [folder]  # only the capture's own store
