@@ -328,6 +328,7 @@ class MainWindow(QMainWindow):
         self.head_view, self.layer_view = made["Head"], made["Layer"]
         self.model_view, self.lines_view = made["Model"], made["Lines"]
         self.extra_tabs = [made[name] for name in TAB_NAMES[4:]]
+        self.view_menu.addAction(self.head_view.reset_zoom_action)  # the Head view's zoom (Ctrl+0)
         self.views_built = True
         self._add_view_keys()
         self._connect_views()
@@ -395,7 +396,6 @@ class MainWindow(QMainWindow):
         self.view_menu = self.menuBar().addMenu("&View")
         self.view_menu.addAction(self.captions_action)
         self.captions_action.setChecked(self.state.spec.caption)
-        self.view_menu.addAction(self.head_view.reset_zoom_action)  # the Head view's zoom (Ctrl+0)
         for key, delta, what in ARROWS:
             a = QAction(f"{'previous' if delta < 0 else 'next'} {what}", self)
             a.setShortcut(QKeySequence(Qt.KeyboardModifier.AltModifier | key))
