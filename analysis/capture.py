@@ -8,6 +8,11 @@
   cross maps belongs to decoder input t and helps predict output token t.
 
 Every capture is checked: shapes agree with the config and every row sums to 1 within 1e-3.
+
+A long capture (``store=True``, or ``store=None`` and float16 maps over 256 MiB) is not held in
+memory: the same forward pass runs with ``output_attentions=False`` and streams each layer's
+weights into a store on disk (:mod:`analysis.stream`, :mod:`analysis.store`); its stacks are
+:class:`analysis.store.StoredStack` objects, read a map at a time.
 """
 
 from __future__ import annotations

@@ -328,27 +328,35 @@ class _Array:
         out = np.empty((max(0, r1 - r0), self.k), dtype=self.dtype)
         if out.size:
             start = ((layer * self.heads + head) * self.q + r0) * self.k * self.dtype.itemsize
-            _pread_into(self.fd, out, self.offset + start)
+            _pread_into(self._fd(), out, self.offset + start)
         return out
 
     def maps(self, layer: int) -> np.ndarray:
         """Every map of ``layer`` ``[H, q, k]`` (one read)."""
         out = np.empty(self.shape[1:], dtype=self.dtype)
         if out.size:
-            _pread_into(self.fd, out, self.offset + layer * out.nbytes)
+            _pread_into(self._fd(), out, self.offset + layer * out.nbytes)
         return out
 
     def everything(self) -> np.ndarray:
         out = np.empty(self.shape, dtype=self.dtype)
         if out.size:
-            _pread_into(self.fd, out, self.offset)
+            _pread_into(self._fd(), out, self.offset)
         return out
 
+    def _fd(self) -> int:
+        if self.fd < 0:  # never read a closed descriptor: its number may belong to another file now
+            raise CaptureError("this capture's attention maps were removed from the disk (a newer capture "
+                               "replaced it); run it again")
+        return self.fd
+
     def close(self) -> None:
-        try:
-            os.close(self.fd)
-        except OSError:
-            pass
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def _close_and_remove(path: str, arrays: list[_Array], owned: bool) -> None:

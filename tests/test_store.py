@@ -372,3 +372,12 @@ def test_a_damaged_long_session_is_refused_and_leaves_no_store(loaded, tmp_path,
     with pytest.raises(Refused, match="damaged"):
         load_session(path)
     assert _stores() == [folder]  # only the capture's own store
+
+
+def test_a_closed_store_refuses_to_read_in_one_sentence():
+    st = write_stacks({"attentions": np.full((1, 1, 4, 4), 0.25, np.float32)})
+    stack = st.stacks["attentions"]
+    st.close()
+    assert st.closed and not st.path.exists()
+    with pytest.raises(CaptureError, match="removed from the disk"):
+        stack[0, 0]
