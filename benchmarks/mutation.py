@@ -90,6 +90,42 @@ def _config(only: list[str], tests: list[str]) -> str:
     return head + "\n".join(lines) + "\n\n" + after
 
 
+#: what mutmut appends to every line it generates: a file in mutants/ without it is a plain copy
+GENERATED = "# mutmut generated"
+
+
+def _in_scope(config: str) -> list[Path]:
+    """The source files this configuration mutates (mutmut's ``should_mutate``)."""
+    from fnmatch import fnmatch
+
+    cfg = tomllib.loads(config)["tool"]["mutmut"]
+    only, skip = cfg.get("only_mutate", []), cfg.get("do_not_mutate", [])
+    files = []
+    for base in cfg.get("source_paths", []):
+        for path in sorted((WORK / base).rglob("*.py")):
+            rel = path.relative_to(WORK).as_posix()
+            if (not only or any(fnmatch(rel, g) for g in only)) and not any(fnmatch(rel, g) for g in skip):
+                files.append(Path(rel))
+    return files
+
+
+def _forget_plain_copies(config: str) -> bool:
+    """Remove the plain copies in mutants/ of the files this run mutates; True if there were any.
+
+    mutmut copies a file it does not mutate in this run (outside ``--only``) into mutants/ with a
+    new modification time, and later takes a copy newer than its source for one already mutated:
+    a module left out of one run would never be mutated by a later run that names it. Its results
+    (``.meta``) are kept, and mutmut keeps them for every unchanged function when it mutates the
+    file again."""
+    removed = False
+    for rel in _in_scope(config):
+        copy = WORK / "mutants" / rel
+        if copy.exists() and GENERATED not in copy.read_text(encoding="utf-8"):
+            copy.unlink()
+            removed = True
+    return removed
+
+
 def prepare(only: list[str], tests: list[str], fresh: bool) -> None:
     if fresh and WORK.exists():
         shutil.rmtree(WORK)
@@ -100,6 +136,17 @@ def prepare(only: list[str], tests: list[str], fresh: bool) -> None:
     target = WORK / "pyproject.toml"
     if target.read_text(encoding="utf-8") != config:
         target.write_text(config, encoding="utf-8")
+    # mutmut learns which tests cover which function once ("stats"), then only for tests it has not
+    # seen: tests it saw while another set of files was mutated never touched this run's files'
+    # functions. A run that mutates other files or runs other tests than the last one starts over.
+    scope = WORK / "mutants" / ".mutation-scope"
+    stats = WORK / "mutants" / "mutmut-stats.json"
+    changed = _forget_plain_copies(config)
+    key = json.dumps({"only": sorted(only), "tests": tests})
+    if changed or not scope.exists() or scope.read_text(encoding="utf-8") != key:
+        stats.unlink(missing_ok=True)
+    scope.parent.mkdir(parents=True, exist_ok=True)
+    scope.write_text(key, encoding="utf-8")
 
 
 def run_mutmut(max_children: int) -> int:
