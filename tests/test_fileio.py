@@ -202,6 +202,52 @@ def test_an_existing_file_keeps_its_owner_when_we_may_give_it(tmp_path):
     assert (st.st_uid, st.st_gid) == (12345, 23456) and target.read_text() == "new"
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="only root may make a file of another group")
+def test_an_existing_file_keeps_its_group_when_only_the_group_may_be_given(tmp_path, monkeypatch):
+    """As a user who may not give a file away but belongs to its group: the new file keeps the
+    old one's group; when not even that is allowed, it is simply ours and still written."""
+    target = tmp_path / "shared.csv"
+    target.write_text("old")
+    os.chown(target, os.getuid(), 23456)
+    real_chown, calls = os.chown, []
+
+    def chown(path, uid, gid):
+        calls.append((uid, gid))
+        if uid != -1:  # giving the file to a user: root only
+            raise PermissionError(1, "Operation not permitted")
+        real_chown(path, uid, gid)
+
+    monkeypatch.setattr(os, "chown", chown)
+    atomic_write_text(target, "new")
+    st = os.stat(target)
+    assert (st.st_uid, st.st_gid) == (os.getuid(), 23456) and target.read_text() == "new"
+    assert calls == [(os.getuid(), 23456), (-1, 23456)]
+
+    def refuse(path, uid, gid):
+        raise PermissionError(1, "Operation not permitted")
+
+    real_chown(target, os.getuid(), 34567)
+    monkeypatch.setattr(os, "chown", refuse)
+    atomic_write_text(target, "newer")
+    assert os.stat(target).st_gid == os.getgid() and target.read_text() == "newer"
+
+
+def test_aborted_staged_writes_leave_nothing_and_take_no_more_writes(tmp_path):
+    from analysis.fileio import StagedWrites
+
+    sw = StagedWrites()
+    sw.write_text(tmp_path / "a.txt", "a")
+    sw.write_text(tmp_path / "b.txt", "b")
+    assert len(temp_files(tmp_path)) == 2
+    sw.abort()
+    assert temp_files(tmp_path) == [] and list(tmp_path.iterdir()) == [] and sw.paths == ()
+    with pytest.raises(RuntimeError, match="already committed or aborted"):
+        sw.write_text(tmp_path / "c.txt", "c")
+    with pytest.raises(RuntimeError, match="already committed or aborted"):
+        sw.commit()
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- all or nothing ---------------------------------------------------------------------------------
 def test_staged_writes_appear_together_at_the_end(tmp_path):
     old = tmp_path / "old.txt"
