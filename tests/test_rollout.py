@@ -454,3 +454,43 @@ def test_token_contributions():
     roll = rollout(random_attention(rng, 2, 2, 6))[-1]
     for i in range(6):
         assert token_contributions(roll, i).sum() == pytest.approx(1.0)
+
+
+def test_flow_is_available_from_one_token_up_to_the_limit():
+    assert flow_is_available(1) and flow_is_available(2, max_tokens=2) and not flow_is_available(3, max_tokens=2)
+
+
+def test_flow_shares_of_float32_flow_and_of_many_zero_rows():
+    rng = np.random.default_rng(14)
+    for n in (3, 8, 20, 40):
+        junk = rng.random((n, n)) + 1.0  # what the memory held before: zero rows must not show it
+        m = np.where(np.arange(n)[:, None] % 2 == 0, junk, 0.0).astype(np.float32)
+        del junk
+        shares = flow_shares(m)
+        assert shares.dtype == np.float64
+        np.testing.assert_array_equal(shares[1::2], 0.0)
+        np.testing.assert_allclose(shares[::2].sum(-1), 1.0, rtol=1e-12)
+    with pytest.raises(InputError, match=r"\[S, S\] flow matrix; got shape \(2, 3\)"):
+        flow_shares(np.ones((2, 3)))
+
+
+def test_token_contributions_skip_uncomputed_and_negative_cells_and_say_the_range():
+    m = np.array([[np.nan, 1.0, 3.0], [-1.0, 1.0, 1.0], [0.0, 0.0, 0.0]], dtype=np.float32)
+    first = token_contributions(m, 0)
+    assert first.dtype == np.float64
+    np.testing.assert_array_equal(first, [0.0, 0.25, 0.75])  # an uncomputed cell adds nothing
+    np.testing.assert_array_equal(token_contributions(m, 1), [0.0, 0.5, 0.5])  # nor a negative one
+    zero = token_contributions(m, 2)
+    assert zero.shape == (3,) and zero.dtype == np.float64 and not zero.any()
+    with pytest.raises(InputError, match="output token 3 is out of range: tokens are 0–2"):
+        token_contributions(m, 3)
+    with pytest.raises(InputError, match="output token -1 is out of range"):
+        token_contributions(m, -1)
+    with pytest.raises(InputError, match=r"\[S, S\] matrix; got shape \(3,\)"):
+        token_contributions(m[0], 0)
+
+
+def test_rollout_names_the_layers_a_start_layer_may_be():
+    square = frozen(random_attention(np.random.default_rng(2), 2, 2, 4))
+    with pytest.raises(InputError, match="start_layer 2 is out of range: layers are 0–1"):
+        rollout(square, start_layer=2)
