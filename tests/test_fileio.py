@@ -344,6 +344,33 @@ def test_an_empty_file_is_refused_unless_allowed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.txt"]
 
 
+def test_text_is_refused_when_empty_unless_allowed():
+    with tempfile.TemporaryDirectory() as d:
+        with pytest.raises(ExportError, match="empty file"):
+            atomic_write_text(Path(d) / "e.txt", "")
+        with pytest.raises(ExportError, match="empty file"), staged_writes() as tx:
+            tx.write_text(Path(d) / "f.txt", "")
+        assert list(Path(d).iterdir()) == []
+
+
+def test_text_is_utf8_with_its_own_newlines_whatever_the_platform_defaults(tmp_path, monkeypatch):
+    """As on a Windows machine (cp1252 text, ``\n`` written as ``\r\n`` by default): the file
+    holds exactly the text's UTF-8 bytes."""
+    def windows_open(file, mode="r", buffering=-1, encoding=None, errors=None, newline=None, closefd=True,
+                     opener=None):
+        if "b" not in mode:
+            encoding = encoding or "cp1252"
+            newline = "\r\n" if newline is None else newline
+        return open(file, mode, buffering, encoding, errors, newline, closefd, opener)
+
+    monkeypatch.setattr(fileio, "open", windows_open, raising=False)
+    text = "token,weight\ntête → 0.5\r\nend\n"
+    atomic_write_text(tmp_path / "a.csv", text)
+    with staged_writes() as tx:
+        tx.write_text(tmp_path / "b.csv", text)
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes() == text.encode("utf-8")
+
+
 def test_the_temp_file_is_private_while_it_is_written(tmp_path):
     seen: list[int] = []
 
