@@ -371,6 +371,21 @@ def test_text_is_utf8_with_its_own_newlines_whatever_the_platform_defaults(tmp_p
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes() == text.encode("utf-8")
 
 
+def test_the_writer_sees_the_extension_it_needs(tmp_path):
+    """Writers pick the format from the temp file's extension (matplotlib, numpy)."""
+    seen: list[str] = []
+
+    def write(tmp: str) -> None:
+        seen.append(Path(tmp).suffix)
+        Path(tmp).write_bytes(b"x")
+
+    atomic_write(tmp_path / "map.png", write)
+    atomic_write(tmp_path / "arrays.data", write, suffix=".npz")
+    assert seen == [".png", ".npz"]
+    atomic_write(tmp_path / "empty.bin", lambda tmp: None, allow_empty=True)
+    assert (tmp_path / "empty.bin").read_bytes() == b""
+
+
 def test_the_temp_file_is_private_while_it_is_written(tmp_path):
     seen: list[int] = []
 

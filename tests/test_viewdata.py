@@ -53,6 +53,43 @@ def test_max_pooling_equals_nanmax_of_the_blocks(shape, max_cell):
     assert not np.shares_memory(out, maps)
 
 
+def test_pooling_only_the_long_axis_and_padding_negative_maps():
+    from analysis.overview import downsample
+
+    rng = np.random.default_rng(2)
+    for shape in ((10, 3), (3, 10)):  # one axis pooled by 2, the other kept
+        maps = rng.random(shape).astype(np.float32)
+        out = downsample(maps, 5)
+        assert out.shape == (5, 3) if shape == (10, 3) else out.shape == (3, 5)
+        want = maps.reshape(5, 2, 3).max(1) if shape == (10, 3) else maps.reshape(3, 5, 2).max(2)
+        np.testing.assert_array_equal(out, want)
+    diff = -np.ones((2, 5, 5), dtype=np.float32)  # a difference map: negative everywhere
+    np.testing.assert_array_equal(downsample(diff, 3), -np.ones((2, 3, 3), dtype=np.float32))
+    np.testing.assert_array_equal(downsample(diff, 3, how="mean"), -np.ones((2, 3, 3), dtype=np.float32))
+    small = np.full((4, 4), 0.25, dtype=np.float16)
+    kept = downsample(small, 8)  # nothing to pool: a float32 copy
+    assert kept.dtype == np.float32 and not np.shares_memory(kept, small)
+
+
+def test_mean_pooling_keeps_the_mass_of_each_block():
+    from analysis.overview import downsample
+
+    rng = np.random.default_rng(5)
+    maps = rng.random((2, 3, 9, 7)).astype(np.float16)
+    maps[0, 0, :3, :3] = np.nan  # a hidden block: stays NaN
+    with pytest.warns(RuntimeWarning, match="Mean of empty slice"):
+        out = downsample(maps, 3, how="mean")
+    assert out.shape == (2, 3, 3, 3) and out.dtype == np.float32
+    f32 = maps.astype(np.float32)
+    for idx in np.ndindex(out.shape):
+        *lead, i, j = idx
+        block = f32[tuple(lead)][i * 3:(i + 1) * 3, j * 3:(j + 1) * 3]
+        if np.isnan(block).all():
+            assert np.isnan(out[idx])
+        else:
+            assert out[idx] == pytest.approx(float(np.nanmean(block.astype(np.float64))), rel=1e-6)
+
+
 # -- overview mosaic (the Layer and Model overviews' one image) ------------------------------
 def _tiles(n: int, q: int = 2, k: int = 3) -> np.ndarray:
     """``n`` tiles ``[q, k]``, tile ``i`` holding ``i + cell / 100`` (every pixel tells where it came from)."""
