@@ -386,6 +386,39 @@ def test_stats_csv_lines_end_with_a_bare_newline():
     assert "\r" not in text and text.endswith("\n") and text.count("\n") == 1 + 3 * 2
 
 
+def test_head_stats_explain_bad_input():
+    with pytest.raises(ValueError, match=r"\[layer, head, query, key\]; got \(2, 2\)"):
+        head_stats(np.ones((2, 2)))
+    with pytest.raises(ValueError, match=r"Q=2, K=3 \(pass self_attention=False for cross-attention\)"):
+        head_stats(np.ones((1, 1, 2, 3)) / 3)
+    square = np.ones((1, 1, 3, 3)) / 3
+    with pytest.raises(ValueError, match=r"key_special must be a bool array of shape \(3,\); got \(2,\)"):
+        head_stats(square, key_special=[True, False])
+    with pytest.raises(ValueError, match=r"key_punct must be a bool array of shape \(3,\); got \(4,\)"):
+        head_stats(square, key_punct=[False] * 4)
+
+
+def test_key_masks_of_zeros_and_ones_are_masks_not_indices():
+    att = random_attention(np.random.default_rng(6), 1, 2, 4, 4)
+    as_bools = head_stats(att, key_special=[True, False, False, True], key_punct=[False, True, False, False])
+    as_ints = head_stats(att, key_special=[1, 0, 0, 1], key_punct=np.array([0, 1, 0, 0]))
+    for name in ("to_special", "to_punctuation"):
+        np.testing.assert_array_equal(as_ints[name], as_bools[name])
+
+
+def test_no_keys_or_no_queries_give_undefined_statistics():
+    for shape in ((1, 2, 3, 0), (1, 2, 0, 3)):
+        stats = head_stats(np.zeros(shape), self_attention=False)
+        assert all(v.shape == (1, 2) and np.isnan(v).all() for v in stats.values()), shape
+
+
+def test_head_stats_report_each_layer_as_they_go():
+    seen = []
+    head_stats(random_attention(np.random.default_rng(7), 4, 1, 3, 3),
+               task=TaskState(lambda st, f, m: seen.append((st, f, m))))
+    assert seen == [("stats", layer / 4, f"head statistics: layer {layer + 1} of 4") for layer in range(4)]
+
+
 def test_stats_rows_use_none_for_undefined():
     rows = stats_rows(seq2seq_capture())
     cross = [r for r in rows if r["stack"] == "cross_attentions"]

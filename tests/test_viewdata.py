@@ -149,6 +149,8 @@ def test_the_tile_and_cell_under_the_mouse():
     assert m.tile_at(1.5, 0) is None and m.tile_at(2, 1) is None  # the gap row
     assert m.tile_at(0, 3) is None and m.tile_at(0, 7) is None  # gap columns
     assert m.tile_at(5, 0) is None and m.tile_at(0, 11) is None  # outside the image
+    assert m.tile_at(6, 0) is None and m.tile_at(0, 12) is None  # a row or column of tiles past the last
+    assert m.tile_at(-2, 0) is None and m.tile_at(0, -3) is None  # above or left of the image
     assert m.cell_at(2, 1) is None and m.cell_at(0, 3) is None
     wide = mosaic(_tiles(2, q=4, k=1), cols=2, gap=3)  # cells 4 × 1, gaps of 3
     assert wide.tile_at(3, 4) == (0, 1) and wide.tile_at(0, 1) is None and wide.cell_at(3, 4) == (0, 1, 3, 0)
