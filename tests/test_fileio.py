@@ -337,6 +337,58 @@ def test_a_failing_rename_names_what_was_written_and_leaves_no_temp(tmp_path, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
 
 
+def test_a_failing_rename_lists_every_output_written_or_none(tmp_path, monkeypatch):
+    from analysis.fileio import StagedWrites
+
+    real_replace = os.replace
+    for fail_at, written in ((3, r"\(outputs already written: \S*a\.txt, \S*b\.txt\)"),
+                             (1, r"\(outputs already written: none\)")):
+        folder = tmp_path / str(fail_at)
+        folder.mkdir()
+        calls: list[str] = []
+
+        def replace(src, dst, calls=calls, fail_at=fail_at):
+            calls.append(str(dst))
+            if len(calls) == fail_at:
+                raise OSError(28, "No space left on device")
+            real_replace(src, dst)
+
+        monkeypatch.setattr(fileio.os, "replace", replace)
+        sw = StagedWrites()
+        for name in "abcd":
+            sw.write_text(folder / f"{name}.txt", name)
+        with pytest.raises(ExportError, match=written):
+            sw.commit()
+        assert temp_files(folder) == [] and len(list(folder.iterdir())) == fail_at - 1
+        with pytest.raises(RuntimeError, match="already committed or aborted"):  # a failed commit is final
+            sw.write_text(folder / "e.txt", "e")
+
+
+def test_committed_staged_writes_take_no_more_writes(tmp_path):
+    from analysis.fileio import StagedWrites
+
+    sw = StagedWrites()
+    sw.write_text(tmp_path / "a.txt", "a")
+    assert sw.commit() == [tmp_path / "a.txt"]
+    with pytest.raises(RuntimeError, match="^these staged writes are already committed or aborted$"):
+        sw.write_text(tmp_path / "b.txt", "b")
+    with pytest.raises(RuntimeError, match="^these staged writes are already committed or aborted$"):
+        sw.commit()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_a_link_retargeted_before_the_renames_aborts_and_says_where_it_points(tmp_path):
+    link = tmp_path / "out.csv"
+    link.symlink_to("first.csv")
+    with pytest.raises(ExportError, match=r"out\.csv: it now points to \S*second\.csv instead of \S*first\.csv; "
+                                          r"run again"):
+        with staged_writes():
+            atomic_write_text(link, "x")
+            link.unlink()
+            link.symlink_to("second.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+
+
 def test_an_empty_file_is_refused_unless_allowed(tmp_path):
     with pytest.raises(ExportError, match="empty file"):
         atomic_write(tmp_path / "e.bin", lambda tmp: None)
