@@ -22,6 +22,8 @@ Usage::
     python benchmarks/mutation.py                                    # all of analysis/ (hours)
     python benchmarks/mutation.py --only analysis/aggregate.py \\
         --tests "tests/test_aggregate.py tests/test_viewdata.py"    # one module, its tests
+    python benchmarks/mutation.py --only analysis/aggregate.py --tests "…" --rerun-survivors
+                                                                     # after adding tests
     python benchmarks/mutation.py --report-only                      # rewrite the report
 """
 
@@ -149,11 +151,11 @@ def prepare(only: list[str], tests: list[str], fresh: bool) -> None:
     scope.write_text(key, encoding="utf-8")
 
 
-def run_mutmut(max_children: int) -> int:
+def run_mutmut(max_children: int, mutants: list[str] | None = None) -> int:
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "TOKENIZERS_PARALLELISM": "false",
            # one thread per worker: mutmut runs max_children test processes at once
            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
+    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *(mutants or [])]
     return subprocess.call(cmd, cwd=WORK, env=env)
 
 
@@ -210,11 +212,36 @@ def score(status: dict[str, str], equivalent: dict[str, str]) -> dict:
             "score": 100.0 * killed / denominator if denominator else float("nan")}
 
 
+def _module_of(mutant: str) -> str:
+    return mutant.rsplit(".", 1)[0].split(".x_")[0].split(".xǁ")[0]
+
+
+def _module_row(module: str, n: int, status: dict[str, str], s: dict) -> str:
+    mine = {k: v for k, v in status.items() if _module_of(k) == module}
+    eq = sum(1 for k in s["equivalent"] if k in mine)
+    killed = sum(1 for v in mine.values() if v in KILLED)
+    survived = sum(1 for v in mine.values() if v in SURVIVED) - eq
+    tested = killed + survived
+    score = f"{100.0 * killed / tested:.1f} %" if tested else "–"
+    return f"| {module} | {n} | {n - killed - survived - eq} | {killed} | {survived} | {eq} | {score} |"
+
+
+RUNS = WORK / "runs.json"
+
+
+def _record_run(only: list[str], tests: str) -> None:
+    """Remember which tests each module was last run with (the report lists them)."""
+    runs = json.loads(RUNS.read_text(encoding="utf-8")) if RUNS.exists() else {}
+    runs[" ".join(only) or "analysis/"] = {"tests": tests or "[tool.mutmut] selection",
+                                          "date": _dt.date.today().isoformat()}
+    RUNS.write_text(json.dumps(runs, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
 def write_report(path: Path, scope: str, only: list[str]) -> dict:
     status = results(only)
     equivalent = equivalents()
     s = score(status, equivalent)
-    modules = Counter(k.rsplit(".", 1)[0].split(".x_")[0].split(".xǁ")[0] for k in status)
+    modules = Counter(_module_of(k) for k in status)
     lines = [
         "# Mutation testing report (mutmut)",
         "",
@@ -229,7 +256,16 @@ def write_report(path: Path, scope: str, only: list[str]) -> dict:
         "",
         "## Mutants per module",
         "",
-        *(f"- {m}: {n}" for m, n in sorted(modules.items())),
+        "A module is measured when no mutant is left not checked; the score counts only what was tested.",
+        "",
+        "| module | mutants | not checked | killed | survived | equivalent | score |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *(_module_row(m, n, status, s) for m, n in sorted(modules.items())),
+        "",
+        "## Runs (the files mutated, and the tests they were last run with)",
+        "",
+        *(f"- {files} ({r['date']}): {r['tests']}"
+          for files, r in (json.loads(RUNS.read_text(encoding="utf-8")) if RUNS.exists() else {}).items()),
         "",
         f"## Surviving mutants ({len(s['survivors'])}): a test is missing, or add the mutant to the notes",
         "",
@@ -255,14 +291,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-children", type=int, default=os.cpu_count() or 2, help="parallel test processes")
     p.add_argument("--fresh", action="store_true", help="start from a new copy (forget earlier results)")
     p.add_argument("--report-only", action="store_true", help="rewrite the report from the last run")
+    p.add_argument("--rerun-survivors", action="store_true",
+                   help="test the surviving mutants (of --only) again, e.g. after adding tests: mutmut keeps a "
+                        "mutant's result until its function changes")
     p.add_argument("--report", type=Path, default=REPORT, help=f"where the report goes (default {REPORT.relative_to(ROOT)})")
     args = p.parse_args(argv)
     tests = shlex.split(args.tests)
     scope = ", ".join(args.only) if args.only else "analysis/ (all but analysis/toy_translation/)"
-    scope += "; tests: " + (args.tests if tests else "[tool.mutmut] selection")
+    if not args.report_only:
+        scope += "; tests: " + (args.tests if tests else "[tool.mutmut] selection")
     if not args.report_only:
         prepare(args.only, tests, args.fresh)
-        code = run_mutmut(args.max_children)
+        again = None
+        if args.rerun_survivors:
+            eq = equivalents()
+            again = sorted(k for k, st in results(args.only).items() if st in SURVIVED and k not in eq)
+            if not again:
+                print("no surviving mutants to test again")
+                again = None
+        code = run_mutmut(args.max_children, again)
+        _record_run(args.only, args.tests)
         if code != 0:
             print(f"mutmut exited with {code}", file=sys.stderr)
             return code
