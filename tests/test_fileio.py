@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import stat
 import tempfile
@@ -387,6 +388,98 @@ def test_a_link_retargeted_before_the_renames_aborts_and_says_where_it_points(tm
             link.unlink()
             link.symlink_to("second.csv")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+
+
+# -- what each refusal says (one sentence that says what to do) -----------------------------------
+def test_refusals_say_what_to_do(tmp_path):
+    with pytest.raises(ExportError, match=r"the folder \S*missing does not exist; create it or choose another path$"):
+        check_output_path(tmp_path / "missing" / "x.csv")
+    dangling = tmp_path / "to-missing.csv"
+    dangling.symlink_to(tmp_path / "gone" / "x.csv")
+    with pytest.raises(ExportError, match=r"to-missing\.csv: it is a symbolic link to \S*x\.csv, whose folder \S*gone "
+                                          r"does not exist; create that folder or choose another path$"):
+        check_output_path(dangling)
+    loop = tmp_path / "loop.csv"
+    loop.symlink_to("loop.csv")
+    with pytest.raises(ExportError, match=r"loop\.csv: it is a symbolic link that loops back on itself; "
+                                          r"remove the link or choose another path$"):
+        check_output_path(loop)
+    os.mkfifo(tmp_path / "pipe.csv")
+    with pytest.raises(ExportError, match=r"pipe\.csv: it is a named pipe \(FIFO\), not a regular file; choose another path$"):
+        check_output_path(tmp_path / "pipe.csv")
+    with pytest.raises(ExportError, match=r"not a regular file; give a file name$"):
+        check_output_path(tmp_path)
+
+
+def test_a_path_the_system_refuses_is_named_with_the_reason(tmp_path):
+    long = tmp_path / ("x" * 300 + ".csv")
+    with pytest.raises(ExportError, match=r"^cannot write \S*xxxx\.csv: File name too long; choose a writable path$"):
+        atomic_write_text(long, "x")
+    link = tmp_path / "link.csv"
+    link.symlink_to("y" * 300)
+    with pytest.raises(ExportError, match=r"^cannot write \S*link\.csv: File name too long; choose a writable path$"):
+        atomic_write_text(link, "x")
+
+
+def test_a_writer_that_fails_is_named_with_the_reason_and_leaves_no_temp(tmp_path):
+    def full(tmp: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(ExportError, match=r"^cannot write \S*out\.bin: No space left on device; choose a writable path$"):
+        atomic_write(tmp_path / "out.bin", full)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_we_cannot_write_in_is_named(tmp_path, monkeypatch):
+    def refuse(path, flags, mode=0o777, *, dir_fd=None):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(fileio.os, "open", refuse)
+    with pytest.raises(ExportError, match=r"^cannot write \S*out\.csv: no temp file can be created in \S+ "
+                                          r"\(Permission denied\); choose a writable folder$"):
+        atomic_write_text(tmp_path / "out.csv", "x")
+
+
+def test_a_temp_file_that_cannot_be_made_private_is_removed(tmp_path, monkeypatch):
+    def refuse(path, mode, **kw):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(fileio.os, "chmod", refuse)
+    with pytest.raises(ExportError, match=r"^cannot write \S*out\.csv: Operation not permitted; choose a writable folder$"):
+        atomic_write_text(tmp_path / "out.csv", "x")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_temp_names_are_tried_until_one_is_free_and_never_reused(tmp_path, monkeypatch):
+    names = iter(["aaaaaaaa", "aaaaaaaa", "bbbbbbbb"])
+    monkeypatch.setattr(fileio.secrets, "token_hex", lambda n: next(names))
+    taken = tmp_path / ".out.csv.aaaaaaaa.csv"
+    taken.write_text("someone else's")
+    atomic_write_text(tmp_path / "out.csv", "mine")
+    assert (tmp_path / "out.csv").read_text() == "mine" and taken.read_text() == "someone else's"
+    monkeypatch.setattr(fileio.secrets, "token_hex", lambda n: "aaaaaaaa")
+    with pytest.raises(ExportError, match=r"out\.csv: no free temp file name in its folder; "
+                                          r"remove the hidden temp files there$"):
+        atomic_write_text(tmp_path / "out.csv", "again")
+    assert taken.read_text() == "someone else's" and (tmp_path / "out.csv").read_text() == "mine"
+
+
+def test_staged_write_defaults_keep_the_extension_and_refuse_empty_files(tmp_path):
+    from analysis.fileio import StagedWrites
+
+    seen: list[str] = []
+
+    def write(tmp: str) -> None:
+        seen.append(Path(tmp).name)
+        Path(tmp).write_bytes(b"x")
+
+    sw = StagedWrites()
+    sw.write(tmp_path / "map.png", write)
+    with pytest.raises(ExportError, match="empty file"):
+        sw.write(tmp_path / "none.bin", lambda tmp: None)
+    sw.commit()
+    assert len(seen) == 1 and re.fullmatch(r"\.map\.png\.[0-9a-f]{8}\.png", seen[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.png"]
 
 
 def test_an_empty_file_is_refused_unless_allowed(tmp_path):
