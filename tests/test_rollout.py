@@ -494,3 +494,22 @@ def test_rollout_names_the_layers_a_start_layer_may_be():
     square = frozen(random_attention(np.random.default_rng(2), 2, 2, 4))
     with pytest.raises(InputError, match="start_layer 2 is out of range: layers are 0–1"):
         rollout(square, start_layer=2)
+
+
+def test_flow_refusals_say_what_to_do():
+    rng = np.random.default_rng(3)
+    with pytest.raises(InputError, match=r"^attention flow needs a self-attention stack \(queries = keys\); "
+                                         r"got 3 queries and 5 keys: choose the encoder or decoder stack"):
+        attention_flow(random_attention(rng, 2, 2, 5, Q=3))
+    with pytest.raises(InputError, match=r"limited to 64 tokens and this input has 65; use rollout instead, "
+                                         r"or shorten the text$"):
+        attention_flow(np.broadcast_to(np.eye(65), (1, 1, 65, 65)))
+    with pytest.raises(InputError, match=r"^the attention stack has no layers$"):
+        attention_flow(np.zeros((0, 1, 3, 3)))
+    with pytest.raises(InputError, match=r"^output_layer 2 is out of range: layers are 0–1 \(or -1\)$"):
+        attention_flow(random_attention(rng, 2, 2, 4), output_layer=2)
+
+
+def test_flow_takes_exactly_as_many_tokens_as_allowed():
+    out = attention_flow(np.broadcast_to(np.eye(4), (1, 1, 4, 4)), max_tokens=4)
+    np.testing.assert_allclose(out, np.eye(4), atol=1e-7)
