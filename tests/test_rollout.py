@@ -513,3 +513,33 @@ def test_flow_refusals_say_what_to_do():
 def test_flow_takes_exactly_as_many_tokens_as_allowed():
     out = attention_flow(np.broadcast_to(np.eye(4), (1, 1, 4, 4)), max_tokens=4)
     np.testing.assert_allclose(out, np.eye(4), atol=1e-7)
+
+
+def test_a_token_that_attends_nowhere_stays_zero_without_the_residual():
+    rng = np.random.default_rng(15)
+    for n in (3, 8, 20):
+        att = random_attention(rng, 2, 2, n).astype(np.float64)
+        att[:, :, 1::2] = 0.0  # rows of padding: they attend nowhere
+        junk = rng.random((2, n, n)) + 1.0  # what the memory held before must not show
+        del junk
+        aug = augmented_attention(att, residual=0.0)
+        np.testing.assert_array_equal(aug[:, 1::2], 0.0)
+        np.testing.assert_allclose(aug[:, ::2].sum(-1), 1.0, atol=1e-12)
+
+
+def test_rollout_refusals_say_what_to_do():
+    rng = np.random.default_rng(4)
+    square = frozen(random_attention(rng, 2, 2, 4))
+    with pytest.raises(InputError, match=r"^an attention stack must be \[layer, head, query, key\]; got \(2, 4, 4\)$"):
+        rollout(square[0])
+    with pytest.raises(InputError, match=r"^rollout needs a self-attention stack \(queries = keys\); got 3 queries"):
+        rollout(random_attention(rng, 2, 2, 5, Q=3))
+    with pytest.raises(InputError, match=r"^residual must be between 0 and 1; got 1\.5$"):
+        rollout(square, residual=1.5)
+    with pytest.raises(InputError, match=r"^output token 6 is out of range: tokens are 0–5$"):
+        attention_flow(random_attention(rng, 2, 2, 6), rows=[6])
+    att = np.broadcast_to(np.eye(4), (3, 1, 4, 4)).copy()
+    att[1, 0, 2, 2] = np.inf
+    with pytest.raises(InputError, match=r"^the attention weights contain infinities, so flow is undefined; "
+                                         r"recapture the input$"), np.errstate(invalid="ignore"):
+        attention_flow(att)
