@@ -543,3 +543,14 @@ def test_rollout_refusals_say_what_to_do():
     with pytest.raises(InputError, match=r"^the attention weights contain infinities, so flow is undefined; "
                                          r"recapture the input$"), np.errstate(invalid="ignore"):
         attention_flow(att)
+
+
+def test_fuse_heads_defaults_to_the_mean_and_says_what_it_takes():
+    att = frozen(random_attention(np.random.default_rng(5), 2, 3, 4))
+    np.testing.assert_array_equal(fuse_heads(att), att.mean(axis=1, dtype=np.float64))
+    with pytest.raises(InputError, match=r"^an attention stack must be \[layer, head, query, key\]; got \(3, 4, 4\)$"):
+        fuse_heads(att[0])
+    with pytest.raises(InputError, match=r"^unknown head fusion 'median'; choose one of: mean, max, min$"):
+        fuse_heads(att, "median")
+    with pytest.raises(InputError, match=r"^the attention stack has no heads to fuse$"):
+        fuse_heads(np.zeros((2, 0, 4, 4)))
