@@ -554,3 +554,8 @@ def test_fuse_heads_defaults_to_the_mean_and_says_what_it_takes():
         fuse_heads(att, "median")
     with pytest.raises(InputError, match=r"^the attention stack has no heads to fuse$"):
         fuse_heads(np.zeros((2, 0, 4, 4)))
+
+
+def test_flow_of_a_map_with_no_weight_at_all_is_zero():
+    """Residual 0 and attention that goes nowhere (all padding): nothing flows, and nothing fails."""
+    np.testing.assert_array_equal(attention_flow(np.zeros((2, 1, 3, 3)), residual=0.0), np.zeros((3, 3)))
