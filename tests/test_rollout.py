@@ -266,6 +266,7 @@ def test_scipy_passes_and_batches_match_networkx(monkeypatch, causal):
         {},
         {"_CERTIFY_TOPS": (2,)},
         {"_CERTIFY_TOPS": (1, 2, 3), "_CERTIFY_TRIAL": 1, "_CERTIFY_RATE": 1.0},
+        {"_CERTIFY_TRIAL": 1, "_CERTIFY_RATE": 1.1},  # every pass given up after its first batch
         {"_UNION_EDGES": 1, "_UNION_EDGES_FULL": 1},
         {"_CERTIFY_TOPS": (16,)},  # the "strong" subgraph is the whole graph: one pass
     ]
