@@ -205,7 +205,9 @@ def score(status: dict[str, str], equivalent: dict[str, str]) -> dict:
     killed = sum(1 for s in tested.values() if s in KILLED)
     eq = {k for k in equivalent if tested.get(k) in SURVIVED}
     survivors = sorted(k for k, s in tested.items() if s in SURVIVED and k not in eq)
-    stale = sorted(k for k in equivalent if k not in eq)
+    # a note on a module this report does not cover (another run's) is not stale
+    modules = {_module_of(k) for k in status}
+    stale = sorted(k for k in equivalent if k not in eq and _module_of(k) in modules)
     denominator = len(tested) - len(eq)
     return {"counts": dict(counts), "tested": len(tested), "killed": killed, "equivalent": sorted(eq),
             "survivors": survivors, "stale": stale,
