@@ -36,10 +36,11 @@ def block_for(n: int, max_cells: int) -> int:
 
 def level_for(n_rows: int, n_cols: int, px_rows: float, px_cols: float) -> int:
     """The coarsest level whose cells are still at most one pixel each: no detail below a pixel is
-    pooled away, and nothing finer than the screen is read. 0 when the map fits its pixels."""
+    pooled away, and nothing finer than the screen is read. 0 when the map fits its pixels; on
+    one pixel (or none: a collapsed widget) the level of one cell."""
     def one(n: int, px: float) -> int:
         px, k = max(1, int(px)), 0
-        while -(-n // 2 ** (k + 1)) >= px:
+        while -(-n // 2 ** (k + 1)) >= px and 2 ** k < n:  # the next level still fills the pixels
             k += 1
         return k
     return min(one(n_rows, px_rows), one(n_cols, px_cols))

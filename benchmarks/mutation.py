@@ -22,6 +22,8 @@ Usage::
     python benchmarks/mutation.py                                    # all of analysis/ (hours)
     python benchmarks/mutation.py --only analysis/aggregate.py \\
         --tests "tests/test_aggregate.py tests/test_viewdata.py"    # one module, its tests
+    python benchmarks/mutation.py --only analysis/aggregate.py --tests "…" --rerun-survivors
+                                                                     # after adding tests
     python benchmarks/mutation.py --report-only                      # rewrite the report
 """
 
@@ -90,6 +92,42 @@ def _config(only: list[str], tests: list[str]) -> str:
     return head + "\n".join(lines) + "\n\n" + after
 
 
+#: what mutmut appends to every line it generates: a file in mutants/ without it is a plain copy
+GENERATED = "# mutmut generated"
+
+
+def _in_scope(config: str) -> list[Path]:
+    """The source files this configuration mutates (mutmut's ``should_mutate``)."""
+    from fnmatch import fnmatch
+
+    cfg = tomllib.loads(config)["tool"]["mutmut"]
+    only, skip = cfg.get("only_mutate", []), cfg.get("do_not_mutate", [])
+    files = []
+    for base in cfg.get("source_paths", []):
+        for path in sorted((WORK / base).rglob("*.py")):
+            rel = path.relative_to(WORK).as_posix()
+            if (not only or any(fnmatch(rel, g) for g in only)) and not any(fnmatch(rel, g) for g in skip):
+                files.append(Path(rel))
+    return files
+
+
+def _forget_plain_copies(config: str) -> bool:
+    """Remove the plain copies in mutants/ of the files this run mutates; True if there were any.
+
+    mutmut copies a file it does not mutate in this run (outside ``--only``) into mutants/ with a
+    new modification time, and later takes a copy newer than its source for one already mutated:
+    a module left out of one run would never be mutated by a later run that names it. Its results
+    (``.meta``) are kept, and mutmut keeps them for every unchanged function when it mutates the
+    file again."""
+    removed = False
+    for rel in _in_scope(config):
+        copy = WORK / "mutants" / rel
+        if copy.exists() and GENERATED not in copy.read_text(encoding="utf-8"):
+            copy.unlink()
+            removed = True
+    return removed
+
+
 def prepare(only: list[str], tests: list[str], fresh: bool) -> None:
     if fresh and WORK.exists():
         shutil.rmtree(WORK)
@@ -100,13 +138,24 @@ def prepare(only: list[str], tests: list[str], fresh: bool) -> None:
     target = WORK / "pyproject.toml"
     if target.read_text(encoding="utf-8") != config:
         target.write_text(config, encoding="utf-8")
+    # mutmut learns which tests cover which function once ("stats"), then only for tests it has not
+    # seen: tests it saw while another set of files was mutated never touched this run's files'
+    # functions. A run that mutates other files or runs other tests than the last one starts over.
+    scope = WORK / "mutants" / ".mutation-scope"
+    stats = WORK / "mutants" / "mutmut-stats.json"
+    changed = _forget_plain_copies(config)
+    key = json.dumps({"only": sorted(only), "tests": tests})
+    if changed or not scope.exists() or scope.read_text(encoding="utf-8") != key:
+        stats.unlink(missing_ok=True)
+    scope.parent.mkdir(parents=True, exist_ok=True)
+    scope.write_text(key, encoding="utf-8")
 
 
-def run_mutmut(max_children: int) -> int:
+def run_mutmut(max_children: int, mutants: list[str] | None = None) -> int:
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "TOKENIZERS_PARALLELISM": "false",
            # one thread per worker: mutmut runs max_children test processes at once
            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
+    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children), *(mutants or [])]
     return subprocess.call(cmd, cwd=WORK, env=env)
 
 
@@ -156,18 +205,45 @@ def score(status: dict[str, str], equivalent: dict[str, str]) -> dict:
     killed = sum(1 for s in tested.values() if s in KILLED)
     eq = {k for k in equivalent if tested.get(k) in SURVIVED}
     survivors = sorted(k for k, s in tested.items() if s in SURVIVED and k not in eq)
-    stale = sorted(k for k in equivalent if k not in eq)
+    # a note on a module this report does not cover (another run's) is not stale
+    modules = {_module_of(k) for k in status}
+    stale = sorted(k for k in equivalent if k not in eq and _module_of(k) in modules)
     denominator = len(tested) - len(eq)
     return {"counts": dict(counts), "tested": len(tested), "killed": killed, "equivalent": sorted(eq),
             "survivors": survivors, "stale": stale,
             "score": 100.0 * killed / denominator if denominator else float("nan")}
 
 
+def _module_of(mutant: str) -> str:
+    return mutant.rsplit(".", 1)[0].split(".x_")[0].split(".xǁ")[0]
+
+
+def _module_row(module: str, n: int, status: dict[str, str], s: dict) -> str:
+    mine = {k: v for k, v in status.items() if _module_of(k) == module}
+    eq = sum(1 for k in s["equivalent"] if k in mine)
+    killed = sum(1 for v in mine.values() if v in KILLED)
+    survived = sum(1 for v in mine.values() if v in SURVIVED) - eq
+    tested = killed + survived
+    score = f"{100.0 * killed / tested:.1f} %" if tested else "–"
+    return f"| {module} | {n} | {n - killed - survived - eq} | {killed} | {survived} | {eq} | {score} |"
+
+
+RUNS = WORK / "runs.json"
+
+
+def _record_run(only: list[str], tests: str) -> None:
+    """Remember which tests each module was last run with (the report lists them)."""
+    runs = json.loads(RUNS.read_text(encoding="utf-8")) if RUNS.exists() else {}
+    runs[" ".join(only) or "analysis/"] = {"tests": tests or "[tool.mutmut] selection",
+                                          "date": _dt.date.today().isoformat()}
+    RUNS.write_text(json.dumps(runs, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
 def write_report(path: Path, scope: str, only: list[str]) -> dict:
     status = results(only)
     equivalent = equivalents()
     s = score(status, equivalent)
-    modules = Counter(k.rsplit(".", 1)[0].split(".x_")[0].split(".xǁ")[0] for k in status)
+    modules = Counter(_module_of(k) for k in status)
     lines = [
         "# Mutation testing report (mutmut)",
         "",
@@ -182,7 +258,16 @@ def write_report(path: Path, scope: str, only: list[str]) -> dict:
         "",
         "## Mutants per module",
         "",
-        *(f"- {m}: {n}" for m, n in sorted(modules.items())),
+        "A module is measured when no mutant is left not checked; the score counts only what was tested.",
+        "",
+        "| module | mutants | not checked | killed | survived | equivalent | score |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *(_module_row(m, n, status, s) for m, n in sorted(modules.items())),
+        "",
+        "## Runs (the files mutated, and the tests they were last run with)",
+        "",
+        *(f"- {files} ({r['date']}): {r['tests']}"
+          for files, r in (json.loads(RUNS.read_text(encoding="utf-8")) if RUNS.exists() else {}).items()),
         "",
         f"## Surviving mutants ({len(s['survivors'])}): a test is missing, or add the mutant to the notes",
         "",
@@ -208,14 +293,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-children", type=int, default=os.cpu_count() or 2, help="parallel test processes")
     p.add_argument("--fresh", action="store_true", help="start from a new copy (forget earlier results)")
     p.add_argument("--report-only", action="store_true", help="rewrite the report from the last run")
+    p.add_argument("--rerun-survivors", action="store_true",
+                   help="test the surviving mutants (of --only) again, e.g. after adding tests: mutmut keeps a "
+                        "mutant's result until its function changes")
     p.add_argument("--report", type=Path, default=REPORT, help=f"where the report goes (default {REPORT.relative_to(ROOT)})")
     args = p.parse_args(argv)
     tests = shlex.split(args.tests)
     scope = ", ".join(args.only) if args.only else "analysis/ (all but analysis/toy_translation/)"
-    scope += "; tests: " + (args.tests if tests else "[tool.mutmut] selection")
+    if not args.report_only:
+        scope += "; tests: " + (args.tests if tests else "[tool.mutmut] selection")
     if not args.report_only:
         prepare(args.only, tests, args.fresh)
-        code = run_mutmut(args.max_children)
+        again = None
+        if args.rerun_survivors:
+            eq = equivalents()
+            again = sorted(k for k, st in results(args.only).items() if st in SURVIVED and k not in eq)
+            if not again:
+                print("no surviving mutants to test again")
+                again = None
+        code = run_mutmut(args.max_children, again)
+        _record_run(args.only, args.tests)
         if code != 0:
             print(f"mutmut exited with {code}", file=sys.stderr)
             return code

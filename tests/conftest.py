@@ -6,6 +6,7 @@ Sections (append new ones at the end, each under its own banner):
 2. tiny models   – checkpoints built on disk once per session (``tests/tiny_models.py``)
 3. bundled       – the real bundled models (tests using them are marked ``bundled``)
 4. window        – the window fixtures of ``tests/gui_fixtures.py``, registered here once
+5. mutmut        – child processes under ``make mutation`` (benchmarks/mutation.py)
 """
 
 from __future__ import annotations
@@ -126,3 +127,39 @@ def bundled_smollm2():
 # below a folder given on the command line). Test modules import only the plain helpers
 # (``load``, ``run``, ``wait_idle``, ...) from ``tests.gui_fixtures``.
 pytest_plugins = ["tests.gui_fixtures"]
+
+
+# ============================================================================================
+# 5. mutmut (``make mutation``: benchmarks/mutation.py)
+# ============================================================================================
+# mutmut tells its trampolines (the mutated copy of analysis/ in build/mutation/mutants/) what to
+# run through MUTANT_UNDER_TEST: a mutant's name ("analysis.masks.x_f__mutmut_3"), or one of its
+# own modes ("stats" while it learns which tests cover which function, "fail" for its check that a
+# failing function fails a test, ...). A test's child Python process (the CLI, a fresh interpreter,
+# the model process) inherits the variable and imports the same mutated copy (``PYTHONPATH=ROOT``).
+# A mutant's name is right there: the child runs the mutant, so subprocess tests kill mutants too.
+# The modes are not: in "stats" the child's trampoline records the call into mutmut's statistics,
+# which needs mutmut's configuration read from the *child's* working folder (a tmp_path: "Could not
+# figure out where the code to mutate is", the child fails and so does mutmut's stats step), and
+# whatever it recorded dies with the child anyway. So while a mode runs, the variable is taken out
+# of the environment for the whole session: the children run the plain code, and this process's
+# trampolines still see the mode through mutmut's process-local copy of it, which they fall back
+# on when the variable is absent (mutmut.mutation.trampoline.get_mutant_under_test).
+def _is_mutant_name(value: str) -> bool:
+    return "__mutmut_" in value
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _mutmut_children_run_mutants_only():
+    mode = os.environ.get("MUTANT_UNDER_TEST")
+    if mode is None or _is_mutant_name(mode):  # a normal test run, or a mutant's
+        yield
+        return
+    from mutmut.mutation import trampoline
+
+    trampoline.set_mutant_under_test(mode)  # the process-local copy this process keeps using
+    del os.environ["MUTANT_UNDER_TEST"]
+    try:
+        yield
+    finally:
+        os.environ["MUTANT_UNDER_TEST"] = mode

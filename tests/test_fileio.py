@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import stat
 import tempfile
@@ -202,6 +203,52 @@ def test_an_existing_file_keeps_its_owner_when_we_may_give_it(tmp_path):
     assert (st.st_uid, st.st_gid) == (12345, 23456) and target.read_text() == "new"
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="only root may make a file of another group")
+def test_an_existing_file_keeps_its_group_when_only_the_group_may_be_given(tmp_path, monkeypatch):
+    """As a user who may not give a file away but belongs to its group: the new file keeps the
+    old one's group; when not even that is allowed, it is simply ours and still written."""
+    target = tmp_path / "shared.csv"
+    target.write_text("old")
+    os.chown(target, os.getuid(), 23456)
+    real_chown, calls = os.chown, []
+
+    def chown(path, uid, gid):
+        calls.append((uid, gid))
+        if uid != -1:  # giving the file to a user: root only
+            raise PermissionError(1, "Operation not permitted")
+        real_chown(path, uid, gid)
+
+    monkeypatch.setattr(os, "chown", chown)
+    atomic_write_text(target, "new")
+    st = os.stat(target)
+    assert (st.st_uid, st.st_gid) == (os.getuid(), 23456) and target.read_text() == "new"
+    assert calls == [(os.getuid(), 23456), (-1, 23456)]
+
+    def refuse(path, uid, gid):
+        raise PermissionError(1, "Operation not permitted")
+
+    real_chown(target, os.getuid(), 34567)
+    monkeypatch.setattr(os, "chown", refuse)
+    atomic_write_text(target, "newer")
+    assert os.stat(target).st_gid == os.getgid() and target.read_text() == "newer"
+
+
+def test_aborted_staged_writes_leave_nothing_and_take_no_more_writes(tmp_path):
+    from analysis.fileio import StagedWrites
+
+    sw = StagedWrites()
+    sw.write_text(tmp_path / "a.txt", "a")
+    sw.write_text(tmp_path / "b.txt", "b")
+    assert len(temp_files(tmp_path)) == 2
+    sw.abort()
+    assert temp_files(tmp_path) == [] and list(tmp_path.iterdir()) == [] and sw.paths == ()
+    with pytest.raises(RuntimeError, match="already committed or aborted"):
+        sw.write_text(tmp_path / "c.txt", "c")
+    with pytest.raises(RuntimeError, match="already committed or aborted"):
+        sw.commit()
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- all or nothing ---------------------------------------------------------------------------------
 def test_staged_writes_appear_together_at_the_end(tmp_path):
     old = tmp_path / "old.txt"
@@ -291,11 +338,197 @@ def test_a_failing_rename_names_what_was_written_and_leaves_no_temp(tmp_path, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
 
 
+def test_a_failing_rename_lists_every_output_written_or_none(tmp_path, monkeypatch):
+    from analysis.fileio import StagedWrites
+
+    real_replace = os.replace
+    for fail_at, written in ((3, r"\(outputs already written: \S*a\.txt, \S*b\.txt\)"),
+                             (1, r"\(outputs already written: none\)")):
+        folder = tmp_path / str(fail_at)
+        folder.mkdir()
+        calls: list[str] = []
+
+        def replace(src, dst, calls=calls, fail_at=fail_at):
+            calls.append(str(dst))
+            if len(calls) == fail_at:
+                raise OSError(28, "No space left on device")
+            real_replace(src, dst)
+
+        monkeypatch.setattr(fileio.os, "replace", replace)
+        sw = StagedWrites()
+        for name in "abcd":
+            sw.write_text(folder / f"{name}.txt", name)
+        with pytest.raises(ExportError, match=written):
+            sw.commit()
+        assert temp_files(folder) == [] and len(list(folder.iterdir())) == fail_at - 1
+        with pytest.raises(RuntimeError, match="already committed or aborted"):  # a failed commit is final
+            sw.write_text(folder / "e.txt", "e")
+
+
+def test_committed_staged_writes_take_no_more_writes(tmp_path):
+    from analysis.fileio import StagedWrites
+
+    sw = StagedWrites()
+    sw.write_text(tmp_path / "a.txt", "a")
+    assert sw.commit() == [tmp_path / "a.txt"]
+    with pytest.raises(RuntimeError, match="^these staged writes are already committed or aborted$"):
+        sw.write_text(tmp_path / "b.txt", "b")
+    with pytest.raises(RuntimeError, match="^these staged writes are already committed or aborted$"):
+        sw.commit()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_a_link_retargeted_before_the_renames_aborts_and_says_where_it_points(tmp_path):
+    link = tmp_path / "out.csv"
+    link.symlink_to("first.csv")
+    with pytest.raises(ExportError, match=r"out\.csv: it now points to \S*second\.csv instead of \S*first\.csv; "
+                                          r"run again"):
+        with staged_writes():
+            atomic_write_text(link, "x")
+            link.unlink()
+            link.symlink_to("second.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+
+
+# -- what each refusal says (one sentence that says what to do) -----------------------------------
+def test_refusals_say_what_to_do(tmp_path):
+    with pytest.raises(ExportError, match=r"the folder \S*missing does not exist; create it or choose another path$"):
+        check_output_path(tmp_path / "missing" / "x.csv")
+    dangling = tmp_path / "to-missing.csv"
+    dangling.symlink_to(tmp_path / "gone" / "x.csv")
+    with pytest.raises(ExportError, match=r"to-missing\.csv: it is a symbolic link to \S*x\.csv, whose folder \S*gone "
+                                          r"does not exist; create that folder or choose another path$"):
+        check_output_path(dangling)
+    loop = tmp_path / "loop.csv"
+    loop.symlink_to("loop.csv")
+    with pytest.raises(ExportError, match=r"loop\.csv: it is a symbolic link that loops back on itself; "
+                                          r"remove the link or choose another path$"):
+        check_output_path(loop)
+    os.mkfifo(tmp_path / "pipe.csv")
+    with pytest.raises(ExportError, match=r"pipe\.csv: it is a named pipe \(FIFO\), not a regular file; choose another path$"):
+        check_output_path(tmp_path / "pipe.csv")
+    with pytest.raises(ExportError, match=r"not a regular file; give a file name$"):
+        check_output_path(tmp_path)
+
+
+def test_a_path_the_system_refuses_is_named_with_the_reason(tmp_path):
+    long = tmp_path / ("x" * 300 + ".csv")
+    with pytest.raises(ExportError, match=r"^cannot write \S*xxxx\.csv: File name too long; choose a writable path$"):
+        atomic_write_text(long, "x")
+    link = tmp_path / "link.csv"
+    link.symlink_to("y" * 300)
+    with pytest.raises(ExportError, match=r"^cannot write \S*link\.csv: File name too long; choose a writable path$"):
+        atomic_write_text(link, "x")
+
+
+def test_a_writer_that_fails_is_named_with_the_reason_and_leaves_no_temp(tmp_path):
+    def full(tmp: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(ExportError, match=r"^cannot write \S*out\.bin: No space left on device; choose a writable path$"):
+        atomic_write(tmp_path / "out.bin", full)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_we_cannot_write_in_is_named(tmp_path, monkeypatch):
+    def refuse(path, flags, mode=0o777, *, dir_fd=None):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(fileio.os, "open", refuse)
+    with pytest.raises(ExportError, match=r"^cannot write \S*out\.csv: no temp file can be created in \S+ "
+                                          r"\(Permission denied\); choose a writable folder$"):
+        atomic_write_text(tmp_path / "out.csv", "x")
+
+
+def test_a_temp_file_that_cannot_be_made_private_is_removed(tmp_path, monkeypatch):
+    def refuse(path, mode, **kw):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(fileio.os, "chmod", refuse)
+    with pytest.raises(ExportError, match=r"^cannot write \S*out\.csv: Operation not permitted; choose a writable folder$"):
+        atomic_write_text(tmp_path / "out.csv", "x")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_temp_names_are_tried_until_one_is_free_and_never_reused(tmp_path, monkeypatch):
+    names = iter(["aaaaaaaa", "aaaaaaaa", "bbbbbbbb"])
+    monkeypatch.setattr(fileio.secrets, "token_hex", lambda n: next(names))
+    taken = tmp_path / ".out.csv.aaaaaaaa.csv"
+    taken.write_text("someone else's")
+    atomic_write_text(tmp_path / "out.csv", "mine")
+    assert (tmp_path / "out.csv").read_text() == "mine" and taken.read_text() == "someone else's"
+    monkeypatch.setattr(fileio.secrets, "token_hex", lambda n: "aaaaaaaa")
+    with pytest.raises(ExportError, match=r"out\.csv: no free temp file name in its folder; "
+                                          r"remove the hidden temp files there$"):
+        atomic_write_text(tmp_path / "out.csv", "again")
+    assert taken.read_text() == "someone else's" and (tmp_path / "out.csv").read_text() == "mine"
+
+
+def test_staged_write_defaults_keep_the_extension_and_refuse_empty_files(tmp_path):
+    from analysis.fileio import StagedWrites
+
+    seen: list[str] = []
+
+    def write(tmp: str) -> None:
+        seen.append(Path(tmp).name)
+        Path(tmp).write_bytes(b"x")
+
+    sw = StagedWrites()
+    sw.write(tmp_path / "map.png", write)
+    with pytest.raises(ExportError, match="empty file"):
+        sw.write(tmp_path / "none.bin", lambda tmp: None)
+    sw.commit()
+    assert len(seen) == 1 and re.fullmatch(r"\.map\.png\.[0-9a-f]{8}\.png", seen[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.png"]
+
+
 def test_an_empty_file_is_refused_unless_allowed(tmp_path):
     with pytest.raises(ExportError, match="empty file"):
         atomic_write(tmp_path / "e.bin", lambda tmp: None)
     atomic_write_text(tmp_path / "e.txt", "", allow_empty=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.txt"]
+
+
+def test_text_is_refused_when_empty_unless_allowed():
+    with tempfile.TemporaryDirectory() as d:
+        with pytest.raises(ExportError, match="empty file"):
+            atomic_write_text(Path(d) / "e.txt", "")
+        with pytest.raises(ExportError, match="empty file"), staged_writes() as tx:
+            tx.write_text(Path(d) / "f.txt", "")
+        assert list(Path(d).iterdir()) == []
+
+
+def test_text_is_utf8_with_its_own_newlines_whatever_the_platform_defaults(tmp_path, monkeypatch):
+    """As on a Windows machine (cp1252 text, ``\n`` written as ``\r\n`` by default): the file
+    holds exactly the text's UTF-8 bytes."""
+    def windows_open(file, mode="r", buffering=-1, encoding=None, errors=None, newline=None, closefd=True,
+                     opener=None):
+        if "b" not in mode:
+            encoding = encoding or "cp1252"
+            newline = "\r\n" if newline is None else newline
+        return open(file, mode, buffering, encoding, errors, newline, closefd, opener)
+
+    monkeypatch.setattr(fileio, "open", windows_open, raising=False)
+    text = "token,weight\ntête → 0.5\r\nend\n"
+    atomic_write_text(tmp_path / "a.csv", text)
+    with staged_writes() as tx:
+        tx.write_text(tmp_path / "b.csv", text)
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes() == text.encode("utf-8")
+
+
+def test_the_writer_sees_the_extension_it_needs(tmp_path):
+    """Writers pick the format from the temp file's extension (matplotlib, numpy)."""
+    seen: list[str] = []
+
+    def write(tmp: str) -> None:
+        seen.append(Path(tmp).suffix)
+        Path(tmp).write_bytes(b"x")
+
+    atomic_write(tmp_path / "map.png", write)
+    atomic_write(tmp_path / "arrays.data", write, suffix=".npz")
+    assert seen == [".png", ".npz"]
+    atomic_write(tmp_path / "empty.bin", lambda tmp: None, allow_empty=True)
+    assert (tmp_path / "empty.bin").read_bytes() == b""
 
 
 def test_the_temp_file_is_private_while_it_is_written(tmp_path):

@@ -116,3 +116,52 @@ def test_a_float16_pyramid_keeps_its_map_and_pools_from_the_finest_level_kept():
     np.testing.assert_array_equal(pyr.level(4), _direct_max(a.astype(np.float32), 16))
     np.testing.assert_array_equal(pyr.region(0, 5, 9, 40, 45), a[5:9, 40:45].astype(np.float32))
     assert pyr.level(0).dtype == np.float32 and np.shares_memory(pyr._levels[0], a)
+def test_block_for_takes_one_cell_and_one_pixel_and_says_what_it_needs():
+    assert block_for(1, 1) == 1 and block_for(5, 1) == 8 and block_for(1, 64) == 1
+    with pytest.raises(ValueError, match="n > 0 and max_cells > 0"):
+        block_for(4, 0)
+    with pytest.raises(ValueError, match="max_cells=-1"):
+        block_for(4, -1)
+
+
+def test_level_for_fills_odd_pixel_counts_and_never_hangs_on_a_collapsed_view():
+    # 5 rows on 3 pixels: level 1 (3 cells of 2 rows) still has a cell per pixel
+    assert level_for(5, 5, 3, 3) == 1
+    assert level_for(9, 9, 5, 5) == 1 and level_for(9, 9, 4, 4) == 1 and level_for(9, 9, 3, 3) == 2
+    # one pixel, or none (a widget not laid out yet): the level of one cell, at once
+    assert level_for(100, 100, 1, 1) == 7 and level_shape(100, 100, 7) == (1, 1)
+    assert level_for(100, 40, 0, 0) == 6 and level_for(1, 1, 0.5, 0.5) == 0
+
+
+def test_pool_pads_with_nan_not_zero_and_keeps_every_leading_axis():
+    neg = -np.ones((3, 5), dtype=np.float32)  # a difference map: negative everywhere
+    np.testing.assert_array_equal(pool(neg, 2), -np.ones((2, 3), dtype=np.float32))
+    hidden = np.full((3, 3), np.nan, dtype=np.float32)
+    hidden[:2, :2] = 0.5  # the last row and column are hidden tokens
+    out = pool(hidden, 2)
+    assert out[0, 0] == np.float32(0.5) and np.isnan(out[1, 1]) and np.isnan(out[0, 1])
+    rng = np.random.default_rng(3)
+    maps = rng.random((2, 3, 5, 7)).astype(np.float32)
+    p = pool(maps, 2)
+    assert p.shape == (2, 3, 3, 4)
+    for i, j in np.ndindex(2, 3):
+        np.testing.assert_array_equal(p[i, j], _direct_max(maps[i, j], 2))
+
+
+def test_float16_maps_come_back_as_float32_at_every_level_and_region():
+    a = np.random.default_rng(4).random((20, 12)).astype(np.float16)
+    assert pool(a, 1).dtype == np.float32 and not np.shares_memory(pool(a, 1), a)
+    np.testing.assert_array_equal(pool(a, 1), a.astype(np.float32))
+    pyr = ArrayPyramid(a)
+    for k in range(3):
+        assert pyr.level(k).dtype == np.float32
+        assert pyr.region(k, 0, 2, 0, 2).dtype == np.float32
+    np.testing.assert_array_equal(pyr.level(0), a.astype(np.float32))
+    np.testing.assert_array_equal(pyr.level(1), _direct_max(a.astype(np.float32), 2))
+
+
+def test_pyramid_errors_say_what_was_wrong():
+    with pytest.raises(ValueError, match=r"one \[Q, K\] map, got shape \(2, 2, 2\)"):
+        ArrayPyramid(np.zeros((2, 2, 2)))
+    with pytest.raises(ValueError, match="start at 0, got -2"):
+        ArrayPyramid(np.zeros((4, 4))).level(-2)

@@ -266,6 +266,7 @@ def test_scipy_passes_and_batches_match_networkx(monkeypatch, causal):
         {},
         {"_CERTIFY_TOPS": (2,)},
         {"_CERTIFY_TOPS": (1, 2, 3), "_CERTIFY_TRIAL": 1, "_CERTIFY_RATE": 1.0},
+        {"_CERTIFY_TRIAL": 1, "_CERTIFY_RATE": 1.1},  # every pass given up after its first batch
         {"_UNION_EDGES": 1, "_UNION_EDGES_FULL": 1},
         {"_CERTIFY_TOPS": (16,)},  # the "strong" subgraph is the whole graph: one pass
     ]
@@ -454,3 +455,108 @@ def test_token_contributions():
     roll = rollout(random_attention(rng, 2, 2, 6))[-1]
     for i in range(6):
         assert token_contributions(roll, i).sum() == pytest.approx(1.0)
+
+
+def test_flow_is_available_from_one_token_up_to_the_limit():
+    assert flow_is_available(1) and flow_is_available(2, max_tokens=2) and not flow_is_available(3, max_tokens=2)
+
+
+def test_flow_shares_of_float32_flow_and_of_many_zero_rows():
+    rng = np.random.default_rng(14)
+    for n in (3, 8, 20, 40):
+        junk = rng.random((n, n)) + 1.0  # what the memory held before: zero rows must not show it
+        m = np.where(np.arange(n)[:, None] % 2 == 0, junk, 0.0).astype(np.float32)
+        del junk
+        shares = flow_shares(m)
+        assert shares.dtype == np.float64
+        np.testing.assert_array_equal(shares[1::2], 0.0)
+        np.testing.assert_allclose(shares[::2].sum(-1), 1.0, rtol=1e-12)
+    with pytest.raises(InputError, match=r"\[S, S\] flow matrix; got shape \(2, 3\)"):
+        flow_shares(np.ones((2, 3)))
+
+
+def test_token_contributions_skip_uncomputed_and_negative_cells_and_say_the_range():
+    m = np.array([[np.nan, 1.0, 3.0], [-1.0, 1.0, 1.0], [0.0, 0.0, 0.0]], dtype=np.float32)
+    first = token_contributions(m, 0)
+    assert first.dtype == np.float64
+    np.testing.assert_array_equal(first, [0.0, 0.25, 0.75])  # an uncomputed cell adds nothing
+    np.testing.assert_array_equal(token_contributions(m, 1), [0.0, 0.5, 0.5])  # nor a negative one
+    zero = token_contributions(m, 2)
+    assert zero.shape == (3,) and zero.dtype == np.float64 and not zero.any()
+    with pytest.raises(InputError, match="output token 3 is out of range: tokens are 0–2"):
+        token_contributions(m, 3)
+    with pytest.raises(InputError, match="output token -1 is out of range"):
+        token_contributions(m, -1)
+    with pytest.raises(InputError, match=r"\[S, S\] matrix; got shape \(3,\)"):
+        token_contributions(m[0], 0)
+
+
+def test_rollout_names_the_layers_a_start_layer_may_be():
+    square = frozen(random_attention(np.random.default_rng(2), 2, 2, 4))
+    with pytest.raises(InputError, match="start_layer 2 is out of range: layers are 0–1"):
+        rollout(square, start_layer=2)
+
+
+def test_flow_refusals_say_what_to_do():
+    rng = np.random.default_rng(3)
+    with pytest.raises(InputError, match=r"^attention flow needs a self-attention stack \(queries = keys\); "
+                                         r"got 3 queries and 5 keys: choose the encoder or decoder stack"):
+        attention_flow(random_attention(rng, 2, 2, 5, Q=3))
+    with pytest.raises(InputError, match=r"limited to 64 tokens and this input has 65; use rollout instead, "
+                                         r"or shorten the text$"):
+        attention_flow(np.broadcast_to(np.eye(65), (1, 1, 65, 65)))
+    with pytest.raises(InputError, match=r"^the attention stack has no layers$"):
+        attention_flow(np.zeros((0, 1, 3, 3)))
+    with pytest.raises(InputError, match=r"^output_layer 2 is out of range: layers are 0–1 \(or -1\)$"):
+        attention_flow(random_attention(rng, 2, 2, 4), output_layer=2)
+
+
+def test_flow_takes_exactly_as_many_tokens_as_allowed():
+    out = attention_flow(np.broadcast_to(np.eye(4), (1, 1, 4, 4)), max_tokens=4)
+    np.testing.assert_allclose(out, np.eye(4), atol=1e-7)
+
+
+def test_a_token_that_attends_nowhere_stays_zero_without_the_residual():
+    rng = np.random.default_rng(15)
+    for n in (3, 8, 20):
+        att = random_attention(rng, 2, 2, n).astype(np.float64)
+        att[:, :, 1::2] = 0.0  # rows of padding: they attend nowhere
+        junk = rng.random((2, n, n)) + 1.0  # what the memory held before must not show
+        del junk
+        aug = augmented_attention(att, residual=0.0)
+        np.testing.assert_array_equal(aug[:, 1::2], 0.0)
+        np.testing.assert_allclose(aug[:, ::2].sum(-1), 1.0, atol=1e-12)
+
+
+def test_rollout_refusals_say_what_to_do():
+    rng = np.random.default_rng(4)
+    square = frozen(random_attention(rng, 2, 2, 4))
+    with pytest.raises(InputError, match=r"^an attention stack must be \[layer, head, query, key\]; got \(2, 4, 4\)$"):
+        rollout(square[0])
+    with pytest.raises(InputError, match=r"^rollout needs a self-attention stack \(queries = keys\); got 3 queries"):
+        rollout(random_attention(rng, 2, 2, 5, Q=3))
+    with pytest.raises(InputError, match=r"^residual must be between 0 and 1; got 1\.5$"):
+        rollout(square, residual=1.5)
+    with pytest.raises(InputError, match=r"^output token 6 is out of range: tokens are 0–5$"):
+        attention_flow(random_attention(rng, 2, 2, 6), rows=[6])
+    att = np.broadcast_to(np.eye(4), (3, 1, 4, 4)).copy()
+    att[1, 0, 2, 2] = np.inf
+    with pytest.raises(InputError, match=r"^the attention weights contain infinities, so flow is undefined; "
+                                         r"recapture the input$"), np.errstate(invalid="ignore"):
+        attention_flow(att)
+
+
+def test_fuse_heads_defaults_to_the_mean_and_says_what_it_takes():
+    att = frozen(random_attention(np.random.default_rng(5), 2, 3, 4))
+    np.testing.assert_array_equal(fuse_heads(att), att.mean(axis=1, dtype=np.float64))
+    with pytest.raises(InputError, match=r"^an attention stack must be \[layer, head, query, key\]; got \(3, 4, 4\)$"):
+        fuse_heads(att[0])
+    with pytest.raises(InputError, match=r"^unknown head fusion 'median'; choose one of: mean, max, min$"):
+        fuse_heads(att, "median")
+    with pytest.raises(InputError, match=r"^the attention stack has no heads to fuse$"):
+        fuse_heads(np.zeros((2, 0, 4, 4)))
+
+
+def test_flow_of_a_map_with_no_weight_at_all_is_zero():
+    """Residual 0 and attention that goes nowhere (all padding): nothing flows, and nothing fails."""
+    np.testing.assert_array_equal(attention_flow(np.zeros((2, 1, 3, 3)), residual=0.0), np.zeros((3, 3)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 
 import numpy as np
@@ -22,6 +23,8 @@ from analysis.stats import (
     head_tags,
     is_punctuation,
     max_entropy,
+    normalized_entropy,
+    stats_csv_text,
     stats_rows,
     write_stats_csv,
 )
@@ -349,6 +352,71 @@ def test_csv_matches_definitions(tmp_path, make):
         name = r["stack"]
         tags = head_tags(stats[name], causal=cap.is_causal(name), n_keys=cap.shape(name)[3])
         assert r["tags"] == ";".join(tags[int(r["layer"])][int(r["head"])])
+
+
+def test_entropy_reference_of_one_and_two_keys():
+    assert max_entropy(1, causal=False) == 0.0 and max_entropy(1, causal=True) == 0.0
+    assert max_entropy(2, causal=False) == pytest.approx(math.log(2))
+    assert max_entropy(2, causal=True) == pytest.approx(math.log(2) / 2)
+    # one key: every head is trivially certain, so its normalised entropy is undefined, not 0/0
+    assert np.isnan(normalized_entropy(np.array([[0.0, 0.5]]), causal=False, n_keys=1)).all()
+    half = normalized_entropy(np.array([[math.log(2) / 2]], dtype=np.float32), causal=False, n_keys=2)
+    assert half.dtype == np.float64 and half[0, 0] == pytest.approx(0.5, rel=1e-6)
+
+
+def test_broad_tags_use_each_stacks_own_keys_and_masking():
+    """Uniform decoder self-attention (causal, 5 keys) is as broad as it can be; measured against
+    the encoder's 7 keys, or as if it saw every key, it would not be."""
+    cap = seq2seq_capture()
+    T, S = len(DEC), len(SRC)
+    causal_uniform = np.tril(np.ones((T, T))) / np.arange(1, T + 1)[:, None]
+    stacks = dict(cap.stacks)
+    stacks["decoder_attentions"] = np.broadcast_to(causal_uniform, (2, 3, T, T)).astype(np.float32)
+    stacks["cross_attentions"] = np.full((2, 3, T, S), 1 / S, dtype=np.float32)
+    cap = dataclasses.replace(cap, stacks=stacks)
+    rows = stats_rows(cap)
+    for name in ("decoder_attentions", "cross_attentions"):
+        mine = [r for r in rows if r["stack"] == name]
+        assert len(mine) == 6 and all("broad" in r["tags"].split(";") for r in mine), name
+    assert not any("broad" in r["tags"] for r in rows if r["stack"] == "encoder_attentions")
+
+
+def test_stats_csv_lines_end_with_a_bare_newline():
+    text = stats_csv_text(encoder_capture())
+    assert "\r" not in text and text.endswith("\n") and text.count("\n") == 1 + 3 * 2
+
+
+def test_head_stats_explain_bad_input():
+    with pytest.raises(ValueError, match=r"\[layer, head, query, key\]; got \(2, 2\)"):
+        head_stats(np.ones((2, 2)))
+    with pytest.raises(ValueError, match=r"Q=2, K=3 \(pass self_attention=False for cross-attention\)"):
+        head_stats(np.ones((1, 1, 2, 3)) / 3)
+    square = np.ones((1, 1, 3, 3)) / 3
+    with pytest.raises(ValueError, match=r"key_special must be a bool array of shape \(3,\); got \(2,\)"):
+        head_stats(square, key_special=[True, False])
+    with pytest.raises(ValueError, match=r"key_punct must be a bool array of shape \(3,\); got \(4,\)"):
+        head_stats(square, key_punct=[False] * 4)
+
+
+def test_key_masks_of_zeros_and_ones_are_masks_not_indices():
+    att = random_attention(np.random.default_rng(6), 1, 2, 4, 4)
+    as_bools = head_stats(att, key_special=[True, False, False, True], key_punct=[False, True, False, False])
+    as_ints = head_stats(att, key_special=[1, 0, 0, 1], key_punct=np.array([0, 1, 0, 0]))
+    for name in ("to_special", "to_punctuation"):
+        np.testing.assert_array_equal(as_ints[name], as_bools[name])
+
+
+def test_no_keys_or_no_queries_give_undefined_statistics():
+    for shape in ((1, 2, 3, 0), (1, 2, 0, 3)):
+        stats = head_stats(np.zeros(shape), self_attention=False)
+        assert all(v.shape == (1, 2) and np.isnan(v).all() for v in stats.values()), shape
+
+
+def test_head_stats_report_each_layer_as_they_go():
+    seen = []
+    head_stats(random_attention(np.random.default_rng(7), 4, 1, 3, 3),
+               task=TaskState(lambda st, f, m: seen.append((st, f, m))))
+    assert seen == [("stats", layer / 4, f"head statistics: layer {layer + 1} of 4") for layer in range(4)]
 
 
 def test_stats_rows_use_none_for_undefined():
