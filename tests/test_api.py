@@ -307,7 +307,15 @@ def test_the_window_opens_a_session_from_the_command_line(loaded, tmp_path, qtbo
     (win,) = made
     qtbot.addWidget(win, before_close_func=lambda w: w.shutdown(30_000))
     # the window opens sessions as a job (checked off the GUI thread), shown once all of it passed
-    qtbot.waitUntil(lambda: win.state.capture is not None, timeout=30_000)
+    def where() -> str:  # what the window was doing, should it not get there
+        return (f"status {win.statusBar().currentMessage()!r}, error {getattr(win, 'last_error', None)!r}, "
+                f"views built {win.views_built}, jobs {sorted(win.runner._current)}")
+
+    try:
+        qtbot.waitUntil(lambda: win.state.capture is not None or bool(win.last_error), timeout=60_000)
+    except Exception as exc:
+        raise AssertionError(f"the session was not shown: {where()}") from exc
+    assert win.state.capture is not None, where()
     assert captures_equal(win.state.capture, cap)
     assert win.state.spec.layer == 1
     assert win.tabs.tabText(win.tabs.currentIndex()) == "Model"

@@ -186,8 +186,19 @@ def _sample(a: np.ndarray, pos: np.ndarray, axis: int) -> np.ndarray:
     starts = np.clip(np.floor(p[:-1]).astype(np.intp), 0, n - 1)
     starts = np.maximum.accumulate(starts)  # (rounding may not make them monotone)
     stop = min(max(math.ceil(p[-1]), int(starts[-1]) + 1), n)
-    # np.fmax: NaN-ignoring; a pixel inside one cell (equal starts) gets that cell
-    out = np.fmax.reduceat(np.take(a, np.arange(stop), axis=axis), starts, axis=axis)
+    # pixel i takes the cells starts[i] … ends[i] − 1 (at least its first: a pixel inside one
+    # cell, equal starts, gets that cell); the level that fits leaves one to three cells a pixel,
+    # so a few gathers and np.fmax (NaN-ignoring) beat a reduceat (~8 ms at 1,024² cells)
+    ends = np.maximum(np.append(starts[1:], stop), starts + 1)
+    width = int((ends - starts).max())
+    if width > 4:  # (a level finer than the one that fits)
+        out = np.fmax.reduceat(np.take(a, np.arange(stop), axis=axis), starts, axis=axis)
+    else:
+        out = np.take(a, starts, axis=axis)
+        for k in range(1, width):
+            more = starts + k < ends
+            if more.any():
+                np.fmax(out, np.take(a, np.where(more, starts + k, starts), axis=axis), out=out)
     return np.flip(out, axis=axis) if flip else out
 
 
