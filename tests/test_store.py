@@ -381,3 +381,30 @@ def test_a_closed_store_refuses_to_read_in_one_sentence():
     assert st.closed and not st.path.exists()
     with pytest.raises(CaptureError, match="removed from the disk"):
         stack[0, 0]
+
+
+def test_levels_coarser_than_a_chunk_are_pooled_once_a_map_is_complete():
+    """Maps over 4,096 tokens a side have levels above 2**CHUNK_LEVEL rows: pooled from the finest
+    chunk level when each map's last chunk is in."""
+    rng = np.random.default_rng(3)
+    arr = rng.random((1, 2, 300, 4500)).astype(np.float16)  # two chunks of rows; levels 2 … 9
+    st = write_stacks({"cross_attentions": arr})
+    stack = st.stacks["cross_attentions"]
+    assert max(stack.levels) > store_mod.CHUNK_LEVEL
+    for lv in stack.levels:
+        np.testing.assert_array_equal(stack.level(lv), pool(arr.astype(np.float32), 2**lv), err_msg=f"level {lv}")
+    np.testing.assert_array_equal(stack.map_stats()[..., 1], arr.max(axis=(2, 3)))
+
+
+def test_zero_tails_of_rows_are_left_unwritten_and_read_back_as_zeros():
+    n = 5000  # rows of 10 kB: tails of a page and more
+    rng = np.random.default_rng(4)
+    arr = np.tril(rng.random((n, n)) + 0.01).astype(np.float16)[None, None]  # a causal map: zeros above
+    st = write_stacks({"attentions": arr})
+    np.testing.assert_array_equal(st.stacks["attentions"][0, 0], arr[0, 0])
+    np.testing.assert_array_equal(st.stacks["attentions"][0, 0, 100:120, 50:], arr[0, 0, 100:120, 50:])
+    half = arr[0, 0]
+    np.testing.assert_array_equal(st.stacks["attentions"].map_stats()[0, 0],
+                                  [0.0, half.max(), half[half > 0].min()])
+    file = st.path / "attentions.npy"
+    assert file.stat().st_blocks * 512 < 0.9 * file.stat().st_size  # pages wholly in zero tails are holes
