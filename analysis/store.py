@@ -865,12 +865,8 @@ class StoreWriter:
         st[:, 1] = np.maximum(st[:, 1], stats[1])
         st[:, 2] = np.minimum(st[:, 2], stats[2])
         sf.stats[layer, heads] = st
-        ends = _row_ends(levels[0], half.shape[1], half.shape[2]) if sf.direct and sf.direct[0] == 2 else None
         for i, h in enumerate(heads):
-            if ends is None:
-                _pwrite_all(sf.files[0][1], half[i], sf.offset(0, layer, h, r0))
-            else:
-                _write_rows(sf.files[0][1], half[i], sf.offset(0, layer, h, r0), ends[i])
+            _pwrite_all(sf.files[0][1], half[i], sf.offset(0, layer, h, r0))
         for lv, arr in zip(sf.direct, levels, strict=True):
             row = r0 // 2 ** lv
             for i, h in enumerate(heads):
@@ -949,12 +945,6 @@ class StoreWriter:
             self.abort()
 
 
-#: a row's zero tail is left unwritten when it covers at least a page of the file (it reads back as
-#: zeros: the files are sparse until written). A causal map's upper triangle is zero: the pages
-#: wholly inside it are never written (about 20 % of a decoder's maps at 4,096 tokens, 30 % at 8,192)
-SKIP_BYTES = 4096
-
-
 def _row_ends(level2: np.ndarray, r: int, k: int) -> np.ndarray:
     """``[h, r]``: for every row of a chunk, the columns up to which it may hold a nonzero weight,
     read off the chunk's level 2 (4 × 4 maxima: a zero cell there is 16 zero weights)."""
@@ -963,27 +953,6 @@ def _row_ends(level2: np.ndarray, r: int, k: int) -> np.ndarray:
     last = groups - 1 - np.argmax(nz[..., ::-1], axis=-1)
     ends = np.where(nz.any(axis=-1), np.minimum(k, 4 * (last + 1)), 0)
     return np.repeat(ends, 4, axis=-1)[:, :r]
-
-
-def _write_rows(fd: int, rows: np.ndarray, offset: int, ends: np.ndarray) -> None:
-    """Write rows ``[r, K]`` at ``offset`` but for zero tails of :data:`SKIP_BYTES` or more (see
-    :func:`_row_ends`); runs of rows without such a tail go in one write."""
-    n, k = rows.shape
-    row_bytes = k * rows.itemsize
-    skip = SKIP_BYTES // rows.itemsize
-    full = (k - ends) < skip
-    i = 0
-    while i < n:
-        if full[i]:
-            j = i + 1
-            while j < n and full[j]:
-                j += 1
-            _pwrite_all(fd, rows[i:j], offset + i * row_bytes)
-            i = j
-        else:
-            if ends[i] > 0:
-                _pwrite_all(fd, rows[i, : ends[i]], offset + i * row_bytes)
-            i += 1
 
 
 def _write_error(exc: BaseException, path: Path) -> BaseException:
