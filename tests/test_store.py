@@ -19,6 +19,7 @@ from analysis.overview import downsample
 from analysis.pyramid import MapSource, pool
 from analysis.store import (
     StoredStack,
+    StoreWriter,
     is_stored,
     open_store,
     stores_root,
@@ -409,3 +410,51 @@ def test_a_causal_maps_zero_tails_read_back_and_its_smallest_positive_weight_is_
     half = arr[0, 0]
     np.testing.assert_array_equal(st.stacks["attentions"].map_stats()[0, 0],
                                   [0.0, half.max(), half[half > 0].min()])
+
+
+def test_full_maps_go_past_the_page_cache_where_aligned_and_read_back_the_same(monkeypatch):
+    """Level 0 (chunks cast by torch into aligned memory, rows of whole disk blocks) is written
+    with O_DIRECT; a chunk whose bytes are not whole blocks goes through the page cache; both read
+    back exactly."""
+    import torch
+
+    calls = []
+    real = store_mod._pwrite_all
+
+    def spy(fd, data, offset, behind=True):
+        calls.append((fd, int(np.asarray(data).nbytes), offset))
+        real(fd, data, offset, behind)
+
+    monkeypatch.setattr(store_mod, "_pwrite_all", spy)
+    q, k = 297, 1024  # a chunk of 256 rows (512 kB: whole blocks), then one of 41 rows (not)
+    w = torch.rand(2, 3, q, k, generator=torch.Generator().manual_seed(0)).softmax(-1)
+    with StoreWriter() as writer:
+        sf = writer.begin("attentions", (2, 3, q, k))
+        direct = sf.direct_fd
+        if direct is None:
+            pytest.skip("this file system has no O_DIRECT")
+        assert sf.files[0][2] == store_mod.DIRECT_ALIGN  # the header pads the data onto a block
+        for layer in range(2):
+            for r0 in range(0, q, 256):
+                writer.write("attentions", layer, r0, w[layer, :, r0:r0 + 256])
+        st = writer.finish()
+    # a map is 297 × 2 kB: every other map starts on a block; its first chunk goes direct
+    aligned = {sf.offset(0, layer, h, 0) for layer in range(2) for h in range(3)
+               if sf.offset(0, layer, h, 0) % store_mod.DIRECT_ALIGN == 0}
+    assert len(aligned) == 3
+    assert {(off, n) for fd, n, off in calls if fd == direct} == {(off, 256 * k * 2) for off in aligned}
+    buffered = {(off, n) for fd, n, off in calls if fd == sf.files[0][1] and off >= store_mod.DIRECT_ALIGN}
+    assert len(buffered) == 3 + 6 and {n for _, n in buffered} == {256 * k * 2, 41 * k * 2}
+    np.testing.assert_array_equal(np.asarray(st.stacks["attentions"]), w.half().numpy())
+    np.testing.assert_array_equal(np.load(st.path / "attentions.npy", mmap_mode="r"), w.half().numpy())
+
+
+def test_aligned_empty_is_aligned_and_a_padded_header_is_a_valid_npy_header(tmp_path):
+    for shape in [(3, 5, 7), (1,), (2, 4096)]:
+        a = store_mod.aligned_empty(shape, np.float16)
+        assert a.shape == shape and a.dtype == np.float16 and a.ctypes.data % store_mod.DIRECT_ALIGN == 0
+    head = store_mod._npy_header((2, 3), np.dtype(np.float16), 4096)
+    assert len(head) == 4096
+    path = tmp_path / "x.npy"
+    path.write_bytes(head + np.arange(6, dtype=np.float16).tobytes())
+    np.testing.assert_array_equal(np.load(path), np.arange(6, dtype=np.float16).reshape(2, 3))
