@@ -15,7 +15,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
-from ..aggregate import color_norm
+from ..aggregate import color_norm, hide_tokens
 from ..result import Capture
 from ..store import is_stored
 from ..themes import Theme
@@ -62,22 +62,15 @@ def lines_data(capture: Capture, spec: ViewSpec) -> LinesData:
     arr = capture.stacks[name]
     n_heads = arr.shape[1]
     weights: np.ndarray
-    if is_stored(arr):  # a long capture on disk: a map at a time (the lines of every head as float16)
+    if is_stored(arr):  # a long capture on disk: a block of rows at a time (every head's as float16)
         layer = None
         if spec.lines_per_head:
-            weights = np.stack([processed_map(arr[spec.layer, h], tok, spec).astype(np.float16)
-                                for h in range(n_heads)])
+            weights = np.concatenate([_stored_rows(arr, spec.layer, [h], tok, spec, "one", np.float16)
+                                      for h in range(n_heads)])
         elif spec.head is not None:
-            weights = processed_map(arr[spec.layer, spec.head], tok, spec)[None]
+            weights = _stored_rows(arr, spec.layer, [spec.head], tok, spec, "one")
         else:  # the heads as shown, aggregated one by one (as the in-memory mean/max over axis 0)
-            acc = processed_map(arr[spec.layer, 0], tok, spec)
-            for h in range(1, n_heads):
-                m = processed_map(arr[spec.layer, h], tok, spec)
-                if spec.aggregation == "mean":
-                    acc += m
-                else:
-                    np.maximum(acc, m, out=acc)
-            weights = (acc / np.float32(n_heads) if spec.aggregation == "mean" else acc)[None]
+            weights = _stored_rows(arr, spec.layer, list(range(n_heads)), tok, spec, spec.aggregation)
     else:
         layer = processed_map(arr[spec.layer], tok, spec)  # [H, Q', K']
     if spec.lines_per_head:
@@ -94,13 +87,52 @@ def lines_data(capture: Capture, spec: ViewSpec) -> LinesData:
             weights = one[None]
         norm = view_norm(weights, capture, name, spec)
         what = heads_what(spec, n_heads)
-    # one map at a time: a LogNorm takes 2-D values only
-    scaled = np.stack([np.ma.filled(norm(w), 0.0) for w in weights]) if weights.size else weights
-    strength = np.nan_to_num(np.clip(np.asarray(scaled, dtype=np.float32), 0.0, 1.0))
+    # a block of rows of one map at a time (a LogNorm takes 2-D values only; a long map's
+    # temporaries stay small)
+    strength = np.zeros(weights.shape, dtype=np.float32)
+    for g in range(weights.shape[0]):
+        for r0 in range(0, weights.shape[1], ROW_BLOCK):
+            scaled = np.ma.filled(norm(weights[g, r0:r0 + ROW_BLOCK]), 0.0)
+            strength[g, r0:r0 + ROW_BLOCK] = np.nan_to_num(np.clip(np.asarray(scaled, dtype=np.float32), 0.0, 1.0))
     title = view_title(capture, spec, f"{stack_title(capture, name)}, layer {spec.layer}, {what}",
                        "line opacity ∝ attention")
     return LinesData(strength, weights, tuple(tok.rows), tuple(tok.cols), tok.row_title, tok.col_title, title,
                      spec.lines_per_head)
+
+
+#: rows of a map processed at a time (a long capture's 8,192² map is 268 MB as float32; hiding
+#: tokens with renormalisation takes twice that again in float64)
+ROW_BLOCK = 512
+
+
+def _stored_rows(arr, layer: int, heads: list[int], tok, spec: ViewSpec, how: str, dtype=np.float32) -> np.ndarray:
+    """``[1, Q', K']``: the maps of ``heads`` of ``layer`` of a stored stack as shown (hidden tokens
+    dropped, rows renormalised), combined by ``how`` (``one``: the only head; ``mean``; ``max``)
+    exactly as whole maps would be (float32, heads in order), read and processed a block of rows at
+    a time so only the result is the map's size."""
+    q = arr.shape[2]
+    row_keep = np.asarray(tok.row_keep, dtype=bool)
+    out = np.empty((1, int(row_keep.sum()), len(tok.col_idx)), dtype=dtype)
+    at = 0
+    for r0 in range(0, q, ROW_BLOCK):
+        r1 = min(q, r0 + ROW_BLOCK)
+        acc = None
+        for h in heads:
+            rows = arr[layer, h, r0:r1]
+            m = (np.asarray(rows, dtype=np.float32) if not spec.hide_special else
+                 hide_tokens(rows, row_keep[r0:r1], tok.col_keep, spec.renormalize)[0])
+            if acc is None:
+                acc = m
+            elif how == "mean":
+                acc += m
+            else:
+                np.maximum(acc, m, out=acc)
+        assert acc is not None
+        if how == "mean":
+            acc = acc / np.float32(len(heads))
+        out[0, at:at + acc.shape[0]] = acc
+        at += acc.shape[0]
+    return out
 
 
 def token_y(n: int) -> np.ndarray:
