@@ -17,6 +17,7 @@ weights into a store on disk (:mod:`analysis.stream`, :mod:`analysis.store`); it
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from contextlib import nullcontext
 
@@ -185,6 +186,43 @@ def stack_attentions(atts, name: str, architecture: str, expected: tuple[int, in
         check_rows(m, name, li, architecture)
         out[li] = m.to("cpu", store_torch).numpy()
     return out
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can give now (Linux's MemAvailable; the free pages elsewhere),
+    or None when unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(shapes, store_dtype=np.float32) -> None:
+    """Refuse, before the model runs, an in-memory capture whose maps cannot fit: transformers
+    returns every layer's maps as float32 (``output_attentions=True``), and the capture keeps its
+    own copy in ``store_dtype`` while they are converted.
+
+    Raises
+    ------
+    InputError : naming the gigabytes needed and available, and the ways out
+    """
+    cells = sum(int(np.prod(s, dtype=np.int64)) for s in shapes)
+    need = cells * (4 + np.dtype(store_dtype).itemsize)
+    have = available_memory()
+    if have is None or need <= have:
+        return
+    n = max(int(s[-1]) for s in shapes)
+    raise InputError(f"at {n} tokens the attention maps held in memory need about {need / 1e9:.1f} GB "
+                     f"(transformers' float32 maps and the capture's copy) but {have / 1e9:.1f} GB is available; "
+                     "lower max_tokens, or run it in the window or with the CLI (python main.py), which keep long "
+                     "captures on disk (store=True in analysis.capture.capture)")
 
 
 def check_rows(m, name: str, layer: int, architecture: str) -> None:
@@ -363,7 +401,10 @@ def capture(
     # a long input is stored: decided on the input (a seq2seq target counted as long as the source),
     # so that generation before the capture already runs with chunked attention
     n_guess = len(ids) + (max_new_tokens if lm.kind == "decoder" and generate else 0)
-    streamed = store_wanted(stack_shapes(layers_heads, lm.kind, n_guess), store)
+    shapes = stack_shapes(layers_heads, lm.kind, n_guess)
+    streamed = store_wanted(shapes, store)
+    if not streamed:
+        check_memory(shapes, store_dtype)
     long_pass = _stream_mod().chunked(model) if streamed else nullcontext()
     with torch.inference_mode():
         if lm.kind == "seq2seq":

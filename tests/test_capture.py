@@ -470,3 +470,35 @@ def test_gpu_memory_guard(tiny_model_dir, monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (1000, 10**10))
     with pytest.raises(ConsentRequiredError, match="GiB are free"):
         load_model(str(tiny_model_dir("bert")), device="cuda")
+
+
+@pytest.mark.parametrize("arch", ["llama", "marian"])
+def test_an_in_memory_capture_that_cannot_fit_is_refused_before_the_model_runs(arch, loaded, monkeypatch):
+    """transformers' float32 maps plus the capture's copy, against the memory available: a capture
+    held in memory (the Python API's) that would not fit says so instead of being killed."""
+    import analysis.capture as capture_mod
+
+    lm = loaded(arch)
+    cap = capture(lm, TEXT, store=False)
+    cells = sum(int(np.prod(a.shape)) for a in cap.stacks.values())
+    runs = []
+    monkeypatch.setattr(lm.model, "forward", lambda *a, **k: runs.append(1))  # must not be reached
+    monkeypatch.setattr(capture_mod, "available_memory", lambda: 1000)
+    with pytest.raises(InputError, match=r"held in memory need about .* GB .* available; lower max_tokens"):
+        capture(lm, TEXT, store=False)
+    assert not runs
+    monkeypatch.undo()
+    if arch == "llama":  # a decoder's maps are known before it runs: float32 + float32 per cell
+        monkeypatch.setattr(capture_mod, "available_memory", lambda: cells * 8 - 1)
+        with pytest.raises(InputError, match="held in memory"):
+            capture(lm, TEXT, store=False)
+        monkeypatch.setattr(capture_mod, "available_memory", lambda: cells * 8)  # exactly enough
+        assert capture(lm, TEXT, store=False).stacks.keys() == cap.stacks.keys()
+        assert capture(lm, TEXT, store=False, store_dtype=np.float16).stacks.keys() == cap.stacks.keys()
+
+
+def test_available_memory_is_read_from_the_system():
+    from analysis.capture import available_memory
+
+    have = available_memory()
+    assert have is None or have > 0
