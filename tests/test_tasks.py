@@ -101,3 +101,37 @@ def test_a_task_range_must_be_ordered_inside_zero_one():
         TaskState(start=0.5, end=0.2)
     with pytest.raises(ValueError):
         TaskState(end=1.5)
+    with pytest.raises(ValueError, match=r"a task's range must satisfy 0 <= start <= end <= 1; got \[0.5, 0.2\]"):
+        TaskState(start=0.5, end=0.2)
+    seen, progress = recorder()
+    point = TaskState(progress, start=0.5, end=0.5)  # an empty range is a range: reports land on 0.5
+    point.report("x", 0.9)
+    assert seen == [("x", 0.5, "x")]
+
+
+def test_a_sub_range_must_be_ordered_inside_zero_one():
+    task = TaskState()
+    with pytest.raises(ValueError, match=r"a sub-task's range must satisfy 0 <= start <= end <= 1; got \[0.6, 0.4\]"):
+        task.sub(0.6, 0.4)
+    with pytest.raises(ValueError, match="sub-task"):
+        task.sub(0.2, 1.5)
+    seen, progress = recorder()
+    TaskState(progress).sub(0.3, 0.3).report("x", 1.0)  # empty: allowed
+    TaskState(progress).sub(0.5, 1.0).report("y", 1.0)  # up to the end: allowed
+    assert seen == [("x", 0.3, "x"), ("y", 1.0, "y")]
+
+
+def test_step_checks_then_reports_with_the_stage_as_its_default_message():
+    seen, progress = recorder()
+    task = TaskState(progress)
+    task.step("load", 0.5)
+    task.step("run", 0.75, "running the model…")
+    assert seen == [("load", 0.5, "load"), ("run", 0.75, "running the model…")]
+
+
+def test_cancelled_says_cancelled():
+    event = threading.Event()
+    event.set()
+    with pytest.raises(Cancelled) as caught:
+        TaskState(cancel=event).check()
+    assert str(caught.value) == "cancelled"
