@@ -27,7 +27,7 @@ from .errors import CaptureError, InputError, NoAttentionError
 from .loader import LoadedModel
 from .readable import WARNING, unknown_count, unknown_warning
 from .result import Capture, Prediction, TokenSeq
-from .store import capture_bytes, check_space, stack_shapes, store_wanted
+from .store import capture_bytes, check_space, stack_cells, stack_shapes, store_wanted
 from .tasks import TaskState, as_task
 from .tokens import (
     display_strings,
@@ -213,8 +213,7 @@ def check_memory(shapes, store_dtype=np.float32) -> None:
     ------
     InputError : naming the gigabytes needed and available, and the ways out
     """
-    cells = sum(int(np.prod(s, dtype=np.int64)) for s in shapes)
-    need = cells * (4 + np.dtype(store_dtype).itemsize)
+    need = stack_cells(shapes) * (4 + np.dtype(store_dtype).itemsize)
     have = available_memory()
     if have is None or need <= have:
         return

@@ -35,6 +35,7 @@ is given torch tensors.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import queue
@@ -194,6 +195,11 @@ def tokens_that_fit(stacks: Sequence[tuple[str, int, int]], kind: str, limit: in
     return lo
 
 
+def stack_cells(shapes: Iterable[Sequence[int]]) -> int:
+    """Weights in stacks of these shapes (one per map cell)."""
+    return sum(int(np.prod(s, dtype=np.int64)) for s in shapes)
+
+
 def store_wanted(shapes: Iterable[Sequence[int]], store: bool | None) -> bool:
     """Whether a capture of these stack shapes goes to a store: ``store`` when given, else
     ``HEADMAP_STORE`` (``1``/``0``), else when its float16 maps exceed :data:`STORE_MIN_BYTES`."""
@@ -202,8 +208,7 @@ def store_wanted(shapes: Iterable[Sequence[int]], store: bool | None) -> bool:
     env = os.environ.get("HEADMAP_STORE", "").strip()
     if env in ("0", "1"):
         return env == "1"
-    cells = sum(int(np.prod(s, dtype=np.int64)) for s in shapes)
-    return cells * 2 > STORE_MIN_BYTES
+    return stack_cells(shapes) * 2 > STORE_MIN_BYTES
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,42 +303,21 @@ def _pwrite_all(fd: int, data: np.ndarray, offset: int, behind: bool = True) -> 
         _write_behind(fd, offset, total)
 
 
-def _sync_file_range() -> Callable[[int, int, int], None] | None:
-    """Linux's ``sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE)``: start writing these
-    bytes to the disk now, without waiting (None elsewhere, or where libc lacks it)."""
+@functools.cache
+def _libc(name: str, *argtypes: str) -> Callable[..., int] | None:
+    """Linux libc's function ``name`` taking these ctypes types (``"c_int"``, …) and returning an
+    int, looked up once on first use; None elsewhere, or where libc lacks it."""
     if not sys.platform.startswith("linux"):
         return None
     import ctypes
 
     try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+        fn = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.argtypes = [getattr(ctypes, t) for t in argtypes]
     fn.restype = ctypes.c_int
-    return lambda fd, offset, nbytes: fn(fd, offset, nbytes, 2)  # SYNC_FILE_RANGE_WRITE
-
-
-_START_WRITE = _sync_file_range()
-
-
-def _linux_fallocate() -> Callable[[int, int], int] | None:
-    """Linux's ``fallocate(fd, 0, 0, size)`` (never emulated by writing zeros, unlike
-    ``posix_fallocate``); None elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).fallocate
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    fn.restype = ctypes.c_int
-    return lambda fd, size: fn(fd, 0, 0, size)
-
-
-_FALLOCATE = _linux_fallocate()
+    return fn
 
 
 def _open_direct(path: Path) -> int | None:
@@ -361,7 +345,9 @@ def _allocate(fd: int, size: int) -> bool:
     """Give a new store file its blocks at once (True), where the file system can: writing into
     allocated blocks takes about half the CPU time of growing a file (ext4 measured here: 1.2 s
     instead of 2.5 s per 2 GB), and a store takes gigabytes."""
-    return _FALLOCATE is not None and size > 0 and _FALLOCATE(fd, size) == 0
+    # Linux's fallocate(fd, 0, 0, size): never emulated by writing zeros, unlike posix_fallocate
+    fallocate = _libc("fallocate", "c_int", "c_int", "c_int64", "c_int64")
+    return fallocate is not None and size > 0 and fallocate(fd, 0, 0, size) == 0
 
 
 def _write_behind(fd: int, offset: int, nbytes: int) -> None:
@@ -369,8 +355,12 @@ def _write_behind(fd: int, offset: int, nbytes: int) -> None:
     its writeback would start only once about a tenth of the memory is dirty, and then throttle
     the writer while the disk catches up; started at once, the disk writes while the model runs).
     The pages stay in the page cache for the views to read."""
-    if _START_WRITE is not None and nbytes >= WRITE_BEHIND_BYTES:
-        _START_WRITE(fd, offset, nbytes)
+    if nbytes < WRITE_BEHIND_BYTES:
+        return
+    # Linux's sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE): start writing, never wait
+    start_write = _libc("sync_file_range", "c_int", "c_int64", "c_int64", "c_uint")
+    if start_write is not None:
+        start_write(fd, offset, nbytes, 2)
 
 
 def _npy_header(shape: tuple[int, ...], dtype: np.dtype, size: int | None = None) -> bytes:
@@ -1198,5 +1188,5 @@ def write_stacks(stacks: dict[str, np.ndarray], owner: int | None = None, root: 
 __all__ = [
     "FORMAT_VERSION", "MIN_SIDE", "DiskSpaceError", "STORE_MIN_BYTES", "Store", "StoreWriter", "StoredMap", "StoredStack",
     "capture_bytes", "check_space", "disown_sent", "forget_sent", "free_bytes", "is_stored", "open_store",
-    "stack_shapes", "store_wanted", "stores_root", "sweep_stores", "tokens_that_fit", "write_stacks",
+    "stack_cells", "stack_shapes", "store_wanted", "stores_root", "sweep_stores", "tokens_that_fit", "write_stacks",
 ]
