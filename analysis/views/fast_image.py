@@ -23,6 +23,24 @@ def _cell_index(centers: np.ndarray, start: float, stop: float, n: int) -> np.nd
     return np.clip(idx, 0, n - 1)
 
 
+def pixel_box(image: AxesImage, magnification: float = 1.0) -> tuple[float, float, int, int] | None:
+    """The whole output pixels (as NonUniformImage rounds them) that ``image``'s extent covers
+    inside its axes: ``(left, bottom, width, height)``, the corner in display units divided by
+    ``magnification``; None when it covers none."""
+    x0, x1, y0, y1 = image.get_extent()
+    box = TransformedBbox(Bbox.from_extents(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)),
+                          image.get_transform())
+    assert image.axes is not None
+    clip = Bbox.intersection(box, image.axes.bbox)
+    if clip is None:
+        return None
+    left, b, r, t = (np.asarray(clip.extents) * magnification + 0.5).astype(int) / magnification
+    width, height = int(round((r - left) * magnification)), int(round((t - b) * magnification))
+    if width <= 0 or height <= 0:
+        return None
+    return left, b, width, height
+
+
 class NearestImage(AxesImage):
     """An :class:`AxesImage` for 2-D values drawn with nearest-neighbour sampling."""
 
@@ -31,17 +49,11 @@ class NearestImage(AxesImage):
         if (unsampled or A is None or A.ndim != 2 or self.get_interpolation() != "nearest"
                 or self.axes is None or not self.get_transform().is_affine):
             return super().make_image(renderer, magnification, unsampled)
+        box = pixel_box(self, magnification)
+        if box is None:
+            return None, 0, 0, None
+        left, b, width, height = box
         x0, x1, y0, y1 = self.get_extent()
-        box = TransformedBbox(Bbox.from_extents(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)),
-                              self.get_transform())
-        clip = Bbox.intersection(box, self.axes.bbox)
-        if clip is None:
-            return None, 0, 0, None
-        # whole output pixels, as NonUniformImage does
-        left, b, r, t = (np.asarray(clip.extents) * magnification + 0.5).astype(int) / magnification
-        width, height = int(round((r - left) * magnification)), int(round((t - b) * magnification))
-        if width <= 0 or height <= 0:
-            return None, 0, 0, None
         inv = self.get_transform().inverted()
         xs = inv.transform(np.column_stack([left + (np.arange(width) + 0.5) / magnification, np.full(width, b)]))[:, 0]
         ys = inv.transform(np.column_stack([np.full(height, left), b + (np.arange(height) + 0.5) / magnification]))[:, 1]

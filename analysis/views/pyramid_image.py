@@ -18,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from matplotlib.transforms import Bbox, IdentityTransform, TransformedBbox
+from matplotlib.transforms import IdentityTransform
 
 from ..pyramid import MapSource, level_for
-from .fast_image import NearestImage
+from .fast_image import NearestImage, pixel_box
 
 
 @dataclass(frozen=True)
@@ -142,17 +142,13 @@ class PyramidImage(NearestImage):
         if (unsampled or A is None or A.ndim != 2 or self.axes is None or not self.get_transform().is_affine
                 or self.get_interpolation() != "nearest"):
             return super().make_image(renderer, magnification, unsampled)
-        x0, x1, y0, y1 = self.get_extent()
-        box = TransformedBbox(Bbox.from_extents(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)),
-                              self.get_transform())
-        clip = Bbox.intersection(box, self.axes.bbox)
-        if clip is None:
+        box = pixel_box(self, magnification)  # whole output pixels, as NearestImage does
+        if box is None:
             return None, 0, 0, None
-        # whole output pixels, as NearestImage does
-        left, b, r, t = (np.asarray(clip.extents) * magnification + 0.5).astype(int) / magnification
-        width, height = int(round((r - left) * magnification)), int(round((t - b) * magnification))
+        left, b, width, height = box
+        x0, x1, y0, y1 = self.get_extent()
         rows, cols = A.shape
-        if width <= 0 or height <= 0 or (rows <= height and cols <= width):
+        if rows <= height and cols <= width:
             # every cell has a pixel or more: colour the cells, then pick one per pixel
             return super().make_image(renderer, magnification, unsampled)
         # more cells than pixels along an axis (the level that fits leaves up to two cells per
