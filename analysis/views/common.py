@@ -250,11 +250,14 @@ def _view_tokens(capture: Capture, spec: ViewSpec, name: str) -> ViewTokens:
     return ViewTokens(rows, cols, row_idx, col_idx, row_keep, col_keep, row_title, col_title)
 
 
-def processed_map(arr: np.ndarray, tok: ViewTokens, spec: ViewSpec) -> np.ndarray:
-    """``arr`` ``[..., Q, K]`` as shown: float32, hidden rows/columns dropped (renormalised)."""
+def processed_map(arr: np.ndarray, tok: ViewTokens, spec: ViewSpec, row0: int | None = None) -> np.ndarray:
+    """``arr`` ``[..., Q, K]`` as shown: float32, hidden rows/columns dropped (renormalised). With
+    ``row0``, ``arr`` holds the rows ``row0, row0 + 1, …`` of the maps only (rows are hidden and
+    renormalised one by one, so a long map can be processed a block of rows at a time)."""
     if not spec.hide_special:
         return np.asarray(arr, dtype=np.float32)
-    return hide_tokens(arr, tok.row_keep, tok.col_keep, spec.renormalize)[0]
+    rows = tok.row_keep if row0 is None else tok.row_keep[row0:row0 + np.shape(arr)[-2]]
+    return hide_tokens(arr, rows, tok.col_keep, spec.renormalize)[0]
 
 
 # -- colour ranges ----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
-from ..aggregate import color_norm, hide_tokens
+from ..aggregate import color_norm
 from ..result import Capture
 from ..store import is_stored
 from ..themes import Theme
@@ -118,9 +118,7 @@ def _stored_rows(arr, layer: int, heads: list[int], tok, spec: ViewSpec, how: st
         r1 = min(q, r0 + ROW_BLOCK)
         acc = None
         for h in heads:
-            rows = arr[layer, h, r0:r1]
-            m = (np.asarray(rows, dtype=np.float32) if not spec.hide_special else
-                 hide_tokens(rows, row_keep[r0:r1], tok.col_keep, spec.renormalize)[0])
+            m = processed_map(arr[layer, h, r0:r1], tok, spec, row0=r0)
             if acc is None:
                 acc = m
             elif how == "mean":
