@@ -1,7 +1,7 @@
 """Fixtures and helpers for the window tests (pytest-qt, offscreen).
 
 The fixtures are registered once for the whole suite (``pytest_plugins`` in ``tests/conftest.py``):
-a test just names ``window``, ``make_window``, ``settings_path`` or ``one_torch_thread`` as an
+a test just names ``window``, ``make_window``, ``settings_path``, ``one_torch_thread`` or ``head`` as an
 argument. The functions are ``*_fixture`` and pytest finds them under their ``name``, so nothing
 imports them. A test module imports only the plain helpers it uses::
 
@@ -15,6 +15,7 @@ A module may still define its own ``window`` fixture; pytest prefers the module'
 * ``make_window`` – a factory for more windows on the same settings file (restore tests);
   every window it makes gets the same teardown check.
 * ``one_torch_thread`` – torch on one intra-op thread while the test runs (used by the above).
+* ``head`` – a shown :class:`gui.views.head.HeadView` of the Head tab's size, without a window.
 * ``load`` / ``run`` / ``wait_idle`` – drive the window through its public slots and wait for the
   workers, failing with the window's own error message when something went wrong.
 * ``open_session`` – open a ``.headmap`` file as the window does (a job) and wait for it.
@@ -55,6 +56,19 @@ def one_torch_thread_fixture():
         os.environ.pop("HEADMAP_TORCH_THREADS", None)
     else:
         os.environ["HEADMAP_TORCH_THREADS"] = env_before
+
+
+@pytest.fixture(name="head")
+def head_fixture(qtbot):
+    """A shown HeadView of a realistic size (the window's Head tab is about this big)."""
+    from gui.views.head import HeadView
+
+    view = HeadView(theme="light")
+    qtbot.addWidget(view)
+    view.resize(960, 760)
+    view.show()
+    qtbot.waitExposed(view)
+    return view
 
 
 @pytest.fixture(name="settings_path")

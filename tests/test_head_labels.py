@@ -37,19 +37,6 @@ def synthetic_capture(n: int = 256, seed: int = 0, layers: int = 2, heads: int =
                    source=src, stacks={"attentions": a})
 
 
-@pytest.fixture
-def head(qtbot):
-    """A shown HeadView of a realistic size (the window's Head tab is about this big)."""
-    from gui.views.head import HeadView
-
-    view = HeadView(theme="light")
-    qtbot.addWidget(view)
-    view.resize(960, 760)
-    view.show()
-    qtbot.waitExposed(view)
-    return view
-
-
 def show(qtbot, view, capture, spec=None):
     view.display(capture, spec or ViewSpec(shared_range=True))
     qtbot.wait(1)  # paint events (the overlay paints in Qt's paint cycle)

@@ -23,7 +23,7 @@ from analysis.pyramid import ArrayPyramid, level_for, n_levels
 from analysis.result import Capture, TokenSeq
 from analysis.themes import get_theme
 from analysis.views.heatmap import HeatmapDrawer, heatmap_data, hover_text
-from tests.test_head_labels import assert_geometry, data_to_logical, synthetic_capture
+from tests.test_head_labels import assert_geometry, data_to_logical, show, synthetic_capture
 
 
 # -- a stand-in for a long capture's store -----------------------------------------------------
@@ -73,23 +73,6 @@ def stored_capture(n: int, layers: int = 1, heads: int = 2, seed: int = 0) -> tu
 
 
 # -- helpers -------------------------------------------------------------------------------------
-@pytest.fixture
-def head(qtbot):
-    from gui.views.head import HeadView
-
-    view = HeadView(theme="light")
-    qtbot.addWidget(view)
-    view.resize(960, 760)
-    view.show()
-    qtbot.waitExposed(view)
-    return view
-
-
-def show(qtbot, view, capture, spec=None):
-    view.display(capture, spec or ViewSpec(shared_range=True))
-    qtbot.wait(1)
-
-
 def wheel(view, x: float, y: float, notches: int = 1) -> None:
     """Turn the wheel over the map's data point (x = column, y = row)."""
     lx, ly = data_to_logical(view, x, y)
