@@ -328,20 +328,33 @@ def test_clicking_a_layer_view_tile_selects_that_head(qtbot, gpt2_window):
     np.testing.assert_array_equal(shown(win), select_map(win.capture, None, 1, 3))
 
 
+def widget_pixels(widget) -> np.ndarray:
+    """RGB of ``widget`` as it is on screen, its child widgets (text overlays) included."""
+    from PySide6.QtGui import QImage
+
+    img = widget.grab().toImage().convertToFormat(QImage.Format.Format_RGB888)
+    return np.frombuffer(img.constBits(), np.uint8).reshape(img.height(), img.bytesPerLine())[:, :img.width() * 3] \
+        .reshape(img.height(), img.width(), 3)
+
+
 def test_layer_view_head_labels_are_visible_on_screen(qtbot, gpt2_window):
     win = gpt2_window
     win.select(tab="Layer")
     view = win.layer_view
-    labels = [t for t in view.ax.texts if t.get_text().startswith("H")]
-    assert [t.get_text() for t in labels] == ["H0", "H1", "H2", "H3"]
-    pixels = np.asarray(view.canvas.buffer_rgba())[..., :3]
-    renderer = view.canvas.get_renderer()
-    height = pixels.shape[0]
-    for t in labels:
-        box = t.get_window_extent(renderer)
-        region = pixels[int(height - box.y1) : int(height - box.y0) + 1, int(box.x0) : int(box.x1) + 1]
+    labels = [t for t in view.texts.texts if t.text.startswith("H")]
+    assert [t.text for t in labels] == ["H0", "H1", "H2", "H3"]
+    assert len(view.ax.texts) == 0  # painted by Qt, not matplotlib
+    pixels = widget_pixels(view.canvas)
+    mos = view.mos
+    for k, t in enumerate(labels):
+        # in the top left corner of its tile
+        r, c = divmod(k, mos.cols)
+        at = canvas_pos(view, view.ax, c * (mos.cell[1] + mos.gap), r * (mos.cell[0] + mos.gap))
+        assert abs(t.x - at.x()) <= 1 and abs(t.y - at.y()) <= 1, (t, at)
+        box = view.texts.text_rect(t)
+        region = pixels[int(box.top()):int(box.bottom()) + 1, int(box.left()):int(box.right()) + 1]
         # the label is white text; no colormap colour has all three channels this bright
-        assert (region.min(axis=-1) > 200).any(), f"{t.get_text()} is not visible"
+        assert (region.min(axis=-1) > 200).any(), f"{t.text} is not visible"
 
 
 # -- display options -------------------------------------------------------------------------
@@ -616,6 +629,70 @@ def test_deep_model_overview_tiles_are_never_flatter_than_2_to_1(qtbot, window, 
     mos = view.data.mosaic
     assert marker.get_visible()
     assert marker.get_xy() == (4 * (mos.cell[1] + mos.gap) - 0.5, 7 * (mos.cell[0] + mos.gap) - 0.5)
+
+
+def matplotlib_text_centres(view) -> list[tuple[str, float, float]]:
+    """Turn the live mosaic view's matplotlib text back on, as an export draws it (tick labels
+    of the tiles and the colour bar, the axis titles), draw, and return every drawn text with the
+    centre of its box in canvas logical pixels."""
+    from gui.views.text_overlay import plain_text
+
+    dr, ax, cax = view.drawer, view.ax, view.drawer.cbar.ax
+    ax.set_yticks([y for y, _ in dr.row_items], [s for _, s in dr.row_items])
+    ax.set_xticks([x for x, _ in dr.col_items], [s for _, s in dr.col_items])
+    ax.xaxis.tick_top()
+    ax.xaxis.set_label_position("top")
+    for axis in (ax.xaxis, ax.yaxis, cax.yaxis):
+        axis.set_visible(True)
+    view.canvas.draw()
+    renderer = view.canvas.get_renderer()
+    ratio = view.canvas.device_pixel_ratio or 1
+    height = view.figure.bbox.height
+    lo, hi = cax.get_ylim()
+    # (tick labels of values outside the axis are made but not drawn)
+    shown_cbar = [t for t in cax.get_yticklabels(which="both") if min(lo, hi) <= t.get_position()[1] <= max(lo, hi)]
+    texts = [*ax.get_xticklabels(), *ax.get_yticklabels(), *shown_cbar, ax.xaxis.label, ax.yaxis.label,
+             cax.yaxis.label]
+    out = []
+    for t in texts:
+        if not t.get_visible() or not t.get_text():
+            continue
+        box = t.get_window_extent(renderer)
+        out.append((plain_text(t.get_text()), (box.x0 + box.x1) / 2 / ratio, height / ratio - (box.y0 + box.y1) / 2 / ratio))
+    return out
+
+
+@pytest.mark.parametrize("scale", ["linear", "log"])
+def test_model_view_paints_the_text_matplotlib_would_draw_where_it_would_draw_it(qtbot, window, scale):
+    window.resize(1400, 900)
+    window.set_capture(deep_capture(n_layers=12, n_heads=12))
+    window.scale_combo.setCurrentText(scale)
+    switch_tab(window, "Model")
+    view = window.model_view
+    qtbot.waitUntil(lambda: view.data is not None and view.texts.texts != [])
+    # the live figure draws no text itself: it is painted by Qt
+    assert not (view.ax.xaxis.get_visible() or view.ax.yaxis.get_visible() or view.drawer.cbar.ax.yaxis.get_visible())
+    painted = [(t.text, view.texts.text_rect(t).center()) for t in view.texts.texts]
+    assert {"layer", "head", "attention weight" + (" (log scale)" if scale == "log" else "")} <= {s for s, _ in painted}
+    assert {"L0", "H0", "H11"} <= {s for s, _ in painted}
+    expected = matplotlib_text_centres(view)
+    assert len(expected) == len(painted), (sorted(s for s, *_ in expected), sorted(s for s, _ in painted))
+    for text, x, y in expected:
+        near = [c for s, c in painted if s == text and abs(c.x() - x) <= 3 and abs(c.y() - y) <= 3]
+        assert near, (text, x, y, [(s, c.x(), c.y()) for s, c in painted if s == text])
+    # and the picture shows them: the overlay paints over the canvas
+    assert view.texts.isVisible() and view.texts.geometry() == view.canvas.rect()
+
+
+def test_text_of_log_tick_labels_is_plain_unicode():
+    from gui.views.text_overlay import plain_text
+
+    assert plain_text("0.2") == "0.2"
+    assert plain_text("") == ""
+    assert plain_text("$\\mathdefault{10^{-3}}$") == "10⁻³"
+    assert plain_text("$\\mathdefault{10^{0}}$") == "10⁰"
+    assert plain_text("$\\mathdefault{2\\times10^{-1}}$") == "2×10⁻¹"
+    assert plain_text("$\\mathdefault{10^{12}}$") == "10¹²"
 
 
 def test_layer_view_marks_the_selected_head_and_has_a_colour_bar(qtbot, gpt2_window):

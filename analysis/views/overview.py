@@ -25,7 +25,6 @@ from .common import (
     GID_ATTENTION,
     GID_SELECTED,
     colorbar_label,
-    labels_that_fit,
     processed_map,
     shared_norm,
     stack_title,
@@ -46,8 +45,6 @@ MAX_TILE_ASPECT = 2.0
 #: the Model view's row and column labels: (inches, pitch) given to tick_step, live and exported
 ROW_LABELS = {True: (6.0, 1.3), False: (12.0, 1.3)}
 COL_LABELS = (8.0, 2.2)
-#: colour bar ticks a live drawer makes at once (matplotlib's locators give at most 11 or so)
-CBAR_TICKS = 12
 
 
 @dataclass(frozen=True)
@@ -105,7 +102,10 @@ def _tiles(capture: Capture, name: str, spec: ViewSpec, layer: int | None,
     tok = view_tokens(capture, spec, name)
     arr = capture.stacks[name]
     if not is_stored(arr):
-        return processed_map(arr[layer] if layer is not None else arr, tok, spec), None
+        maps = arr[layer] if layer is not None else arr
+        if not spec.hide_special:  # as stored (float16): mosaic() pools it before converting it
+            return maps, None
+        return processed_map(maps, tok, spec), None
     if not spec.hide_special:
         tiles = arr.layer_tiles(layer, max_cell) if layer is not None else arr.tiles(max_cell)
         return tiles, stored_range(arr, spec.scale, layer)
@@ -183,20 +183,18 @@ class MosaicDrawer:
         self.marker = Rectangle((0, 0), 1, 1, fill=False, linewidth=2.0, zorder=5, visible=False, gid=GID_SELECTED)
         self.ax.add_patch(self.marker)
         self.labels: list = []
+        #: the labels as ``(position, text)`` (image coordinates): rows, columns, and the tile names
+        #: ``(x, y, text)``. A live drawer draws none of its text: matplotlib's text costs about
+        #: half a millisecond each, so the window paints these (and the colour bar's ticks) with Qt
+        #: (``gui.views.text_overlay``) where matplotlib would put them; exports draw them here.
+        self.row_items: list[tuple[float, str]] = []
+        self.col_items: list[tuple[float, str]] = []
+        self.tile_items: list[tuple[float, float, str]] = []
         self._layout_key: tuple | None = None
         if live:
-            self._make_ticks(theme)
+            for axis in (self.ax.xaxis, self.ax.yaxis, self.cbar.ax.yaxis):
+                axis.set_visible(False)
         self.set_theme(theme)
-
-    def _make_ticks(self, theme: Theme) -> None:
-        """A live overview makes its tick artists once, as many as its axes can label (see
-        :func:`~analysis.views.common.tick_step`): matplotlib builds a Tick (lines, labels, their
-        properties copied) for about a millisecond, and every later capture with more rows or
-        columns than the last one would pay that in its first draw. Unused ticks are never drawn."""
-        ts = theme.tick_size
-        self.ax.yaxis.get_major_ticks(labels_that_fit(ROW_LABELS[True][0], ts, ROW_LABELS[True][1]))
-        self.ax.xaxis.get_major_ticks(labels_that_fit(COL_LABELS[0], ts, COL_LABELS[1]))
-        self.cbar.ax.yaxis.get_major_ticks(CBAR_TICKS)
 
     def set_theme(self, theme: Theme) -> None:
         self.theme = theme
@@ -256,21 +254,24 @@ class MosaicDrawer:
         m = d.mosaic
         h, w = m.cell
         ts = self.theme.tick_size
+        self.row_items, self.col_items, self.tile_items = [], [], []
         if d.kind == "layer":
-            self.ax.set_xticks([])
-            self.ax.set_yticks([])
-            for k, text in enumerate(d.tile_labels):
-                r, c = divmod(k, m.cols)
-                self.labels.append(self.ax.text(c * (w + m.gap), r * (h + m.gap), text, color="white", fontsize=ts,
-                                                va="top", ha="left", zorder=6, gid=FIXED_COLOUR,
-                                                bbox=dict(facecolor="black", alpha=0.55, lw=0, pad=1)))
-            return
-        rows = range(m.rows)
-        step = tick_step(m.rows, ROW_LABELS[self.live][0], ts, pitch=ROW_LABELS[self.live][1])
-        self.ax.set_yticks([r * (h + m.gap) + (h - 1) / 2 for r in rows][::step], list(d.row_labels)[::step])
-        cstep = tick_step(m.cols, COL_LABELS[0], ts, pitch=COL_LABELS[1])
-        self.ax.set_xticks([c * (w + m.gap) + (w - 1) / 2 for c in range(m.cols)][::cstep], list(d.col_labels)[::cstep])
-        self.ax.xaxis.tick_top()
-        self.ax.xaxis.set_label_position("top")
+            self.tile_items = [(c * (w + m.gap), r * (h + m.gap), text)
+                               for r, c, text in ((*divmod(k, m.cols), text) for k, text in enumerate(d.tile_labels))]
+        else:
+            step = tick_step(m.rows, ROW_LABELS[self.live][0], ts, pitch=ROW_LABELS[self.live][1])
+            self.row_items = [(r * (h + m.gap) + (h - 1) / 2, d.row_labels[r]) for r in range(m.rows)][::step]
+            cstep = tick_step(m.cols, COL_LABELS[0], ts, pitch=COL_LABELS[1])
+            self.col_items = [(c * (w + m.gap) + (w - 1) / 2, d.col_labels[c]) for c in range(m.cols)][::cstep]
         self.ax.set_ylabel(d.row_title, color=self.theme.text_color, fontsize=self.theme.base_size)
         self.ax.set_xlabel(d.col_title, color=self.theme.text_color, fontsize=self.theme.base_size)
+        if self.live:  # the window paints the text (see __init__)
+            return
+        self.ax.set_yticks([y for y, _ in self.row_items], [s for _, s in self.row_items])
+        self.ax.set_xticks([x for x, _ in self.col_items], [s for _, s in self.col_items])
+        if d.kind == "model":
+            self.ax.xaxis.tick_top()
+            self.ax.xaxis.set_label_position("top")
+        for x, y, text in self.tile_items:
+            self.labels.append(self.ax.text(x, y, text, color="white", fontsize=ts, va="top", ha="left", zorder=6,
+                                            gid=FIXED_COLOUR, bbox=dict(facecolor="black", alpha=0.55, lw=0, pad=1)))

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import math
 
+from matplotlib.transforms import Bbox
 from PySide6.QtCore import QEvent, Qt, Signal
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QScrollArea, QSizePolicy
 
 from analysis.views.captions import view_caption
@@ -25,6 +27,7 @@ from analysis.views.overview import (
 
 from ..tabs.base import StateTab
 from .canvas import CanvasView
+from .text_overlay import Placer, TextOverlay
 
 #: the axes box inside the canvas (figure fractions): left, bottom, width, top margin
 AX_LEFT, AX_BOTTOM, AX_WIDTH, AX_TOP = 0.07, 0.03, 0.82, 0.92
@@ -51,6 +54,8 @@ class _MosaicView(StateTab, CanvasView):
         self.drawer = MosaicDrawer(self.figure, self.theme, live=True)
         self.ax, self.image = self.drawer.ax, self.drawer.image
         self.set_animated_artists([self.image, self.drawer.marker])
+        # every text of the figure (names, titles, the colour bar's ticks) is painted by Qt
+        self.texts = TextOverlay(self.canvas)
         self.data: MosaicData | None = None
         self.mos = None
         self._fit_key = None
@@ -72,7 +77,6 @@ class _MosaicView(StateTab, CanvasView):
         self.drawer.set_theme(self.theme)
         if self.data is not None:
             self.drawer.draw(self.data)
-            self.set_animated_artists([self.image, *self.drawer.labels, self.drawer.marker])
 
     def _build(self, spec):  # pragma: no cover - overridden
         raise NotImplementedError
@@ -96,8 +100,6 @@ class _MosaicView(StateTab, CanvasView):
     def show_mosaic(self, d: MosaicData) -> None:
         self.data, self.mos = d, d.mosaic
         changed = self.drawer.draw(d)
-        if changed:  # tile names are drawn over the (animated) image on every blit
-            self.set_animated_artists([self.image, *self.drawer.labels, self.drawer.marker])
         self.title_label.setText(d.title)
         if self._fit() or changed:
             self.redraw()
@@ -133,6 +135,36 @@ class _MosaicView(StateTab, CanvasView):
         self.ax.set_position((AX_LEFT, AX_TOP - box_h, AX_WIDTH, box_h))
         self.drawer.cbar.ax.set_position((AX_LEFT + AX_WIDTH + CBAR_GAP, AX_TOP - box_h, CBAR_WIDTH, box_h))
         return True
+
+    # -- text ---------------------------------------------------------------------------------
+    def _on_draw(self, event) -> None:
+        super()._on_draw(event)
+        self._place_texts()  # the layout is final once drawn
+
+    def _blit_bbox(self) -> Bbox:
+        """A blit repaints the mosaic's axes only (the image, the outline of the selected tile and
+        the tile names over it); the text around it does not change."""
+        x0, y0, x1, y1 = self.ax.bbox.extents
+        pad = 3 * (self.canvas.device_pixel_ratio or 1)  # the outline's half width, rounding
+        return Bbox.intersection(Bbox.from_extents(x0 - pad, y0 - pad, x1 + pad, y1 + pad),
+                                 self.figure.bbox) or self.figure.bbox
+
+    def _place_texts(self) -> None:
+        """The figure's text where matplotlib would draw it (what an export shows): row names left
+        of the tiles, column names above them, the axis titles beyond them, tile names in the top
+        left corner of each tile, the colour bar's ticks and its label on its right."""
+        d = self.data
+        if d is None:
+            self.texts.set_items([], [])
+            return
+        t, dr = self.theme, self.drawer
+        place = Placer(self.figure, self.canvas.device_pixel_ratio or 1, self.texts, t.tick_size, t.base_size,
+                       QColor(t.text_color), QColor(t.grid_color))
+        place.left_ticks(self.ax, dr.row_items, d.row_title)
+        place.top_ticks(self.ax, dr.col_items, d.col_title)
+        place.boxed(self.ax, dr.tile_items)
+        place.colorbar_right(dr.cbar.ax, d.colorbar_label)
+        self.texts.set_items(place.texts, place.lines)
 
     # -- mouse ---------------------------------------------------------------------------------
     def _tile(self, event) -> tuple[int, int] | None:
