@@ -622,6 +622,12 @@ def test_deep_model_overview_tiles_are_never_flatter_than_2_to_1(qtbot, window, 
     # too small a window scrolls instead of squashing the tiles
     if view.canvas.height() > view.scroll.viewport().height():
         assert view.scroll.verticalScrollBar().maximum() > 0
+    # either way the tiles start the same few pixels below the top (room for the head names),
+    # not a fraction of a tall scrolling canvas
+    from gui.views.overview import AX_TOP
+
+    top = view.canvas.height() - view.ax.get_window_extent().y1 / (view.canvas.device_pixel_ratio or 1)
+    assert abs(top - (1 - AX_TOP) * view.scroll.viewport().height()) <= 1.5, top
     # a colour bar, and the selected head outlined
     assert view.drawer.cbar.ax.get_ylabel() == "attention weight"
     window.select(layer=7, head=4)

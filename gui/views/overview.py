@@ -116,24 +116,29 @@ class _MosaicView(StateTab, CanvasView):
         m = d.mosaic
         width = max(self.scroll.viewport().width(), 100)
         height = max(self.scroll.viewport().height(), 100)
-        full = AX_TOP - AX_BOTTOM
+        # margins in pixels of the viewport: a taller, scrolling canvas keeps them (the names above
+        # the tiles stay under the title, not a fraction of the whole canvas below it)
+        top_px, bottom_px = (1.0 - AX_TOP) * height, AX_BOTTOM * height
+        room = height - top_px - bottom_px
         tile_w = AX_WIDTH * width / m.cols
         h_cells, w_cells = m.cell  # pooled cells are square: the tile's own aspect
         ideal = min(max(tile_w * h_cells / max(w_cells, 1), tile_w / MAX_TILE_ASPECT), tile_w * MAX_TILE_ASPECT)
         flattest = m.rows * tile_w / MAX_TILE_ASPECT  # axes pixels with 2:1 tiles
-        if m.rows * ideal <= full * height:  # fits at its own aspect
-            canvas_h, box_h = height, m.rows * ideal / height
-        elif flattest <= full * height:  # fits when squashed, up to 2:1
-            canvas_h, box_h = height, full
+        if m.rows * ideal <= room:  # fits at its own aspect
+            canvas_h, box_px = height, m.rows * ideal
+        elif flattest <= room:  # fits when squashed, up to 2:1
+            canvas_h, box_px = height, room
         else:  # scroll rather than squash further
-            canvas_h, box_h = int(math.ceil(flattest / full)), full
-        key = (canvas_h, round(box_h, 4), width)
+            canvas_h = int(math.ceil(flattest + top_px + bottom_px))
+            box_px = flattest
+        top, box_h = 1.0 - top_px / canvas_h, box_px / canvas_h
+        key = (canvas_h, round(box_h, 4), round(top, 4), width)
         if key == self._fit_key:
             return False
         self._fit_key = key
         self.canvas.setMinimumHeight(canvas_h if canvas_h > height else 0)
-        self.ax.set_position((AX_LEFT, AX_TOP - box_h, AX_WIDTH, box_h))
-        self.drawer.cbar.ax.set_position((AX_LEFT + AX_WIDTH + CBAR_GAP, AX_TOP - box_h, CBAR_WIDTH, box_h))
+        self.ax.set_position((AX_LEFT, top - box_h, AX_WIDTH, box_h))
+        self.drawer.cbar.ax.set_position((AX_LEFT + AX_WIDTH + CBAR_GAP, top - box_h, CBAR_WIDTH, box_h))
         return True
 
     # -- text ---------------------------------------------------------------------------------
