@@ -57,14 +57,6 @@ def data_to_logical(view, x: float, y: float) -> tuple[float, float]:
     return dx / ratio, view.canvas.height() - dy / ratio
 
 
-def text_extent(view, text) -> QRectF:
-    """A matplotlib Text's drawn extent in canvas logical pixels."""
-    ratio = view.canvas.device_pixel_ratio or 1
-    x0, y0, x1, y1 = text.get_window_extent(view.canvas.get_renderer()).extents
-    h = view.canvas.height()
-    return QRectF(x0 / ratio, h - y1 / ratio, (x1 - x0) / ratio, (y1 - y0) / ratio)
-
-
 def step_of(items: list[tuple[int, str]]) -> int:
     return items[1][0] - items[0][0] if len(items) > 1 else 1
 
@@ -122,9 +114,9 @@ def assert_geometry(view) -> None:
     if angle != 45:  # the boxes of slanted labels overlap where their text does not
         assert_no_overlap(cols)
         assert_no_overlap(rows + cols)
-    # the matplotlib axis titles sit outside the Qt labels, inside the canvas
-    ytitle = text_extent(view, view.ax.yaxis.label)
-    xtitle = text_extent(view, view.ax.xaxis.label)
+    # the axis titles (painted by Qt too) sit outside the token labels, inside the canvas
+    titles = {t.text: view.texts.text_rect(t) for t in view.texts.texts}
+    ytitle, xtitle = titles[view.data.row_title], titles[view.data.col_title]
     assert ytitle.right() <= min(r.left() for r in rows) + 1e-6
     assert xtitle.top() >= max(r.bottom() for r in cols) - 1e-6
     assert canvas.contains(ytitle) and canvas.contains(xtitle)
@@ -203,8 +195,27 @@ def test_no_matplotlib_tick_labels_only_the_overlay(qtbot, head):
     assert lab.testAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
     assert not lab.autoFillBackground()
     assert lab.isVisible() and lab.geometry() == head.canvas.rect()
-    # the colour bar keeps its matplotlib ticks
-    assert len(head.cbar.ax.get_yticklabels()) > 0
+    # no matplotlib text at all: the axis titles and the colour bar's ticks are painted by Qt too,
+    # where matplotlib puts the colour bar's ticks
+    assert not (head.ax.xaxis.get_visible() or head.ax.yaxis.get_visible() or head.cax.yaxis.get_visible())
+    painted = {t.text: head.texts.text_rect(t).center() for t in head.texts.texts}
+    assert {head.data.row_title, head.data.col_title, "attention weight"} <= set(painted)
+    head.cax.yaxis.set_visible(True)
+    head.canvas.draw()
+    renderer, ratio = head.canvas.get_renderer(), head.canvas.device_pixel_ratio or 1
+    lo, hi = sorted(head.cax.get_ylim())
+    ticks = [t for t in head.cax.get_yticklabels() if lo <= t.get_position()[1] <= hi]
+    assert len(ticks) >= 3
+    for t in ticks:
+        box = t.get_window_extent(renderer)
+        x, y = (box.x0 + box.x1) / 2 / ratio, (head.figure.bbox.height - (box.y0 + box.y1) / 2) / ratio
+        c = painted[t.get_text()]
+        assert abs(c.x() - x) <= 3 and abs(c.y() - y) <= 3, (t.get_text(), c, x, y)
+    # the titles sit outside the token labels, the colour bar's label right of its ticks
+    rows, cols = lab.label_rects()
+    assert painted[head.data.row_title].x() < min(r.left() for r in rows)
+    assert painted[head.data.col_title].y() > max(r.bottom() for r in cols)
+    assert painted["attention weight"].x() > max(painted[t.get_text()].x() for t in ticks)
 
 
 def test_256_tokens_are_thinned_aligned_and_do_not_overlap(qtbot, head):

@@ -219,8 +219,9 @@ def hover_text(d: HeatmapData, i: int, j: int, level: int = 0) -> str:
 class HeatmapDrawer:
     """Draws :class:`HeatmapData` on a Figure; artists are created once, :meth:`draw` updates them.
 
-    ``live``: in the window the axes are placed by the view (no layout engine), token labels and
-    the title are painted by Qt; otherwise the figure gets tick labels and a title.
+    ``live``: in the window the axes are placed by the view (no layout engine), token labels, axis
+    titles, the colour bar's ticks and the title are painted by Qt; otherwise the figure gets tick
+    labels and a title.
     """
 
     def __init__(self, fig: Figure, theme: Theme, live: bool = False) -> None:
@@ -248,6 +249,10 @@ class HeatmapDrawer:
             self.ax.add_patch(self.hatch_patch)
         if cax is not None:
             self.cbar = fig.colorbar(self.image, cax=cax)
+            # no text drawn by matplotlib in the window (about half a millisecond a text): the
+            # view paints the token labels, the axis titles and the colour bar's ticks with Qt
+            for axis in (self.ax.xaxis, self.ax.yaxis, self.cbar.ax.yaxis):
+                axis.set_visible(False)
             self.ax.set_xticks([])
             self.ax.set_yticks([])
         else:

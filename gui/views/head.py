@@ -39,6 +39,7 @@ from analysis.views.pyramid_image import axis_level, in_view
 from ..tabs.base import StateTab
 from .axis_labels import LABEL_PAD, AxisLabels, label_font
 from .canvas import CanvasView
+from .text_overlay import Placer, TextOverlay
 
 #: the axes box: right edge (the colour bar is right of it) and top, in figure fractions
 AX_RIGHT, AX_TOP = 0.84, 0.95
@@ -85,6 +86,8 @@ class HeadView(StateTab, CanvasView):
         self.ax, self.cax = self.drawer.ax, self.drawer.cbar.ax
         self.image, self.mask_patch, self.cbar = self.drawer.image, self.drawer.mask_patch, self.drawer.cbar
         self.labels = AxisLabels(self.canvas)
+        self.texts = TextOverlay(self.canvas)  # axis titles, the colour bar's ticks
+        self._title_gaps = (0.0, 0.0)  # pixels between the axes and the left / bottom title
         # the live title is a QLabel above the canvas: drawing text into the figure on every
         # switch costs more than the image itself (exported figures get a real title)
         self.title = self.title_label
@@ -216,6 +219,21 @@ class HeadView(StateTab, CanvasView):
     def _on_draw(self, event) -> None:
         super()._on_draw(event)
         self.labels.update()  # the labels that belong to the map just drawn
+        self._place_texts()
+
+    def _place_texts(self) -> None:
+        """The axis titles just outside the token labels, the colour bar's ticks and label (what
+        matplotlib draws in an export), painted by Qt."""
+        d = self.data
+        if d is None:
+            self.texts.set_items([], [])
+            return
+        t = self.theme
+        place = Placer(self.figure, self.canvas.device_pixel_ratio or 1, self.texts, t.tick_size, t.base_size,
+                       _qcolor(t.text_color), _qcolor(t.grid_color))
+        place.titles_outside(self.ax, d.row_title, self._title_gaps[0], d.col_title, self._title_gaps[1])
+        place.colorbar_right(self.cax, self.drawer.cbar_text())
+        self.texts.set_items(place.texts, place.lines)
 
     def _blit_bbox(self) -> Bbox:
         """Only the axes box goes to the screen on a blit: the animated image and mask live there,
@@ -262,8 +280,7 @@ class HeadView(StateTab, CanvasView):
         self.ax.set_position(box)
         self.cax.set_position((min(box[0] + box[2] + 0.03, 0.87), box[1], 0.025, box[3]))
         # the axis titles just outside the token labels (there are no tick labels to push them)
-        self.ax.yaxis.set_label_coords(-(near + row_w + TITLE_GAP) / max(box[2] * w, 1.0), 0.5)
-        self.ax.xaxis.set_label_coords(0.5, -(near + self._col_room + TITLE_GAP) / max(box[3] * h, 1.0))
+        self._title_gaps = (near + row_w + TITLE_GAP, near + self._col_room + TITLE_GAP)
         lab.set_box(*box)
         # the image reads the level and cells that fit the new box; the labels in view follow
         self.drawer.set_view(self.zoom)

@@ -119,6 +119,9 @@ class TextOverlay(QWidget):
     def text_size(self, text: str, size: float) -> tuple[float, float]:
         """(advance, height) of ``text`` unrotated, logical pixels."""
         _, m = self.font_at(size)
+        if "\n" in text:
+            r = m.boundingRect(QRectF(0, 0, 1e6, 1e6), int(Qt.AlignmentFlag.AlignLeft), text)
+            return r.width(), r.height()
         return m.horizontalAdvance(text), m.height()
 
     def text_rect(self, t: Text) -> QRectF:
@@ -241,6 +244,15 @@ class Placer:
             tall = self.overlay.ink_height(self.small) if items else 0.0
             y = top - self.tick - self.pad - tall - self.labelpad
             self.texts.append(Text(title, (left + right) / 2, y, self.big, self.text_color, "center", "baseline"))
+
+    def titles_outside(self, ax, left: str, left_gap: float, bottom: str, bottom_gap: float) -> None:
+        """``left`` rotated, its box ending ``left_gap`` pixels left of ``ax``; ``bottom`` centred,
+        its box starting ``bottom_gap`` pixels below it (a view that placed its own labels)."""
+        x0, top, x1, y1 = self.box(ax)
+        if left:
+            self.texts.append(Text(left, x0 - left_gap, (top + y1) / 2, self.big, self.text_color, "right", "center", 90))
+        if bottom:
+            self.texts.append(Text(bottom, (x0 + x1) / 2, y1 + bottom_gap, self.big, self.text_color, "center", "top"))
 
     def boxed(self, ax, items: list[tuple[float, float, str]]) -> None:
         """Names at data ``(x, y)``, their top left corner there, white on translucent black."""
