@@ -76,9 +76,12 @@ class TerminalProgress:
 
         # follow the terminal's width; one that reports none (0 columns) gets 80
         sized = _columns(self._stream) > 0
-        # disable=False: the CLI silences every other tqdm bar with TQDM_DISABLE
+        # disable=False: the CLI silences every other tqdm bar with TQDM_DISABLE. leave=False: the
+        # bar is erased when closed. nrows: on stderr tqdm asks a terminal without a size for its
+        # height too, and shows "... (more hidden) ..." instead of the bar on a screen one row high.
+        # (No mininterval: the bar is only ever refresh()ed, which does not look at it.)
         bar = tqdm(total=100, file=self._stream, bar_format=BAR_FORMAT, leave=False, disable=False, dynamic_ncols=sized,
-                   ncols=None if sized else 80, nrows=None if sized else 24, mininterval=0.1)
+                   ncols=None if sized else 80, nrows=None if sized else 24)
         self._ticker = threading.Thread(target=self._tick, name="headmap-progress", daemon=True)
         self._ticker.start()
         return bar

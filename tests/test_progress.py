@@ -144,3 +144,200 @@ def test_the_cli_silences_the_libraries_bars_but_not_its_own():
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr
     assert res.stderr == "" and res.stdout.strip() == "True"
+
+
+# -- the bar itself, in this process (what mutation testing can see) --------------------------
+class PtyStream:
+    """A text stream on a pseudo-terminal of ``columns`` × 24 (0: a terminal without a size),
+    and everything the terminal received, read on a thread."""
+
+    def __init__(self, columns: int) -> None:
+        self.master, slave = pty.openpty()
+        self.slave = slave
+        if columns:
+            self.resize(columns)
+        self.stream = os.fdopen(slave, "w", encoding="utf-8")
+        self._chunks: list[bytes] = []
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def resize(self, columns: int) -> None:
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                data = os.read(self.master, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            self._chunks.append(data)
+
+    def text(self, settle: float = 0.2) -> str:
+        import time
+
+        time.sleep(settle)  # the reader catches up
+        return b"".join(self._chunks).decode(errors="replace")
+
+    def close(self) -> None:
+        self.stream.close()
+        self._reader.join(timeout=5)
+        os.close(self.master)
+
+
+@pytest.fixture
+def terminal():
+    made: list[PtyStream] = []
+
+    def make(columns: int = 60) -> PtyStream:
+        made.append(PtyStream(columns))
+        return made[-1]
+
+    yield make
+    for t in made:
+        t.close()
+
+
+def segments(out: str) -> list[str]:
+    """What each redraw wrote (the terminal's lines between carriage returns and newlines)."""
+    return [s for s in re.split(r"[\r\n]+", out) if s]
+
+
+LONG = "running the model over a rather long sentence so that the line is wider than any terminal here " * 2
+
+
+def test_a_terminal_is_detected_and_gets_the_bar_by_default(terminal):
+    t = terminal(60)
+    assert is_terminal(t.stream) is True
+    closed = open(os.devnull, "w")
+    closed.close()
+    assert is_terminal(closed) is False  # isatty() of a closed file raises: no terminal
+    with TerminalProgress(t.stream, tick_s=10) as bar:
+        assert bar.enabled
+        bar("run", 0.5, "running the model…")
+    assert "running the model…  50%|" in t.text()
+
+
+def test_a_terminal_without_a_size_on_stderr_still_shows_the_bar(terminal, monkeypatch):
+    """A bare pseudo-terminal (0 × 0): on stderr tqdm asks it for its size, and would hide a bar
+    on a screen it believes one row high."""
+    t = terminal(0)
+    monkeypatch.setattr(sys, "stderr", t.stream)
+    with TerminalProgress(tick_s=10) as bar:
+        bar("run", 0.5, "running the model…")
+        bar("run", 0.6, LONG)
+    shown = segments(t.text())
+    assert not any("more hidden" in s for s in shown), shown
+    assert any(s.startswith("running the model…  50%|") for s in shown) and max(map(len, shown)) == 80
+
+
+def test_the_bar_goes_to_stderr_by_default(capsys):
+    with TerminalProgress(enabled=True, tick_s=10) as bar:
+        bar("run", 0.25, "running the model…")
+    captured = capsys.readouterr()
+    assert "running the model…  25%|" in captured.err and captured.out == ""
+
+
+def test_the_bar_follows_the_terminals_width(terminal):
+    t = terminal(60)
+    with TerminalProgress(t.stream, tick_s=10) as bar:
+        bar("run", 0.5, LONG)
+        before = t.text()
+        assert 50 < max(map(len, segments(before))) <= 60  # a long line is cut to the window
+        t.resize(100)  # a wider window: the next redraw uses the room
+        bar("run", 0.6, LONG)
+        assert 90 < max(map(len, segments(t.text()[len(before):]))) <= 100
+
+
+def test_a_stream_without_a_width_gets_80_columns():
+    out = io.StringIO()
+    with TerminalProgress(out, enabled=True, tick_s=10) as bar:
+        bar("run", 0.5, LONG)
+    shown = segments(out.getvalue())
+    assert any("…" in s or "run" in s for s in shown)
+    assert max(map(len, shown)) == 80
+
+
+def test_a_new_stage_is_never_shown_with_the_last_ones_share():
+    out = io.StringIO()
+    with TerminalProgress(out, enabled=True, tick_s=10) as bar:
+        bar("a", 0.2, "first")
+        bar("b", 0.9, "second")
+        bar("c", 1.7, "third")  # shares outside [0, 1] are clamped
+        bar("d", -0.5, "fourth")
+    shown = segments(out.getvalue())
+    assert any(s.startswith("second  90%|") for s in shown)
+    assert not any(s.startswith("second  20%") for s in shown), shown
+    assert any(s.startswith("third 100%|") for s in shown) and not any("170%" in s for s in shown)
+    assert any(s.startswith("fourth   0%|") for s in shown)
+
+
+def test_a_stage_without_shares_still_shows_time_passing():
+    out = io.StringIO()
+    bar = TerminalProgress(out, enabled=True, tick_s=0.02)
+    bar("dequantize", None, "dequantizing the GGUF weights…")
+    ticker = [t for t in threading.enumerate() if t.name == "headmap-progress"]
+    # a daemon thread: a program that never closes the bar still exits
+    assert len(ticker) == 1 and ticker[0].daemon
+    import time
+
+    time.sleep(0.4)
+    redraws = out.getvalue().count("dequantizing the GGUF weights…")
+    bar.close()
+    assert redraws >= 5, redraws
+    assert not ticker[0].is_alive()
+
+
+def test_closing_erases_the_bar_and_may_be_repeated():
+    out = io.StringIO()
+    bar = TerminalProgress(out, enabled=True, tick_s=10)
+    bar("run", 0.5, "running the model…")
+    bar.close()
+    bar.close()  # idempotent
+    text = out.getvalue()
+    assert not text.endswith("\n")  # erased, not left on its own line
+    assert text.rsplit("\r", 2)[-2].strip() == "" and text.endswith("\r")
+    bar.say("error: something")  # after the bar: a plain line
+    assert out.getvalue().endswith("\rerror: something\n")
+
+
+def test_a_note_is_written_above_the_bar_and_flushed_at_once():
+    class Flushes(io.StringIO):
+        flushes = 0
+
+        def flush(self) -> None:
+            self.flushes += 1
+            super().flush()
+
+    plain = Flushes()
+    with TerminalProgress(plain) as bar:  # no terminal: no bar, the note alone
+        bar.say("note: hello")
+        assert plain.getvalue() == "note: hello\n" and plain.flushes >= 1
+    out = io.StringIO()
+    with TerminalProgress(out, enabled=True, tick_s=10) as bar:
+        bar("run", 0.5, "running the model…")
+        bar.say("warning: careful")
+        bar("run", 0.7, "running the model…")
+    # the bar is cleared before the note: the note is a line of its own, the bar comes back below it
+    assert "warning: careful" in segments(out.getvalue())
+    text = out.getvalue()
+    assert text.index("warning: careful") < text.index("running the model…  70%")
+
+
+def test_the_bar_is_drawn_even_where_every_other_tqdm_bar_is_disabled(monkeypatch):
+    """The CLI silences the libraries' bars with TQDM_DISABLE, which changes tqdm's default for
+    ``disable``; the Headmap bar asks to be drawn (as ``TQDM_DISABLE`` would, here in-process)."""
+    from tqdm import std
+
+    original = std.tqdm.__init__
+
+    def disabled_by_default(self, *args, **kwargs):
+        kwargs.setdefault("disable", True)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(std.tqdm, "__init__", disabled_by_default)
+    out = io.StringIO()
+    with TerminalProgress(out, enabled=True, tick_s=10) as bar:
+        bar("run", 0.5, "running the model…")
+    assert "running the model…  50%|" in out.getvalue()
