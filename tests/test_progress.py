@@ -289,6 +289,17 @@ def test_a_stage_without_shares_still_shows_time_passing():
     assert not ticker[0].is_alive()
 
 
+def test_by_default_the_elapsed_time_moves_twice_a_second():
+    out = io.StringIO()
+    with TerminalProgress(out, enabled=True) as bar:
+        bar("dequantize", None, "dequantizing the GGUF weights…")
+        import time
+
+        time.sleep(1.2)
+        redraws = out.getvalue().count("dequantizing the GGUF weights…")
+    assert redraws >= 3, redraws  # the report itself, then a tick at 0.5 s and at 1.0 s
+
+
 def test_closing_erases_the_bar_and_may_be_repeated():
     out = io.StringIO()
     bar = TerminalProgress(out, enabled=True, tick_s=10)
