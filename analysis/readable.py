@@ -132,11 +132,26 @@ def raw_tokenizer_reads(tokenizer, text: str, words: frozenset[str] | None = Non
     """True when a ``tokenizers.Tokenizer`` turns ``text`` into tokens none of which is its
     unknown token (and, with ``words``, every token is one of ``words``)."""
     enc = tokenizer.encode(text, add_special_tokens=False)
-    unk_token = getattr(tokenizer.model, "unk_token", None)
-    unk = tokenizer.token_to_id(unk_token) if isinstance(unk_token, str) else None
+    unk = raw_unknown_id(tokenizer)
     if unk is not None and unk in enc.ids:
         return False
     return words is None or all(t in words for t in enc.tokens)
+
+
+def raw_unknown_id(tokenizer) -> int | None:
+    """The unknown token's id of a ``tokenizers.Tokenizer``, or None when its model has none
+    (byte-level BPE). WordLevel, WordPiece and BPE models name their ``unk_token``; a Unigram
+    (SentencePiece) model has only an ``unk_id``, which it does not expose but writes."""
+    model = tokenizer.model
+    unk_token = getattr(model, "unk_token", None)
+    if isinstance(unk_token, str):
+        return tokenizer.token_to_id(unk_token)
+    if type(model).__name__ == "Unigram":
+        import json
+
+        unk = json.loads(tokenizer.to_str())["model"].get("unk_id")
+        return int(unk) if unk is not None else None
+    return None
 
 
 def tokenizer_reads(tokenizer, text: str) -> bool:
@@ -245,6 +260,6 @@ def unknown_warning(count: UnknownCount, text: str, model: str | None = None,
 
 __all__ = [
     "READS_ANY_TEXT", "SUGGEST_ORDER", "UNKNOWN_SHARE", "WARNING", "UnknownCount", "bundled_reader",
-    "installed_readers", "raw_tokenizer_reads", "suggest_bundled", "tokenizer_reads", "unknown_count",
+    "installed_readers", "raw_tokenizer_reads", "raw_unknown_id", "suggest_bundled", "tokenizer_reads", "unknown_count",
     "unknown_id", "unknown_warning",
 ]

@@ -161,3 +161,70 @@ def test_korean_into_the_french_translator_warns():
     assert cap.notes[0] == ("warning: 4 of 4 tokens of the text are unknown to this tokenizer (<unk>), so the model "
                             "cannot read it; for this text try bundled:smollm2")
     assert not any(n.startswith(WARNING) for n in capture(lm, ENGLISH, generate=True).notes)
+
+
+# -- the pieces of the rules (what mutation testing asked for) ----------------------------------
+def test_only_word_start_markers_are_bare():
+    raw = ["▁", "Ġ", "▁Ġ", " ", "X", "ġ", "▁x", None]
+    keep = readable.from_text(list(range(len(raw))), [False] * len(raw), None, None, raw)
+    assert keep.tolist() == [False, False, False, False, True, True, True, True]
+
+
+@pytest.mark.parametrize("role", ["bos", "eos", "pad", "cls", "sep"])
+def test_an_unknown_token_shared_with_a_template_token_is_none(role):
+    from types import SimpleNamespace
+
+    assert readable.unknown_id(SimpleNamespace(unk_token_id=7, **{f"{role}_token_id": 7})) is None
+    assert readable.unknown_id(SimpleNamespace(unk_token_id=7, **{f"{role}_token_id": 3})) == 7
+
+
+def test_a_tokenizer_without_the_attributes_has_no_unknown_token_or_a_plain_one():
+    from types import SimpleNamespace
+
+    assert readable.unknown_id(SimpleNamespace()) is None
+    assert readable.unknown_id(SimpleNamespace(unk_token_id=5)) == 5  # no bos/eos/pad/cls/sep at all
+
+
+@pytest.mark.parametrize("kind", ["unigram", "gpt2", "wordpiece"])
+def test_raw_tokenizers_of_every_model_kind_read_what_they_know(kind):
+    """A Unigram model has no ``unk_token`` attribute (only an unk_id it does not expose), a
+    byte-level BPE one has None: the same unknown token as the transformers tokenizer, or none."""
+    tok = build_tokenizer(kind)
+    raw = tok.backend_tokenizer
+    assert readable.raw_unknown_id(raw) == readable.unknown_id(tok)
+    assert readable.raw_tokenizer_reads(raw, ENGLISH)
+    assert readable.raw_tokenizer_reads(raw, "我喜欢这门课 🙂") is (kind == "gpt2")
+
+
+def test_a_unigram_model_without_an_unknown_token_has_none():
+    from tokenizers import Tokenizer, models
+
+    raw = Tokenizer(models.Unigram([("a", -1.0), ("b", -2.0)], unk_id=None))
+    assert readable.raw_unknown_id(raw) is None
+    assert readable.raw_tokenizer_reads(raw, "ab")
+
+
+def test_the_warning_asks_the_readers_about_this_text_and_never_suggests_the_model_itself():
+    readers = {"a": lambda t: t == KOREAN, "b": lambda t: t == KOREAN}
+    many = UnknownCount(4, 4, "<unk>")
+    assert unknown_warning(many, KOREAN, "bundled:c", readers=readers).endswith("try bundled:a")
+    assert unknown_warning(many, KOREAN, "bundled:a", readers=readers).endswith("try bundled:b")
+    assert unknown_warning(many, ENGLISH, "bundled:c", readers=readers).endswith("reads it either")
+
+
+@pytest.mark.bundled
+def test_finding_a_reader_never_reads_the_weights(monkeypatch):
+    """Only the tokenizer decides who reads a text: the weights are not hashed (a suggestion must
+    not read 100 MB), so even a model whose weights would fail the check is a reader."""
+    import analysis.bundled as bundled
+
+    monkeypatch.setattr(bundled, "sha256_file", lambda path: "0" * 64)
+    for name in ("minilm", "translator-en-fr"):
+        assert bundled_reader(name) is not None, name
+
+
+@pytest.mark.bundled
+def test_only_the_toy_translators_are_limited_to_their_grammars_words():
+    readers = installed_readers()
+    assert readers["minilm"]("the quick brown fox")  # MiniLM reads any English word
+    assert not readers["translator-en-fr"]("the quick brown fox")
