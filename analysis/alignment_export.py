@@ -13,7 +13,6 @@ from .alignment import (
     ALIGNMENT_METHODS,
     AlignmentResult,
     bundled_alignment_info,
-    check_method,
     format_pharaoh,
     word_alignment,
 )
@@ -41,14 +40,14 @@ def alignment_defaults(capture: Capture, model_folder: str | Path | None) -> Ali
     info: dict = {}
     if model_folder is not None:
         try:
-            info = bundled_alignment_info(model_folder)
-        except Exception:
+            info = bundled_alignment_info(model_folder)  # a dict, or it raises
+        except Exception:  # a damaged alignment.json: as if there were none
             info = {}
-    best = info.get("best_layer") if isinstance(info, dict) else None
+    best = info.get("best_layer")
     if not (isinstance(best, int) and 0 <= best < n_layers):
         return AlignmentDefaults(layer=n_layers - 1)
     head = info.get("best_head")
-    method = info.get("best_method", "predict")
+    method = info.get("best_method")
     threshold = info.get("best_threshold")
     return AlignmentDefaults(
         layer=best,
@@ -86,7 +85,7 @@ def alignment_for_capture(capture: Capture, model_folder: str | Path | None = No
         raise InputError(f"alignment head {head} is out of range: the cross-attention has heads 0–{n_heads - 1}")
     method = defaults.method if method is None else method
     threshold = defaults.threshold if threshold is None else threshold
-    check_method(method, threshold)
+    # (word_alignment checks the method and the threshold)
     return word_alignment(capture.attention("cross_attentions"), capture.source.word_ids, capture.outputs.word_ids,
                           layer=layer, head=head, method=method, threshold=threshold)
 
