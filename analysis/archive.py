@@ -53,12 +53,12 @@ def format_bytes(n: int) -> str:
     """``n`` bytes in words: ``512 bytes``, ``3.2 MiB``, ``4.0 GiB``, ``4.0 TiB``."""
     if n < 1024:
         return f"{n} bytes"
-    value = float(n)
-    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
-        value /= 1024
-        if value < 1024 or unit == "PiB":
+    value = n / 1024
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        if value < 1024:
             return f"{value:.1f} {unit}"
-    raise AssertionError("unreachable")
+        value /= 1024
+    return f"{value:.1f} PiB"
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,8 @@ def _directory_size(fh: BinaryIO, size: int) -> tuple[int, int]:
         if locator[:4] != _EOCD64_LOCATOR:
             raise ArchiveError("its zip64 end record is missing")
         (record_at,) = struct.unpack("<Q", locator[8:16])
+        if record_at > size - 56:
+            raise ArchiveError("its zip64 end record is damaged")
         fh.seek(record_at)
         record = fh.read(56)
         if len(record) < 56 or record[:4] != _EOCD64:
@@ -158,15 +160,18 @@ class SafeNpz:
         member's declared size; object arrays and Fortran order are refused."""
         info = self.members[key]
         name = info.filename
-        with self._zip.open(info) as fp:
-            version = npy.read_magic(fp)
-            if version == (1, 0):
-                shape, fortran, dtype = npy.read_array_header_1_0(fp, max_header_size=NPY_HEADER_MAX)
-            elif version == (2, 0):
-                shape, fortran, dtype = npy.read_array_header_2_0(fp, max_header_size=NPY_HEADER_MAX)
-            else:
-                raise ArchiveError(f"its member '{name}' is in an unknown array format {version}")
-            offset = fp.tell()
+        try:
+            with self._zip.open(info) as fp:
+                version = npy.read_magic(fp)
+                if version == (1, 0):
+                    shape, fortran, dtype = npy.read_array_header_1_0(fp, max_header_size=NPY_HEADER_MAX)
+                elif version == (2, 0):
+                    shape, fortran, dtype = npy.read_array_header_2_0(fp, max_header_size=NPY_HEADER_MAX)
+                else:
+                    raise ArchiveError(f"its member '{name}' is in an unknown array format {version}")
+                offset = fp.tell()
+        except zipfile.BadZipFile as exc:  # a small member is read whole, its checksum checked here
+            raise _damaged(name, exc) from None
         if dtype.hasobject:
             raise ArchiveError(f"its member '{name}' holds Python objects")
         if fortran or any(n < 0 for n in shape):
@@ -195,8 +200,14 @@ class SafeNpz:
                 if len(data) != member.offset + member.nbytes or fp.read(1):
                     raise ArchiveError(f"its member '{member.info.filename}' is truncated")
         except zipfile.BadZipFile as exc:
-            if "CRC" not in str(exc):
-                raise
-            raise ArchiveError(f"its member '{member.info.filename}' is damaged (its checksum does not match)") from None
+            raise _damaged(member.info.filename, exc) from None
         return np.frombuffer(data, dtype=member.dtype, count=math.prod(member.shape),
                              offset=member.offset).reshape(member.shape)
+
+
+def _damaged(name: str, exc: zipfile.BadZipFile) -> Exception:
+    """The error for a member zipfile could not read: a checksum that does not match is an
+    :class:`ArchiveError`; anything else stays what zipfile said."""
+    if "CRC" not in str(exc):
+        return exc
+    return ArchiveError(f"its member '{name}' is damaged (its checksum does not match)")
