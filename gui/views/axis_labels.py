@@ -90,7 +90,30 @@ def label_font(pixel_size: float) -> QFont:
     return font
 
 
-class AxisLabels(QWidget):
+class CanvasOverlay(QWidget):
+    """A transparent child widget of a canvas that covers it exactly and follows its size: no
+    background, every mouse event goes through to the canvas. Subclasses paint on it."""
+
+    def __init__(self, canvas: QWidget) -> None:
+        super().__init__(canvas)
+        self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents, True)
+        self.setAttribute(Qt.WidgetAttribute.WA_NoSystemBackground, True)
+        self.setAttribute(Qt.WidgetAttribute.WA_TranslucentBackground, True)
+        self.setAutoFillBackground(False)
+        self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.paints = 0  # counted for tests
+        self._canvas = canvas
+        self.setGeometry(canvas.rect())
+        canvas.installEventFilter(self)
+        self.raise_()
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self._canvas and event.type() == QEvent.Type.Resize:
+            self.setGeometry(0, 0, event.size().width(), event.size().height())
+        return False
+
+
+class AxisLabels(CanvasOverlay):
     """Row labels left of the heatmap, column labels (rotated 90°) below it, with tick marks.
 
     A child of the canvas covering it exactly; it has no background and lets every mouse event
@@ -109,11 +132,6 @@ class AxisLabels(QWidget):
 
     def __init__(self, canvas: QWidget) -> None:
         super().__init__(canvas)
-        self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents, True)
-        self.setAttribute(Qt.WidgetAttribute.WA_NoSystemBackground, True)
-        self.setAttribute(Qt.WidgetAttribute.WA_TranslucentBackground, True)
-        self.setAutoFillBackground(False)
-        self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.rows: list[tuple[int, str]] = []
         self.cols: list[tuple[int, str]] = []
         self.n_rows = 0
@@ -130,17 +148,6 @@ class AxisLabels(QWidget):
         self._metrics = QFontMetricsF(self.text_font)
         self._elided: dict[tuple[str, float], str] = {}
         self._widths: dict[str, float] = {}
-        self.paints = 0  # counted for tests
-        self._canvas = canvas
-        self.setGeometry(canvas.rect())
-        canvas.installEventFilter(self)
-        self.raise_()
-
-    # -- following the canvas -----------------------------------------------------------------
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if watched is self._canvas and event.type() == QEvent.Type.Resize:
-            self.setGeometry(0, 0, event.size().width(), event.size().height())
-        return False
 
     # -- content and look ---------------------------------------------------------------------
     # (setting labels, box or limits repaints nothing by itself: the view repaints the overlay

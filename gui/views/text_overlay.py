@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 import matplotlib as mpl
 import numpy as np
 from matplotlib.figure import Figure
-from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, Qt
+from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetricsF, QPainter, QPen
 from PySide6.QtWidgets import QWidget
 
-from .axis_labels import label_font
+from .axis_labels import CanvasOverlay, label_font
 
 _H = {"left": 0.0, "center": 0.5, "right": 1.0}
 _V = {"top": 0.0, "center": 0.5, "bottom": 1.0}
@@ -75,30 +75,15 @@ def plain_text(label: str) -> str:
     return s.replace("{", "").replace("}", "").replace("\\", "")
 
 
-class TextOverlay(QWidget):
+class TextOverlay(CanvasOverlay):
     """A transparent child of ``canvas``, covering it, painting :class:`Text` and :class:`Line`
     items (set with :meth:`set_items`); mouse events go through to the canvas."""
 
     def __init__(self, canvas: QWidget) -> None:
         super().__init__(canvas)
-        self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents, True)
-        self.setAttribute(Qt.WidgetAttribute.WA_NoSystemBackground, True)
-        self.setAttribute(Qt.WidgetAttribute.WA_TranslucentBackground, True)
-        self.setAutoFillBackground(False)
-        self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.texts: list[Text] = []
         self.lines: list[Line] = []
-        self.paints = 0  # counted for tests
         self._fonts: dict[float, tuple[QFont, QFontMetricsF]] = {}
-        self._canvas = canvas
-        self.setGeometry(canvas.rect())
-        canvas.installEventFilter(self)
-        self.raise_()
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if watched is self._canvas and event.type() == QEvent.Type.Resize:
-            self.setGeometry(0, 0, event.size().width(), event.size().height())
-        return False
 
     def set_items(self, texts: list[Text], lines: list[Line]) -> None:
         """What to paint from now on; repaints when it changed."""
