@@ -25,6 +25,13 @@ Usage::
     python benchmarks/mutation.py --only analysis/aggregate.py --tests "…" --rerun-survivors
                                                                      # after adding tests
     python benchmarks/mutation.py --report-only                      # rewrite the report
+    python benchmarks/mutation.py --sample 400                       # estimate all of analysis/
+
+A whole run of analysis/ takes many hours on two cores. ``--sample N`` draws N mutants at random
+(seeded) from those not tested yet and tests only them; the report then *estimates* the score of
+every mutant in scope: the mutants tested before count as they are, the untested rest as the sample
+says (a 95 % interval from the sample's size). The sample is kept in ``build/mutation/sample.json``
+until the next ``--sample``; ``--rerun-survivors`` includes it.
 """
 
 from __future__ import annotations
@@ -32,7 +39,9 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import math
 import os
+import random
 import shlex
 import shutil
 import subprocess
@@ -159,6 +168,91 @@ def run_mutmut(max_children: int, mutants: list[str] | None = None) -> int:
     return subprocess.call(cmd, cwd=WORK, env=env)
 
 
+#: mutmut's own first steps of ``mutmut run`` (copy the sources, write every mutant), without tests
+_GENERATE = """
+import os
+from mutmut.__main__ import (copy_also_copy_files, copy_src_dir, create_mutants, setup_source_paths,
+                             store_lines_covered_by_tests)
+from mutmut.mutation.trampoline import set_mutant_under_test
+set_mutant_under_test("mutant_generation")
+os.makedirs("mutants", exist_ok=True)
+copy_src_dir()
+copy_also_copy_files()
+setup_source_paths()
+store_lines_covered_by_tests()
+create_mutants({children})
+"""
+
+SAMPLE = WORK / "sample.json"
+
+
+def generate(max_children: int) -> None:
+    """Write every mutant of this run's files into mutants/ (their ``.meta`` lists their ids)."""
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    subprocess.check_call([sys.executable, "-c", _GENERATE.format(children=max_children)],
+                          cwd=WORK, env=env, stdout=subprocess.DEVNULL)
+
+
+def draw_sample(n: int, seed: int, only: list[str]) -> dict:
+    """``n`` mutants drawn uniformly (seeded) from those in scope that were never tested; kept in
+    ``sample.json`` with the size of the population they were drawn from."""
+    status = results(only)
+    pending = sorted(k for k, st in status.items() if st == "not checked")
+    if not pending:
+        raise SystemExit("every mutant in scope has been tested: nothing to sample")
+    chosen = sorted(random.Random(seed).sample(pending, min(n, len(pending))))
+    sample = {"seed": seed, "population": len(pending), "scope": only or ["analysis/"],
+              "date": _dt.date.today().isoformat(), "mutants": chosen}
+    SAMPLE.write_text(json.dumps(sample, indent=1, ensure_ascii=False), encoding="utf-8")
+    return sample
+
+
+def load_sample() -> dict | None:
+    return json.loads(SAMPLE.read_text(encoding="utf-8")) if SAMPLE.exists() else None
+
+
+def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson interval of a proportion k / n."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def estimate(status: dict[str, str], equivalent: dict[str, str], sample: dict) -> dict:
+    """The score of every mutant in scope, estimated from the sample.
+
+    Mutants tested outside the sample count exactly (killed, surviving, equivalent). The
+    ``population`` mutants that were untested when the sample was drawn are estimated as the
+    sample's tested mutants: the share that is not equivalent (q) and, of those, the share
+    killed (p). The interval applies the sample's 95 % Wilson interval of p (q's uncertainty is
+    left out: it moves both sides of the ratio alike).
+    """
+    drawn = set(sample["mutants"])
+    known = {k: st for k, st in status.items() if k not in drawn and st in KILLED | SURVIVED}
+    k_known = sum(1 for st in known.values() if st in KILLED)
+    s_known = sum(1 for k, st in known.items() if st in SURVIVED and k not in equivalent)
+    tested = {k: status[k] for k in drawn if status.get(k) in KILLED | SURVIVED}
+    killed = sum(1 for st in tested.values() if st in KILLED)
+    eq = sum(1 for k, st in tested.items() if st in SURVIVED and k in equivalent)
+    survived = len(tested) - killed - eq
+    out = {"drawn": len(drawn), "tested": len(tested), "killed": killed, "survived": survived,
+           "equivalent": eq, "population": sample["population"], "known_killed": k_known,
+           "known_survived": s_known, "untested_in_sample": len(drawn) - len(tested)}
+    if killed + survived == 0:
+        return {**out, "score": float("nan"), "low": float("nan"), "high": float("nan")}
+    q = (killed + survived) / len(tested)
+    n_rest = sample["population"] * q
+
+    def total(p: float) -> float:
+        return 100.0 * (k_known + n_rest * p) / (k_known + s_known + n_rest)
+
+    low, high = _wilson(killed, killed + survived)
+    return {**out, "score": total(killed / (killed + survived)), "low": total(low), "high": total(high)}
+
+
 # -- the report -------------------------------------------------------------------------------
 def results(only: list[str] | None = None) -> dict[str, str]:
     """mutant id → mutmut's status, read from its ``mutants/**/*.meta`` files (of the files
@@ -239,6 +333,29 @@ def _record_run(only: list[str], tests: str) -> None:
     RUNS.write_text(json.dumps(runs, indent=1, ensure_ascii=False), encoding="utf-8")
 
 
+def _estimate_lines(status: dict[str, str], equivalent: dict[str, str], only: list[str]) -> list[str]:
+    """The report's estimate of the whole scope, when the last sample was drawn from this scope."""
+    sample = load_sample()
+    if sample is None or sample["scope"] != (only or ["analysis/"]):
+        return []
+    e = estimate(status, equivalent, sample)
+    if math.isnan(e["score"]):
+        return []
+    return [
+        f"## Estimate for every mutant in scope: **{e['score']:.1f} %** (95 % interval "
+        f"{e['low']:.1f}–{e['high']:.1f} %)",
+        "",
+        f"A random sample (seed {sample['seed']}, drawn {sample['date']}) of {e['drawn']} of the "
+        f"{e['population']} mutants that had never been tested: {e['tested']} tested, {e['killed']} "
+        f"killed, {e['survived']} surviving, {e['equivalent']} equivalent"
+        + (f", {e['untested_in_sample']} not tested yet" if e["untested_in_sample"] else "") + ". "
+        f"The mutants tested before the sample count as they are ({e['known_killed']} killed, "
+        f"{e['known_survived']} surviving, not counting equivalent ones); the untested rest counts "
+        "as the sample's share of killed mutants among the non-equivalent ones.",
+        "",
+    ]
+
+
 def write_report(path: Path, scope: str, only: list[str]) -> dict:
     status = results(only)
     equivalent = equivalents()
@@ -269,6 +386,7 @@ def write_report(path: Path, scope: str, only: list[str]) -> dict:
         *(f"- {files} ({r['date']}): {r['tests']}"
           for files, r in (json.loads(RUNS.read_text(encoding="utf-8")) if RUNS.exists() else {}).items()),
         "",
+        *_estimate_lines(status, equivalent, only),
         f"## Surviving mutants ({len(s['survivors'])}): a test is missing, or add the mutant to the notes",
         "",
     ]
@@ -296,6 +414,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rerun-survivors", action="store_true",
                    help="test the surviving mutants (of --only) again, e.g. after adding tests: mutmut keeps a "
                         "mutant's result until its function changes")
+    p.add_argument("--sample", type=int, default=0, metavar="N",
+                   help="test N mutants drawn at random from those never tested, and estimate the score "
+                        "of every mutant in scope from them")
+    p.add_argument("--sample-seed", type=int, default=0, metavar="SEED", help="seed of --sample (default 0)")
     p.add_argument("--report", type=Path, default=REPORT, help=f"where the report goes (default {REPORT.relative_to(ROOT)})")
     args = p.parse_args(argv)
     tests = shlex.split(args.tests)
@@ -305,7 +427,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         prepare(args.only, tests, args.fresh)
         again = None
-        if args.rerun_survivors:
+        if args.sample > 0:
+            generate(args.max_children)
+            again = draw_sample(args.sample, args.sample_seed, args.only)["mutants"]
+            print(f"testing a sample of {len(again)} mutants")
+        elif args.rerun_survivors:
             eq = equivalents()
             again = sorted(k for k, st in results(args.only).items() if st in SURVIVED and k not in eq)
             if not again:
@@ -319,6 +445,12 @@ def main(argv: list[str] | None = None) -> int:
     s = write_report(args.report, scope, args.only)
     print(f"mutation score: {s['score']:.1f} % (killed {s['killed']} of {s['tested']} tested, "
           f"{len(s['equivalent'])} equivalent, {len(s['survivors'])} surviving) — report: {args.report}")
+    sample = load_sample()
+    if sample is not None and sample["scope"] == (args.only or ["analysis/"]):
+        e = estimate(results(args.only), equivalents(), sample)
+        print(f"estimated score of every mutant in scope: {e['score']:.1f} % "
+              f"(95 % interval {e['low']:.1f}–{e['high']:.1f} %; sample of {e['drawn']}, "
+              f"{e['tested']} tested)")
     return 0
 
 

@@ -1,0 +1,79 @@
+"""benchmarks/mutation.py: the sampled estimate of the mutation score (pure arithmetic)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "mutation.py"
+_spec = importlib.util.spec_from_file_location("headmap_mutation_script", _PATH)
+mutation = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(mutation)
+
+
+def test_wilson_interval_matches_its_formula():
+    assert mutation._wilson(0, 0) == (0.0, 1.0)
+    low, high = mutation._wilson(9, 10)
+    assert low == pytest.approx(0.5958, abs=1e-4)
+    assert high == pytest.approx(0.9821, abs=1e-4)
+    low, high = mutation._wilson(10, 10)
+    assert high == 1.0 and low == pytest.approx(0.7225, abs=1e-4)
+
+
+def _status():
+    # tested before the sample: 8 killed, 2 surviving (one of them equivalent), 1 never tested
+    status = {f"analysis.a.x_f__mutmut_{i}": "killed" for i in range(8)}
+    status["analysis.a.x_f__mutmut_8"] = "survived"
+    status["analysis.a.x_f__mutmut_9"] = "survived"
+    # the sample: 3 killed (one timeout), 1 survived, 1 equivalent, 1 no tests, 1 not checked yet
+    status.update({
+        "analysis.b.x_g__mutmut_1": "killed",
+        "analysis.b.x_g__mutmut_2": "timeout",
+        "analysis.b.x_g__mutmut_3": "killed",
+        "analysis.b.x_g__mutmut_4": "survived",
+        "analysis.b.x_g__mutmut_5": "survived",
+        "analysis.b.x_g__mutmut_6": "no tests",
+        "analysis.b.x_g__mutmut_7": "not checked",
+    })
+    return status
+
+
+def test_estimate_counts_the_known_mutants_exactly_and_the_rest_as_the_sample_says():
+    status = _status()
+    equivalent = {"analysis.a.x_f__mutmut_9": "same", "analysis.b.x_g__mutmut_5": "same"}
+    sample = {"seed": 0, "population": 120, "mutants": [f"analysis.b.x_g__mutmut_{i}" for i in range(1, 8)]}
+    e = mutation.estimate(status, equivalent, sample)
+    assert (e["drawn"], e["tested"], e["killed"], e["survived"], e["equivalent"]) == (7, 6, 3, 2, 1)
+    assert e["untested_in_sample"] == 1
+    assert (e["known_killed"], e["known_survived"]) == (8, 1)
+    # of the 120 untested mutants, 5/6 are not equivalent (100), and 3/5 of those are killed (60)
+    assert e["score"] == pytest.approx(100.0 * (8 + 60) / (8 + 1 + 100))
+    low, high = mutation._wilson(3, 5)
+    assert e["low"] == pytest.approx(100.0 * (8 + 100 * low) / 109)
+    assert e["high"] == pytest.approx(100.0 * (8 + 100 * high) / 109)
+    assert e["low"] < e["score"] < e["high"]
+
+
+def test_estimate_without_a_tested_mutant_in_the_sample_is_not_a_number():
+    sample = {"seed": 0, "population": 5, "mutants": ["analysis.b.x_g__mutmut_7"]}
+    e = mutation.estimate(_status(), {}, sample)
+    assert math.isnan(e["score"]) and e["tested"] == 0
+
+
+def test_draw_sample_takes_only_untested_mutants_and_is_seeded(tmp_path, monkeypatch):
+    monkeypatch.setattr(mutation, "SAMPLE", tmp_path / "sample.json")
+    monkeypatch.setattr(mutation, "results", lambda only: _status())
+    first = mutation.draw_sample(1, seed=3, only=[])
+    assert first["mutants"] == ["analysis.b.x_g__mutmut_7"] and first["population"] == 1
+    assert mutation.load_sample() == first
+    monkeypatch.setattr(mutation, "results", lambda only: {
+        **_status(), **{f"analysis.c.x_h__mutmut_{i}": "not checked" for i in range(50)}})
+    a = mutation.draw_sample(10, seed=3, only=[])
+    b = mutation.draw_sample(10, seed=3, only=[])
+    c = mutation.draw_sample(10, seed=4, only=[])
+    assert a["mutants"] == b["mutants"] != c["mutants"]
+    assert a["population"] == 51 and len(set(a["mutants"])) == 10
+    assert all(_status().get(m, "not checked") == "not checked" for m in a["mutants"])
