@@ -128,9 +128,19 @@ def capture_style(capture: Capture) -> str:
 
 # -- words ------------------------------------------------------------------------------------
 def _decoded(pieces: Sequence[str], style: str) -> str:
+    """The text of consecutive pieces. A decoder-input group can hold the end of one word and
+    the start of the next: a WordPiece piece without ``##`` (or a whole word) after another piece
+    starts a new word, so a space goes before it (SentencePiece and byte-level pieces carry
+    their own spaces)."""
+    st = _STYLES[style]
     dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    b = b"".join(token_bytes(p, _STYLES[style]) for p in pieces)
-    return dec.decode(b, final=True)
+    parts = []
+    for k, p in enumerate(pieces):
+        b = token_bytes(p, st)
+        if k and (style == "word" or (st.wordpiece_prefix and not p.startswith(st.wordpiece_prefix))):
+            b = b" " + b
+        parts.append(b)
+    return dec.decode(b"".join(parts), final=True)
 
 
 def _word_text(raw: Sequence[str], special: Sequence[bool], style: str) -> str:

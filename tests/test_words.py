@@ -291,3 +291,17 @@ def test_words_toggle_changes_the_head_view_and_export_matches(qtbot, window, ti
     tab_named(win, "Head")
     qtbot.wait(10)
     assert list(live_data(head).col_labels) == pieces_labels
+
+
+def test_a_group_across_words_reads_with_a_space_between_them():
+    """A decoder-input group holds the last piece of one word and the first of the next: its
+    label keeps them apart in every spelling; the pieces of one word stay joined."""
+    from analysis.words import _word_text
+
+    assert _word_text(["나는", "매"], [False, False], "wordpiece") == "나는 매"
+    assert _word_text(["j'", "##aime"], [False, False], "wordpiece") == "j'aime"
+    assert _word_text(["ce", "j'", "##aime"], [False] * 3, "wordpiece") == "ce j'aime"
+    assert _word_text(["le", "chat"], [False, False], "word") == "le chat"
+    assert _word_text(["▁le", "▁ch", "at"], [False] * 3, "sentencepiece") == "le chat"
+    assert _word_text(["Ġthe", "Ġcat"], [False, False], "byte-bpe") == "the cat"
+    assert _word_text(["<pad>", "나는"], [True, False], "wordpiece") == "<pad> 나는"
