@@ -52,8 +52,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "build" / "mutation"
-#: what the tests need besides analysis/ (mutmut copies tests/ and pyproject.toml itself)
-COPIED = ("analysis", "gui", "tests", "main.py", "headmap.py", "pyproject.toml")
+#: what the tests need besides analysis/ (mutmut copies tests/ and pyproject.toml itself; README.md
+#: holds the Python snippet tests/test_readme_python.py runs)
+COPIED = ("analysis", "gui", "tests", "main.py", "headmap.py", "pyproject.toml", "README.md")
 EQUIVALENT = ROOT / "benchmarks" / "mutation-equivalent.toml"
 REPORT = ROOT / "benchmarks" / "mutation-report.md"
 KILLED = {"killed", "timeout", "segfault", "caught by type check"}
