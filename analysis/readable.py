@@ -12,9 +12,10 @@ Which bundled model reads a text is decided from the tokenizers on disk, without
 * ``smollm2`` – byte-level BPE: every text becomes byte pieces, never an unknown token, so it reads
   every script once installed (its GGUF is not opened for this);
 * ``minilm`` – its WordPiece ``tokenizer.json`` (``[UNK]`` for a character outside its vocabulary);
-* ``translator-en-fr`` / ``translator-en-ko`` – their word-level ``tokenizer.json`` share one
-  vocabulary between English and the target language, but only English goes in: a text fits
-  when no word is unknown and every word is an English word of their grammar.
+* ``translator-en-fr`` / ``translator-en-ko`` – their ``tokenizer.json`` (whole words and a few
+  word pieces) shares one vocabulary between English and the target language, but only English
+  goes in: a text fits when no token is unknown and every token is an English word of their
+  grammar.
 
 They are tried in that order (the widest reader first); a model that is not installed is never
 suggested. Tokenizers are loaded once per process.

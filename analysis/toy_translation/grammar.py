@@ -16,7 +16,9 @@ subject, object ``을/를`` chosen by the final consonant (batchim) of the noun'
 Gold alignments are Pharaoh-style pairs ``(i, j)``: ``i`` indexes the English whitespace word,
 ``j`` the target whitespace word, both 0-based. A fused target word is aligned to every English
 word it came from (``j'aime`` ← ``I``, ``like``). ``do``/``does`` are left unaligned. Every link
-is a *sure* link; the grammar has no *possible* links.
+is a *sure* link; the grammar has no *possible* links. :func:`pieces` says how the translators'
+tokenizer writes each word: a fused word as two pieces, split where its two English words' parts
+meet (``j'`` + ``aime``, ``도시`` + ``에서``).
 
 Generation is pure Python, seeded with :class:`random.Random`, and needs no third-party package.
 """
@@ -156,6 +158,25 @@ TIMES: dict[
     "today": (("today",), ("aujourd'hui",), ("오늘",), ((0,),), ((0,),)),
     "now": (("now",), ("maintenant",), ("지금",), ((0,),), ((0,),)),
     "every day": (("every", "day"), ("chaque", "jour"), ("매일",), ((0,), (1,)), ((0, 1),)),
+    # "every" also occurs with other nouns, so `chaque` is linked to `every` by the data itself
+    # (with "every day" alone, `day` predicts `chaque` as well as `every` does)
+    "every week": (("every", "week"), ("chaque", "semaine"), ("매주",), ((0,), (1,)), ((0, 1),)),
+    "every morning": (
+        ("every", "morning"),
+        ("chaque", "matin"),
+        ("아침마다",),
+        ((0,), (1,)),
+        ((0, 1),),
+    ),
+}
+
+# Korean words that join the translations of two English words, and their two pieces: the
+# place and 에서 (in), 매 (every) and the time noun, 아침 (morning) and 마다 (every)
+KOREAN_PIECES: dict[str, tuple[str, str]] = {
+    **{ko + "에서": (ko, "에서") for _, _, ko in PLACES.values()},
+    "매일": ("매", "일"),
+    "매주": ("매", "주"),
+    "아침마다": ("아침", "마다"),
 }
 
 # French words starting with one of these fuse/elide; "h" only occurs in h-muet words (hôtel)
@@ -315,6 +336,22 @@ def _elide(words: Target) -> Target:
         out.append((word, links))
         i += 1
     return out
+
+
+def pieces(word: str) -> tuple[str, ...]:
+    """The pieces the toy translators' tokenizer writes a word as.
+
+    A target word that joins the translations of two English words is two pieces, split where
+    they meet: a French elision after its apostrophe (``j'`` + ``aime``, ``l'`` + ``hôtel``) and
+    the Korean words of :data:`KOREAN_PIECES` (``도시`` + ``에서``, ``매`` + ``일``). Every other
+    word (English, ``aujourd'hui``, ``vous``, ``너희는``) is one piece.
+    """
+    if word in KOREAN_PIECES:
+        return KOREAN_PIECES[word]
+    for head in set(_ELIDE.values()):
+        if word.startswith(head) and len(word) > len(head):
+            return head, word[len(head):]
+    return (word,)
 
 
 def _french(m: Meaning, en: _English) -> Target:
