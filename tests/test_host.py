@@ -522,9 +522,13 @@ def test_cancel_of_a_call_whose_process_does_not_answer_ends_the_process(tmp_pat
 def test_a_process_that_answers_no_ping_is_ended_though_it_is_not_stopped():
     # the GIL is held in C: the process is asleep (state S), not stopped, but nothing in it can
     # answer; it cannot run its SIGTERM handler either, so it takes the SIGKILL
-    h = ModelHost(preload=False, liveness=Liveness(ping_timeout=1.0, term_grace=0.5))
+    h = ModelHost(preload=False)
     proc = None
     try:
+        # start the process and import this module in it under the default limits: a slow start
+        # (imports hold the GIL too) must not be what ends it
+        assert h.call(_pid) == h.pid
+        h.liveness = Liveness(ping_timeout=1.0, term_grace=0.5)
         running = threading.Event()
         call = _outcome(h.call, _hold_gil, 600, task=TaskState(lambda *a: running.set()))
         assert running.wait(GUARD_S), "the job did not start in the model process"
