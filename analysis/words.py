@@ -26,8 +26,9 @@ Decoder positions are grouped by the **output word** they predict: the rows of t
 cross maps of word j are the positions that predict its pieces. The decoder's own columns (its
 inputs) use the *same* position groups, so the decoder map stays square and causal: the column
 group of word j holds the decoder inputs read while word j was produced (the last piece of word
-j−1, or the start token, and the pieces of word j but its last). For a whole-word vocabulary
-(the teaching translators) that is simply the previous word.
+j−1, or the start token, and the pieces of word j but its last). For a word of one token that
+is simply the previous word; in the teaching translators' ``je n'aime pas`` the inputs read while
+``n'aime`` (``n'`` ``##aime``) was produced are ``je`` and ``n'``.
 
 Causal masks
 ------------
