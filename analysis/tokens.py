@@ -119,6 +119,17 @@ def token_bytes(tok: str, style: TokenizerStyle) -> bytes:
     return tok.encode("utf-8")
 
 
+def spaced_token_bytes(tok: str, style: TokenizerStyle) -> bytes:
+    """:func:`token_bytes` with the space a word start implies where the spelling has no marker
+    for it: a WordPiece piece without ``##`` and a token of a whole-word vocabulary start a new
+    word (SentencePiece and byte-level pieces carry their own spaces)."""
+    b = token_bytes(tok, style)
+    plain = not (style.byte_level or style.metaspace or style.wordpiece_prefix)
+    if plain or (style.wordpiece_prefix and not tok.startswith(style.wordpiece_prefix)):
+        return b" " + b
+    return b
+
+
 def _visible(s: str) -> str:
     """Make whitespace-only or control-character strings visible in a label."""
     core = s.strip(" ")
@@ -225,17 +236,13 @@ def output_word_ids(tokenizer, ids: Sequence[int], special: Sequence[bool]) -> l
     """
     style = tokenizer_style(tokenizer)
     raw = [r or "" for r in tokenizer.convert_ids_to_tokens([int(i) for i in ids])]
-    plain = not (style.byte_level or style.metaspace or style.wordpiece_prefix)
     dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
     text, offsets = "", []
     for tok, sp in zip(raw, special, strict=True):
         if sp:
             offsets.append((len(text), len(text)))
             continue
-        b = token_bytes(tok, style)
-        if plain or (style.wordpiece_prefix and not tok.startswith(style.wordpiece_prefix)):
-            b = b" " + b
-        piece = dec.decode(b, final=False)
+        piece = dec.decode(spaced_token_bytes(tok, style), final=False)
         offsets.append((len(text), len(text) + len(piece)))
         text += piece
     words = whitespace_word_ids(text, offsets, list(special))

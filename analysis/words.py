@@ -51,7 +51,14 @@ import numpy as np
 
 from .errors import InputError
 from .result import Capture, Prediction, TokenSeq
-from .tokens import STYLE_NAMES, TokenizerStyle, byte_decoder, style_of_tokens, token_bytes
+from .tokens import (
+    STYLE_NAMES,
+    TokenizerStyle,
+    byte_decoder,
+    spaced_token_bytes,
+    style_of_tokens,
+    token_bytes,
+)
 
 #: the ``--group`` choices
 GROUPS = ("pieces", "words")
@@ -129,19 +136,11 @@ def capture_style(capture: Capture) -> str:
 
 # -- words ------------------------------------------------------------------------------------
 def _decoded(pieces: Sequence[str], style: str) -> str:
-    """The text of consecutive pieces. A decoder-input group can hold the end of one word and
-    the start of the next: a WordPiece piece without ``##`` (or a whole word) after another piece
-    starts a new word, so a space goes before it (SentencePiece and byte-level pieces carry
-    their own spaces)."""
-    st = _STYLES[style]
+    """The text of consecutive pieces, with a space before each piece that starts a word (a
+    decoder-input group can hold the end of one word and the start of the next); the caller
+    strips the ends."""
     dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    parts = []
-    for k, p in enumerate(pieces):
-        b = token_bytes(p, st)
-        if k and (style == "word" or (st.wordpiece_prefix and not p.startswith(st.wordpiece_prefix))):
-            b = b" " + b
-        parts.append(b)
-    return dec.decode(b"".join(parts), final=True)
+    return dec.decode(b"".join(spaced_token_bytes(p, _STYLES[style]) for p in pieces), final=True)
 
 
 def _word_text(raw: Sequence[str], special: Sequence[bool], style: str) -> str:
