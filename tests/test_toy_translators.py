@@ -465,7 +465,8 @@ def test_link_report_uses_the_defaults_and_counts_a_word_right_only_when_every_l
     m[0, 1, verb, :] = 0.0
     m[0, 1, verb, src.index("like")] = 0.6
     m[0, 1, verb, src.index("we")] = 0.4
-    data = Encoded(src=[list(range(n_s))], tgt=[list(range(n_t))], gold=[tuple(pair.alignment)])
+    data = Encoded(src=[list(range(n_s))], tgt=[list(range(n_t))], gold=[tuple(pair.alignment)],
+                   src_words=[[*range(n_s - 1), -1]], tgt_words=[[*range(n_t - 1), -1]])
     setting = {"best_method": "predict", "best_layer": 0, "best_head": 0, "best_threshold": 0.3}
     r = link_report([pair], data, [m], setting)
     assert set(r["found"].values()) == set(r["only"].values()) == {1.0} and r["wrong"] == {}

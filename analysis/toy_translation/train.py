@@ -180,14 +180,12 @@ class Encoded:
     src: list[list[int]]  # token ids incl. </s>
     tgt: list[list[int]]  # label ids incl. </s>
     gold: list[tuple[tuple[int, int], ...]]
-    #: the whitespace word of every source / target token (-1: ``</s>``); None: one token a word
-    src_words: list[list[int]] | None = None
-    tgt_words: list[list[int]] | None = None
+    #: the whitespace word of every source / target token (-1: ``</s>``)
+    src_words: list[list[int]]
+    tgt_words: list[list[int]]
 
     def words(self, k: int) -> tuple[list[int], list[int]]:
         """Source and target word ids of sentence ``k``'s tokens."""
-        if self.src_words is None or self.tgt_words is None:
-            return _word_ids(len(self.src[k])), _word_ids(len(self.tgt[k]))
         return self.src_words[k], self.tgt_words[k]
 
 
@@ -368,11 +366,6 @@ def cross_attention(model, data: Encoded, batch_size: int = 256):
     return out
 
 
-def _word_ids(n_tokens: int) -> list[int]:
-    """Word ids of a word-level sequence ending in ``</s>``: ``[0, 1, …, n - 2, -1]``."""
-    return [*range(n_tokens - 1), -1]
-
-
 def alignment_grid(model, data: Encoded, maps: Sequence[np.ndarray] | None = None) -> np.ndarray:
     """Corpus AER ``[L, H + 1]`` (last column: head average) against the gold alignments.
 
@@ -447,13 +440,9 @@ def link_report(pairs: Sequence[Pair], data: Encoded, maps: Sequence[np.ndarray]
     only: Counter[str] = Counter()
     total: Counter[str] = Counter()
     wrong: dict[str, Counter[tuple[str, str]]] = {}
-    options: dict = {"layer": setting["best_layer"], "method": setting["best_method"]}
-    if setting["best_head"] is not None:
-        options["head"] = setting["best_head"]
-    if setting["best_threshold"] is not None:
-        options["threshold"] = setting["best_threshold"]
     for k, (p, m) in enumerate(zip(pairs, maps, strict=True)):
-        res = word_alignment(m, *data.words(k), **options)
+        res = word_alignment(m, *data.words(k), layer=setting["best_layer"], head=setting["best_head"],
+                             method=setting["best_method"], threshold=setting["best_threshold"])
         pred: dict[int, set[int]] = {}
         for i, j in res.pairs:
             pred.setdefault(j, set()).add(i)
@@ -578,11 +567,9 @@ def model_card(
         "| | " + " | ".join(info["link_accuracy_by_class"]) + " |",
         "|---" * (len(info["link_accuracy_by_class"]) + 1) + "|",
         "| a gold link | " + " | ".join(f"{v:.3f}" for v in info["link_accuracy_by_class"].values()) + " |",
-        "| only gold links | "
-        + " | ".join(f"{v:.3f}" for v in info.get("link_only_gold_by_class", {}).values())
-        + " |",
+        "| only gold links | " + " | ".join(f"{v:.3f}" for v in info["link_only_gold_by_class"].values()) + " |",
         "",
-        *_class_remarks(lang, info["link_accuracy_by_class"], info.get("link_only_gold_by_class", {}),
+        *_class_remarks(lang, info["link_accuracy_by_class"], info["link_only_gold_by_class"],
                         info["frequent_wrong_links"]),
         f"Guided alignment loss: {guided}",
         "",
@@ -647,7 +634,7 @@ def _class_remarks(
     (``by_class``) or linked to nothing else (``only``)."""
     lines = []
     for cls, acc in by_class.items():
-        clean = only.get(cls, acc)
+        clean = only[cls]
         if acc >= 0.9 and clean >= 0.9:
             continue
         examples = ", ".join(f"`{t}` ← {e} ({n}×)" for t, e, n in confusions.get(cls, []))
