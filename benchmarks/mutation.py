@@ -334,14 +334,19 @@ def _record_run(only: list[str], tests: str) -> None:
     RUNS.write_text(json.dumps(runs, indent=1, ensure_ascii=False), encoding="utf-8")
 
 
-def _estimate_lines(status: dict[str, str], equivalent: dict[str, str], only: list[str]) -> list[str]:
-    """The report's estimate of the whole scope, when the last sample was drawn from this scope."""
+def sample_estimate(status: dict[str, str], equivalent: dict[str, str], only: list[str]) -> tuple[dict, dict] | None:
+    """The last sample and its :func:`estimate`, when it was drawn from this scope."""
     sample = load_sample()
     if sample is None or sample["scope"] != (only or ["analysis/"]):
+        return None
+    return sample, estimate(status, equivalent, sample)
+
+
+def _estimate_lines(found: tuple[dict, dict] | None) -> list[str]:
+    """The report's section on the estimate of the whole scope (none before a sampled mutant ran)."""
+    if found is None or math.isnan(found[1]["score"]):
         return []
-    e = estimate(status, equivalent, sample)
-    if math.isnan(e["score"]):
-        return []
+    sample, e = found
     return [
         f"## Estimate for every mutant in scope: **{e['score']:.1f} %** (95 % interval "
         f"{e['low']:.1f}–{e['high']:.1f} %)",
@@ -361,6 +366,7 @@ def write_report(path: Path, scope: str, only: list[str]) -> dict:
     status = results(only)
     equivalent = equivalents()
     s = score(status, equivalent)
+    s["sample"] = sample_estimate(status, equivalent, only)
     modules = Counter(_module_of(k) for k in status)
     lines = [
         "# Mutation testing report (mutmut)",
@@ -387,7 +393,7 @@ def write_report(path: Path, scope: str, only: list[str]) -> dict:
         *(f"- {files} ({r['date']}): {r['tests']}"
           for files, r in (json.loads(RUNS.read_text(encoding="utf-8")) if RUNS.exists() else {}).items()),
         "",
-        *_estimate_lines(status, equivalent, only),
+        *_estimate_lines(s["sample"]),
         f"## Surviving mutants ({len(s['survivors'])}): a test is missing, or add the mutant to the notes",
         "",
     ]
@@ -446,9 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     s = write_report(args.report, scope, args.only)
     print(f"mutation score: {s['score']:.1f} % (killed {s['killed']} of {s['tested']} tested, "
           f"{len(s['equivalent'])} equivalent, {len(s['survivors'])} surviving) — report: {args.report}")
-    sample = load_sample()
-    if sample is not None and sample["scope"] == (args.only or ["analysis/"]):
-        e = estimate(results(args.only), equivalents(), sample)
+    if s["sample"] is not None:
+        e = s["sample"][1]
         print(f"estimated score of every mutant in scope: {e['score']:.1f} % "
               f"(95 % interval {e['low']:.1f}–{e['high']:.1f} %; sample of {e['drawn']}, "
               f"{e['tested']} tested)")
