@@ -15,8 +15,11 @@ subject, object ``을/를`` chosen by the final consonant (batchim) of the noun'
 
 Gold alignments are Pharaoh-style pairs ``(i, j)``: ``i`` indexes the English whitespace word,
 ``j`` the target whitespace word, both 0-based. A fused target word is aligned to every English
-word it came from (``j'aime`` ← ``I``, ``like``). ``do``/``does`` are left unaligned. Every link
-is a *sure* link; the grammar has no *possible* links. :func:`pieces` says how the translators'
+word it came from (``j'aime`` ← ``I``, ``like``). These are *sure* links. The auxiliary
+``do``/``does`` of a negation has no word of its own in French or Korean (its tense and person live
+on the verb): it gets *possible* links (Och & Ney's P, as gold annotators mark a function word
+that has no counterpart) to the target's verb group — ``ne``, the verb and ``pas``; ``안`` and the
+verb — and no sure link, so AER neither requires nor punishes them. :func:`pieces` says how the translators'
 tokenizer writes each word: a fused word as two pieces, split where its two English words' parts
 meet (``j'`` + ``aime``, ``도시`` + ``에서``).
 
@@ -209,16 +212,21 @@ class Pair:
     Attributes
     ----------
     src, tgt : whitespace-separated sentences (English with a capital ``I``)
-    alignment : sorted ``(i_src_word, j_tgt_word)`` pairs, 0-based
+    alignment : sorted sure ``(i_src_word, j_tgt_word)`` links, 0-based
+    possible : sorted possible-only links (none of them in ``alignment``): ``do``/``does`` to the
+        target's verb group
     """
 
     src: str
     tgt: str
     alignment: tuple[tuple[int, int], ...]
+    possible: tuple[tuple[int, int], ...] = ()
 
     def pharaoh(self) -> str:
-        """The alignment as ``"i-j i-j …"`` sorted by source then target index."""
-        return " ".join(f"{i}-{j}" for i, j in self.alignment)
+        """The gold as ``"i-j ipj …"`` (``i-j`` sure, ``ipj`` possible) sorted by source then
+        target index."""
+        links = [(i, j, "-") for i, j in self.alignment] + [(i, j, "p") for i, j in self.possible]
+        return " ".join(f"{i}{sep}{j}" for i, j, sep in sorted(links))
 
 
 # -- rendering --------------------------------------------------------------------------------
@@ -420,7 +428,10 @@ def render(meaning: Meaning, lang: str) -> Pair:
     else:
         raise ValueError(f"unknown target language {lang!r}; choose one of {', '.join(LANGS)}")
     links = sorted({(i, j) for j, (_, src) in enumerate(target) for i in src})
-    return Pair(" ".join(en.words), " ".join(w for w, _ in target), tuple(links))
+    # the auxiliary of a negation: possible links to every target word of "not" or the verb
+    verb_group = set(en["not"]) | set(en["verb"])
+    possible = sorted({(a, j) for a in en["aux"] for j, (_, src) in enumerate(target) if verb_group & set(src)})
+    return Pair(" ".join(en.words), " ".join(w for w, _ in target), tuple(links), tuple(possible))
 
 
 # -- sampling ---------------------------------------------------------------------------------
