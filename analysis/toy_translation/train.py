@@ -385,9 +385,7 @@ def _samples(data: Encoded, maps: Sequence[np.ndarray], possible: bool = True):
     sentence; without ``possible``, the sure links only (the gold as if nothing were possible)."""
     if len(maps) != len(data.src):
         raise ValueError("one cross-attention map per sentence is needed")
-    if not possible:
-        return ((m, *data.words(k), data.gold[k]) for k, m in enumerate(maps))
-    return ((m, *data.words(k), data.gold[k], data.possible[k]) for k, m in enumerate(maps))
+    return ((m, *data.words(k), data.gold[k], data.possible[k] if possible else ()) for k, m in enumerate(maps))
 
 
 def method_grids(data: Encoded, maps: Sequence[np.ndarray]) -> dict[tuple[str, float | None], np.ndarray]:
@@ -626,9 +624,8 @@ def _method_section(info: dict) -> list[str]:
     lines = [
         "**Headmap's default alignment** (the lowest held-out AER of every method, link threshold, layer and",
         f"head; recorded in `alignment.json`): method **{info['best_method']}**, **layer {info['best_layer']}**, "
-        f"**{head}**, {links}: AER **{info['best_aer']:.3f}**"
-        + (f" ({info['best_aer_without_possible']:.3f} if `do`/`does` had no possible links)."
-           if "best_aer_without_possible" in info else "."),
+        f"**{head}**, {links}: AER **{info['best_aer']:.3f}** "
+        f"({info['best_aer_without_possible']:.3f} if `do`/`does` had no possible links).",
         "`predict` reads row t (computed while predicting target word t); `shift` (Shift-Att, Chen et al.",
         "2020) reads row t + 1, where word t is the decoder input. A threshold P also links every source",
         "word with at least the share P of the word's row.",
