@@ -330,3 +330,20 @@ def test_cli_rebuilds_the_damaged_copy_and_says_so(cache, tiny_gguf, tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("note: Headmap's cached dequantized copy of tiny.gguf was damaged")
     assert "rebuilt" in lines[0] and out.exists()
+
+
+def test_rebuilding_a_damaged_gguf_copy_reports_the_dequantize_stage(cache, tiny_gguf):
+    """A damaged dequantized copy found after a failed load is rebuilt under progress stage 'dequantize'."""
+    entry = load_model(str(tiny_gguf), device="cpu").path
+    weights = entry / "model.safetensors"
+    st = weights.stat()
+    bad = bytearray(weights.read_bytes())
+    bad[9] = 0xFF  # inside the JSON header: the load fails, the cheap check passes
+    weights.write_bytes(bytes(bad))
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert derived.inspect(entry) is None
+    reports: list[tuple[str, str]] = []
+    lm = load_model(str(tiny_gguf), device="cpu", task=TaskState(lambda stage, fraction, msg: reports.append((stage, msg))))
+    assert any("rebuilt" in n for n in lm.notes)
+    rebuilding = [stage for stage, msg in reports if "damaged" in msg and "rebuilding" in msg]
+    assert rebuilding == ["dequantize"], reports

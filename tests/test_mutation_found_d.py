@@ -19,7 +19,7 @@ from analysis.views.compare import CompareDrawer, compare_data
 from analysis.views.masks import MaskPanel, MasksData, MasksDrawer
 from analysis.views.spec import ViewInputs, ViewSpec
 from analysis.views.stats import StatsData, StatsDrawer
-from tests.test_aggregate import token_seq
+from tests.test_aggregate import random_stack, token_seq
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,9 +86,7 @@ def test_mask_strip_labels_every_other_token_past_twelve_inches():
 # compare
 # --------------------------------------------------------------------------------------------
 def _cap(layers: int, seed: int) -> Capture:
-    rng = np.random.default_rng(seed)
-    a = rng.random((layers, 2, 4, 4)).astype(np.float32)
-    a /= a.sum(-1, keepdims=True)
+    a = random_stack(np.random.default_rng(seed), layers, 2, 4, 4)
     src = token_seq(["[CLS]", "a", "b", "[SEP]"], special=[True, False, False, True])
     return Capture(model=f"m{seed}", kind="encoder", architecture="BertModel", text="a b", source=src,
                    stacks={"attentions": a})

@@ -6,8 +6,10 @@ from __future__ import annotations
 import gc
 import os
 import pickle
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -458,3 +460,56 @@ def test_aligned_empty_is_aligned_and_a_padded_header_is_a_valid_npy_header(tmp_
     path = tmp_path / "x.npy"
     path.write_bytes(head + np.arange(6, dtype=np.float16).tobytes())
     np.testing.assert_array_equal(np.load(path), np.arange(6, dtype=np.float16).reshape(2, 3))
+
+
+def test_a_disowned_store_closes_and_keeps_its_folder():
+    """After disown, close() closes the store without error and leaves its folder for the new owner."""
+    st = write_stacks({"attentions": np.full((1, 1, 4, 4), 0.25, np.float32)})
+    try:
+        assert st.owned
+        st.disown()
+        assert not st.owned
+        st.close()
+        assert st.closed and st.path.is_dir()
+    finally:
+        shutil.rmtree(st.path, ignore_errors=True)
+
+
+def test_regions_of_coarse_levels_of_a_small_stored_map():
+    """A map small enough to store no levels still serves regions of levels above 1 (pooled from the map)."""
+    rng = np.random.default_rng(5)
+    arr = rng.random((1, 2, 20, 30)).astype(np.float16)  # at most 32 a side: no stored levels
+    st = write_stacks({"attentions": arr})
+    try:
+        stack = st.stacks["attentions"]
+        assert stack.levels == ()
+        src = stack.map_source(0, 1)
+        for k in (2, 3):
+            want = pool(arr[0, 1].astype(np.float32), 2**k)
+            np.testing.assert_array_equal(src.region(k, 1, 3, 0, 4), want[1:3, 0:4], err_msg=f"level {k}")
+    finally:
+        st.close()
+
+
+def test_the_writers_direct_descriptor_is_closed_with_the_store():
+    """No descriptor of this process still points into a store once it is written and closed."""
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc")
+    arr = np.random.default_rng(6).random((1, 2, 20, 30)).astype(np.float32)
+    with StoreWriter() as writer:
+        writer.begin("attentions", arr.shape)
+        writer.write("attentions", 0, 0, arr[0])
+        st = writer.finish()
+    folder = str(st.path)
+    np.testing.assert_array_equal(np.asarray(st.stacks["attentions"]), arr.astype(np.float16))
+    st.close()
+    assert not os.path.exists(folder)
+
+    def target(fd: str) -> str:
+        try:
+            return os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return ""
+
+    left = [t for t in map(target, os.listdir("/proc/self/fd")) if t.startswith(folder)]
+    assert left == []
