@@ -174,19 +174,17 @@ def whitespace_word_ids(text: str, offsets: Sequence[tuple[int, int]] | None, sp
     n = len(special)
     if offsets is None:
         return [-1] * n
-    word_of_char = np.full(len(text) + 1, -1, dtype=np.int64)
+    word_of_char = np.full(len(text), -1)
     for w, m in enumerate(re.finditer(r"\S+", text)):
         word_of_char[m.start() : m.end()] = w
     ids: list[int] = []
     for (start, end), sp in zip(offsets, special, strict=True):
-        if sp or end <= start:
-            ids.append(-1)
-            continue
-        w = -1
-        for c in range(start, min(end, len(text))):
-            if word_of_char[c] >= 0:
-                w = int(word_of_char[c])
-                break
+        w = -1  # special, empty, or only whitespace
+        if not sp:
+            for c in range(start, min(end, len(text))):
+                if word_of_char[c] >= 0:
+                    w = int(word_of_char[c])
+                    break
         ids.append(w)
     return ids
 

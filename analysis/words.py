@@ -206,15 +206,12 @@ def _group_stack(arr: np.ndarray, row_spans: np.ndarray, col_spans: np.ndarray) 
 
 def _word_of(spans: np.ndarray) -> np.ndarray:
     """``[N]`` the word index of every piece."""
-    n = int(spans[-1, 1]) if len(spans) else 0
-    return np.repeat(np.arange(len(spans)), spans[:, 1] - spans[:, 0]) if n else np.zeros(0, dtype=np.int64)
+    return np.repeat(np.arange(len(spans)), spans[:, 1] - spans[:, 0])
 
 
 def _group_prediction(pred: Prediction, spans: np.ndarray, first_piece_only: bool) -> Prediction:
     """Per-position predictions moved to word positions (seq2seq: a word's candidates are those
     of its first piece; masked LM: of the first masked piece in a word)."""
-    if not pred.per_position or not len(spans):
-        return pred
     word_of = _word_of(spans)
     starts = set(spans[:, 0].tolist())
     out: list = []

@@ -320,3 +320,37 @@ def test_korean_through_smollm2_shows_hangul(bundled_smollm2):
     assert set(_hangul(KOREAN)) <= set(shown)
     assert unicodedata.normalize("NFC", shown) == KOREAN.replace(" ", "")
     assert _words_from_tokens(KOREAN, seq) == KOREAN.split()
+
+
+def test_whitespace_word_ids_of_a_special_token_with_offsets_and_of_mismatched_lists():
+    from analysis.tokens import whitespace_word_ids
+
+    # a special token that covers text (an added special token typed in the sentence) is no word
+    assert whitespace_word_ids("ab <x> cd", [(0, 2), (3, 6), (7, 9)], [False, True, False]) == [0, -1, 2]
+    # offsets past the end of the text, an empty token inside a word
+    assert whitespace_word_ids("ab cd", [(3, 9), (1, 1)], [False, False]) == [1, -1]
+    with pytest.raises(ValueError):
+        whitespace_word_ids("ab cd", [(0, 2)], [False, False])
+
+
+def test_word_ids_by_display_numbers_the_tokens_that_are_not_special():
+    from analysis.tokens import word_ids_by_display
+
+    assert word_ids_by_display(["[CLS]", "a", "b", "[SEP]", "c"], [True, False, False, True, False]) == [-1, 0, 1, -1, 2]
+    assert word_ids_by_display([], []) == []
+
+
+@pytest.mark.parametrize(("raw", "display", "style"), [
+    (["<s>", "a", "b"], ["<s>", "◌", "b"], "byte-bpe"),      # a part of a character shows
+    (["Ġa", "b"], ["a", "b"], "byte-bpe"),                   # a space byte
+    (["a", "Ċ"], ["a", "↵"], "byte-bpe"),                    # a newline byte
+    (["[CLS]", "play", "##ing"], ["[CLS]", "play", "ing"], "wordpiece"),
+    (["▁play", "ing", "</s>"], ["play", "ing", "</s>"], "sentencepiece"),
+    (["je", "aime"], ["je", "aime"], "word"),
+    (["x##", "y▁"], ["x##", "y▁"], "word"),                  # a marker inside a token is no marker
+    ([], [], "word"),
+])
+def test_style_of_tokens_reads_the_spelling_off_the_tokens(raw, display, style):
+    from analysis.tokens import style_of_tokens
+
+    assert style_of_tokens(raw, display) == style

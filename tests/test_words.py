@@ -305,3 +305,197 @@ def test_a_group_across_words_reads_with_a_space_between_them():
     assert _word_text(["▁le", "▁ch", "at"], [False] * 3, "sentencepiece") == "le chat"
     assert _word_text(["Ġthe", "Ġcat"], [False, False], "byte-bpe") == "the cat"
     assert _word_text(["<pad>", "나는"], [True, False], "wordpiece") == "<pad> 나는"
+
+
+@pytest.mark.parametrize("arch", ["bert", "llama", "gpt2", "marian"])
+def test_a_capture_without_a_recorded_style_groups_the_same(loaded, arch):
+    """Sessions saved before the token style was recorded: the style is read off the tokens, and
+    the words come out as from the recorded style."""
+    from dataclasses import replace
+
+    from analysis.words import capture_style
+
+    cap = _capture(loaded, arch)
+    assert cap.token_style
+    old = replace(cap, token_style="")
+    assert capture_style(old) == cap.token_style
+    got, want = group_capture(old), group_capture(cap)
+    np.testing.assert_array_equal(got.source_spans, want.source_spans)
+    assert got.source.display == want.source.display
+    if cap.kind == "seq2seq":
+        np.testing.assert_array_equal(got.output_spans, want.output_spans)
+    assert capture_style(replace(cap, token_style="wordpiece")) == "wordpiece"  # a recorded style wins
+
+
+def test_one_word_of_one_piece_reads_as_byte_bpe_when_its_bytes_say_so():
+    """A byte-level capture whose words are all one piece looks like a whole-word vocabulary;
+    its byte stand-ins (ì …) give it away."""
+    from analysis.result import Prediction, TokenSeq
+    from analysis.words import capture_style
+
+    raw = ("ìĿ´",)
+    seq = TokenSeq(ids=np.array([5]), raw=raw, display=("이",), special=np.array([False]), word_ids=(0,))
+    a = np.ones((1, 1, 1, 1), dtype=np.float32)
+    cap = Capture(model="m", kind="decoder", architecture="LlamaForCausalLM", text="이", source=seq,
+                  stacks={"attentions": a}, token_style="",
+                  prediction=Prediction(per_position=((0, (("x", 1.0),)),)))
+    assert capture_style(cap) == "byte-bpe"
+    words = group_capture(cap)
+    assert words.source_spans.tolist() == [[0, 1]]
+    assert words.prediction.per_position == ((0, (("x", 1.0),)),)
+
+
+# -- the parts, one at a time -----------------------------------------------------------------
+def test_unknown_grouping_and_style_say_what_to_choose():
+    from analysis.errors import InputError
+    from analysis.words import check_group
+
+    with pytest.raises(InputError, match=r"^unknown grouping 'letters': choose one of pieces, words$"):
+        check_group("letters")
+    with pytest.raises(InputError, match=r"^unknown token style 'bpe': choose one of wordpiece, sentencepiece, "
+                                         r"byte-bpe, word$"):
+        word_spans(["a"], [False], "bpe")
+    check_group("pieces")
+    check_group("words")
+
+
+def test_byte_level_words_join_byte_fallback_pieces_and_start_at_a_space():
+    # <0xEB> is a byte of the character before it; Ġ (a space byte) starts a word; Ċ (a newline) too
+    raw = ["Ġa", "<0xEB>", "<0x8A>", "b", "Ġc", "Ċ", "d", "<s>", "e"]
+    special = [False] * 7 + [True, False]
+    assert word_spans(raw, special, "byte-bpe").tolist() == [[0, 4], [4, 5], [5, 7], [7, 8], [8, 9]]
+    # the same pieces in a whole-word vocabulary: every token is a word
+    assert word_spans(raw, special, "word").tolist() == [[i, i + 1] for i in range(9)]
+
+
+def test_word_text_writes_line_breaks_as_arrows_and_other_controls_as_spaces():
+    from analysis.words import _word_text
+
+    assert _word_text(["a\nb"], [False], "word") == "a↵b"
+    assert _word_text(["a\rb"], [False], "word") == "a↵b"
+    assert _word_text(["a\tb"], [False], "word") == "a b"
+    assert _word_text(["Ġ"], [False], "byte-bpe") == "␣"  # a word of a space alone
+    assert _word_text(["ìĿ", "´"], [False, False], "byte-bpe") == "이"  # bytes of one syllable joined
+
+
+def test_group_map_sums_columns_and_averages_rows_in_the_input_dtype():
+    from analysis.words import group_map
+
+    a = np.array([[0.1, 0.2, 0.3, 0.4],
+                  [0.4, 0.3, 0.2, 0.1],
+                  [0.25, 0.25, 0.25, 0.25],
+                  [0.0, 0.0, 0.5, 0.5]], dtype=np.float32)
+    rows = np.array([[0, 1], [1, 4]])
+    cols = np.array([[0, 3], [3, 4]])
+    want = np.array([[0.6, 0.4], [(0.9 + 0.75 + 0.5) / 3, (0.1 + 0.25 + 0.5) / 3]])
+    got = group_map(a, rows, cols)
+    assert got.dtype == np.float32 and got.shape == (2, 2)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    half = group_map(a.astype(np.float16), rows, cols)
+    assert half.dtype == np.float16
+    np.testing.assert_allclose(half, want, rtol=2e-3)
+    stack = np.stack([a, a[::-1]])[None]  # [1, 2, 4, 4]
+    np.testing.assert_allclose(group_map(stack, rows, cols)[0, 1], group_map(a[::-1], rows, cols), rtol=1e-6)
+    empty = group_map(np.zeros((3, 2, 0), dtype=np.float16), rows, np.zeros((0, 2), dtype=np.int64))
+    assert empty.shape == (3, 2, 0) and empty.dtype == np.float16
+
+
+def test_group_seq_keeps_the_first_piece_id_and_is_special_only_when_every_piece_is():
+    from analysis.result import TokenSeq
+    from analysis.words import group_seq, piece_strings
+
+    seq = TokenSeq(ids=np.array([1, 7, 8, 9, 2]), raw=("[CLS]", "play", "##ing", "chess", "[SEP]"),
+                   display=("[CLS]", "play", "ing", "chess", "[SEP]"),
+                   special=np.array([True, False, False, False, True]), word_ids=(-1, 0, 0, 1, -1))
+    spans = np.array([[0, 1], [1, 3], [3, 5]])  # a group of a word and a special token, for the rule
+    got = group_seq(seq, spans, "wordpiece")
+    assert got.ids.tolist() == [1, 7, 9] and got.ids.dtype == np.int64
+    assert got.raw == ("[CLS]", "play##ing", "chess[SEP]")
+    assert got.display == ("[CLS]", "playing", "chess [SEP]")
+    assert got.special.tolist() == [True, False, False]
+    assert got.word_ids == (-1, 0, 1)
+    assert piece_strings(seq, spans) == [("[CLS]",), ("play", "ing"), ("chess", "[SEP]")]
+
+
+def test_prompt_length_counts_the_words_of_the_prompt(loaded):
+    cap = _capture(loaded, "gpt2")
+    assert 0 < cap.prompt_length < len(cap.source)
+    words = group_capture(cap)
+    starts = words.source_spans[:, 0]
+    assert words.prompt_length == sum(1 for s in starts if s < cap.prompt_length)
+    # a word never straddles the prompt's end here: the prompt's words are exactly its pieces' words
+    assert words.source_spans[words.prompt_length - 1, 1] == cap.prompt_length
+
+
+def test_a_long_capture_on_disk_cannot_be_grouped_and_says_what_to_do(loaded):
+    from dataclasses import replace
+
+    from analysis.errors import InputError
+
+    class OnDisk:
+        __headmap_stored__ = True
+        shape = (1, 1, 3, 3)
+        dtype = np.float16
+
+    cap = _capture(loaded, "bert")
+    long = replace(cap, stacks={"attentions": OnDisk()})
+    with pytest.raises(InputError, match=rf"long capture kept on disk \({len(cap.source)} tokens\).*"
+                                         r"show pieces \(--group pieces\), or run a shorter text"):
+        group_capture(long)
+    assert group_capture(long, "pieces") is long
+
+
+def test_group_note_names_the_rule_on_words_only(loaded):
+    from analysis.words import group_note
+
+    cap = _capture(loaded, "bert")
+    assert group_note(cap) == ""
+    assert group_note(group_capture(cap)) == "words: pieces grouped, columns summed, rows averaged"
+    words = grouped(cap, "words")
+    assert grouped(cap, "pieces") is cap and grouped(words, "words") is words and grouped(words, "pieces") is cap
+
+
+def test_group_map_of_float16_is_computed_in_float32():
+    """Summing hundreds of float16 pieces in float16 loses the last bit; the docstring promises
+    float32 arithmetic, rounded once to float16 at the end."""
+    from analysis.words import group_map
+
+    rng = np.random.default_rng(0)
+    a = rng.random((600, 600)).astype(np.float32)
+    half = (a / a.sum(-1, keepdims=True)).astype(np.float16)
+    spans = np.array([[0, 300], [300, 600]])
+    want = group_map(half.astype(np.float32), spans, spans).astype(np.float16)
+    np.testing.assert_array_equal(group_map(half, spans, spans), want)
+
+
+def test_a_stack_without_layers_groups_to_an_empty_stack():
+    from analysis.words import _group_stack
+
+    spans = np.array([[0, 2], [2, 3]])
+    got = _group_stack(np.zeros((0, 4, 3, 3), dtype=np.float16), spans, spans[:1])
+    assert got.shape == (0, 4, 2, 1) and got.dtype == np.float16
+
+
+def test_group_seq_of_no_tokens_keeps_the_types():
+    from analysis.result import TokenSeq
+    from analysis.words import group_seq
+
+    empty = TokenSeq(ids=np.zeros(0, dtype=np.int64), raw=(), display=(), special=np.zeros(0, dtype=bool),
+                     word_ids=())
+    got = group_seq(empty, np.zeros((0, 2), dtype=np.int64), "word")
+    assert got.ids.dtype == np.int64 and got.special.dtype == bool and len(got.ids) == len(got.special) == 0
+
+
+def test_predictions_move_to_the_word_of_their_first_position():
+    from analysis.result import Prediction
+    from analysis.words import _group_prediction
+
+    spans = np.array([[0, 1], [1, 4], [4, 5]])
+    a, b, c, d = (("a", 0.5),), (("b", 0.5),), (("c", 0.5),), (("d", 0.5),)
+    pred = Prediction(task="masked_lm", per_position=((2, a), (3, b), (4, c), (5, d), (-1, d)))
+    # masked LM: the first masked piece of a word speaks for it; positions past the end are dropped
+    assert _group_prediction(pred, spans, first_piece_only=False).per_position == ((1, a), (2, c))
+    # seq2seq: only a word's first piece predicts it
+    assert _group_prediction(pred, spans, first_piece_only=True).per_position == ((2, c),)
+    assert _group_prediction(pred, np.zeros((0, 2), dtype=np.int64), first_piece_only=False).per_position == ()
+    assert _group_prediction(Prediction(task="none"), spans, first_piece_only=False) == Prediction(task="none")
