@@ -128,3 +128,68 @@ def test_documented_defaults_are_read_from_alignment_json(tiny_model_dir, tmp_pa
     # an explicit layer takes the head average unless a head is given; explicit method wins
     res = alignment_for_capture(cap, str(folder), layer=1, method="predict")
     assert (res.layer, res.head, res.method, res.threshold) == (1, None, "predict", 0.25)
+
+
+# -- what the errors say, word for word (a partial match lets a changed message through) ------
+def test_alignment_errors_say_exactly_what_to_do(tmp_path):
+    import re
+
+    from analysis.alignment import (
+        bundled_alignment_info,
+        check_method,
+        corpus_aer_counts,
+        split_pharaoh,
+    )
+    from analysis.errors import ModelLoadError
+
+    def says(exc_type, text, fn, *args, **kw):
+        with pytest.raises(exc_type) as info:
+            fn(*args, **kw)
+        assert str(info.value) == text
+
+    says(InputError, "unknown alignment method 'next': choose one of predict, shift", check_method, "next")
+    says(InputError, "the alignment threshold 1.5 is out of range: choose a share P with 0 < P ≤ 1",
+         check_method, "predict", 1.5)
+    says(InputError, "the alignment threshold True is out of range: choose a share P with 0 < P ≤ 1",
+         check_method, "predict", True)
+    check_method("shift", 1.0)
+    cross = np.ones((2, 3, 1, 1), dtype=np.float32)
+    says(InputError, "layer 2 is out of range; this model has 2 layers (0 to 1)", word_alignment, cross, [0], [0], layer=2)
+    says(InputError, "head -4 is out of range; this model has 3 heads (0 to 2)", word_alignment, cross, [0], [0],
+         layer=0, head=-4)
+    says(InputError, "cross-attention must be a [layer, head, target, source] array, got 3 dimensions; pass the "
+         "capture's cross_attentions stack", word_alignment, cross[0], [0], [0])
+    says(InputError, "word ids do not match the cross-attention shape (2, 3, 1, 1): got 2 target and 1 source ids; "
+         "give one word id per output token and per source token", word_alignment, cross, [0], [0, 1])
+    says(InputError, "'0:1' is not a Pharaoh link; write links as i-j (source-target word indices)",
+         split_pharaoh, "0-0 0:1")
+    says(InputError, "no sentences given; pass at least one (cross, src ids, tgt ids, gold) sample",
+         corpus_aer_counts, [])
+    other = np.ones((2, 2, 1, 1), dtype=np.float32)
+    says(InputError, "all sentences must come from the same model (same layers and heads)", corpus_aer_counts,
+         [(cross, [0], [0], {(0, 0)}), (other, [0], [0], {(0, 0)})])
+    says(InputError, "no AER grids given", best_setting, {})
+    path = tmp_path / "alignment.json"
+    path.write_text(json.dumps({"best_layer": True}), encoding="utf-8")
+    says(ModelLoadError, f"{path} has no integer 'best_layer'; retrain the model or restore the file",
+         bundled_alignment_info, tmp_path)
+    for head in ("1", 1.0, False):
+        path.write_text(json.dumps({"best_layer": 1, "best_head": head}), encoding="utf-8")
+        says(ModelLoadError, f"{path} has a non-integer 'best_head'; retrain the model or restore the file",
+             bundled_alignment_info, tmp_path)
+    path.write_text("[1]", encoding="utf-8")
+    says(ModelLoadError, f"{path} has no integer 'best_layer'; retrain the model or restore the file",
+         bundled_alignment_info, tmp_path)
+    path.write_text("{", encoding="utf-8")
+    with pytest.raises(ModelLoadError) as bad:
+        bundled_alignment_info(tmp_path)
+    assert re.fullmatch(rf"cannot read {re.escape(str(path))}: .+; retrain the model or restore the file", str(bad.value))
+
+
+def test_best_setting_breaks_ties_by_first_key_lower_layer_then_head_average():
+    a = np.array([[0.5, 0.2, 0.2], [0.2, 0.2, 0.2]])  # [L=2, H=2 + average]
+    b = np.array([[0.2, 0.2, 0.2], [0.2, 0.2, 0.2]])
+    best = best_setting({("predict", None): a, ("shift", 0.3): b})
+    assert best == {"method": "predict", "threshold": None, "layer": 0, "head": None, "aer": 0.2}
+    best = best_setting({("predict", None): np.array([[0.5, 0.3, 0.4]]), ("shift", 0.3): np.array([[0.5, 0.29, 0.3]])})
+    assert best == {"method": "shift", "threshold": 0.3, "layer": 0, "head": 1, "aer": 0.29}
