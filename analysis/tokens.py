@@ -68,11 +68,12 @@ def _tokenizer_style(tokenizer) -> TokenizerStyle:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         # slow tokenizers: SentencePiece-based ones use ▁, BERT's uses ##
+        # (a SentencePiece model first: AlbertTokenizer and CamembertTokenizer have "bert" in their names)
         name = type(tokenizer).__name__.lower()
-        if "bert" in name and "roberta" not in name:
-            return TokenizerStyle(wordpiece_prefix="##")
         if getattr(tokenizer, "sp_model", None) is not None or "spm" in name or "marian" in name or "t5" in name:
             return TokenizerStyle(metaspace="▁")
+        if "bert" in name and "roberta" not in name:
+            return TokenizerStyle(wordpiece_prefix="##")
         return TokenizerStyle()
     try:
         spec = json.loads(backend.to_str())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 
@@ -354,3 +355,113 @@ def test_style_of_tokens_reads_the_spelling_off_the_tokens(raw, display, style):
     from analysis.tokens import style_of_tokens
 
     assert style_of_tokens(raw, display) == style
+
+
+# -- the spelling of tokenizers without a tokenizer.json, and of unusual ones -------------------
+def _slow(name: str, **attrs):
+    return type(name, (), attrs)()
+
+
+@pytest.mark.parametrize(("name", "attrs", "want"), [
+    ("BertTokenizer", {}, TokenizerStyle(wordpiece_prefix="##")),
+    ("DistilBertTokenizer", {}, TokenizerStyle(wordpiece_prefix="##")),
+    ("RobertaTokenizer", {}, TokenizerStyle()),                       # byte-level, not ##
+    ("MarianTokenizer", {}, TokenizerStyle(metaspace="▁")),
+    ("T5Tokenizer", {}, TokenizerStyle(metaspace="▁")),
+    ("XLMSpmTokenizer", {}, TokenizerStyle(metaspace="▁")),
+    ("AlbertTokenizer", {"sp_model": object()}, TokenizerStyle(metaspace="▁")),   # "bert" in its name
+    ("CamembertTokenizer", {"sp_model": object()}, TokenizerStyle(metaspace="▁")),
+    ("SomeTokenizer", {"sp_model": None}, TokenizerStyle()),
+    ("CharTokenizer", {}, TokenizerStyle()),
+])
+def test_slow_tokenizers_are_read_by_their_class(name, attrs, want):
+    assert tokenizer_style(_slow(name, **attrs)) == want
+
+
+class _Backend:
+    def __init__(self, spec):
+        self.spec = spec
+        self.calls = 0
+
+    def to_str(self):
+        self.calls += 1
+        return json.dumps(self.spec, ensure_ascii=False)
+
+
+def _fast(spec):
+    return _slow("PreTrainedTokenizerFast", backend_tokenizer=_Backend(spec))
+
+
+@pytest.mark.parametrize(("spec", "want"), [
+    # a WordPiece decoder with its own prefix, inside a Sequence
+    ({"decoder": {"type": "Sequence", "decoders": [{"type": "Strip"}, {"type": "WordPiece", "prefix": "@@"}]}},
+     TokenizerStyle(wordpiece_prefix="@@")),
+    ({"decoder": {"type": "WordPiece"}}, TokenizerStyle(wordpiece_prefix="##")),
+    # no decoder: the WordPiece model's prefix
+    ({"model": {"type": "WordPiece", "continuing_subword_prefix": "__"}}, TokenizerStyle(wordpiece_prefix="__")),
+    ({"model": {"type": "WordPiece"}}, TokenizerStyle(wordpiece_prefix="##")),
+    ({"model": {"type": "BPE"}}, TokenizerStyle()),
+    # byte level in the pre-tokenizer only, inside a Sequence of pretokenizers
+    ({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Split"}, {"type": "ByteLevel"}]}},
+     TokenizerStyle(byte_level=True)),
+    ({"decoder": {"type": "Metaspace", "replacement": "_"}}, TokenizerStyle(metaspace="_")),
+    ({"pre_tokenizer": {"type": "Metaspace"}}, TokenizerStyle(metaspace="▁")),
+    ({"decoder": {"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"String": "▁"}, "content": " "}]}},
+     TokenizerStyle(metaspace="▁")),
+    ({"decoder": {"type": "Replace", "pattern": {"String": "_"}, "content": " "}}, TokenizerStyle()),
+    ({"normalizer": {"type": "Sequence", "normalizers": [{"type": "Metaspace"}]}}, TokenizerStyle()),
+    ({}, TokenizerStyle()),
+])
+def test_fast_tokenizers_are_read_by_their_decoder_and_model(spec, want):
+    assert tokenizer_style(_fast(spec)) == want
+
+
+def test_the_style_is_read_once_per_tokenizer():
+    tok = _fast({"decoder": {"type": "ByteLevel"}})
+    assert tokenizer_style(tok) == BYTE_LEVEL and tokenizer_style(tok) == BYTE_LEVEL
+    assert tok.backend_tokenizer.calls == 1
+
+
+@pytest.mark.parametrize(("tok", "style", "want"), [
+    ("##", TokenizerStyle(wordpiece_prefix="##"), b"##"),         # the prefix alone is text
+    ("##ing", TokenizerStyle(wordpiece_prefix="##"), b"ing"),
+    ("play", TokenizerStyle(wordpiece_prefix="##"), b"play"),
+    ("▁le▁chat", TokenizerStyle(metaspace="▁"), b" le chat"),
+    ("Ġ한", BYTE_LEVEL, "Ġ한".encode()),                          # not all stand-ins: the text as written
+    ("ĠìĿ´", BYTE_LEVEL, " 이".encode()),
+    ("<0xeb>", TokenizerStyle(), b"\xeb"),
+    ("<0xZZ>", TokenizerStyle(), b"<0xZZ>"),
+])
+def test_token_bytes(tok, style, want):
+    assert token_bytes(tok, style) == want
+
+
+@pytest.mark.parametrize(("tok", "style", "want"), [
+    ("play", TokenizerStyle(wordpiece_prefix="##"), b" play"),   # a WordPiece word start
+    ("##ing", TokenizerStyle(wordpiece_prefix="##"), b"ing"),
+    ("chat", TokenizerStyle(), b" chat"),                         # a whole-word vocabulary
+    ("▁chat", TokenizerStyle(metaspace="▁"), b" chat"),
+    ("chat", TokenizerStyle(metaspace="▁"), b"chat"),
+    ("Ġchat", BYTE_LEVEL, b" chat"),
+    ("chat", BYTE_LEVEL, b"chat"),
+])
+def test_spaced_token_bytes(tok, style, want):
+    from analysis.tokens import spaced_token_bytes
+
+    assert spaced_token_bytes(tok, style) == want
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("", EMPTY), ("   ", "␣"), (" a ", "a"), ("a\r\nb", "a↵b"), ("a\rb", "a↵b"), ("\tx", "⇥x"),
+    ("a\x07", "a\\x07"), ("a\x85", "a\\x85"), ("a\u2028", "a\\u2028"), ("\u200b", "\\u200b"),
+])
+def test_visible_labels(text, want):
+    from analysis.tokens import _visible
+
+    assert _visible(text) == want
+
+
+def test_a_special_token_cuts_a_pending_character():
+    # the first two bytes of 이, a special token, then the last byte: three placeholders, no 이
+    raw = ["<0xEC>", "<0x9D>", "</s>", "<0xB4>", "a"]
+    assert display_strings(raw, [False, False, True, False, False], METASPACE) == [PARTIAL, PARTIAL, "</s>", PARTIAL, "a"]
