@@ -193,8 +193,7 @@ def group_map(arr: np.ndarray, row_spans: np.ndarray, col_spans: np.ndarray) -> 
         return np.zeros(a.shape[:-2] + (len(row_spans), len(col_spans)), dtype=a.dtype)
     cols = np.add.reduceat(work, col_spans[:, 0], axis=-1)
     rows = np.add.reduceat(cols, row_spans[:, 0], axis=-2)
-    lengths = (row_spans[:, 1] - row_spans[:, 0]).astype(rows.dtype)
-    rows /= lengths[:, None]
+    rows /= (row_spans[:, 1] - row_spans[:, 0])[:, None]
     return rows.astype(a.dtype, copy=False)
 
 

@@ -499,3 +499,22 @@ def test_predictions_move_to_the_word_of_their_first_position():
     assert _group_prediction(pred, spans, first_piece_only=True).per_position == ((2, c),)
     assert _group_prediction(pred, np.zeros((0, 2), dtype=np.int64), first_piece_only=False).per_position == ()
     assert _group_prediction(Prediction(task="none"), spans, first_piece_only=False) == Prediction(task="none")
+
+
+def test_group_map_of_one_row_or_one_column_and_of_float64():
+    from analysis.words import group_map
+
+    one = np.array([[0, 1], [1, 3]])
+    col = np.array([[1.0], [1.0], [1.0]], dtype=np.float32)  # three queries, one key
+    np.testing.assert_array_equal(group_map(col, one, np.array([[0, 1]])), [[1.0], [1.0]])
+    row = np.array([[0.25, 0.5, 0.25]], dtype=np.float32)  # one query
+    np.testing.assert_array_equal(group_map(row, np.array([[0, 1]]), np.array([[0, 2], [2, 3]])), [[0.75, 0.25]])
+    # float64 stays float64 all the way (no float32 rounding on the way)
+    rng = np.random.default_rng(1)
+    a = rng.random((5, 7))
+    a /= a.sum(-1, keepdims=True)
+    rows, cols = np.array([[0, 2], [2, 5]]), np.array([[0, 3], [3, 7]])
+    got = group_map(a, rows, cols)
+    assert got.dtype == np.float64
+    want = np.array([[a[r0:r1, c0:c1].sum(1).mean() for c0, c1 in cols] for r0, r1 in rows])
+    np.testing.assert_allclose(got, want, rtol=1e-14)
