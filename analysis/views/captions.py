@@ -91,10 +91,14 @@ def mask_sentence(capture: Capture, name: str, spec: ViewSpec) -> str:
     return "The encoder sees the whole sentence: every token may attend to tokens on both sides of it."
 
 
-def _hidden(spec: ViewSpec) -> str:
+def _sums_to(spec: ViewSpec) -> str:
+    """What a displayed row sums to: hidden special tokens without renormalising take their share
+    with them."""
     if not spec.hide_special:
-        return ""
-    return " (special tokens hidden, rows renormalised)" if spec.renormalize else " (special tokens hidden, rows not renormalised)"
+        return "1"
+    if spec.renormalize:
+        return "1 (special tokens hidden, rows renormalised)"
+    return "at most 1 (special tokens hidden, rows not renormalised)"
 
 
 def _head(capture: Capture, spec: ViewSpec, name: str) -> str:
@@ -120,14 +124,14 @@ def _layer(capture: Capture, spec: ViewSpec, name: str) -> str:
     causal = " Later positions are hidden by the causal mask." if capture.is_causal(name) else ""
     return (f"Every head of layer {spec.layer} of {stack_words(capture, name)}, side by side: each tile is a map like "
             f"the Head view's, whose {_rows_short(capture, name)} and {_cols_short(capture, name)}; each row sums to "
-            f"1{_hidden(spec)}. The heads of a layer read the same tokens in parallel, and each learns its own "
+            f"{_sums_to(spec)}. The heads of a layer read the same tokens in parallel, and each learns its own "
             f"pattern.{causal}")
 
 
 def _model(capture: Capture, spec: ViewSpec, name: str) -> str:
     return (f"Every layer (a row of tiles) and every head (a column of tiles) of {stack_words(capture, name)}: each "
             f"tile is a small map whose {_rows_short(capture, name)} and {_cols_short(capture, name)}, and each of its "
-            f"rows sums to 1{_hidden(spec)}. Compare patterns across the model: a diagonal looks at the token itself or "
+            f"rows sums to {_sums_to(spec)}. Compare patterns across the model: a diagonal looks at the token itself or "
             "its neighbour, a vertical stripe at one token from every row.")
 
 
@@ -137,7 +141,7 @@ def _lines(capture: Capture, spec: ViewSpec, name: str) -> str:
     right = {"cross_attentions": "the source tokens", "decoder_attentions": "the decoder inputs"}.get(name, "the tokens they look at")
     return (f"Layer {spec.layer} of {stack_words(capture, name)} as lines: on the left the rows of the map, {left}; "
             f"on the right its columns, {right}. A line is darker and thicker for a larger weight, and the lines of a "
-            f"left token are the shares of its attention, summing to 1{_hidden(spec)}.")
+            f"left token are the shares of its attention, summing to {_sums_to(spec)}.")
 
 
 def _alignment(capture: Capture, spec: ViewSpec) -> str:
