@@ -606,7 +606,6 @@ def _load_folder(ref: str, folder: Path, opts: _LoadOptions, task: TaskState) ->
     if impl not in ("eager", None):
         raise NoAttentionError(f"{type(model).__name__} runs with '{impl}' attention, which returns no attention maps; it cannot be shown")
     summary = model_summary(ref, kind, model, config, tokenizer, folder)
-    task.report("ready", 1.0, f"loaded {ref}")
     return LoadedModel(ref, kind, model, tokenizer, config, summary, folder, notes)
 
 
