@@ -34,6 +34,7 @@ from analysis.figures import (
 )
 from analysis.result import Capture
 from analysis.themes import DARK, THEMES, Theme, apply_theme, get_theme
+from analysis.views.spec import check_options
 from tests.test_aggregate import make_decoder, make_encoder, make_seq2seq, random_stack, token_seq
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -538,3 +539,141 @@ def test_figure_is_not_pyplot_managed():
     fig.savefig(buf, format="png")
     assert buf.getvalue()[:8] == PNG_SIGNATURE
     assert "matplotlib.pyplot" not in sys.modules or True  # other tests may import pyplot
+
+
+# -- what the errors say, word for word ---------------------------------------------------------
+def _spec_error(capture: Capture, spec: ViewSpec, inputs=None) -> str:
+    with pytest.raises(InputError) as excinfo:
+        validate_spec(capture, spec, inputs)
+    return str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            ViewSpec(view="sankey"),
+            "unknown view 'sankey': choose one of head, layer, model, lines, alignment, steps, masks, stats, "
+            "rollout, flow, compare",
+        ),
+        (ViewSpec(aggregation="median"), "unknown aggregation 'median': choose one of mean, max"),
+        (ViewSpec(scale="sqrt"), "unknown colour scale 'sqrt': choose one of linear, log"),
+        (ViewSpec(row_labels="middle"), "unknown row label mode 'middle': choose one of input, predicts, both"),
+        (ViewSpec(flow_values="pct"), "unknown flow value 'pct': choose one of shares, raw"),
+        (ViewSpec(group="sentences"), "unknown token grouping 'sentences': choose one of pieces, words"),
+        (ViewSpec(dpi=1000), "dpi 1000 is out of range: choose a whole number from 72 to 600"),
+        (ViewSpec(dpi=71), "dpi 71 is out of range: choose a whole number from 72 to 600"),
+        (ViewSpec(dpi=150.0), "dpi 150.0 is out of range: choose a whole number from 72 to 600"),
+        (ViewSpec(dpi=True), "dpi True is out of range: choose a whole number from 72 to 600"),
+        (
+            ViewSpec(cmap="nope"),
+            "unknown colormap 'nope': use a matplotlib colormap such as viridis, magma or Blues",
+        ),
+        (ViewSpec(caption="yes"), "caption must be True or False"),
+        (ViewSpec(title=5), "the title must be text; leave it empty for the automatic title"),
+        (ViewSpec(figsize="big"), "figsize must be (width, height) in inches"),
+        (ViewSpec(figsize=(0.4, 3)), "figsize (0.4, 3) is out of range: choose 0.5–100 inches per side"),
+        (ViewSpec(figsize=(4, 101)), "figsize (4, 101) is out of range: choose 0.5–100 inches per side"),
+    ],
+)
+def test_option_errors_say_what_is_wrong_and_what_to_choose(spec, message):
+    assert _spec_error(make_encoder(), spec) == message
+    with pytest.raises(InputError) as excinfo:  # the same sentence without a capture
+        check_options(spec)
+    assert str(excinfo.value) == message
+
+
+@pytest.mark.parametrize("view", ["alignment", "steps"])
+def test_translation_views_of_a_decoder_say_to_load_a_translator(view):
+    assert _spec_error(make_decoder(), ViewSpec(view=view)) == (
+        f"the {view} view needs a seq2seq model with cross-attention; this is a decoder model (GPT2LMHeadModel): "
+        "load a translator (e.g. bundled:translator-en-fr), or choose the head, layer, model or lines view"
+    )
+
+
+def test_alignment_without_words_says_to_type_a_longer_text():
+    cap = make_seq2seq()
+    no_words = replace(cap.source, word_ids=(-1,) * len(cap.source))
+    assert _spec_error(replace(cap, source=no_words), ViewSpec(view="alignment")) == (
+        "there are no words to align (the source or the output has no word tokens); type a longer text"
+    )
+
+
+@pytest.mark.parametrize("step", [6, -1, True])
+def test_a_step_out_of_range_names_the_translations_steps(step):
+    assert _spec_error(make_seq2seq(), ViewSpec(view="steps", step=step)) == (
+        f"step {step} is out of range: this translation has steps 0–5"
+    )
+
+
+def test_rollout_of_cross_attention_says_to_choose_a_self_attention_stack():
+    assert _spec_error(make_seq2seq(), ViewSpec(view="rollout", stack="cross")) == (
+        "rollout and flow follow one sequence through the layers, so they need self-attention; "
+        "choose the encoder or the decoder stack"
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (ViewSpec(view="rollout", fusion="avg"), "unknown head fusion 'avg': choose one of mean, max, min"),
+        (ViewSpec(view="flow", residual=1.5), "the residual weight 1.5 is out of range: choose 0–1"),
+        (ViewSpec(view="rollout", residual=-0.1), "the residual weight -0.1 is out of range: choose 0–1"),
+        (ViewSpec(view="rollout", residual="half"), "the residual weight half is out of range: choose 0–1"),
+        (ViewSpec(view="flow", position=6), "output position 6 is out of range: this input has positions 0–5"),
+        (
+            ViewSpec(view="stats", stat="kurtosis"),
+            "unknown statistic 'kurtosis': choose one of entropy, mean_distance, to_first, to_previous, to_self, "
+            "to_next, max_weight, to_special, to_punctuation",
+        ),
+    ],
+)
+def test_rollout_flow_and_stats_option_errors(spec, message):
+    assert _spec_error(make_encoder(), spec) == message
+
+
+def test_flow_of_a_long_input_says_to_use_rollout_or_a_shorter_text():
+    rng = np.random.default_rng(3)
+    cap = Capture(
+        model="m",
+        kind="encoder",
+        architecture="A",
+        text="",
+        source=token_seq([f"t{i}" for i in range(65)]),
+        stacks={"attentions": random_stack(rng, 1, 1, 65, 65)},
+    )
+    assert _spec_error(cap, ViewSpec(view="flow")) == (
+        "attention flow is limited to 64 tokens and this input has 65 (one max-flow problem per pair of tokens); "
+        "use the rollout view, or a shorter text"
+    )
+    assert validate_spec(cap, ViewSpec(view="rollout")) == "attentions"  # rollout has no such limit
+
+
+def test_mask_lab_and_compare_without_their_second_run_say_how_to_get_it():
+    assert _spec_error(make_encoder(), ViewSpec(view="masks")) == (
+        "the mask lab view needs an experiment: run the padding experiment (CLI: --pair OTHER) first"
+    )
+    assert _spec_error(make_encoder(), ViewSpec(view="compare")) == (
+        "the compare view needs a pinned capture A: pin one in the Compare tab first"
+    )
+
+
+def test_hiding_every_token_says_to_show_special_tokens():
+    rng = np.random.default_rng(4)
+    cap = Capture(
+        model="m",
+        kind="encoder",
+        architecture="A",
+        text="",
+        source=token_seq(["[CLS]", "[SEP]"], special=[True, True]),
+        stacks={"attentions": random_stack(rng, 1, 1, 2, 2)},
+    )
+    assert _spec_error(cap, ViewSpec(hide_special=True)) == (
+        "every token is a special token, so hiding them leaves nothing to show; show special tokens"
+    )
+
+
+def test_an_unknown_stack_names_the_stacks_there_are():
+    assert _spec_error(make_encoder(), ViewSpec(stack="cross")) == (
+        "this encoder model has no 'cross' stack; choose one of: attentions"
+    )
