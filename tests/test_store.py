@@ -3,7 +3,9 @@ the store reads what is asked, and no store outlives its capture, a cancel, a fa
 
 from __future__ import annotations
 
+import errno
 import gc
+import json
 import os
 import pickle
 import shutil
@@ -513,3 +515,183 @@ def test_the_writers_direct_descriptor_is_closed_with_the_store():
 
     left = [t for t in map(target, os.listdir("/proc/self/fd")) if t.startswith(folder)]
     assert left == []
+
+
+# --------------------------------------------------------------------------------------------
+# what the errors say, word for word
+# --------------------------------------------------------------------------------------------
+def _small_store():
+    return write_stacks({"attentions": np.full((1, 2, 4, 4), 0.25, np.float32)})
+
+
+def _store_error(path) -> str:
+    with pytest.raises(CaptureError) as excinfo:
+        open_store(path, owned=False)
+    return str(excinfo.value)
+
+
+def test_a_store_that_does_not_fit_says_how_much_is_needed_and_free_and_what_to_do(tmp_path, monkeypatch):
+    usage = shutil.disk_usage("/")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=100 * 10**6))
+    with pytest.raises(InputError) as excinfo:
+        store_mod.check_space(2_500_000_000, tmp_path)
+    assert str(excinfo.value) == (
+        f"this capture needs 2.5 GB of disk for its attention maps in {tmp_path} (and 0.3 GB kept free), "
+        "but only 0.1 GB is free; free some space, set HEADMAP_CACHE (or XDG_CACHE_HOME) to a folder on a disk "
+        "with room, or lower the token limit (--max-tokens)"
+    )
+    assert (excinfo.value.needed, excinfo.value.free) == (2_500_000_000, 100 * 10**6)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=40_000))
+    with pytest.raises(InputError) as excinfo:
+        store_mod.check_space(3_000_000, tmp_path, what="the session")
+    assert str(excinfo.value) == (
+        f"the session needs 3 MB of disk for its attention maps in {tmp_path} (and 0.3 GB kept free), "
+        "but only 40 kB is free; free some space, set HEADMAP_CACHE (or XDG_CACHE_HOME) to a folder on a disk "
+        "with room, or lower the token limit (--max-tokens)"
+    )
+
+
+def test_reading_a_closed_store_says_it_was_replaced():
+    st = _small_store()
+    stack = st.stacks["attentions"]
+    st.close()
+    with pytest.raises(CaptureError) as excinfo:
+        stack[0, 0]
+    assert str(excinfo.value) == (
+        "this capture's attention maps were removed from the disk (a newer capture replaced it); run it again"
+    )
+
+
+def test_a_truncated_attention_file_says_the_store_was_damaged():
+    st = _small_store()
+    f = st.path / "attentions.npy"
+    os.truncate(f, f.stat().st_size - 8)
+    with pytest.raises(CaptureError) as excinfo:
+        st.stacks["attentions"][0, 1]
+    assert str(excinfo.value) == (
+        "a stored attention file is shorter than its header says (the store was damaged or removed); "
+        "run the capture again"
+    )
+
+
+def test_a_store_without_its_manifest_is_gone_or_incomplete(tmp_path):
+    err = _store_error(tmp_path)
+    manifest = tmp_path / "manifest.json"
+    assert err == (
+        f"the stored capture in {tmp_path} is gone or incomplete ([Errno 2] No such file or directory: "
+        f"'{manifest}'); run the capture again"
+    )
+
+
+def test_a_store_of_another_version_says_to_run_the_capture_again():
+    st = _small_store()
+    manifest = st.path / "manifest.json"
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    manifest.write_text(json.dumps({**data, "version": 99}), encoding="utf-8")
+    assert _store_error(st.path) == f"{st.path} is not a store of this Headmap version; run the capture again"
+    manifest.write_text(json.dumps({**data, "format": "other"}), encoding="utf-8")
+    assert _store_error(st.path) == f"{st.path} is not a store of this Headmap version; run the capture again"
+
+
+def test_a_store_whose_file_disagrees_with_its_manifest_says_so():
+    st = _small_store()
+    manifest = st.path / "manifest.json"
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    data["stacks"]["attentions"]["shape"] = [1, 2, 4, 5]
+    manifest.write_text(json.dumps(data), encoding="utf-8")
+    assert _store_error(st.path) == (
+        f"attentions.npy in {st.path} does not match its manifest; run the capture again"
+    )
+
+
+def test_a_fortran_ordered_attention_file_says_the_store_is_damaged():
+    st = _small_store()
+    np.save(st.path / "attentions.npy", np.asfortranarray(np.zeros((1, 2, 4, 4), np.float16)))
+    assert _store_error(st.path) == "attentions.npy is not a C-ordered array; the store is damaged"
+
+
+def test_rows_that_do_not_fit_the_stack_say_where_and_what_fits():
+    with StoreWriter() as writer:
+        writer.begin("attentions", (2, 3, 8, 5))
+        with pytest.raises(CaptureError) as excinfo:
+            writer.write("attentions", 1, 4, np.zeros((3, 6, 5), np.float32))
+        writer.abort()
+    assert str(excinfo.value) == (
+        "attentions layer 1: rows 4–10 of shape (3, 6, 5) do not fit the stack's maps of 3 heads × 8 × 5"
+    )
+
+
+def test_a_model_that_skips_layers_says_how_many_it_computed():
+    writer = StoreWriter()
+    writer.begin("attentions", (3, 1, 4, 4))
+    writer.write("attentions", 0, 0, np.full((1, 4, 4), 0.25, np.float32))
+    with pytest.raises(CaptureError) as excinfo:
+        writer.finish()
+    assert str(excinfo.value) == (
+        "the model computed attentions for 1 of its 3 layers only; Headmap cannot show this architecture's maps"
+    )
+    assert not writer.path.exists()
+
+
+@pytest.mark.parametrize(
+    ("err", "message"),
+    [
+        (
+            errno.ENOSPC,
+            "the disk of {root} filled up while the attention maps were written; free some space, set "
+            "HEADMAP_CACHE to a disk with room, or lower the token limit (--max-tokens)",
+        ),
+        (
+            errno.EIO,
+            "the attention maps could not be written to {path} (Input/output error); check the cache folder "
+            "(HEADMAP_CACHE)",
+        ),
+    ],
+)
+def test_a_write_that_fails_says_what_to_do(err, message, monkeypatch):
+    writer = StoreWriter()
+    writer.begin("attentions", (1, 1, 4, 4))
+
+    def fail(*args):
+        raise OSError(err, os.strerror(err))
+
+    with monkeypatch.context() as m, pytest.raises((InputError, CaptureError)) as excinfo:
+        m.setattr(os, "pwrite", fail)
+        writer.write("attentions", 0, 0, np.full((1, 4, 4), 0.25, np.float32))
+        writer.finish()
+    assert str(excinfo.value) == message.format(root=stores_root(), path=writer.path)
+    assert not writer.path.exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ((1,), "index 1 is out of bounds for an axis of size 1"),
+        ((0, -3), "index -3 is out of bounds for an axis of size 2"),
+        ((0, 0, [1, 4]), "an index is out of bounds for an axis of size 4"),
+        ((0, 0, np.array([True, False])), "a boolean index of shape (2,) does not fit an axis of size 4"),
+        ((0, 0, 1.5), "a stored attention stack takes ints, slices and 1-D index arrays, not 1.5"),
+        ((0, 0, 0, 0, 0), "too many indices for a stored stack of 4 axes: (0, 0, 0, 0, 0)"),
+        ((0, None), "too many indices for a stored stack of 4 axes: (0, None)"),
+    ],
+)
+def test_a_bad_index_of_a_stored_stack_says_what_is_wrong(key, message):
+    stack = _small_store().stacks["attentions"]
+    with pytest.raises(IndexError) as excinfo:
+        stack[key]
+    assert str(excinfo.value) == message
+
+
+def test_other_misuses_of_a_stored_stack_say_what_is_allowed():
+    stack = _small_store().stacks["attentions"]
+    with pytest.raises(TypeError) as excinfo:
+        stack.astype(np.float64)
+    assert str(excinfo.value) == "a stored attention stack reads as float16 or float32, not float64"
+    with pytest.raises(IndexError) as excinfo:
+        stack.map_source(0, 2)
+    assert str(excinfo.value) == "map (0, 2) is outside this stack of 1 layers × 2 heads"
+    source = stack.map_source(0, 1)
+    for read in (lambda: source.level(-1), lambda: source.region(-1, 0, 1, 0, 1)):
+        with pytest.raises(ValueError) as excinfo:
+            read()
+        assert str(excinfo.value) == "pyramid levels start at 0, got -1"
