@@ -672,3 +672,82 @@ def test_bundled_translator_padding():
     )
     assert r.masked_attention_max_abs_diff <= NOISE and r.masked_output_max_abs_diff <= NOISE
     assert r.unmasked_attention_max_abs_diff > CLEAR
+
+
+# --------------------------------------------------------------------------------------------
+# what the errors say, word for word
+# --------------------------------------------------------------------------------------------
+def _padding_error(lm, *args, **kwargs) -> str:
+    with pytest.raises(InputError) as excinfo:
+        padding_experiment(lm, *args, **kwargs)
+    return str(excinfo.value)
+
+
+def _masking_error(lm, masked, **kwargs) -> str:
+    with pytest.raises(InputError) as excinfo:
+        token_masking(lm, TEXT, masked, **kwargs)
+    return str(excinfo.value)
+
+
+def test_a_second_sentence_that_is_not_longer_says_both_lengths(loaded):
+    bert = loaded("bert")  # TEXT: 6 tokens with [CLS]/[SEP]; PAIR's count depends on the trained vocabulary
+    n = len(bert.tokenizer(PAIR)["input_ids"])
+    assert _padding_error(bert, PAIR, TEXT) == (
+        f"the second sentence has 6 tokens and the sentence {n}; the second one must be longer so that the "
+        "sentence gets padded — give a longer second sentence"
+    )
+    assert _padding_error(bert, TEXT, TEXT) == (
+        "the second sentence has 6 tokens and the sentence 6; the second one must be longer so that the "
+        "sentence gets padded — give a longer second sentence"
+    )
+
+
+def test_an_empty_sentence_says_which_one_and_to_type_one(loaded):
+    bert = loaded("bert")
+    assert _padding_error(bert, "   ", PAIR) == "the sentence is empty; type a sentence"
+    assert _padding_error(bert, TEXT, "") == "the second sentence (--pair) is empty; type a sentence"
+
+
+def test_too_long_a_sentence_says_how_many_tokens_it_has_and_the_models_limit(loaded):
+    bert = loaded("bert")  # the tiny BERT takes 64 tokens
+    n = len(bert.tokenizer(PAIR * 20)["input_ids"])
+    assert n > 64
+    assert _padding_error(bert, TEXT, PAIR * 20) == (
+        f"the second sentence (--pair) has {n} tokens but this model takes at most 64; use a shorter sentence"
+    )
+    assert _padding_error(bert, PAIR * 20, None) == (
+        f"the sentence has {n} tokens but this model takes at most 64; use a shorter sentence"
+    )
+
+
+def test_an_unknown_padding_side_says_left_or_right(loaded):
+    assert _padding_error(loaded("bert"), TEXT, PAIR, padding_side="middle") == (
+        "unknown padding side 'middle'; choose left or right"
+    )
+
+
+def test_a_target_for_a_decoder_says_to_drop_it(loaded):
+    gpt2 = loaded("gpt2")
+    message = "a target only applies to seq2seq models; this is a decoder model — drop the target"
+    assert _padding_error(gpt2, TEXT, PAIR, target=TARGET) == message
+    assert _masking_error(gpt2, [1], target=TARGET) == message
+
+
+@pytest.mark.parametrize(
+    ("masked", "message"),
+    [
+        ([6], "token index 6 is out of range: this sentence has 6 tokens (0–5)"),
+        ([1, -1], "token index -1 is out of range: this sentence has 6 tokens (0–5)"),
+        ([True], "token index True is not an integer; give 0-based token indices"),
+        ([1.0], "token index 1.0 is not an integer; give 0-based token indices"),
+        ("1", "give the tokens to mask as a list of 0-based token indices"),
+        (1, "give the tokens to mask as a list of 0-based token indices"),
+        ([], "no token chosen; choose at least one token to mask"),
+        (
+            [0, 1, 2, 3, 4, 5, 5],
+            "masking every token leaves nothing to attend to; keep at least one token unmasked",
+        ),
+    ],
+)
+def test_bad_tokens_to_mask_say_what_to_give(masked, message, loaded):
+    assert _masking_error(loaded("bert"), masked) == message  # TEXT: 6 tokens with [CLS]/[SEP]
