@@ -337,3 +337,58 @@ def test_main_py_and_the_command_share_one_parser():
                          timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert res.returncode == 0 and "--quiet" in res.stdout and "--open-session" in res.stdout
     assert json.dumps(headmap.__all__)  # the public names are plain strings
+
+
+# -- what the errors say, word for word (analysis.inmemory) -------------------------------------
+def _wrap_error(model, tokenizer) -> str:
+    from analysis.inmemory import wrap_model
+
+    with pytest.raises(InputError) as excinfo:
+        wrap_model(model, tokenizer)
+    return str(excinfo.value)
+
+
+def test_wrapping_something_else_than_a_model_and_its_tokenizer_says_what_to_pass(tiny_model_dir):
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = tiny_model_dir("bert")
+    tok = AutoTokenizer.from_pretrained(folder)
+    for reference in (str(folder), folder):
+        assert _wrap_error(reference, tok) == (
+            "wrap_model takes a model object; pass a reference string to load_model instead"
+        )
+    assert _wrap_error({"config": None}, tok) == (
+        "a dict is not a transformers model; pass a model from transformers (e.g. AutoModel.from_pretrained(...)) "
+        "or a reference string"
+    )
+    model = AutoModel.from_pretrained(folder)
+    assert _wrap_error(model, None) == (
+        "BertModel needs its tokenizer; pass tokenizer=AutoTokenizer.from_pretrained(...) with the model object"
+    )
+    assert _wrap_error(model, "bert") == (
+        "tokenizer= must be a transformers tokenizer (AutoTokenizer.from_pretrained(...)); got a str"
+    )
+
+
+@pytest.mark.parametrize(
+    ("setter", "message"),
+    [
+        (None, "BertModel runs with 'sdpa' attention and cannot switch; load it with attn_implementation='eager'"),
+        (
+            lambda impl: None,
+            "BertModel stays on 'sdpa' attention, which returns no maps; load it with attn_implementation='eager'",
+        ),
+    ],
+)
+def test_a_model_that_cannot_leave_sdpa_says_to_load_it_with_eager_attention(setter, message, tiny_model_dir):
+    from transformers import AutoModel, AutoTokenizer
+
+    from analysis.errors import NoAttentionError
+
+    folder = tiny_model_dir("bert")
+    model = AutoModel.from_pretrained(folder)  # SDPA: transformers 5's default
+    model.set_attn_implementation = setter  # a model without the switch, or one that ignores it
+    with pytest.raises(NoAttentionError) as excinfo:
+        headmap.capture(model, TEXT, tokenizer=AutoTokenizer.from_pretrained(folder))
+    assert str(excinfo.value) == message
+    assert model.config._attn_implementation == "sdpa"
