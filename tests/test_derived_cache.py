@@ -347,3 +347,83 @@ def test_rebuilding_a_damaged_gguf_copy_reports_the_dequantize_stage(cache, tiny
     assert any("rebuilt" in n for n in lm.notes)
     rebuilding = [stage for stage, msg in reports if "damaged" in msg and "rebuilding" in msg]
     assert rebuilding == ["dequantize"], reports
+
+
+# --------------------------------------------------------------------------------------------
+# what the errors say, word for word
+# --------------------------------------------------------------------------------------------
+def _cache_error(entry: Path, build) -> str:
+    with pytest.raises(CacheError) as excinfo:
+        derived.ensure(entry, build, what="copy of data.bin", message="building")
+    assert not [p for p in entry.parent.iterdir() if p.name != entry.name]  # no temp folder left
+    return str(excinfo.value)
+
+
+def _failing(exc: BaseException, need: int | None = None):
+    def build(folder: Path, reserve) -> None:
+        if need is not None:
+            reserve(need)
+        (folder / "data.bin").write_bytes(b"\0" * 100)
+        raise exc
+
+    return build
+
+
+def test_too_little_room_says_how_much_is_needed_free_and_short(tmp_path, monkeypatch):
+    usage = shutil.disk_usage(ROOT)
+    monkeypatch.setattr(derived.shutil, "disk_usage", lambda path: usage._replace(free=4096))
+    entry = tmp_path / "cache" / "thing"
+    # 2 MB needed + the 16 MiB margin − 4 kB free: 19 MB short
+    assert _cache_error(entry, _failing(AssertionError("never reached"), need=2_000_000)) == (
+        f"there is not enough disk space for the copy of data.bin in {entry.parent}: it needs about 2 MB and "
+        "4 kB are free; free at least 19 MB there, or set HEADMAP_CACHE to a folder on a disk with more room"
+    )
+
+
+def test_a_full_disk_with_room_by_the_count_says_to_free_some_space(tmp_path, monkeypatch):
+    usage = shutil.disk_usage(ROOT)
+    monkeypatch.setattr(derived.shutil, "disk_usage", lambda path: usage._replace(free=5 * 10**9))
+    entry = tmp_path / "cache" / "thing"
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert _cache_error(entry, _failing(full, need=2_000_000)) == (
+        f"there is not enough disk space for the copy of data.bin in {entry.parent}: it needs about 2 MB and "
+        "5.0 GB are free; free some space there, or set HEADMAP_CACHE to a folder on a disk with more room"
+    )
+    assert _cache_error(entry, _failing(full)) == (  # the builder did not say how much it needs
+        f"the disk holding {entry.parent} is full (5.0 GB free) while writing the copy of data.bin; free some "
+        "space there, or set HEADMAP_CACHE to a folder on a disk with more room"
+    )
+
+
+@pytest.mark.parametrize(
+    ("exc", "why"),
+    [
+        (OSError(errno.EROFS, os.strerror(errno.EROFS)), "it is on a read-only disk"),
+        (OSError(errno.EACCES, os.strerror(errno.EACCES)), "it is not writable"),
+        (RuntimeError("IoError(Os { code: 13, kind: PermissionDenied })... os error 13"), "it is not writable"),
+    ],
+)
+def test_an_unwritable_cache_says_why_and_what_to_do(exc, why, tmp_path):
+    entry = tmp_path / "cache" / "thing"
+    assert _cache_error(entry, _failing(exc)) == (
+        f"Headmap cannot write the copy of data.bin into its cache folder {entry.parent} ({why}); make that "
+        "folder writable, or set HEADMAP_CACHE to a writable folder"
+    )
+
+
+def test_a_damaged_entry_that_cannot_be_rebuilt_says_what_was_damaged(tmp_path):
+    entry = tmp_path / "cache" / "thing"
+    derived.ensure(entry, _writer("A", []), what="copy of data.bin", message="building")
+    (entry / "data.txt").unlink()
+    assert _cache_error(entry, _failing(OSError(errno.EACCES, os.strerror(errno.EACCES)))) == (
+        "Headmap cannot write a new copy of data.bin (the cached one is damaged: data.txt is missing) into its "
+        f"cache folder {entry.parent} (it is not writable); make that folder writable, or set HEADMAP_CACHE to a "
+        "writable folder"
+    )
+    assert not entry.exists()  # the damaged copy was discarded before the new one failed
+    derived.ensure(entry, _writer("B", []), what="copy of data.bin", message="building")
+    (entry / "data.txt").write_text("changed")  # one byte ('B') became seven
+    rebuilt = derived.ensure(entry, _writer("C", []), what="copy of data.bin", message="building")
+    assert rebuilt.repaired == (
+        "Headmap's cached copy of data.bin was damaged (data.txt is 7 bytes but should be 1) and has been rebuilt"
+    )
