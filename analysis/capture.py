@@ -23,7 +23,7 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from .errors import CaptureError, InputError, NoAttentionError
+from .errors import CaptureError, InputError, NoAttentionError, a_or_an
 from .loader import LoadedModel
 from .readable import WARNING, unknown_count, unknown_warning
 from .result import Capture, Prediction, TokenSeq
@@ -375,7 +375,7 @@ def capture(
     else:
         prompt_limit = limit
     if target is not None and lm.kind != "seq2seq":
-        raise InputError(f"a target only applies to seq2seq models; this is a {lm.kind} model — drop the target")
+        raise InputError(f"a target only applies to seq2seq models; this is {a_or_an(lm.kind)} model — drop the target")
     enc, offsets, truncated, kept = encode(lm, text, prompt_limit)
     ids = enc["input_ids"][0].tolist()
     # most of the text unknown to the tokenizer: the maps would show <unk> and nonsense output

@@ -251,18 +251,18 @@ def _model_source(args: argparse.Namespace, task: TaskState) -> Source:
     from dataclasses import replace
 
     from .capture import capture, default_max_tokens
-    from .errors import InputError
+    from .errors import InputError, a_or_an
     from .loader import load_model
 
     lm = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
                     allow_pickle=args.allow_pickle, memory_check=not args.no_memory_check,
                     allow_missing_weights=args.allow_missing_weights, task=task.sub(0.0, 0.6))
     if args.target is not None and lm.kind != "seq2seq":
-        raise InputError(f"--target only applies to seq2seq models; {args.model} is a {lm.kind} model")
+        raise InputError(f"--target only applies to seq2seq models; {args.model} is {a_or_an(lm.kind)} model")
     if args.target_lang and lm.kind != "seq2seq":
-        raise InputError(f"--target-lang only applies to seq2seq models; {args.model} is a {lm.kind} model")
+        raise InputError(f"--target-lang only applies to seq2seq models; {args.model} is {a_or_an(lm.kind)} model")
     if args.export_alignment and lm.kind != "seq2seq":
-        raise InputError(f"--export-alignment needs a seq2seq model with cross-attention; {args.model} is a {lm.kind} model")
+        raise InputError(f"--export-alignment needs a seq2seq model with cross-attention; {args.model} is {a_or_an(lm.kind)} model")
     max_new = args.max_new_tokens
     if lm.kind == "decoder" and args.generate and max_new <= 0:
         max_new = 20
@@ -434,12 +434,12 @@ def figure_spec(args: argparse.Namespace):
 
 def _figure_writer(args: argparse.Namespace, src: Source, report, fig_path: str):
     """Validate the figure request now; return the function that writes it."""
-    from .errors import InputError
+    from .errors import InputError, a_or_an
     from .figures import ViewInputs, export_all_layers, export_figure, validate_spec
 
     cap = src.capture
     if args.stack and cap.kind != "seq2seq" and args.stack == "cross":
-        raise InputError(f"--stack cross needs a seq2seq model; {src.name} is a {cap.kind} model with one stack")
+        raise InputError(f"--stack cross needs a seq2seq model; {src.name} is {a_or_an(cap.kind)} model with one stack")
     spec = figure_spec(args)
     inputs = ViewInputs(mask_report=report, model_folder=src.model_folder)
     validate_spec(cap, spec, inputs)

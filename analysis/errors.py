@@ -81,6 +81,12 @@ UNEXPECTED_HINT = "try again, or report it with the model and text used"
 _DETAIL_CHARS = 240
 
 
+
+def a_or_an(word: str) -> str:
+    """``word`` with its indefinite article, for messages: "an encoder", "a decoder", "a seq2seq",
+    "an int" (by the first letter, which is right for Headmap's model kinds and type names)."""
+    return ("an " if word[:1].lower() in "aeiou" else "a ") + word
+
 def user_message(exc: BaseException, *, hint: str = UNEXPECTED_HINT) -> str:
     """The one sentence shown for ``exc``, in the window and by the CLI.
 

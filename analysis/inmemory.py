@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, NoAttentionError
+from .errors import InputError, NoAttentionError, a_or_an
 from .loader import LoadedModel, detect_kind, model_summary
 from .result import Kind
 
@@ -48,7 +48,7 @@ def _check_objects(model: Any, tokenizer: Any) -> None:
         raise InputError("wrap_model takes a model object; pass a reference string to load_model instead")
     if not hasattr(model, "config") or not callable(model) or not hasattr(model, "parameters"):
         raise InputError(
-            f"a {type(model).__name__} is not a transformers model; pass a model from "
+            f"{a_or_an(type(model).__name__)} is not a transformers model; pass a model from "
             "transformers (e.g. AutoModel.from_pretrained(...)) or a reference string"
         )
     if tokenizer is None:
@@ -58,7 +58,7 @@ def _check_objects(model: Any, tokenizer: Any) -> None:
         )
     if not callable(tokenizer) or not hasattr(tokenizer, "convert_ids_to_tokens"):
         raise InputError(
-            f"tokenizer= must be a transformers tokenizer (AutoTokenizer.from_pretrained(...)); got a {type(tokenizer).__name__}"
+            f"tokenizer= must be a transformers tokenizer (AutoTokenizer.from_pretrained(...)); got {a_or_an(type(tokenizer).__name__)}"
         )
 
 

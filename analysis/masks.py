@@ -63,7 +63,7 @@ from .capture import (
     to_device,
     token_limit,
 )
-from .errors import CaptureError, InputError
+from .errors import CaptureError, InputError, a_or_an
 from .fileio import atomic_write_text
 from .loader import LoadedModel
 from .result import Kind, Prediction, TokenSeq
@@ -523,7 +523,7 @@ def _padding_side(lm: LoadedModel, padding_side: str | None, target: str | None)
 def _check_target(lm: LoadedModel, target: str | None) -> None:
     if target is not None and lm.kind != "seq2seq":
         raise InputError(
-            f"a target only applies to seq2seq models; this is a {lm.kind} model — drop the target"
+            f"a target only applies to seq2seq models; this is {a_or_an(lm.kind)} model — drop the target"
         )
 
 

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from .archive import NPY_HEADER_MAX, ArchiveError, Member, SafeNpz, TooBig, format_bytes
-from .errors import Cancelled, InputError
+from .errors import Cancelled, InputError, a_or_an
 from .fileio import atomic_write
 from .result import STACK_NAMES, Capture, Prediction, TokenSeq
 from .store import StoreWriter, capture_bytes, check_space, is_stored, store_wanted
@@ -374,7 +374,7 @@ def _check_pairs(items: Any, where: str) -> None:
 def _check_names(names: list, allowed: tuple[str, ...], what: str, kind: str) -> None:
     if sorted(n for n in names if isinstance(n, str)) != sorted(allowed) or len(names) != len(allowed):
         shown = ", ".join(str(n)[:40] for n in names)
-        raise _Damaged(f"its metadata lists the {what} [{shown}], not those of a {kind} model ({', '.join(allowed)})")
+        raise _Damaged(f"its metadata lists the {what} [{shown}], not those of {a_or_an(kind)} model ({', '.join(allowed)})")
 
 
 def _check_meta(meta: dict) -> None:

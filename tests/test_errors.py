@@ -78,3 +78,10 @@ def test_the_cli_says_user_message(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(cli, "run_headless", oom)
     assert cli.headless_main(args) == cli.EXIT_INTERNAL
     assert capsys.readouterr().err == f"error: {OUT_OF_MEMORY}\n"
+
+
+def test_messages_name_a_model_kind_or_a_type_with_its_article():
+    from analysis.errors import a_or_an
+
+    assert [a_or_an(w) for w in ("encoder", "decoder", "seq2seq", "int", "dict", "Object")] == \
+        ["an encoder", "a decoder", "a seq2seq", "an int", "a dict", "an Object"]

@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from ..errors import InputError
+from ..errors import InputError, a_or_an
 from ..result import Capture
 from ..themes import Theme, get_theme
 from .common import (
@@ -76,7 +76,7 @@ def token_mismatch(a: Capture, b: Capture, stack: str) -> str:
 def check_pair(a: Capture, b: Capture, spec: ViewSpec, name: str) -> None:
     """A must have the stack, layer and head that B shows (one sentence otherwise)."""
     if name not in a.stacks:
-        raise InputError(f"A has no {STACK_TITLES.get(name, name)} stack (A is a {a.kind} model, B a {b.kind} model); "
+        raise InputError(f"A has no {STACK_TITLES.get(name, name)} stack (A is {a_or_an(a.kind)} model, B {a_or_an(b.kind)} model); "
                          "pin a capture of the same kind of model")
     la, ha = a.shape(name)[:2]
     if spec.layer >= la or (spec.head is not None and spec.head >= ha):

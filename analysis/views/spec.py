@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..aggregate import AGGREGATIONS, SCALES, Aggregation, Scale, check_layer_head
-from ..errors import InputError
+from ..errors import InputError, a_or_an
 from ..result import SELF_STACKS, Capture, TokenSeq
 from ..rollout import Fusion
 from ..themes import get_theme
@@ -227,7 +227,7 @@ def _needs_seq2seq(capture: Capture, what: str) -> tuple[TokenSeq, TokenSeq]:
     """The capture's decoder inputs and outputs; InputError unless it is a seq2seq capture."""
     if not is_seq2seq(capture) or capture.decoder_inputs is None or capture.outputs is None:
         raise InputError(
-            f"{what} needs a seq2seq model with cross-attention; this is a {capture.kind} model "
+            f"{what} needs a seq2seq model with cross-attention; this is {a_or_an(capture.kind)} model "
             f"({capture.architecture}): load a translator (e.g. bundled:translator-en-fr), or choose the head, "
             "layer, model or lines view"
         )
