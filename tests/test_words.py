@@ -518,3 +518,13 @@ def test_group_map_of_one_row_or_one_column_and_of_float64():
     assert got.dtype == np.float64
     want = np.array([[a[r0:r1, c0:c1].sum(1).mean() for c0, c1 in cols] for r0, r1 in rows])
     np.testing.assert_allclose(got, want, rtol=1e-14)
+
+
+def test_a_word_cut_inside_a_character_reads_with_a_replacement_mark():
+    """A capture cut short (truncation, a continuation stopped by its length) can end inside a
+    character: the word shows U+FFFD for the missing bytes instead of failing or vanishing."""
+    from analysis.words import _word_text
+
+    assert _word_text(["ìĿ"], [False], "byte-bpe") == "\ufffd"          # two of the three bytes of 이
+    assert _word_text(["Ġa", "ìĿ"], [False, False], "byte-bpe") == "a\ufffd"
+    assert _word_text(["<0xFF>"], [False], "byte-bpe") == "\ufffd"       # a byte that is never UTF-8
