@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import builtins
 import json
+import re
 import shutil
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -436,3 +438,306 @@ def test_fixture_tokenizer_and_config_agree(arch, loaded):
         assert not raw[0].startswith("<")
     if last is None:
         assert raw[-1].endswith("course")
+
+
+# -- what the errors say, word for word ---------------------------------------------------
+def _message(call, *args, error=HeadmapError, **kwargs) -> str:
+    with pytest.raises(error) as info:
+        call(*args, **kwargs)
+    return str(info.value)
+
+
+def test_an_unknown_device_or_dtype_names_every_choice(tiny_model_dir):
+    folder = str(tiny_model_dir("bert"))
+    assert _message(load_model, folder, device="tpu", error=InputError) == (
+        "unknown device 'tpu'; choose one of: auto, cpu, cuda, mps")
+    assert _message(load_model, folder, dtype="float8", device="cpu", error=InputError) == (
+        "unknown dtype 'float8'; choose one of: auto, float32, float16, bfloat16")
+
+
+def test_a_device_this_machine_lacks_names_the_ones_it_has(tiny_model_dir, monkeypatch):
+    import analysis.loader as loader
+
+    monkeypatch.setattr(loader, "available_devices", lambda: ["auto", "cpu"])
+    assert _message(load_model, str(tiny_model_dir("bert")), device="mps", error=InputError) == (
+        "device 'mps' is not available on this machine; choose one of: auto, cpu")
+
+
+def test_no_reference_says_what_to_give():
+    assert _message(load_model, "  ", error=InputError) == (
+        "no model given; choose a bundled model, a folder, a .gguf file or a hub id")
+
+
+def test_a_file_that_is_not_gguf_asks_for_the_checkpoint_folder(tmp_path):
+    f = tmp_path / "weights.txt"
+    f.write_text("hello")
+    assert _message(load_model, str(f), error=ModelLoadError) == (
+        f"{f} is a file but not a .gguf model; give the checkpoint folder that holds config.json instead")
+
+
+def test_a_path_that_does_not_exist_suggests_a_hub_id(tmp_path):
+    missing = str(tmp_path / "no" / "such-model")
+    assert _message(load_model, missing, error=ModelLoadError) == (
+        f"{missing} does not exist; check the path, or give a hub id like 'bert-base-uncased'")
+    assert _message(load_model, "not a hub id!", error=ModelLoadError) == (
+        "not a hub id! does not exist; check the path, or give a hub id like 'bert-base-uncased'")
+
+
+def test_a_hub_id_out_of_reach_says_how_to_get_it():
+    assert _message(load_model, "headmap-tests/no-such-model", error=ModelLoadError) == (
+        "'headmap-tests/no-such-model' is not in the local cache and the hub is unreachable; "
+        "connect to the internet once, or open a local folder or a bundled model")
+
+
+def _hub_fails(monkeypatch, *failures):
+    """The hub reachable, and ``snapshot_download`` failing offline (cache miss), then with each of
+    ``failures`` in turn (None: a folder without safetensors)."""
+    import huggingface_hub
+
+    import analysis.loader as loader
+
+    answers = [OSError("not cached"), *failures]
+
+    def snapshot_download(repo_id, **kwargs):
+        exc = answers.pop(0)
+        if exc is None:
+            return str(Path(kwargs.get("cache_dir") or ".").resolve())
+        raise exc
+
+    monkeypatch.setattr(loader, "hub_reachable", lambda timeout=2.0: True)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+
+
+def _hub_error(cls, text: str):
+    exc = cls.__new__(cls)  # no HTTP response needed to raise one
+    Exception.__init__(exc, text)
+    return exc
+
+
+def test_a_gated_hub_model_says_how_to_get_access(monkeypatch):
+    from huggingface_hub.errors import GatedRepoError
+
+    _hub_fails(monkeypatch, _hub_error(GatedRepoError, "401 gated"))
+    assert _message(load_model, "someone/gated-model", error=ModelLoadError) == (
+        "'someone/gated-model' is gated on the hub; accept its licence and log in with `hf auth login`")
+
+
+def test_a_hub_id_that_does_not_exist_asks_to_check_the_spelling(monkeypatch):
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    _hub_fails(monkeypatch, _hub_error(RepositoryNotFoundError, "404"))
+    assert _message(load_model, "someone/no-such-model", error=ModelLoadError) == (
+        "there is no model 'someone/no-such-model' on the Hugging Face hub; check the spelling")
+
+
+def test_a_failed_download_quotes_the_failure(monkeypatch):
+    _hub_fails(monkeypatch, OSError("connection reset"))
+    assert _message(load_model, "someone/model", error=ModelLoadError) == (
+        "downloading 'someone/model' failed (connection reset); check your connection and try again")
+
+
+def test_a_failed_download_of_pickle_weights_quotes_the_failure(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # the fake download's folder: no safetensors in it
+    _hub_fails(monkeypatch, None, OSError("disk quota exceeded"))
+    assert _message(load_model, "someone/model", error=ModelLoadError) == (
+        "downloading the weights of 'someone/model' failed (disk quota exceeded); try again")
+
+
+def test_a_folder_without_config_asks_for_the_right_folder(broken_dir):
+    folder = broken_dir("no-config")
+    assert _message(load_model, str(folder), error=ModelLoadError) == (
+        f"{folder} has no config.json, so it is not a checkpoint written by save_pretrained; "
+        "choose the folder that holds config.json")
+
+
+def test_a_folder_without_tokenizer_says_how_to_save_one(broken_dir):
+    folder = broken_dir("no-tokenizer")
+    assert _message(load_model, str(folder), error=ModelLoadError) == (
+        f"{folder} has no tokenizer files (tokenizer.json, vocab.txt, …); "
+        "save the tokenizer into the folder with tokenizer.save_pretrained(folder)")
+
+
+def test_a_folder_without_weights_says_the_download_is_incomplete(tiny_model_dir, tmp_path):
+    folder = tmp_path / "no-weights"
+    shutil.copytree(tiny_model_dir("bert"), folder)
+    for f in folder.glob("*.safetensors"):
+        f.unlink()
+    assert _message(load_model, str(folder), error=ModelLoadError) == (
+        f"{folder} has no weights (model.safetensors); the download may be incomplete — fetch it again")
+
+
+def test_pickle_weights_ask_for_consent_in_both_interfaces(broken_dir):
+    folder = broken_dir("pickle-only")
+    assert _message(load_model, str(folder), error=ConsentRequiredError) == (
+        f"{folder} only has pickle weights (pytorch_model.bin), which can run code when loaded; "
+        "load them only if you trust the source (window: confirm; CLI: --allow-pickle)")
+
+
+def test_a_config_that_is_not_json_quotes_the_parser(tiny_model_dir, tmp_path):
+    folder = tmp_path / "badcfg"
+    shutil.copytree(tiny_model_dir("bert"), folder)
+    (folder / "config.json").write_text("{not json")
+    msg = _message(load_model, str(folder), error=ModelLoadError)
+    assert re.fullmatch(re.escape(f"{folder / 'config.json'} is not valid JSON (") + r"Expecting .+"
+                        + re.escape("); the download may be incomplete"), msg), msg
+
+
+def test_a_config_transformers_cannot_read_asks_whether_the_folder_is_complete(tiny_model_dir, tmp_path):
+    folder = tmp_path / "odd-type"
+    shutil.copytree(tiny_model_dir("bert"), folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["model_type"] = "no-such-architecture"
+    (folder / "config.json").write_text(json.dumps(cfg))
+    msg = _message(load_model, str(folder), device="cpu", error=ModelLoadError)
+    assert re.fullmatch(re.escape(f"the config of {folder} cannot be read (") + r".+"
+                        + re.escape("); is the folder complete?"), msg, re.S), msg
+    assert "no-such-architecture" in msg
+
+
+def test_a_tokenizer_that_fails_quotes_the_first_160_characters(tiny_model_dir, monkeypatch):
+    import transformers
+
+    def fail(*args, **kwargs):
+        raise OSError("x" * 150 + "0123456789" + "cut off")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fail)
+    folder = str(tiny_model_dir("bert"))
+    assert _message(load_model, folder, device="cpu", error=ModelLoadError) == (
+        f"the tokenizer of {folder} cannot be loaded (OSError: {'x' * 150}0123456789); "
+        "save it with tokenizer.save_pretrained")
+
+
+def test_damaged_weights_say_to_copy_the_model_again(broken_dir):
+    folder = broken_dir("truncated-weights")
+    msg = _message(load_model, str(folder), device="cpu", error=ModelLoadError)
+    assert re.fullmatch(re.escape(f"the weights of {folder} are damaged or incomplete (") + r".{1,160}"
+                        + re.escape("); download or copy the model again"), msg, re.S), msg
+
+
+def test_weights_that_fail_otherwise_quote_the_first_200_characters(tiny_model_dir, monkeypatch):
+    import analysis.loader as loader
+
+    class Refusing:
+        @classmethod
+        def from_pretrained(cls, *args, **kwargs):
+            raise RuntimeError("y" * 190 + "0123456789" + "cut off")
+
+    monkeypatch.setattr(loader, "_auto_class", lambda kind, config: Refusing)
+    folder = str(tiny_model_dir("bert"))
+    assert _message(load_model, folder, device="cpu", memory_check=False, error=ModelLoadError) == (
+        f"{folder} could not be loaded (RuntimeError: {'y' * 190}0123456789); "
+        "check that it is a transformers checkpoint")
+
+
+def test_missing_weights_are_named_by_layer_with_both_ways_out():
+    from analysis.loader import missing_weights_error
+
+    missing = tuple(f"encoder.layer.{i}.attention.{p}" for i in range(6) for p in ("query.weight", "key.weight"))
+    err = missing_weights_error("my-model", missing)
+    assert str(err) == (
+        "the weights of my-model lack 12 tensors that its config describes (encoder.layer.0 (2 tensors), "
+        "encoder.layer.1 (2 tensors), encoder.layer.2 (2 tensors), encoder.layer.3 (2 tensors) and 2 more); "
+        "transformers would fill them with random values, so its attention maps would change from run to run — "
+        "use a complete checkpoint (or a config with no more layers than the weights hold), or load it anyway "
+        "(CLI: --allow-missing-weights; window: confirm)")
+    assert err.missing == missing
+
+
+def test_missing_weights_warnings_say_what_is_random():
+    from analysis.loader import missing_weights_warning
+
+    assert missing_weights_warning("my-model", ("cls.predictions.bias", "pooler.dense.weight")) == (
+        "warning: my-model has no weights for its task head (cls.predictions.bias, pooler.dense.weight); they were "
+        "initialised at random, so its predictions are meaningless (the attention maps are not affected)")
+    missing = ("encoder.layer.1.output.dense.weight", "encoder.layer.1.output.dense.bias", "embeddings.word.weight")
+    assert missing_weights_warning("my-model", missing) == (
+        "warning: 3 weights of my-model are missing from its checkpoint (embeddings.word.weight, "
+        "encoder.layer.1 (2 tensors)) and "
+        "were filled with random values, so its attention maps and predictions change from run to run")
+
+
+def test_too_little_memory_names_the_sizes_and_a_smaller_dtype(tiny_model_dir, monkeypatch):
+    import psutil
+
+    import analysis.loader as loader
+
+    monkeypatch.setattr(loader, "estimate_params", lambda *a, **k: 2**30)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=3 * 2**30))
+    folder = str(tiny_model_dir("bert"))
+    assert _message(load_model, folder, device="cpu", error=ConsentRequiredError) == (
+        "this model needs about 4.0 GiB in float32 but only 3.0 GiB are free; "
+        "choose dtype bfloat16 or float16, or close other programs")
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=2**30))
+    assert _message(load_model, folder, dtype="bfloat16", device="cpu", error=ConsentRequiredError) == (
+        "this model needs about 2.0 GiB in bfloat16 but only 1.0 GiB are free; "
+        "choose dtype a smaller model, or close other programs")
+
+
+def test_a_large_model_loads_with_a_note_of_its_share_of_memory(monkeypatch):
+    import psutil
+    import torch
+
+    import analysis.loader as loader
+    from analysis.loader import check_memory
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=6 * 2**30))
+    monkeypatch.setattr(loader, "estimate_params", lambda *a, **k: 2**30)
+    need, warn = check_memory(None, "encoder", torch.float32, "cpu")
+    assert need == 4 * 2**30
+    assert warn == "this model takes about 4.0 GiB of the 6.0 GiB free memory"
+
+
+def test_sdpa_attention_left_on_is_refused_by_name(tiny_model_dir, monkeypatch):
+    import analysis.loader as loader
+
+    read = loader._read_weights
+
+    def sdpa(*args, **kwargs):
+        model, missing = read(*args, **kwargs)
+        model.config._attn_implementation = "sdpa"
+        return model, missing
+
+    monkeypatch.setattr(loader, "_read_weights", sdpa)
+    msg = _message(load_model, str(tiny_model_dir("bert")), device="cpu", error=NoAttentionError)
+    assert msg == ("BertModel runs with 'sdpa' attention, which returns no attention maps; it cannot be shown")
+
+
+@pytest.mark.parametrize(("config", "shown"), [
+    (SimpleNamespace(model_type="fnet", num_attention_heads=4),
+     "(fnet): FNet mixes tokens with Fourier transforms instead of attention, so there are no attention maps to show"),
+    (SimpleNamespace(model_type="big_bird", attention_type="block_sparse", num_attention_heads=4),
+     "(big_bird): BigBird's block-sparse attention attends to blocks of neighbouring, global and random tokens and "
+     "returns no map over the whole sentence (set \"attention_type\": \"original_full\" in its config.json to see "
+     "full attention)"),
+    (SimpleNamespace(), "(unknown type): its config names no attention heads, so it has no attention maps to show"),
+])
+def test_an_architecture_without_one_map_per_layer_is_refused_with_its_reason(config, shown):
+    from analysis.loader import check_attention
+
+    assert _message(check_attention, "my-model", config, error=NoAttentionError) == (
+        f"Headmap cannot show my-model {shown}; it shows models whose every layer's attention is one query × key "
+        "map over the tokens (BERT, GPT-2, Llama, BART, T5, Marian, …)")
+
+
+def test_an_unknown_bundled_name_lists_the_bundled_models():
+    from analysis.bundled import BUNDLED
+
+    assert set(BUNDLED) == {"minilm", "smollm2", "translator-en-fr", "translator-en-ko"}
+    msg = _message(load_model, "bundled:nope", error=ModelLoadError)
+    assert msg == ("there is no bundled model called 'nope'; choose one of: bundled:minilm, bundled:smollm2, "
+                   "bundled:translator-en-fr, bundled:translator-en-ko")
+
+
+def test_a_gguf_that_cannot_be_dequantized_quotes_the_first_200_characters(tmp_path, monkeypatch):
+    import transformers
+
+    def fail(*args, **kwargs):
+        raise ValueError("z" * 190 + "0123456789" + "cut off")
+
+    monkeypatch.setenv("HEADMAP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fail)
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(64))
+    assert _message(load_model, str(gguf), device="cpu", error=ModelLoadError) == (
+        f"could not dequantize tiny.gguf (ValueError: {'z' * 190}0123456789); "
+        "the file may be damaged or use a quantization transformers cannot read")
