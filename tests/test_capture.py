@@ -503,3 +503,147 @@ def test_available_memory_is_read_from_the_system():
 
     have = available_memory()
     assert have is None or have > 0
+
+
+# -- what the errors say, word for word ---------------------------------------------------
+def _message(call, *args, error, **kwargs) -> str:
+    with pytest.raises(error) as info:
+        call(*args, **kwargs)
+    return str(info.value)
+
+
+def _maps(*shape, value=None):
+    import torch
+
+    if value is not None:
+        return torch.full(shape, value)
+    return torch.softmax(torch.randn(*shape), -1)
+
+
+def test_an_empty_text_asks_for_a_sentence(loaded):
+    assert _message(capture, loaded("bert"), " \n", error=InputError) == "the text is empty; type a sentence to run"
+
+
+def test_a_token_id_beyond_the_vocabulary_names_the_id_its_token_and_the_fix():
+    from types import SimpleNamespace
+
+    from analysis.capture import check_ids
+
+    def no_embeddings():
+        raise AttributeError("no accessor")
+
+    lm = SimpleNamespace(
+        model=SimpleNamespace(get_input_embeddings=no_embeddings),
+        config=SimpleNamespace(vocab_size=10, decoder_vocab_size=20),
+        tokenizer=SimpleNamespace(convert_ids_to_tokens=lambda i: f"tok{i}"),
+    )
+    assert _message(check_ids, lm, [3, 12, 30], "the text", error=CaptureError) == (
+        "the tokenizer turned the text into id 12 ('tok12'), but the model's vocabulary has only 10 entries, "
+        "so this tokenizer does not belong to these weights; save the model's own tokenizer into its folder "
+        "(tokenizer.save_pretrained)")
+    # a negative id has no token to show; a seq2seq decoder has its own vocabulary
+    assert _message(check_ids, lm, [3, 12, -1, 30], "the target", decoder=True, error=CaptureError) == (
+        "the tokenizer turned the target into id -1, but the model's vocabulary has only 20 entries, "
+        "so this tokenizer does not belong to these weights; save the model's own tokenizer into its folder "
+        "(tokenizer.save_pretrained)")
+
+
+def test_no_attention_maps_says_the_architecture_exposes_none():
+    from analysis.errors import NoAttentionError
+
+    assert _message(stack_attentions, None, "cross_attentions", "FancyModel", (2, 4), error=NoAttentionError) == (
+        "FancyModel returned no cross_attentions; this architecture does not expose attention maps, "
+        "so Headmap cannot show it")
+
+
+def test_maps_that_are_not_one_per_layer_name_their_shape():
+    from analysis.errors import NoAttentionError
+
+    maps = _maps(4, 5, 5)
+    assert _message(stack_attentions, (maps, maps), "attentions", "M", (2, 4), error=NoAttentionError) == (
+        "M returned attentions of shape (4, 5, 5), not one [head, query, key] map per layer; its attention is not "
+        "a query × key map over the tokens, so Headmap cannot show it")
+
+
+def test_maps_against_the_config_name_both_counts():
+    good = _maps(1, 4, 5, 5)
+    assert _message(stack_attentions, (good, good, good), "attentions", "M", (2, 4), error=CaptureError) == (
+        "M returned attentions of 3 layers × 4 heads but its config describes 2 × 4; its attention is not one map "
+        "per configured layer and head (or the config does not belong to the model), so Headmap cannot show it")
+
+
+def test_a_layer_of_another_shape_names_both_shapes():
+    good = _maps(1, 4, 5, 5)
+    assert _message(stack_attentions, (good, good[:, :, :, :4]), "attentions", "M", (2, 4), error=CaptureError) == (
+        "attentions layer 1 has shape (4, 5, 4), expected (4, 5, 5)")
+
+
+def test_rows_that_do_not_sum_to_one_say_how_far_off_and_why():
+    import torch
+
+    good = _maps(1, 4, 5, 5)
+    assert _message(stack_attentions, (good, _maps(1, 4, 5, 5, value=0.1234)), "attentions", "M", (2, 4),
+                    error=CaptureError) == (
+        "attentions layer 1: attention rows do not sum to 1 (off by 0.38); M's attention weights are not one softmax "
+        "over the tokens per query, so Headmap cannot show them")
+    half = _maps(1, 4, 5, 5, value=0.25).to(torch.bfloat16)
+    assert _message(stack_attentions, (half,), "attentions", "M", (1, 4), error=CaptureError) == (
+        "attentions layer 0: attention rows do not sum to 1 (off by 0.25); try dtype float32")
+
+
+def test_maps_that_cannot_fit_in_memory_name_both_sizes_and_the_ways_out(monkeypatch):
+    import analysis.capture as capture_mod
+
+    monkeypatch.setattr(capture_mod, "available_memory", lambda: 3 * 10**9)
+    shapes = [(10, 10, 5000, 5000), (10, 10, 5000, 4000)]
+    assert _message(capture_mod.check_memory, shapes, error=InputError) == (
+        "at 5000 tokens the attention maps held in memory need about 36.0 GB (transformers' float32 maps and the "
+        "capture's copy) but 3.0 GB is available; lower max_tokens, or run it in the window or with the CLI "
+        "(python main.py), which keep long captures on disk (store=True in analysis.capture.capture)")
+
+
+def test_a_continuation_past_the_models_length_asks_for_fewer(loaded):
+    assert _message(capture, loaded("gpt2"), TEXT, generate=True, max_new_tokens=70, error=InputError) == (
+        "cannot continue 70 tokens: this model takes at most 64 tokens; ask for fewer")
+
+
+def test_a_seq2seq_model_without_a_start_token_says_where_to_set_one():
+    from types import SimpleNamespace
+
+    lm = SimpleNamespace(
+        model=SimpleNamespace(generation_config=None),
+        config=SimpleNamespace(decoder_start_token_id=None, pad_token_id=None, bos_token_id=None),
+        tokenizer=SimpleNamespace(pad_token_id=None),
+    )
+    assert _message(decoder_start_id, lm, error=CaptureError) == (
+        "this seq2seq model has no decoder_start_token_id in its config; set one in config.json")
+
+
+def test_an_unknown_target_language_gives_examples_of_language_codes(loaded):
+    assert _message(capture, loaded("marian"), TEXT, generate=True, target_lang="klingon", error=InputError) == (
+        "this tokenizer has no language token for 'klingon'; use the model's own code "
+        "(e.g. fra_Latn for NLLB, fr for M2M100)")
+
+
+def test_an_empty_target_asks_for_one_or_a_translation(loaded):
+    assert _message(capture, loaded("marian"), TEXT, target=" ", error=InputError) == (
+        "the target is empty; type a target sentence or choose Translate")
+
+
+def test_a_generation_of_nothing_asks_for_another_sentence(loaded, monkeypatch):
+    import torch
+
+    lm = loaded("marian")
+    start = decoder_start_id(lm)
+    monkeypatch.setattr(lm.model, "generate", lambda *a, **k: torch.tensor([[start]]))
+    assert _message(capture, lm, TEXT, generate=True, error=CaptureError) == (
+        "the model generated nothing; try another sentence")
+
+
+def test_maps_over_other_tokens_than_the_text_are_refused_by_name():
+    from analysis.capture import _check_lengths
+
+    stacks = {"attentions": np.zeros((1, 1, 3, 3), dtype=np.float32)}
+    assert _message(_check_lengths, stacks, [0, 0, 0, 0], None, error=CaptureError) == (
+        "attentions has query×key (3, 3) but the tokens say (4, 4); the model's attention is not one map over all "
+        "the tokens (windowed, chunked or pooled), so Headmap refuses to show it")
