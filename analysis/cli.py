@@ -316,7 +316,7 @@ def check_session_args(args: argparse.Namespace) -> None:
 def session_source(args: argparse.Namespace) -> Source:
     """The capture of ``--session`` (every check of :func:`analysis.session.load_session`), with no
     model; ``--save-session`` writes its model reference, inputs and options again."""
-    from .errors import InputError
+    from .errors import InputError, a_or_an
     from .session import load_session
     from .views.alignment import model_folder_of
 
@@ -324,8 +324,8 @@ def session_source(args: argparse.Namespace) -> Source:
     cap = sess.capture
     name = f"the session {args.session}"
     if args.export_alignment and cap.kind != "seq2seq":
-        raise InputError(f"--export-alignment needs a seq2seq model with cross-attention; {name} holds a "
-                         f"{cap.kind} model's capture")
+        raise InputError(f"--export-alignment needs a seq2seq model with cross-attention; {name} holds "
+                         f"{a_or_an(cap.kind)} model's capture")
     # a bundled translator's folder documents its best alignment layer; no other path named by the
     # file is followed
     return Source(cap, None, name, model_folder_of(cap), sess.model_ref, sess.inputs, sess.options,

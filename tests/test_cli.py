@@ -288,3 +288,145 @@ def test_korean_into_the_french_translator_names_a_model_that_reads_it(tmp_path)
     assert out.is_file()
     fine = run_cli("--model", "bundled:translator-en-fr", "--text", TEXT, "--export-npz", str(tmp_path / "e.npz"))
     assert fine.returncode == 0 and _warning_lines(fine) == []
+
+
+# -- what the errors say, word for word ---------------------------------------------------
+def _says(capsys, *argv: str) -> tuple[int, str]:
+    """The exit code and the stderr of ``analysis.cli.main(argv)`` run in this process."""
+    from analysis.cli import main
+
+    rc = main(list(argv))
+    return rc, capsys.readouterr().err
+
+
+def test_no_export_flag_points_to_the_window(capsys):
+    assert _says(capsys, "--model", "bundled:minilm", "--text", TEXT) == (
+        2, "error: no export flag given; add --export-npz/--export-png/… or run `headmap` (`python main.py`) for the "
+           "window\n")
+
+
+def test_no_model_gives_an_example(capsys, tmp_path):
+    assert _says(capsys, "--text", TEXT, "--export-npz", str(tmp_path / "x.npz")) == (
+        2, "error: --model is required for exports (or --session FILE.headmap); e.g. --model bundled:minilm\n")
+
+
+def test_an_empty_text_gives_an_example(capsys, tmp_path):
+    assert _says(capsys, "--model", "bundled:minilm", "--text", " ", "--export-npz", str(tmp_path / "x.npz")) == (
+        2, "error: --text is empty; give the sentence to run, e.g. --text 'I like this course'\n")
+
+
+@pytest.mark.parametrize("extra", [("--mask-report", "m.json"), ("--export-png", "m.png", "--view", "masks")])
+def test_the_padding_experiment_without_a_pair_asks_for_one(capsys, tmp_path, extra):
+    flag = "--mask-report" if extra[0] == "--mask-report" else "--view masks"
+    argv = ["--model", "bundled:minilm", "--text", TEXT, *[str(tmp_path / a) if "." in a else a for a in extra]]
+    assert _says(capsys, *argv) == (
+        2, f"error: {flag} needs --pair OTHER: a second, longer sentence to batch with --text\n")
+
+
+def test_an_alignment_threshold_out_of_range_says_the_range(capsys, tmp_path):
+    assert _says(capsys, "--model", "bundled:minilm", "--text", TEXT, "--alignment-threshold", "1.5",
+                 "--export-npz", str(tmp_path / "x.npz")) == (
+        2, "error: --alignment-threshold 1.5 is out of range; choose a share P with 0 < P <= 1\n")
+
+
+def test_a_dpi_out_of_range_says_the_range(capsys, tmp_path):
+    assert _says(capsys, "--model", "bundled:minilm", "--text", TEXT, "--dpi", "50",
+                 "--export-png", str(tmp_path / "x.png")) == (2, "error: --dpi 50 is out of range; choose 72–600\n")
+
+
+@pytest.mark.parametrize(("flag", "what"), [("--layer", "layers"), ("--alignment-layer", "layers"),
+                                            ("--head", "heads"), ("--alignment-head", "heads"),
+                                            ("--step", "steps"), ("--position", "positions")])
+def test_a_negative_index_says_indices_are_0_based(capsys, tmp_path, flag, what):
+    assert _says(capsys, "--model", "bundled:minilm", "--text", TEXT, flag, "-2",
+                 "--export-npz", str(tmp_path / "x.npz")) == (2, f"error: {flag} -2 is negative; {what} are 0-based\n")
+
+
+@pytest.mark.parametrize("flag", ["model", "text"])
+def test_a_session_with_a_model_or_text_says_which_to_drop(capsys, tmp_path, flag):
+    assert _says(capsys, "--session", str(tmp_path / "s.headmap"), f"--{flag}", "x",
+                 "--export-npz", str(tmp_path / "x.npz")) == (
+        2, f"error: --session and --{flag} do not go together: the session holds the capture of its model and text; "
+           f"drop --{flag}\n")
+
+
+@pytest.mark.parametrize(("extra", "option", "what"), [
+    (("--generate",), "--generate", "generate"),
+    (("--dtype", "float16"), "--dtype", "load the model"),
+    (("--pair", "longer"), "--pair", "run the padding experiment"),
+    (("--max-tokens", "8"), "--max-tokens", "tokenize a text"),
+])
+def test_a_session_with_a_flag_that_needs_the_model_says_what_to_do(capsys, tmp_path, extra, option, what):
+    assert _says(capsys, "--session", str(tmp_path / "s.headmap"), *extra, "--export-npz", str(tmp_path / "x.npz")) == (
+        2, f"error: {option} needs the model to {what}, and --session exports a saved capture without it; "
+           f"drop {option}, or use --model and --text instead of --session\n")
+
+
+def test_a_session_with_the_masks_view_says_to_export_it_from_the_model(capsys, tmp_path):
+    assert _says(capsys, "--session", str(tmp_path / "s.headmap"), "--view", "masks",
+                 "--export-png", str(tmp_path / "x.png")) == (
+        2, "error: --view masks needs the model to run the padding experiment, which a session does not hold; "
+           "export it with --model, --text and --pair instead of --session\n")
+
+
+def test_an_alignment_of_an_encoder_session_names_its_kind(capsys, tmp_path):
+    from tests.hostile_sessions import save
+    from tests.test_aggregate import make_encoder
+
+    path = save(tmp_path, make_encoder())
+    assert _says(capsys, "--session", str(path), "--export-alignment", str(tmp_path / "a.txt")) == (
+        2, f"error: --export-alignment needs a seq2seq model with cross-attention; the session {path} holds an "
+           "encoder model's capture\n")
+
+
+@pytest.mark.parametrize(("arch", "extra", "said"), [
+    ("bert", ("--target", TARGET), "--target only applies to seq2seq models; {model} is an encoder model"),
+    ("gpt2", ("--target-lang", "fr"), "--target-lang only applies to seq2seq models; {model} is a decoder model"),
+    ("bert", ("--export-alignment", "a.txt"),
+     "--export-alignment needs a seq2seq model with cross-attention; {model} is an encoder model"),
+])
+def test_seq2seq_flags_on_another_model_name_its_kind(capsys, tmp_path, tiny_model_dir, arch, extra, said):
+    model = str(tiny_model_dir(arch))
+    extra = tuple(str(tmp_path / a) if a.endswith(".txt") else a for a in extra)
+    assert _says(capsys, "--model", model, "--text", TEXT, "--device", "cpu", *extra,
+                 "--export-npz", str(tmp_path / "x.npz")) == (2, "error: " + said.format(model=model) + "\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cross_stack_of_an_encoder_names_its_kind(capsys, tmp_path, tiny_model_dir):
+    model = str(tiny_model_dir("bert"))
+    assert _says(capsys, "--model", model, "--text", TEXT, "--device", "cpu", "--stack", "cross",
+                 "--export-png", str(tmp_path / "x.png")) == (
+        2, f"error: --stack cross needs a seq2seq model; {model} is an encoder model with one stack\n")
+
+
+def test_a_huge_npz_asks_for_force(capsys, tmp_path, tiny_model_dir, monkeypatch):
+    import analysis.npz as npz
+
+    monkeypatch.setattr(npz, "npz_bytes", lambda cap: 2_345_000_000)
+    assert _says(capsys, "--model", str(tiny_model_dir("bert")), "--text", TEXT, "--device", "cpu",
+                 "--export-npz", str(tmp_path / "x.npz")) == (
+        2, "error: --export-npz would write 2.3 GB of float32 attention maps (over 1 GB); add --force to write it "
+           "anyway, or lower --max-tokens\n")
+
+
+def test_an_interrupt_says_nothing_was_written(capsys, monkeypatch, tmp_path):
+    import analysis.cli as cli_mod
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_mod, "run_headless", interrupted)
+    assert _says(capsys, "--model", "bundled:minilm", "--text", TEXT, "--export-npz", str(tmp_path / "x.npz")) == (
+        130, "error: interrupted; nothing was written\n")
+
+
+def test_an_unexpected_error_asks_for_a_debug_run(capsys, monkeypatch, tmp_path):
+    import analysis.cli as cli_mod
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(cli_mod, "run_headless", broken)
+    assert _says(capsys, "--model", "bundled:minilm", "--text", TEXT, "--export-npz", str(tmp_path / "x.npz")) == (
+        1, "error: unexpected RuntimeError: boom; rerun with --debug for details\n")
