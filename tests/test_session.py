@@ -257,3 +257,82 @@ def test_json_depth_skips_strings():
     for text, depth in [("{}", 1), ("[]", 1), ("1", 0), ('["[[", "\\"[", {"a": [1]}]', 3),
                         ('{"a\\\\": ["]"]}', 2), ('"\\\\\\"[["', 0), ("[" * 50 + "]" * 50, 50)]:
         assert session_module._json_depth(text) == depth, text
+
+
+# -- what the errors say, word for word ---------------------------------------------------
+def _refusal(call, *args, **kwargs) -> str:
+    with pytest.raises(InputError) as info:
+        call(*args, **kwargs)
+    return str(info.value)
+
+
+def _meta_file(path, meta_text: str):
+    with open(path, "wb") as fh:
+        np.savez(fh, meta=np.array(meta_text))
+    return path
+
+
+def test_a_missing_session_asks_for_a_session_file(tmp_path):
+    p = tmp_path / "nope.headmap"
+    assert _refusal(load_session, p) == f"{p} does not exist or is not a file; choose a .headmap session file"
+
+
+def test_a_newer_session_asks_to_update(tmp_path):
+    p = _meta_file(tmp_path / "new.headmap", json.dumps({"format": FORMAT, "format_version": 7}))
+    assert _refusal(load_session, p) == (
+        f"{p} was written by a newer Headmap (session format 7); update Headmap to open it")
+
+
+@pytest.mark.parametrize(("meta", "detail"), [
+    (json.dumps({"format": "other"}), "it has no Headmap session metadata"),
+    ("{not json", "its metadata is not valid JSON (Expecting property name enclosed in double quotes, character 1)"),
+    (json.dumps({"format": FORMAT, "format_version": 0}), "its format version is not a positive whole number"),
+    ("[" * 40 + "]" * 40, "its metadata is nested 40 levels deep, more than the 32 allowed"),
+])
+def test_a_damaged_session_says_what_is_wrong_and_what_to_do(tmp_path, meta, detail):
+    p = _meta_file(tmp_path / "bad.headmap", meta)
+    assert _refusal(load_session, p) == (
+        f"{p} is not a Headmap session or it is damaged: {detail}; open another file or save the session again")
+
+
+def test_too_big_a_session_names_the_sizes(tmp_path, monkeypatch):
+    import re
+
+    path = _save(tmp_path / "s.headmap", make_seq2seq())
+    monkeypatch.setattr(session_module, "MAX_SESSION_BYTES", 2048)
+    msg = _refusal(load_session, path)
+    assert re.fullmatch(re.escape(f"{path} is not a session Headmap can open: ") + r"\S.* declares \d+\.\d KiB "
+                        + re.escape("of arrays, more than the 2.0 KiB a session may hold; open another file"),
+                        msg), msg
+
+
+def test_a_session_that_does_not_fit_in_memory_names_its_size(tmp_path, monkeypatch):
+    from analysis.archive import format_bytes
+
+    path = _save(tmp_path / "s.headmap", make_encoder())
+
+    def no_memory(self, member):
+        raise MemoryError
+
+    monkeypatch.setattr(SafeNpz, "read", no_memory)
+    assert _refusal(load_session, path) == (
+        f"{path} does not fit in the memory available ({format_bytes(path.stat().st_size)}); "
+        "close other programs and open it again, or open another file")
+
+
+@pytest.mark.parametrize("what", ["inputs", "options"])
+def test_inputs_or_options_that_are_not_json_say_what_they_may_hold(tmp_path, what):
+    import re
+
+    kwargs = {"inputs": {}, "options": {}, what: {"f": object()}}
+    msg = _refusal(save_session, tmp_path / "x.headmap", make_encoder(), model_ref="m", **kwargs)
+    assert re.fullmatch(f"the session {what} cannot be saved " + r"\(Object of type object is not JSON serializable\)"
+                        + re.escape("; keep them to text, numbers, lists and dicts"), msg), msg
+
+
+def test_a_token_ending_in_nul_cannot_be_saved(tmp_path):
+    cap = make_encoder()
+    raw = ("[CLS]", "a\x00", *cap.source.raw[2:])
+    cap = replace(cap, source=replace(cap.source, raw=raw))
+    assert _refusal(_save, tmp_path / "s.headmap", cap) == (
+        "a token string ends with a NUL character and cannot be saved in a session")
