@@ -285,11 +285,11 @@ def _model_source(args: argparse.Namespace, task: TaskState) -> Source:
 
 #: flags that need the model, refused with --session (what each would make the model do)
 _MODEL_FLAGS = {
-    "target": "run the model on a target", "generate": "generate", "max_new_tokens": "generate",
+    "target": "run on a target", "generate": "generate", "max_new_tokens": "generate",
     "num_beams": "generate", "target_lang": "generate", "max_tokens": "tokenize a text",
-    "dtype": "load the model", "device": "load the model", "trust_remote_code": "load the model",
-    "allow_pickle": "load the model", "allow_missing_weights": "load the model",
-    "no_memory_check": "load the model", "pair": "run the padding experiment", "mask_report": "run the padding experiment",
+    "dtype": "be loaded", "device": "be loaded", "trust_remote_code": "be loaded",
+    "allow_pickle": "be loaded", "allow_missing_weights": "be loaded",
+    "no_memory_check": "be loaded", "pair": "run the padding experiment", "mask_report": "run the padding experiment",
     "padding_side": "run the padding experiment",
 }
 

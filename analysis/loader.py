@@ -700,10 +700,14 @@ def _shown(missing: tuple[str, ...]) -> str:
     return ", ".join(groups[:4]) + (f" and {len(groups) - 4} more" if len(groups) > 4 else "")
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def missing_weights_error(ref: str, missing: tuple[str, ...]) -> MissingWeightsError:
     """The refusal of a checkpoint that lacks weights its config describes (beyond a task head)."""
     err = MissingWeightsError(
-        f"the weights of {ref} lack {len(missing)} tensors that its config describes ({_shown(missing)}); "
+        f"the weights of {ref} lack {_count(len(missing), 'tensor')} that its config describes ({_shown(missing)}); "
         "transformers would fill them with random values, so its attention maps would change from run to run — "
         "use a complete checkpoint (or a config with no more layers than the weights hold), or load it anyway "
         "(CLI: --allow-missing-weights; window: confirm)"
@@ -722,8 +726,10 @@ def missing_weights_warning(ref: str, missing: tuple[str, ...]) -> str:
     if head_only(missing):
         return (f"warning: {ref} has no weights for its task head ({_shown(missing)}); they were initialised at "
                 "random, so its predictions are meaningless (the attention maps are not affected)")
-    return (f"warning: {len(missing)} weights of {ref} are missing from its checkpoint ({_shown(missing)}) and were "
-            f"{RANDOM_WEIGHTS}, so its attention maps and predictions change from run to run")
+    one = len(missing) == 1
+    return (f"warning: {_count(len(missing), 'weight')} of {ref} {'is' if one else 'are'} missing from its checkpoint "
+            f"({_shown(missing)}) and {'was' if one else 'were'} {RANDOM_WEIGHTS}, so its attention maps and "
+            "predictions change from run to run")
 
 
 _PROPHETNET = ("ProphetNet predicts n-gram streams: its decoder attends with a main stream and n predicting "

@@ -352,7 +352,8 @@ def test_a_session_with_a_model_or_text_says_which_to_drop(capsys, tmp_path, fla
 
 @pytest.mark.parametrize(("extra", "option", "what"), [
     (("--generate",), "--generate", "generate"),
-    (("--dtype", "float16"), "--dtype", "load the model"),
+    (("--dtype", "float16"), "--dtype", "be loaded"),
+    (("--target", "x"), "--target", "run on a target"),
     (("--pair", "longer"), "--pair", "run the padding experiment"),
     (("--max-tokens", "8"), "--max-tokens", "tokenize a text"),
 ])

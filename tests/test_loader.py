@@ -654,6 +654,16 @@ def test_missing_weights_warnings_say_what_is_random():
         "warning: 3 weights of my-model are missing from its checkpoint (embeddings.word.weight, "
         "encoder.layer.1 (2 tensors)) and "
         "were filled with random values, so its attention maps and predictions change from run to run")
+    assert missing_weights_warning("my-model", ("embeddings.word.weight",)) == (
+        "warning: 1 weight of my-model is missing from its checkpoint (embeddings.word.weight) and "
+        "was filled with random values, so its attention maps and predictions change from run to run")
+
+
+def test_one_missing_tensor_is_one_tensor():
+    from analysis.loader import missing_weights_error
+
+    assert str(missing_weights_error("my-model", ("encoder.layer.0.attention.query.weight",))).startswith(
+        "the weights of my-model lack 1 tensor that its config describes (encoder.layer.0); ")
 
 
 def test_too_little_memory_names_the_sizes_and_a_smaller_dtype(tiny_model_dir, monkeypatch):
