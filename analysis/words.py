@@ -78,8 +78,8 @@ def check_group(group: str) -> None:
 
 
 # -- spans ------------------------------------------------------------------------------------
-def _starts_word(tok: str, style: str, after_special: bool, first: bool) -> bool:
-    if first or after_special:
+def _starts_word(tok: str, style: str, after_special: bool) -> bool:
+    if after_special:
         return True
     if style == "wordpiece":
         return not tok.startswith("##")
@@ -110,9 +110,9 @@ def word_spans(raw: Sequence[str], special: Sequence[bool] | np.ndarray, style: 
     if style not in STYLE_NAMES:
         raise InputError(f"unknown token style '{style}': choose one of {', '.join(STYLE_NAMES)}")
     starts: list[int] = []
-    prev_special = False
+    prev_special = True  # the first token starts a word, as one after a special token does
     for i, (tok, sp) in enumerate(zip(raw, special, strict=True)):
-        if sp or _starts_word(tok, style, prev_special, i == 0):
+        if sp or _starts_word(tok, style, prev_special):
             starts.append(i)
         prev_special = bool(sp)
     n = len(raw)

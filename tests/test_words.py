@@ -528,3 +528,16 @@ def test_a_word_cut_inside_a_character_reads_with_a_replacement_mark():
     assert _word_text(["ìĿ"], [False], "byte-bpe") == "\ufffd"          # two of the three bytes of 이
     assert _word_text(["Ġa", "ìĿ"], [False, False], "byte-bpe") == "a\ufffd"
     assert _word_text(["<0xFF>"], [False], "byte-bpe") == "\ufffd"       # a byte that is never UTF-8
+
+
+def test_pieces_and_their_flags_must_pair_up():
+    from analysis.words import _word_text
+
+    with pytest.raises(ValueError):
+        word_spans(["a", "b"], [False], "word")
+    with pytest.raises(ValueError):
+        _word_text(["a", "b"], [False], "word")
+    # a special token between pieces of one group keeps both sides
+    assert _word_text(["a", "<s>", "b"], [False, True, False], "word") == "a <s> b"
+    # a first token that continues a word still starts the first word
+    assert word_spans(["##x", "##y"], [False, False], "wordpiece").tolist() == [[0, 2]]
