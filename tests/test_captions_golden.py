@@ -68,6 +68,12 @@ def cases() -> dict[str, str]:
         ("seq2seq/alignment", "seq2seq", ViewSpec(view="alignment"), None),
         ("seq2seq/steps/2", "seq2seq", ViewSpec(view="steps", step=2), None),
         ("seq2seq/steps/0", "seq2seq", ViewSpec(view="steps", step=0), None),
+        # specs the window may describe before checking them: a step past the end, an unknown
+        # statistic or row mode read plainly
+        ("seq2seq/steps/past-the-end", "seq2seq", ViewSpec(view="steps", step=99), None),
+        ("encoder/self/stats/unknown", "encoder", ViewSpec(view="stats", stat="attention_to_commas"), None),
+        ("seq2seq/cross/head/rows-unknown", "seq2seq", ViewSpec(view="head", stack="cross", row_labels="sideways"),
+         None),
     ]
     out = {name: view_caption(caps[kind], spec, inputs) for name, kind, spec, inputs in specs}
     words = {k: group_capture(c) for k, c in caps.items()}

@@ -46,7 +46,7 @@ def stack_words(capture: Capture, name: str) -> str:
 
 def row_label_words(spec: ViewSpec) -> str:
     """How decoder and cross rows are labelled in the spec's row mode."""
-    return {"both": "labelled 'input → predicted'", "input": "labelled by the decoder input they read",
+    return {"input": "labelled by the decoder input they read",
             "predicts": "labelled by the token they predict"}.get(spec.rows, "labelled 'input → predicted'")
 
 
@@ -112,7 +112,7 @@ def _rows_short(capture: Capture, name: str) -> str:
     return "rows are the tokens whose attention it is"
 
 
-def _cols_short(capture: Capture, name: str) -> str:
+def _cols_short(name: str) -> str:
     if name == "cross_attentions":
         return "columns are source tokens"
     if name == "decoder_attentions":
@@ -123,14 +123,14 @@ def _cols_short(capture: Capture, name: str) -> str:
 def _layer(capture: Capture, spec: ViewSpec, name: str) -> str:
     causal = " Later positions are hidden by the causal mask." if capture.is_causal(name) else ""
     return (f"Every head of layer {spec.layer} of {stack_words(capture, name)}, side by side: each tile is a map like "
-            f"the Head view's, whose {_rows_short(capture, name)} and {_cols_short(capture, name)}; each row sums to "
+            f"the Head view's, whose {_rows_short(capture, name)} and {_cols_short(name)}; each row sums to "
             f"{_sums_to(spec)}. The heads of a layer read the same tokens in parallel, and each learns its own "
             f"pattern.{causal}")
 
 
 def _model(capture: Capture, spec: ViewSpec, name: str) -> str:
     return (f"Every layer (a row of tiles) and every head (a column of tiles) of {stack_words(capture, name)}: each "
-            f"tile is a small map whose {_rows_short(capture, name)} and {_cols_short(capture, name)}, and each of its "
+            f"tile is a small map whose {_rows_short(capture, name)} and {_cols_short(name)}, and each of its "
             f"rows sums to {_sums_to(spec)}. Compare patterns across the model: a diagonal looks at the token itself or "
             "its neighbour, a vertical stripe at one token from every row.")
 
@@ -213,7 +213,7 @@ def _flow(capture: Capture, spec: ViewSpec, name: str) -> str:
 
 def _compare(capture: Capture, spec: ViewSpec, name: str) -> str:
     return (f"A (the pinned capture) and B (this one) show the same map of {stack_words(capture, name)}, layer "
-            f"{spec.layer}, on one colour scale: {_rows_short(capture, name)} and {_cols_short(capture, name)}, each "
+            f"{spec.layer}, on one colour scale: {_rows_short(capture, name)} and {_cols_short(name)}, each "
             "row summing to 1. B − A is red where B gives a cell more attention and blue where A does.")
 
 
