@@ -189,8 +189,6 @@ def group_map(arr: np.ndarray, row_spans: np.ndarray, col_spans: np.ndarray) -> 
     of ``arr`` (computed in float32 or wider)."""
     a = np.asarray(arr)
     work = a.astype(np.float32) if a.dtype.itemsize < 4 else a
-    if work.shape[-1] == 0 or work.shape[-2] == 0:
-        return np.zeros(a.shape[:-2] + (len(row_spans), len(col_spans)), dtype=a.dtype)
     cols = np.add.reduceat(work, col_spans[:, 0], axis=-1)
     rows = np.add.reduceat(cols, row_spans[:, 0], axis=-2)
     rows /= (row_spans[:, 1] - row_spans[:, 0])[:, None]

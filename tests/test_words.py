@@ -396,8 +396,11 @@ def test_group_map_sums_columns_and_averages_rows_in_the_input_dtype():
     np.testing.assert_allclose(half, want, rtol=2e-3)
     stack = np.stack([a, a[::-1]])[None]  # [1, 2, 4, 4]
     np.testing.assert_allclose(group_map(stack, rows, cols)[0, 1], group_map(a[::-1], rows, cols), rtol=1e-6)
-    empty = group_map(np.zeros((3, 2, 0), dtype=np.float16), rows, np.zeros((0, 2), dtype=np.int64))
-    assert empty.shape == (3, 2, 0) and empty.dtype == np.float16
+    none = np.zeros((0, 2), dtype=np.int64)
+    empty = group_map(np.zeros((3, 2, 0), dtype=np.float16), np.array([[0, 2]]), none)  # no keys
+    assert empty.shape == (3, 1, 0) and empty.dtype == np.float16
+    empty = group_map(np.zeros((3, 0, 4), dtype=np.float16), none, cols)  # no queries
+    assert empty.shape == (3, 0, 2) and empty.dtype == np.float16
 
 
 def test_group_seq_keeps_the_first_piece_id_and_is_special_only_when_every_piece_is():
