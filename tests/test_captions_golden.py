@@ -71,6 +71,7 @@ def cases() -> dict[str, str]:
         # specs the window may describe before checking them: a step past the end, an unknown
         # statistic or row mode read plainly
         ("seq2seq/steps/past-the-end", "seq2seq", ViewSpec(view="steps", step=99), None),
+        ("seq2seq/steps/one-past-the-last", "seq2seq", ViewSpec(view="steps", step=6), None),
         ("encoder/self/stats/unknown", "encoder", ViewSpec(view="stats", stat="attention_to_commas"), None),
         ("seq2seq/cross/head/rows-unknown", "seq2seq", ViewSpec(view="head", stack="cross", row_labels="sideways"),
          None),

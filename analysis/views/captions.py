@@ -37,10 +37,7 @@ def stack_words(capture: Capture, name: str) -> str:
     """The stack in the course's words (``the encoder's self-attention``, …)."""
     if name == "cross_attentions":
         return "cross-attention (the decoder looking at the source sentence)"
-    if name == "decoder_attentions":
-        return "the decoder's masked self-attention"
-    if name == "encoder_attentions":
-        return "the encoder's self-attention"
+    # a seq2seq model's decoder stack is causal, its encoder stack is not
     return "the decoder's masked self-attention" if capture.is_causal(name) else "the encoder's self-attention"
 
 
@@ -163,8 +160,8 @@ def _steps(capture: Capture, spec: ViewSpec) -> str:
             f"mask hides the later positions; bottom right: the model's top-5 candidates for token {t}.")
 
 
-def _masks(capture: Capture, spec: ViewSpec, inputs: ViewInputs | None) -> str:
-    report = inputs.mask_report if inputs is not None else None
+def _masks(capture: Capture, spec: ViewSpec, inputs: ViewInputs) -> str:
+    report = inputs.mask_report
     if report is not None and not hasattr(report, "pad_positions"):
         return ("Here the attention mask hides the ticked tokens (0 in the mask): every row gives them exactly 0 "
                 "and shares its attention among the tokens left, so each row still sums to 1. Rows are the tokens "
@@ -240,7 +237,7 @@ def view_caption(capture: Capture, spec: ViewSpec, inputs: ViewInputs | None = N
     return text
 
 
-def _caption(capture: Capture, spec: ViewSpec, inputs: ViewInputs | None) -> str:
+def _caption(capture: Capture, spec: ViewSpec, inputs: ViewInputs) -> str:
     name = _stack(capture, spec)
     view = spec.view
     if view == "head":
