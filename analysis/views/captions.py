@@ -21,8 +21,6 @@ from .spec import ViewInputs, ViewSpec, for_spec
 
 
 def _stack(capture: Capture, spec: ViewSpec) -> str:
-    if spec.view in ("alignment", "steps"):
-        return "cross_attentions"
     try:
         return capture.resolve_stack(spec.stack)
     except KeyError:  # an unchecked spec: describe the first stack
@@ -55,7 +53,7 @@ def rows_words(capture: Capture, name: str, spec: ViewSpec) -> str:
     return "the tokens of the sentence, each asking where to look (the query)"
 
 
-def columns_words(capture: Capture, name: str) -> str:
+def columns_words(name: str) -> str:
     """What a column of a map of stack ``name`` is (a noun phrase)."""
     if name == "cross_attentions":
         return "the tokens of the source sentence, as the encoder passed them on"
@@ -100,7 +98,7 @@ def _sums_to(spec: ViewSpec) -> str:
 
 def _head(capture: Capture, spec: ViewSpec, name: str) -> str:
     return (f"This map is {stack_words(capture, name)}: its rows are {rows_words(capture, name, spec)}, and its "
-            f"columns are {columns_words(capture, name)}. {weights_sentence(spec)} {mask_sentence(capture, name, spec)}")
+            f"columns are {columns_words(name)}. {weights_sentence(spec)} {mask_sentence(capture, name, spec)}")
 
 
 def _rows_short(capture: Capture, name: str) -> str:
