@@ -151,3 +151,9 @@ def test_caption_wraps_to_the_figure_and_takes_the_theme():
     assert text.get_text().count("\n") >= 4  # a 4-inch figure needs several lines
     assert to_rgba(text.get_color()) == to_rgba(THEMES["dark"].text_color)
     assert fig.get_size_inches()[0] == 4.0 and fig.get_size_inches()[1] > 3.0
+
+
+def test_an_unknown_view_has_no_caption():
+    with pytest.raises(KeyError) as info:
+        view_caption(make_encoder(), ViewSpec(view="sideways"))
+    assert info.value.args == ("sideways",)

@@ -139,7 +139,7 @@ def _lines(capture: Capture, spec: ViewSpec, name: str) -> str:
             f"left token are the shares of its attention, summing to {_sums_to(spec)}.")
 
 
-def _alignment(capture: Capture, spec: ViewSpec) -> str:
+def _alignment() -> str:
     return ("A word alignment read off cross-attention: cross-attention row t reads decoder input t and predicts "
             "output token t, so a translation word's lines show where in the source the model looked while "
             "producing it. In the matrix each row is a translation word and each column a source word (their "
@@ -158,7 +158,7 @@ def _steps(capture: Capture, spec: ViewSpec) -> str:
             f"mask hides the later positions; bottom right: the model's top-5 candidates for token {t}.")
 
 
-def _masks(capture: Capture, spec: ViewSpec, inputs: ViewInputs) -> str:
+def _masks(inputs: ViewInputs) -> str:
     report = inputs.mask_report
     if report is not None and not hasattr(report, "pad_positions"):
         return ("Here the attention mask hides the ticked tokens (0 in the mask): every row gives them exactly 0 "
@@ -247,11 +247,11 @@ def _caption(capture: Capture, spec: ViewSpec, inputs: ViewInputs) -> str:
     if view == "lines":
         return _lines(capture, spec, name)
     if view == "alignment":
-        return _alignment(capture, spec)
+        return _alignment()
     if view == "steps":
         return _steps(capture, spec)
     if view == "masks":
-        return _masks(capture, spec, inputs)
+        return _masks(inputs)
     if view == "stats":
         return _stats(capture, spec, name)
     if view == "rollout":
