@@ -456,6 +456,12 @@ def test_group_note_names_the_rule_on_words_only(loaded):
     cap = _capture(loaded, "bert")
     assert group_note(cap) == ""
     assert group_note(group_capture(cap)) == "words: pieces grouped, columns summed, rows averaged"
+    encoder_words = group_capture(cap)
+    assert encoder_words.prompt_length == len(encoder_words.source) and cap.prompt_length == len(cap.source)
+    from dataclasses import replace
+
+    assert group_capture(replace(cap, prompt_length=0)).prompt_length == 0  # a capture that records none
+    assert encoder_words.decoder_inputs is None and encoder_words.outputs is None
     words = grouped(cap, "words")
     assert grouped(cap, "pieces") is cap and grouped(words, "words") is words and grouped(words, "pieces") is cap
 
@@ -546,3 +552,27 @@ def test_pieces_and_their_flags_must_pair_up():
     assert _word_text(["a", "<s>", "b"], [False, True, False], "word") == "a <s> b"
     # a first token that continues a word still starts the first word
     assert word_spans(["##x", "##y"], [False, False], "wordpiece").tolist() == [[0, 2]]
+
+
+def test_seq2seq_words_with_a_target_unlike_the_source(loaded):
+    """Source and target of other lengths and other words: each stack is grouped by its own rows
+    and columns (the decoder's by the output words, the cross map's rows by them and its columns
+    by the source words)."""
+    cap = capture(loaded("marian"), "I like this course", target="the students are reading a long book today")
+    words = group_capture(cap)
+    src, out = words.source_spans, words.output_spans
+    assert len(src) != len(out)
+    _check_stack(cap, words, "encoder_attentions", src, src)
+    _check_stack(cap, words, "cross_attentions", out, src)
+    _check_stack(cap, words, "decoder_attentions", out, out)
+    assert words.token_style == cap.token_style
+    assert words.prompt_length == sum(1 for s in src[:, 0] if s < cap.prompt_length)
+
+
+def test_prompt_length_in_words_of_a_korean_prompt(loaded):
+    """A prompt of byte pieces: its length in words is the number of words it starts."""
+    cap = capture(loaded("llama"), KOREAN, generate=True, max_new_tokens=3)
+    words = group_capture(cap)
+    n_words = sum(1 for s, sp in zip(words.source_spans[:, 0], words.source.special, strict=True)
+                  if s < cap.prompt_length)
+    assert words.prompt_length == n_words < cap.prompt_length
