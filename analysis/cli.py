@@ -126,7 +126,7 @@ def build_parser(prog: str = "python main.py") -> argparse.ArgumentParser:
                    help="layer, 0-based (default 0; rollout/flow: combine layers 0…L, default all)")
     g.add_argument("--head", type=int, metavar="H", help="head, 0-based (default: aggregate over heads)")
     g.add_argument("--aggregate", choices=["mean", "max"], default="mean", help="aggregation over heads when --head is not given")
-    g.add_argument("--hide-special", action="store_true", help="hide special tokens (rows renormalized)")
+    g.add_argument("--hide-special", action="store_true", help="hide special tokens (rows renormalised)")
     g.add_argument("--rows", choices=["input", "predicts", "both"], default="both",
                    help="seq2seq decoder and cross-attention rows: labelled by the decoder input at t, the token "
                         "predicted at t, or both (default both: 'input → predicted')")

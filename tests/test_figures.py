@@ -135,11 +135,11 @@ def test_head_view_shows_the_processed_map_and_title_notes():
     np.testing.assert_allclose(im.get_array(), expected)
     ax = fig.axes[0]
     title = fig.get_suptitle()
-    assert "(special tokens hidden, rows renormalized)" in title
+    assert "(special tokens hidden, rows renormalised)" in title
     assert "max of 4 heads" in title and "toy-bert" in title
     assert [t.get_text() for t in ax.get_xticklabels()] == ["나는", "이", "강의를", "좋아한다"]
     plain = build_figure(cap, replace(spec, renormalize=False))
-    assert "(special tokens hidden, rows not renormalized)" in plain.get_suptitle()
+    assert "(special tokens hidden, rows not renormalised)" in plain.get_suptitle()
 
 
 def test_row_label_modes_for_cross_attention():

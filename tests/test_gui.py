@@ -388,7 +388,7 @@ def test_hide_special_tokens_with_and_without_renormalizing(qtbot, bert_window):
     assert d.row_idx.tolist() == d.col_idx.tolist() == [1, 2, 3, 4]
     np.testing.assert_allclose(d.matrix, hide_tokens(full, keep, keep, True)[0], rtol=1e-6)
     np.testing.assert_allclose(d.matrix.sum(1), 1.0, atol=1e-5)
-    assert "special tokens hidden, rows renormalized" in title(win.head_view)
+    assert "special tokens hidden, rows renormalised" in title(win.head_view)
     win.renorm.setChecked(False)
     d = win.head_view.data
     np.testing.assert_array_equal(d.matrix, full[1:5, 1:5])

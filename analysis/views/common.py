@@ -145,8 +145,8 @@ def heads_what(spec: ViewSpec, n_heads: int) -> str:
 def notes(spec: ViewSpec) -> list[str]:
     out = []
     if spec.hide_special and spec.view not in ("alignment", "steps", "rollout", "flow", "stats", "masks"):
-        out.append("special tokens hidden, rows renormalized" if spec.renormalize
-                   else "special tokens hidden, rows not renormalized")
+        out.append("special tokens hidden, rows renormalised" if spec.renormalize
+                   else "special tokens hidden, rows not renormalised")
     if spec.scale == "log" and spec.view in ("head", "layer", "model", "lines", "compare"):
         out.append("log colour scale")
     if spec.shared_range and spec.view in ("head", "layer", "model", "lines"):
