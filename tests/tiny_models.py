@@ -322,7 +322,8 @@ def build_tiny(arch: str, folder: Path) -> Path:
 # broken folders for the bad-input tests
 # --------------------------------------------------------------------------------------------
 REMOTE_CODE_MARKER = "REMOTE_CODE_RAN"
-BROKEN_KINDS = ("no-config", "no-tokenizer", "truncated-weights", "garbage-weights", "remote-code", "pickle-only")
+BROKEN_KINDS = ("no-config", "no-tokenizer", "no-weights", "truncated-weights", "garbage-weights", "config-not-json",
+                "unknown-model-type", "remote-code", "pickle-only")
 
 
 def build_broken(kind: str, folder: Path, source: Path | None = None) -> Path:
@@ -344,6 +345,14 @@ def build_broken(kind: str, folder: Path, source: Path | None = None) -> Path:
         for p in folder.iterdir():
             if p.name.startswith(("tokenizer", "special_tokens", "vocab", "merges")):
                 p.unlink()
+    elif kind == "no-weights":
+        (folder / "model.safetensors").unlink()
+    elif kind == "config-not-json":
+        (folder / "config.json").write_text("{not json", encoding="utf-8")
+    elif kind == "unknown-model-type":
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        cfg["model_type"] = "no-such-architecture"
+        (folder / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
     elif kind == "truncated-weights":
         w = folder / "model.safetensors"
         data = w.read_bytes()
