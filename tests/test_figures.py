@@ -46,6 +46,15 @@ def png_size(data: bytes) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+def capture_of(tokens, *, special=None, layers: int = 1, heads: int = 1, seed: int = 0, kind: str = "encoder",
+               text: str = "") -> Capture:
+    """A capture of random (seeded) rows over ``tokens``: causal for a decoder."""
+    rng = np.random.default_rng(seed)
+    n = len(tokens)
+    return Capture(model="m", kind=kind, architecture="A", text=text, source=token_seq(tokens, special=special),
+                   stacks={"attentions": random_stack(rng, layers, heads, n, n, causal=kind == "decoder")})
+
+
 def drawn(fig: Figure) -> Figure:
     FigureCanvasAgg(fig).draw()
     return fig
@@ -271,16 +280,7 @@ def test_model_view_is_one_image_with_every_tile():
 def test_model_view_pools_long_sequences():
     from analysis.views.overview import MODEL_MAX_CELL
 
-    rng = np.random.default_rng(3)
-    n = 300
-    cap = Capture(
-        model="m",
-        kind="encoder",
-        architecture="A",
-        text="x",
-        source=token_seq([f"t{i}" for i in range(n)]),
-        stacks={"attentions": random_stack(rng, 12, 12, n, n)},
-    )
+    cap = capture_of([f"t{i}" for i in range(300)], layers=12, heads=12, seed=3, text="x")
     fig = build_figure(cap, ViewSpec(view="model"))
     (im,) = images(fig, GID_ATTENTION)
     assert max(im.get_array().shape) <= 12 * (MODEL_MAX_CELL + 7)
@@ -322,17 +322,9 @@ def test_alignment_view_draws_the_pairs_of_word_alignment():
 
 
 def test_long_sequences_thin_labels_and_bound_the_size():
-    rng = np.random.default_rng(4)
     n = 150
     toks = [f"tok{i}" if i % 3 else "강의를" for i in range(n)]
-    cap = Capture(
-        model="m",
-        kind="decoder",
-        architecture="A",
-        text=" ".join(toks),
-        source=token_seq(toks),
-        stacks={"attentions": random_stack(rng, 1, 2, n, n, causal=True)},
-    )
+    cap = capture_of(toks, heads=2, seed=4, kind="decoder", text=" ".join(toks))
     fig = build_figure(cap, ViewSpec())
     ax = fig.axes[0]
     labels = ax.get_xticklabels()
@@ -355,16 +347,7 @@ def test_shared_and_log_colour_ranges():
 
 
 def test_dollar_signs_in_tokens_are_not_mathtext():
-    rng = np.random.default_rng(6)
-    toks = ["$", "$x$", "price$", r"\alpha"]
-    cap = Capture(
-        model="m",
-        kind="encoder",
-        architecture="A",
-        text="",
-        source=token_seq(toks),
-        stacks={"attentions": random_stack(rng, 1, 1, 4, 4)},
-    )
+    cap = capture_of(["$", "$x$", "price$", r"\alpha"], seed=6)
     fig = drawn(build_figure(cap, ViewSpec()))
     assert fig.axes[0].get_xticklabels()[1].get_text() == r"\$x\$"
 
@@ -633,15 +616,7 @@ def test_rollout_flow_and_stats_option_errors(spec, message):
 
 
 def test_flow_of_a_long_input_says_to_use_rollout_or_a_shorter_text():
-    rng = np.random.default_rng(3)
-    cap = Capture(
-        model="m",
-        kind="encoder",
-        architecture="A",
-        text="",
-        source=token_seq([f"t{i}" for i in range(65)]),
-        stacks={"attentions": random_stack(rng, 1, 1, 65, 65)},
-    )
+    cap = capture_of([f"t{i}" for i in range(65)], seed=3)
     assert _spec_error(cap, ViewSpec(view="flow")) == (
         "attention flow is limited to 64 tokens and this input has 65 (one max-flow problem per pair of tokens); "
         "use the rollout view, or a shorter text"
@@ -659,15 +634,7 @@ def test_mask_lab_and_compare_without_their_second_run_say_how_to_get_it():
 
 
 def test_hiding_every_token_says_to_show_special_tokens():
-    rng = np.random.default_rng(4)
-    cap = Capture(
-        model="m",
-        kind="encoder",
-        architecture="A",
-        text="",
-        source=token_seq(["[CLS]", "[SEP]"], special=[True, True]),
-        stacks={"attentions": random_stack(rng, 1, 1, 2, 2)},
-    )
+    cap = capture_of(["[CLS]", "[SEP]"], special=[True, True], seed=4)
     assert _spec_error(cap, ViewSpec(hide_special=True)) == (
         "every token is a special token, so hiding them leaves nothing to show; show special tokens"
     )
