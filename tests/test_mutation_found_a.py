@@ -1,5 +1,6 @@
-"""Behaviours pinned down by mutation testing (group A): npz token arrays, the mask lab's progress
-messages, the derived cache's entries and disk-space sentences, view captions."""
+"""Behaviours pinned down by mutation testing (group A): npz token arrays, the derived cache's
+entries and disk-space sentences, view captions (the mask lab's progress messages: in
+tests/test_progress_reports.py)."""
 
 from __future__ import annotations
 
@@ -14,17 +15,8 @@ from analysis import derived
 from analysis.errors import CacheError
 from analysis.figures import ViewSpec
 from analysis.result import Capture
-from analysis.tasks import TaskState
 from analysis.views.captions import view_caption
 from tests.test_aggregate import make_seq2seq, random_stack, token_seq
-
-TEXT = "I like this course"
-TARGET = "J'aime ce cours"
-
-
-def _messages() -> tuple[list[tuple[str, float | None, str | None]], TaskState]:
-    seen: list[tuple[str, float | None, str | None]] = []
-    return seen, TaskState(lambda stage, fraction, msg: seen.append((stage, fraction, msg)))
 
 
 # -- analysis.npz -----------------------------------------------------------------------------
@@ -43,36 +35,6 @@ def test_npz_output_tokens_are_a_str_array_even_when_empty():
     arrays = npz_arrays(cap)
     assert arrays["output_tokens"].dtype.kind == "U" and arrays["output_tokens"].shape == (0,)
     assert arrays["decoder_input_tokens"].dtype.kind == "U"
-
-
-# -- analysis.masks: progress messages ----------------------------------------------------------
-def test_masking_job_reports_its_messages_in_order(loaded):
-    """The window's token-masking job reports exactly these progress messages (decoder model)."""
-    from analysis.masks import masking_job
-
-    seen, task = _messages()
-    masking_job(loaded("gpt2"), TEXT, [1], task=task)
-    assert seen == [
-        ("masking", None, "running with the chosen tokens masked…"),
-        ("run", 0.2, "running without the token mask…"),
-        ("run", 0.55, "running with the token mask…"),
-        ("run", 0.9, "comparing…"),
-    ]
-
-
-def test_token_masking_with_a_typed_target_says_it_prepares_the_target(loaded):
-    """A seq2seq token masking with a typed target reports 'preparing the target…' first."""
-    from analysis.masks import token_masking
-
-    seen, task = _messages()
-    token_masking(loaded("marian"), TEXT, [1], target=TARGET, task=task)
-    assert [m for _, _, m in seen] == [
-        "preparing the target…",
-        "running without the token mask…",
-        "running with the token mask…",
-        "translating with the token mask…",
-        "comparing…",
-    ]
 
 
 # -- analysis.derived -------------------------------------------------------------------------

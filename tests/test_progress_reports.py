@@ -59,15 +59,19 @@ def test_the_padding_experiment_names_its_three_runs(loaded, arch):
     assert seen == first + runs
 
 
-def test_masking_tokens_names_its_runs(loaded):
+@pytest.mark.parametrize("arch", ["bert", "gpt2"])
+def test_masking_tokens_names_its_runs(loaded, arch):
     seen, task = recorded()
-    masking_job(loaded("bert"), TEXT, [1], task=task)
+    masking_job(loaded(arch), TEXT, [1], task=task)
     assert seen == [
         ("masking", None, "running with the chosen tokens masked…"),
         ("run", 0.2, "running without the token mask…"),
         ("run", 0.55, "running with the token mask…"),
         ("run", 0.9, "comparing…"),
     ]
+
+
+def test_masking_tokens_of_a_translation_names_its_runs(loaded):
     seen, task = recorded()
     masking_job(loaded("marian"), TEXT, [1], task=task)
     assert seen == [
@@ -77,4 +81,19 @@ def test_masking_tokens_names_its_runs(loaded):
         ("run", 0.45, "running with the token mask…"),
         ("run", 0.6, "translating with the token mask…"),
         ("run", 0.9, "comparing…"),
+    ]
+
+
+def test_token_masking_with_a_typed_target_says_it_prepares_the_target(loaded):
+    """A seq2seq token masking with a typed target reports 'preparing the target…' first."""
+    from analysis.masks import token_masking
+
+    seen, task = recorded()
+    token_masking(loaded("marian"), TEXT, [1], target="J'aime ce cours", task=task)
+    assert [m for _, _, m in seen] == [
+        "preparing the target…",
+        "running without the token mask…",
+        "running with the token mask…",
+        "translating with the token mask…",
+        "comparing…",
     ]
