@@ -68,7 +68,7 @@ class SelectionToolbar(QObject):
         self.words = QCheckBox("Words")
         self.words.setToolTip(WORDS_TIP)
         self.hide_special = QCheckBox("hide special")
-        self.renorm = QCheckBox("renormalize")
+        self.renorm = QCheckBox("renormalise")
         self.cmap_combo = QComboBox()
         self.cmap_combo.addItems(["theme"] + CMAPS)
         self.scale_combo = QComboBox()
