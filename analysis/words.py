@@ -115,8 +115,7 @@ def word_spans(raw: Sequence[str], special: Sequence[bool] | np.ndarray, style: 
         if sp or _starts_word(tok, style, prev_special):
             starts.append(i)
         prev_special = bool(sp)
-    n = len(raw)
-    ends = starts[1:] + [n]
+    ends = starts[1:] + [len(raw)] if starts else []  # no tokens: no words
     return np.array(list(zip(starts, ends, strict=True)), dtype=np.int64).reshape(-1, 2)
 
 

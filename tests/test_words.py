@@ -7,6 +7,8 @@ the sum over its pieces, attention *from* a word the mean over its pieces.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -345,6 +347,32 @@ def test_one_word_of_one_piece_reads_as_byte_bpe_when_its_bytes_say_so():
     assert words.prediction.per_position == ((0, (("x", 1.0),)),)
 
 
+
+@pytest.mark.parametrize(
+    "raw, style",
+    [
+        (("hello", "world"), "word"),  # plain words stay words
+        (("나는", "좋아한다"), "word"),  # Hangul is above U+00FF but no byte stand-in
+        (("ÿes",), "word"),  # U+00FF is a byte that stands for itself, not a stand-in
+        (("Āb",), "byte-bpe"),  # U+0100, the first stand-in (byte 0)
+    ],
+)
+def test_only_byte_stand_ins_above_latin1_make_one_piece_words_byte_bpe(raw, style):
+    """A whole-word spelling turns byte-level only for a character above U+00FF that the byte
+    table maps (a stand-in); Hangul and Latin-1 letters keep it whole-word, and the grouped
+    capture keeps the style it was read with."""
+    from analysis.result import TokenSeq
+    from analysis.words import capture_style
+
+    n = len(raw)
+    seq = TokenSeq(ids=np.arange(n), raw=raw, display=raw, special=np.zeros(n, dtype=bool),
+                   word_ids=tuple(range(n)))
+    cap = Capture(model="m", kind="decoder", architecture="LlamaForCausalLM", text=" ".join(raw),
+                  source=seq, stacks={"attentions": np.full((1, 1, n, n), 1 / n, dtype=np.float32)},
+                  token_style="")
+    assert capture_style(cap) == style
+    assert group_capture(replace(cap, token_style=style)).token_style == style
+
 # -- the parts, one at a time -----------------------------------------------------------------
 def test_unknown_grouping_and_style_say_what_to_choose():
     from analysis.errors import InputError
@@ -486,6 +514,12 @@ def test_a_stack_without_layers_groups_to_an_empty_stack():
     got = _group_stack(np.zeros((0, 4, 3, 3), dtype=np.float16), spans, spans[:1])
     assert got.shape == (0, 4, 2, 1) and got.dtype == np.float16
 
+
+def test_no_tokens_are_no_words():
+    """An empty sequence has no word spans (an int64 [0, 2] array), in every spelling."""
+    for style in ("wordpiece", "sentencepiece", "byte-bpe", "word"):
+        spans = word_spans([], [], style)
+        assert spans.shape == (0, 2) and spans.dtype == np.int64
 
 def test_group_seq_of_no_tokens_keeps_the_types():
     from analysis.result import TokenSeq
