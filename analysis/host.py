@@ -109,6 +109,10 @@ TERM_GRACE_S = 1.0
 ORPHAN_AGE_S = 600.0
 
 
+#: why a call fails when the model process was closed (the window closed, the model changed)
+CLOSED = "the model process was closed; load the model again"
+
+
 class ModelHostError(HeadmapError):
     """The model process failed in a way that has no better error type."""
 
@@ -813,6 +817,8 @@ class ModelHost:
         self._send_lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._conn: Connection | None = None
+        #: the child close() is stopping (a call it ends fails as closed, not as a crash)
+        self._closing: subprocess.Popen | None = None
         self._handles = itertools.count(1)
         self._jobs = itertools.count(1)
         self._pings = itertools.count(1)
@@ -902,15 +908,16 @@ class ModelHost:
 
     def _stopped(self, proc: subprocess.Popen) -> ModelHostError:
         """The error for a child that died during a call (after reaping and forgetting it)."""
+        if proc is self._closing or self._proc is not proc:  # close() ended it: no crash to tell
+            return ModelHostError(CLOSED)
         try:
             code = proc.wait(timeout=2)
         except subprocess.TimeoutExpired:
             code = None
         sentence = (f"the model process stopped unexpectedly (exit code {code}; out of memory?); "
                     "load the model again")
-        if self._proc is proc:  # else close() on another thread ended it: nothing to tell
-            self._discard()
-            self._notify(sentence)
+        self._discard()
+        self._notify(sentence)
         return ModelHostError(sentence)
 
     def _end_stuck(self, proc: subprocess.Popen, reason: str) -> ModelHostError:
@@ -944,6 +951,7 @@ class ModelHost:
         idle = self._lock.acquire(timeout=timeout)
         try:
             proc = self._proc
+            self._closing = proc
             if self._conn is not None and proc is not None and self.alive():
                 try:
                     self._send(("quit",))
@@ -1015,7 +1023,7 @@ class ModelHost:
             job = next(self._jobs)
             conn, proc, generation = self._conn, self._proc, self._generation
             if conn is None or proc is None:  # close() on another thread stopped the child meanwhile
-                raise ModelHostError("the model process was closed; load the model again")
+                raise ModelHostError(CLOSED)
             try:
                 self._send(("call", job, fn, args, kwargs, env, load_handle, owner))
             except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
