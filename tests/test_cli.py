@@ -185,8 +185,10 @@ def test_export_npz(arch, cases, loaded):
     cap = capture(loaded(arch), TEXT, target=target, generate=generate, max_new_tokens=max_new)
     assert data["input_tokens"].tolist() == list(cap.source.display)
     assert data["input_ids"].tolist() == cap.source.ids.tolist()
+    assert data["input_special"].tolist() == cap.source.special.tolist()
     assert str(data["output_text"]) == cap.output_text
     if kind == "seq2seq":
+        assert data["decoder_input_ids"].tolist() == cap.decoder_inputs.ids.tolist()
         assert data["decoder_input_tokens"].tolist() == list(cap.decoder_inputs.display)
         assert data["output_tokens"].tolist() == list(cap.outputs.display)
         assert data["output_ids"].tolist() == cap.outputs.ids.tolist()
