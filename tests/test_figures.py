@@ -353,32 +353,49 @@ def test_dollar_signs_in_tokens_are_not_mathtext():
 
 
 # -- validation -------------------------------------------------------------------------------
+_NOT_SEQ2SEQ = ("the alignment view needs a seq2seq model with cross-attention; this is {} model ({}): load a "
+                "translator (e.g. bundled:translator-en-fr), or choose the head, layer, model or lines view")
+_HEAD_9 = "head 9 is out of range: this stack has heads 0–3 (or none for the aggregate over heads)"
+
+
 @pytest.mark.parametrize(
     ("maker", "spec", "message"),
     [
         (make_encoder, ViewSpec(layer=7), "layer 7 is out of range: this stack has layers 0–2"),
-        (make_encoder, ViewSpec(head=9), "head 9 is out of range: this stack has heads 0–3"),
-        (make_encoder, ViewSpec(view="lines", layer=-1), "layer -1 is out of range"),
-        (
-            make_encoder,
-            ViewSpec(view="alignment"),
-            "alignment view needs a seq2seq model with cross-attention",
-        ),
-        (make_decoder, ViewSpec(view="alignment"), "this is a decoder model"),
-        (make_seq2seq, ViewSpec(view="alignment", alignment_layer=5), "layer 5 is out of range"),
-        (make_encoder, ViewSpec(stack="cross"), "no 'cross' stack"),
-        (make_encoder, ViewSpec(view="sankey"), "unknown view 'sankey'"),
-        (make_encoder, ViewSpec(theme="neon"), "unknown theme"),
-        (make_encoder, ViewSpec(cmap="nope"), "unknown colormap"),
-        (make_encoder, ViewSpec(dpi=1000), "dpi 1000 is out of range"),
-        (make_encoder, ViewSpec(dpi=50), "dpi 50 is out of range"),
-        (make_encoder, ViewSpec(scale="sqrt"), "unknown colour scale"),
-        (make_encoder, ViewSpec(row_labels="middle"), "unknown row label mode"),
+        (make_encoder, ViewSpec(head=9), _HEAD_9),
+        (make_encoder, ViewSpec(view="lines", layer=-1), "layer -1 is out of range: this stack has layers 0–2"),
+        (make_encoder, ViewSpec(view="alignment"), _NOT_SEQ2SEQ.format("an encoder", "BertModel")),
+        (make_decoder, ViewSpec(view="alignment"), _NOT_SEQ2SEQ.format("a decoder", "GPT2LMHeadModel")),
+        (make_seq2seq, ViewSpec(view="alignment", alignment_layer=5), "layer 5 is out of range: this stack has layers 0–1"),
+        (make_seq2seq, ViewSpec(view="steps", head=9), _HEAD_9),
+        (make_encoder, ViewSpec(view="rollout", through_layer=3), "layer 3 is out of range: this stack has layers 0–2"),
+        (make_encoder, ViewSpec(view="flow", through_layer=-1), "layer -1 is out of range: this stack has layers 0–2"),
+        (make_encoder, ViewSpec(stack="cross"), "this encoder model has no 'cross' stack; choose one of: attentions"),
+        (make_encoder, ViewSpec(view="sankey"),
+         "unknown view 'sankey': choose one of head, layer, model, lines, alignment, steps, masks, stats, rollout, "
+         "flow, compare"),
+        (make_encoder, ViewSpec(theme="neon"), "unknown theme 'neon': choose one of light, dark, presentation"),
+        (make_encoder, ViewSpec(cmap="nope"),
+         "unknown colormap 'nope': use a matplotlib colormap such as viridis, magma or Blues"),
+        (make_encoder, ViewSpec(dpi=1000), "dpi 1000 is out of range: choose a whole number from 72 to 600"),
+        (make_encoder, ViewSpec(dpi=50), "dpi 50 is out of range: choose a whole number from 72 to 600"),
+        (make_encoder, ViewSpec(scale="sqrt"), "unknown colour scale 'sqrt': choose one of linear, log"),
+        (make_encoder, ViewSpec(row_labels="middle"),
+         "unknown row label mode 'middle': choose one of input, predicts, both"),
     ],
 )
 def test_validate_spec_errors(maker, spec, message):
-    with pytest.raises(InputError, match=message):
-        validate_spec(maker(), spec)
+    assert _spec_error(maker(), spec) == message
+
+
+def test_the_ends_of_every_range_are_accepted():
+    """Residual weights 0 and 1, the last layer to roll out through, the last step and head of
+    the steps view: inside their ranges."""
+    enc, s2s = make_encoder(), make_seq2seq()
+    for residual in (0, 0.0, 1, 1.0):
+        assert validate_spec(enc, ViewSpec(view="rollout", residual=residual)) == "attentions"
+    assert validate_spec(enc, ViewSpec(view="flow", through_layer=2)) == "attentions"
+    assert validate_spec(s2s, ViewSpec(view="steps", step=5, head=3)) == "cross_attentions"
 
 
 def test_validate_spec_resolves_aliases():
