@@ -396,6 +396,10 @@ def test_the_ends_of_every_range_are_accepted():
         assert validate_spec(enc, ViewSpec(view="rollout", residual=residual)) == "attentions"
     assert validate_spec(enc, ViewSpec(view="flow", through_layer=2)) == "attentions"
     assert validate_spec(s2s, ViewSpec(view="steps", step=5, head=3)) == "cross_attentions"
+    for position in (0, 5):
+        assert validate_spec(enc, ViewSpec(view="flow", position=position)) == "attentions"
+    at_limit = capture_of([f"t{i}" for i in range(64)], seed=3)  # flow's limit is 64 tokens
+    assert validate_spec(at_limit, ViewSpec(view="flow")) == "attentions"
 
 
 def test_validate_spec_resolves_aliases():
