@@ -61,6 +61,8 @@ class TrainConfig:
     heads: int = 4
     ffn_dim: int = 256
     dropout: float = 0.1
+    #: dropout on the attention weights (Marian's ``attention_dropout``)
+    attention_dropout: float = 0.0
     max_positions: int = 128
     epochs: int = 8
     batch_size: int = 64
@@ -145,7 +147,7 @@ def build_model(vocab_size: int, cfg: TrainConfig):
         encoder_ffn_dim=cfg.ffn_dim,
         decoder_ffn_dim=cfg.ffn_dim,
         dropout=cfg.dropout,
-        attention_dropout=0.0,
+        attention_dropout=cfg.attention_dropout,
         activation_dropout=0.0,
         activation_function="gelu",
         max_position_embeddings=cfg.max_positions,
@@ -444,8 +446,14 @@ def link_report(pairs: Sequence[Pair], data: Encoded, maps: Sequence[np.ndarray]
     of its target words linked to their translation (at least one sure gold link); ``only[cls]``,
     the share linked to nothing else (at least one link, every link a sure or possible gold link);
     ``wrong[cls]``, the three most frequent links that are neither, as ``(target word, English word
-    it was linked to, count)``.
+    it was linked to, count)``; ``source[cls]``, the other direction: the share of the English words
+    of class ``cls`` that have a sure gold link and are linked by at least one of them;
+    ``source_missed[cls]``, the three most frequent English words linked by none, as ``(English
+    word, its sure translation, count)``.
     """
+    src_found: Counter[str] = Counter()
+    src_total: Counter[str] = Counter()
+    src_missed: dict[str, Counter[tuple[str, str]]] = {}
     found: Counter[str] = Counter()
     only: Counter[str] = Counter()
     total: Counter[str] = Counter()
@@ -463,6 +471,16 @@ def link_report(pairs: Sequence[Pair], data: Encoded, maps: Sequence[np.ndarray]
         for i, j in p.possible:
             allowed.setdefault(j, set()).add(i)
         src, tgt = p.src.split(), p.tgt.split()
+        linked = set(res.pairs)
+        for i, word in enumerate(src):
+            sure = {(a, b) for a, b in p.alignment if a == i}
+            if sure:
+                cls = grammar.word_class(word)
+                src_total[cls] += 1
+                src_found[cls] += bool(sure & linked)
+                if not sure & linked:
+                    translation = " ".join(tgt[b] for _, b in sorted(sure, key=lambda ab: ab[1]))
+                    src_missed.setdefault(cls, Counter())[(word.lower(), translation)] += 1
         for j, cls in enumerate(grammar.target_word_classes(p)):
             total[cls] += 1
             links = pred.get(j, set())
@@ -475,6 +493,9 @@ def link_report(pairs: Sequence[Pair], data: Encoded, maps: Sequence[np.ndarray]
         "found": {c: round(found[c] / total[c], 4) for c in order},
         "only": {c: round(only[c] / total[c], 4) for c in order},
         "wrong": {c: [(a, b, n) for (a, b), n in wrong[c].most_common(3)] for c in order if c in wrong},
+        "source": {c: round(src_found[c] / src_total[c], 4) for c in grammar.WORD_CLASSES if c in src_total},
+        "source_missed": {c: [(a, b, n) for (a, b), n in src_missed[c].most_common(3)]
+                          for c in grammar.WORD_CLASSES if c in src_missed},
     }
 
 
@@ -586,6 +607,7 @@ def model_card(
         "| a sure link | " + " | ".join(f"{v:.3f}" for v in info["link_accuracy_by_class"].values()) + " |",
         "| only gold links | " + " | ".join(f"{v:.3f}" for v in info["link_only_gold_by_class"].values()) + " |",
         "",
+        *_source_table(info.get("source_link_accuracy_by_class"), info.get("source_missed_links") or {}),
         *_class_remarks(lang, info["link_accuracy_by_class"], info["link_only_gold_by_class"],
                         info["frequent_wrong_links"]),
         f"Guided alignment loss: {guided}",
@@ -606,6 +628,29 @@ def model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _source_table(source: dict[str, float] | None, missed: dict[str, list]) -> list[str]:
+    """Model-card lines: the other direction, English words linked to their translation, and the
+    words most often left without a link."""
+    if not source:
+        return []
+    lines = [
+        "The other direction: English words linked to their translation (at least one of their sure",
+        "gold links) by the defaults, by class:",
+        "",
+        "| | " + " | ".join(source) + " |",
+        "|---" * (len(source) + 1) + "|",
+        "| a sure link | " + " | ".join(f"{v:.3f}" for v in source.values()) + " |",
+        "",
+    ]
+    for cls, share in source.items():
+        if share < 1.0 and missed.get(cls):
+            words = ", ".join(f"`{e}` → `{t}` ({n}×)" for e, t, n in missed[cls])
+            lines.append(f"- {cls} ({share:.1%} linked): most often without a link: {words}.")
+    if lines[-1]:
+        lines.append("")
+    return lines
 
 
 def _encoder_layers(cfg: TrainConfig) -> int:
@@ -766,6 +811,8 @@ def run(lang: str, out: Path, cfg: TrainConfig, log=print) -> dict:
         "link_accuracy_by_class": links["found"],
         "link_only_gold_by_class": links["only"],
         "frequent_wrong_links": links["wrong"],
+        "source_link_accuracy_by_class": links["source"],
+        "source_missed_links": links["source_missed"],
         "exact_match": round(em, 4),
         "exact_match_misses": len(misses),
         "heldout_pairs": len(held),
@@ -823,6 +870,8 @@ def evaluate(lang: str, out: Path, log=print) -> dict:
     info["link_accuracy_by_class"] = links["found"]
     info["link_only_gold_by_class"] = links["only"]
     info["frequent_wrong_links"] = links["wrong"]
+    info["source_link_accuracy_by_class"] = links["source"]
+    info["source_missed_links"] = links["source_missed"]
     _write(out / "heldout.tsv", _heldout_tsv(held))
     log(f"en→{lang}: best {info['best_method']} layer {info['best_layer']} head {info['best_head']} "
         f"threshold {info['best_threshold']}: AER {info['best_aer']}")
