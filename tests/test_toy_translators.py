@@ -498,6 +498,8 @@ def test_link_report_uses_the_defaults_and_counts_a_word_right_only_when_every_l
     r = link_report([pair], data, [m], setting)
     assert set(r["found"].values()) == set(r["only"].values()) == {1.0} and r["wrong"] == {}
     assert list(r["found"]) == [c for c in grammar.WORD_CLASSES if c in r["found"]]
+    # the other direction: every English word of the pair has its sure link
+    assert r["source"] == {"verb": 1.0, "noun": 1.0, "determiner": 1.0, "subject": 1.0}
     r = link_report([pair], data, [m], {**setting, "best_head": 1})
     # the verb is linked to `like` (found) and to `we` (so not to its translation only)
     assert r["found"]["verb"] == 1.0 and r["only"]["verb"] == 0.0
@@ -538,6 +540,11 @@ def test_link_report_accepts_possible_links_but_does_not_count_them_as_found():
     setting = {"best_method": "predict", "best_layer": 0, "best_head": 0, "best_threshold": None}
     r = link_report([pair], data, [m], setting)
     assert r["found"]["verb"] == 0.0 and r["only"]["verb"] == 1.0 and r["wrong"] == {}
+    # `see` is linked to nothing: the English verb misses its translation; `does` has no sure link
+    # and is not counted; `not` keeps its links to `ne`, `pas`
+    assert r["source"]["verb"] == 0.0 and r["source"]["negation"] == 1.0 and r["source"]["subject"] == 1.0
+    assert set(r["source"]) == {"verb", "noun", "determiner", "negation", "subject"}
+    assert r["source_missed"] == {"verb": [("see", "voit", 1)]}
     # the same row on `he` instead: a wrong link
     m[0, 0, verb, :] = 0.0
     m[0, 0, verb, src.index("he")] = 1.0
