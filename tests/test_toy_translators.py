@@ -316,7 +316,7 @@ def test_folder_contents(translator):
         "SHA256SUMS",
     ):
         assert (folder / name).is_file(), name
-    assert (folder / "model.safetensors").stat().st_size < 3_000_000
+    assert (folder / "model.safetensors").stat().st_size < 6_000_000  # small: en→fr is d_model 128, ffn 512 (issue 14)
     tok_cfg = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
     assert tok_cfg["tokenizer_class"] == "PreTrainedTokenizerFast"
     digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
@@ -378,7 +378,10 @@ def test_heldout_exact_match(translator):
     # issue 14's bar: held-out AER <= 0.03 with the defaults, content words linked to their translation
     assert info["best_aer"] <= 0.03 <= info["best_aer_without_possible"] + 0.03
     found = info["link_accuracy_by_class"]
-    assert min(found[c] for c in ("subject", "determiner", "noun")) == 1.0 and found["verb"] >= 0.95
+    assert min(found[c] for c in ("subject", "verb", "determiner", "noun")) == 1.0
+    # and the other direction: every English subject, verb, determiner and noun has its link
+    source = info["source_link_accuracy_by_class"]
+    assert min(source[c] for c in ("subject", "verb", "determiner", "noun")) == 1.0
     card = (folder / "README.md").read_text(encoding="utf-8")
     assert f"({info['best_aer_without_possible']:.3f} if `do`/`does` had no possible links)" in card
     assert f"method **{info['best_method']}**, **layer {info['best_layer']}**" in card
