@@ -388,6 +388,49 @@ def test_validate_spec_errors(maker, spec, message):
     assert _spec_error(maker(), spec) == message
 
 
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (ViewSpec(view="alignment", alignment_head=4), _HEAD_9.replace("9", "4")),
+        (ViewSpec(view="alignment", alignment_threshold=0.0),
+         "the alignment threshold 0.0 is out of range: choose a share P with 0 < P ≤ 1"),
+        (ViewSpec(view="alignment", alignment_method="shift", alignment_threshold=1.5),
+         "the alignment threshold 1.5 is out of range: choose a share P with 0 < P ≤ 1"),
+    ],
+)
+def test_alignment_options_out_of_range(spec, message):
+    assert _spec_error(make_seq2seq(), spec) == message
+
+
+def test_alignment_of_a_one_layer_model_with_one_word_on_each_side():
+    """The default alignment layer is 0 (a one-layer translator has nothing else), and a sentence
+    whose only word is word 0 on each side still has something to align."""
+    cap = make_seq2seq()
+    one_layer = replace(cap, stacks={k: v[:1] for k, v in cap.stacks.items()})
+    assert validate_spec(one_layer, ViewSpec(view="alignment")) == "cross_attentions"
+    only_first = replace(
+        cap,
+        source=replace(cap.source, word_ids=(0,) + (-1,) * (len(cap.source) - 1)),
+        outputs=replace(cap.outputs, word_ids=(0,) + (-1,) * (len(cap.outputs) - 1)),
+    )
+    assert validate_spec(only_first, ViewSpec(view="alignment")) == "cross_attentions"
+
+
+def test_is_seq2seq_needs_every_part_of_a_translation():
+    """Cross- and decoder attention, decoder inputs and outputs, and the seq2seq kind: without any
+    one of them the translation views are refused."""
+    from types import SimpleNamespace
+
+    from analysis.views.spec import is_seq2seq
+
+    whole = {"kind": "seq2seq", "stacks": {"cross_attentions": 1, "decoder_attentions": 1},
+             "outputs": (), "decoder_inputs": ()}
+    assert is_seq2seq(SimpleNamespace(**whole)) and not is_seq2seq(None)
+    for missing in (dict(kind="decoder"), dict(stacks={"decoder_attentions": 1}),
+                    dict(stacks={"cross_attentions": 1}), dict(outputs=None), dict(decoder_inputs=None)):
+        assert not is_seq2seq(SimpleNamespace(**{**whole, **missing})), missing
+
 def test_the_ends_of_every_range_are_accepted():
     """Residual weights 0 and 1, the last layer to roll out through, the last step and head of
     the steps view: inside their ranges."""
