@@ -417,6 +417,18 @@ def test_alignment_of_a_one_layer_model_with_one_word_on_each_side():
     assert validate_spec(only_first, ViewSpec(view="alignment")) == "cross_attentions"
 
 
+
+@pytest.mark.parametrize("side", ["decoder_inputs", "source"])
+def test_hiding_special_tokens_refuses_a_cross_map_with_one_side_all_special(side):
+    """Cross-attention whose rows (decoder inputs) or columns (source) are all special tokens has
+    nothing left once they are hidden, though the other side has words."""
+    cap = make_seq2seq()
+    seq = getattr(cap, side)
+    cap = replace(cap, **{side: replace(seq, special=np.ones(len(seq), dtype=bool))})
+    assert _spec_error(cap, ViewSpec(stack="cross", hide_special=True)) == (
+        "every token is a special token, so hiding them leaves nothing to show; show special tokens")
+    assert validate_spec(cap, ViewSpec(stack="cross")) == "cross_attentions"  # shown, they are fine
+
 def test_is_seq2seq_needs_every_part_of_a_translation():
     """Cross- and decoder attention, decoder inputs and outputs, and the seq2seq kind: without any
     one of them the translation views are refused."""
