@@ -126,6 +126,19 @@ def test_presentation_theme_has_large_ticks_and_get_theme_errors():
     assert all(v.startswith("#") for v in DARK.qt_palette.values())
 
 
+def test_a_themes_palette_is_its_own_and_read_only():
+    """A theme keeps a read-only copy of the palette it was made with: changing the dict given,
+    or the theme's own, changes no window colour."""
+    from dataclasses import replace as replace_theme
+
+    given = dict(DARK.qt_palette)
+    theme = replace_theme(DARK, name="mine", qt_palette=given)
+    given["window"] = "#ff0000"
+    assert theme.qt_palette["window"] == DARK.qt_palette["window"] != "#ff0000"
+    with pytest.raises(TypeError):
+        theme.qt_palette["window"] = "#00ff00"  # type: ignore[index]
+
+
 def test_apply_theme_recolours_an_existing_figure():
     fig = build_figure(make_encoder(), ViewSpec(theme="light"))
     apply_theme(fig, "dark")
