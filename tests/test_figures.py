@@ -468,6 +468,10 @@ def test_the_ends_of_every_range_are_accepted():
         assert validate_spec(enc, ViewSpec(view="flow", position=position)) == "attentions"
     at_limit = capture_of([f"t{i}" for i in range(64)], seed=3)  # flow's limit is 64 tokens
     assert validate_spec(at_limit, ViewSpec(view="flow")) == "attentions"
+    # display options: dpi 72–600, figure sides 0.5–100 inches, a known colormap
+    for spec in (ViewSpec(dpi=72), ViewSpec(dpi=600), ViewSpec(figsize=(0.5, 0.5)), ViewSpec(figsize=(1.0, 100)),
+                 ViewSpec(figsize=(100, 0.5)), ViewSpec(cmap="magma")):
+        assert validate_spec(enc, spec) == "attentions", spec
 
 
 def test_validate_spec_resolves_aliases():
