@@ -377,6 +377,11 @@ _HEAD_9 = "head 9 is out of range: this stack has heads 0–3 (or none for the a
         (make_encoder, ViewSpec(layer=7), "layer 7 is out of range: this stack has layers 0–2"),
         (make_encoder, ViewSpec(head=9), _HEAD_9),
         (make_encoder, ViewSpec(view="lines", layer=-1), "layer -1 is out of range: this stack has layers 0–2"),
+        (make_encoder, ViewSpec(view="layer", layer=3), "layer 3 is out of range: this stack has layers 0–2"),
+        (make_encoder, ViewSpec(view="compare", layer=3), "layer 3 is out of range: this stack has layers 0–2"),
+        (make_encoder, ViewSpec(figsize=(100.5, 1)), "figsize (100.5, 1) is out of range: choose 0.5–100 inches per side"),
+        (make_encoder, ViewSpec(figsize=(1, 100.5)), "figsize (1, 100.5) is out of range: choose 0.5–100 inches per side"),
+        (make_encoder, ViewSpec(figsize=(0.4, 1)), "figsize (0.4, 1) is out of range: choose 0.5–100 inches per side"),
         (make_encoder, ViewSpec(view="alignment"), _NOT_SEQ2SEQ.format("an encoder", "BertModel")),
         (make_decoder, ViewSpec(view="alignment"), _NOT_SEQ2SEQ.format("a decoder", "GPT2LMHeadModel")),
         (make_seq2seq, ViewSpec(view="alignment", alignment_layer=5), "layer 5 is out of range: this stack has layers 0–1"),
@@ -472,6 +477,8 @@ def test_the_ends_of_every_range_are_accepted():
     for spec in (ViewSpec(dpi=72), ViewSpec(dpi=600), ViewSpec(figsize=(0.5, 0.5)), ViewSpec(figsize=(1.0, 100)),
                  ViewSpec(figsize=(100, 0.5)), ViewSpec(cmap="magma")):
         assert validate_spec(enc, spec) == "attentions", spec
+    # the layer view shows every head: a head number it does not use is not checked
+    assert validate_spec(enc, ViewSpec(view="layer", head=9)) == "attentions"
 
 
 def test_validate_spec_resolves_aliases():
