@@ -447,6 +447,25 @@ def test_hiding_special_tokens_refuses_a_cross_map_with_one_side_all_special(sid
         "every token is a special token, so hiding them leaves nothing to show; show special tokens")
     assert validate_spec(cap, ViewSpec(stack="cross")) == "cross_attentions"  # shown, they are fine
 
+
+def test_for_spec_groups_the_capture_and_the_pinned_one_alike():
+    """Words: the capture and the Compare view's capture A both at word level; pieces (or a
+    grouping it does not know, refused elsewhere): both as given."""
+    from types import SimpleNamespace
+
+    from analysis.views.spec import ViewInputs, for_spec
+
+    b, a = make_encoder(seed=1), make_encoder(seed=2)
+    got, inputs = for_spec(b, ViewSpec(view="compare", group="words"), ViewInputs(compare_with=a))
+    assert got.group == inputs.compare_with.group == "words"
+    assert got.pieces is b and inputs.compare_with.pieces is a
+    for group in ("pieces", "letters"):
+        same, same_inputs = for_spec(b, ViewSpec(group=group), ViewInputs(compare_with=a))
+        assert same is b and same_inputs.compare_with is a
+    # duck-typed inputs without compare_with (scripts) pass through
+    duck = SimpleNamespace(mask_report=None)
+    assert for_spec(b, ViewSpec(group="words"), duck)[1] is duck
+
 def test_is_seq2seq_needs_every_part_of_a_translation():
     """Cross- and decoder attention, decoder inputs and outputs, and the seq2seq kind: without any
     one of them the translation views are refused."""

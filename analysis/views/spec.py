@@ -168,8 +168,8 @@ def resolve(capture: Capture, stack: str | None) -> str:
     """The stack name, or one sentence when the capture has no such stack."""
     try:
         return capture.resolve_stack(stack)
-    except KeyError as exc:
-        raise InputError(str(exc.args[0]) if exc.args else str(exc)) from None
+    except KeyError as exc:  # Capture.resolve_stack's one sentence (str(KeyError) would quote it)
+        raise InputError(str(exc.args[0])) from None
 
 
 def _known_colormap(name: str) -> bool:
