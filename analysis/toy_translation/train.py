@@ -476,9 +476,10 @@ def link_report(pairs: Sequence[Pair], data: Encoded, maps: Sequence[np.ndarray]
             sure = {(a, b) for a, b in p.alignment if a == i}
             if sure:
                 cls = grammar.word_class(word)
+                hit = bool(sure & linked)
                 src_total[cls] += 1
-                src_found[cls] += bool(sure & linked)
-                if not sure & linked:
+                src_found[cls] += hit
+                if not hit:
                     translation = " ".join(tgt[b] for _, b in sorted(sure, key=lambda ab: ab[1]))
                     src_missed.setdefault(cls, Counter())[(word.lower(), translation)] += 1
         for j, cls in enumerate(grammar.target_word_classes(p)):
@@ -496,6 +497,17 @@ def link_report(pairs: Sequence[Pair], data: Encoded, maps: Sequence[np.ndarray]
         "source": {c: round(src_found[c] / src_total[c], 4) for c in grammar.WORD_CLASSES if c in src_total},
         "source_missed": {c: [(a, b, n) for (a, b), n in src_missed[c].most_common(3)]
                           for c in grammar.WORD_CLASSES if c in src_missed},
+    }
+
+
+def _link_info(links: dict) -> dict:
+    """The ``alignment.json`` keys of a :func:`link_report`."""
+    return {
+        "link_accuracy_by_class": links["found"],
+        "link_only_gold_by_class": links["only"],
+        "frequent_wrong_links": links["wrong"],
+        "source_link_accuracy_by_class": links["source"],
+        "source_missed_links": links["source_missed"],
     }
 
 
@@ -813,11 +825,7 @@ def run(lang: str, out: Path, cfg: TrainConfig, log=print) -> dict:
     links = link_report(held, held_data, maps, aligned)
     info = {
         **aligned,
-        "link_accuracy_by_class": links["found"],
-        "link_only_gold_by_class": links["only"],
-        "frequent_wrong_links": links["wrong"],
-        "source_link_accuracy_by_class": links["source"],
-        "source_missed_links": links["source_missed"],
+        **_link_info(links),
         "exact_match": round(em, 4),
         "exact_match_misses": len(misses),
         "heldout_pairs": len(held),
@@ -872,11 +880,7 @@ def evaluate(lang: str, out: Path, log=print) -> dict:
     maps = cross_attention(model, held_data)
     info.update(alignment_info(held_data, maps))
     links = link_report(held, held_data, maps, info)
-    info["link_accuracy_by_class"] = links["found"]
-    info["link_only_gold_by_class"] = links["only"]
-    info["frequent_wrong_links"] = links["wrong"]
-    info["source_link_accuracy_by_class"] = links["source"]
-    info["source_missed_links"] = links["source_missed"]
+    info.update(_link_info(links))
     _write(out / "heldout.tsv", _heldout_tsv(held))
     log(f"en→{lang}: best {info['best_method']} layer {info['best_layer']} head {info['best_head']} "
         f"threshold {info['best_threshold']}: AER {info['best_aer']}")
