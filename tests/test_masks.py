@@ -751,3 +751,28 @@ def test_a_target_for_a_decoder_says_to_drop_it(loaded):
 )
 def test_bad_tokens_to_mask_say_what_to_give(masked, message, loaded):
     assert _masking_error(loaded("bert"), masked) == message  # TEXT: 6 tokens with [CLS]/[SEP]
+
+
+def test_the_mask_report_file_holds_every_number_under_its_documented_name(loaded):
+    """``--mask-report``'s JSON is read by other tools: every key, each value the report's own."""
+    r = padding_experiment(loaded("marian"), "I like this course", PAIR)
+    d = json.loads(json.dumps(r.to_json()))
+    plain = ("model", "kind", "text", "pair", "padding_side", "pad_token", "target", "pad_attention_max",
+             "unmasked_pad_attention_mass", "masked_attention_max_abs_diff", "unmasked_attention_max_abs_diff",
+             "masked_output_max_abs_diff", "unmasked_output_max_abs_diff", "cross_pad_attention_max", "output_scale",
+             "prediction_task", "prediction_changed_masked", "prediction_changed_unmasked",
+             "masked_logits_max_abs_diff", "unmasked_logits_max_abs_diff")
+    listed = ("tokens", "pad_positions", "real_positions", "prediction_alone", "prediction_masked",
+              "prediction_unmasked", "notes")
+    assert set(d) == {*plain, *listed, "position_ids_passed", "stacks", "outputs"}
+    for key in plain:
+        assert d[key] == getattr(r, key), key
+    for key in listed:
+        assert d[key] == list(getattr(r, key)), key
+    assert d["position_ids_passed"] is (r.position_ids is not None) and d["kind"] == "seq2seq"
+    assert d["stacks"] == {k: dict(v) for k, v in r.stack_diffs.items()}
+    assert set(d["stacks"]) == {"encoder_attentions", "decoder_attentions", "cross_attentions"}
+    assert d["outputs"] == {k: dict(v) for k, v in r.output_diffs.items()}
+    assert set(d["outputs"]) == {"encoder_last_hidden_state", "decoder_last_hidden_state"}
+    assert all(set(v) == {"masked", "unmasked"} for v in (*d["stacks"].values(), *d["outputs"].values()))
+    assert isinstance(d["prediction_changed_masked"], bool) and isinstance(d["cross_pad_attention_max"], float)
