@@ -138,6 +138,29 @@ def _forget_plain_copies(config: str) -> bool:
     return removed
 
 
+def _refresh_data_files(config: str) -> list[Path]:
+    """Bring mutmut's copies of the source folders' other files (model weights, JSON, cards) up to
+    date; the changed ones are returned.
+
+    mutmut copies a source folder's files into mutants/ once and never again (it regenerates only
+    the Python files it mutates): a bundled model retrained since would be tested in its old form
+    there, and a test that reads it would fail in every mutant's run, and in mutmut's statistics run.
+    """
+    cfg = tomllib.loads(config)["tool"]["mutmut"]
+    changed = []
+    for base in cfg.get("source_paths", []):
+        for path in sorted((WORK / base).rglob("*")):
+            rel = path.relative_to(WORK)
+            if not path.is_file() or path.suffix in (".py", ".pyc") or "__pycache__" in rel.parts:
+                continue
+            copy = WORK / "mutants" / rel
+            if copy.exists() and (copy.stat().st_size != path.stat().st_size
+                                  or copy.read_bytes() != path.read_bytes()):
+                shutil.copy2(path, copy)
+                changed.append(rel)
+    return changed
+
+
 def prepare(only: list[str], tests: list[str], fresh: bool) -> None:
     if fresh and WORK.exists():
         shutil.rmtree(WORK)
@@ -153,6 +176,7 @@ def prepare(only: list[str], tests: list[str], fresh: bool) -> None:
     # functions. A run that mutates other files or runs other tests than the last one starts over.
     scope = WORK / "mutants" / ".mutation-scope"
     stats = WORK / "mutants" / "mutmut-stats.json"
+    _refresh_data_files(config)
     changed = _forget_plain_copies(config)
     key = json.dumps({"only": sorted(only), "tests": tests})
     if changed or not scope.exists() or scope.read_text(encoding="utf-8") != key:

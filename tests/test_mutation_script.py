@@ -77,3 +77,21 @@ def test_draw_sample_takes_only_untested_mutants_and_is_seeded(tmp_path, monkeyp
     assert a["mutants"] == b["mutants"] != c["mutants"]
     assert a["population"] == 51 and len(set(a["mutants"])) == 10
     assert all(_status().get(m, "not checked") == "not checked" for m in a["mutants"])
+
+
+def test_a_changed_data_file_reaches_mutmuts_copy(tmp_path, monkeypatch):
+    """mutmut copies a source folder's other files once: a retrained bundled model must reach it."""
+    monkeypatch.setattr(mutation, "WORK", tmp_path)
+    (tmp_path / "analysis" / "models").mkdir(parents=True)
+    (tmp_path / "mutants" / "analysis" / "models").mkdir(parents=True)
+    (tmp_path / "analysis" / "models" / "w.bin").write_bytes(b"new weights")
+    (tmp_path / "mutants" / "analysis" / "models" / "w.bin").write_bytes(b"old weights")
+    (tmp_path / "analysis" / "same.json").write_text("{}")
+    (tmp_path / "mutants" / "analysis" / "same.json").write_text("{}")
+    (tmp_path / "analysis" / "code.py").write_text("x = 1\n")
+    (tmp_path / "mutants" / "analysis" / "code.py").write_text("x = 2  # mutmut generated\n")
+    config = '[tool.mutmut]\nsource_paths = ["analysis/"]\n'
+    assert mutation._refresh_data_files(config) == [Path("analysis/models/w.bin")]
+    assert (tmp_path / "mutants" / "analysis" / "models" / "w.bin").read_bytes() == b"new weights"
+    assert (tmp_path / "mutants" / "analysis" / "code.py").read_text() == "x = 2  # mutmut generated\n"
+    assert mutation._refresh_data_files(config) == []
