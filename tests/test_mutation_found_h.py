@@ -1,0 +1,97 @@
+"""Behaviours pinned down by mutation testing (group H, fifth session): devices a Mac or a GPU
+offers, the boundary of truncation, control characters in a word, a link exactly at the drawing
+threshold, and flow through a graph that is causal but for a band above the diagonal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+# --------------------------------------------------------------------------------------------
+# loader: the devices offered
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("cuda", "mps", "expected"), [
+    (False, False, ["auto", "cpu"]),
+    (True, False, ["auto", "cpu", "cuda"]),
+    (False, True, ["auto", "cpu", "mps"]),
+    (True, True, ["auto", "cpu", "cuda", "mps"]),
+])
+def test_the_devices_offered_are_the_ones_torch_has(monkeypatch, cuda, mps, expected):
+    """A Mac's GPU (mps) and an NVIDIA GPU (cuda) are offered when torch reports them."""
+    import torch
+
+    from analysis.loader import available_devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert available_devices() == expected
+
+
+# --------------------------------------------------------------------------------------------
+# capture: truncation at exactly the limit
+# --------------------------------------------------------------------------------------------
+def test_an_input_of_exactly_the_limit_is_not_truncated(loaded):
+    """A text whose tokens fill the limit exactly is kept whole (no "truncated" note); one token
+    more is cut to the limit."""
+    from analysis.capture import encode
+
+    lm = loaded("bert")
+    text = "I like this course"
+    n = len(lm.tokenizer(text)["input_ids"])
+    enc, _, truncated, kept = encode(lm, text, n)
+    assert not truncated and kept == text and enc["input_ids"].shape[-1] == n
+    enc, _, truncated, kept = encode(lm, text, n - 1)
+    assert truncated and enc["input_ids"].shape[-1] == n - 1 and kept != text
+
+
+# --------------------------------------------------------------------------------------------
+# words: control characters inside a word
+# --------------------------------------------------------------------------------------------
+def test_a_words_control_characters_are_shown_as_marks_or_spaces():
+    """A line break inside a word's text shows as ↵, a tab or other control character as a space
+    (a label never breaks a figure's line)."""
+    from analysis.words import _word_text
+
+    assert _word_text(["a\nb"], [False], "word") == "a↵b"
+    assert _word_text(["a\tb"], [False], "word") == "a b"
+    assert _word_text(["a\x07b"], [False], "word") == "a b"
+
+
+# --------------------------------------------------------------------------------------------
+# alignment view: the drawing threshold is inclusive
+# --------------------------------------------------------------------------------------------
+def test_a_link_exactly_at_the_drawing_threshold_is_drawn():
+    """Links of at least a tenth of the strongest weight are drawn: one of exactly a tenth too."""
+    from matplotlib.figure import Figure
+
+    from analysis.alignment import AlignmentResult
+    from analysis.themes import get_theme
+    from analysis.views.alignment import AlignmentData, AlignmentDrawer
+
+    m = np.array([[0.5, 0.05, 0.0], [0.0, 0.0, 0.5]])  # 0.05 = 0.1 × 0.5 exactly
+    res = AlignmentResult(m, ((0, 0), (2, 1)), 0, None)  # (source, translation) word pairs
+    d = AlignmentData(res, ("I", "like", "it"), ("나는", "좋아"), None, 0, None, False, "title", "viridis")
+    drawer = AlignmentDrawer(Figure(figsize=(6, 5)), get_theme("light"))
+    drawer.draw(d)
+    assert drawer.n_soft == len(drawer.soft_lines.get_segments()) == 3  # 0.5, 0.05 and 0.5
+    assert drawer.n_best == 2
+
+
+# --------------------------------------------------------------------------------------------
+# rollout: a graph with a band above the diagonal is not causal
+# --------------------------------------------------------------------------------------------
+def test_flow_reaches_a_later_token_through_a_band_above_the_diagonal():
+    """Each token attends to itself and to the next one (a band just above the diagonal): the
+    graph is not causal, and flow from a later input token to an earlier output is not zero."""
+    from analysis.rollout import layered_max_flow
+
+    n = 5
+    band = 0.5 * np.eye(n) + 0.5 * np.eye(n, k=1)
+    band[-1, -1] = 1.0
+    trans = np.stack([band] * 3)
+    outs, ins = np.array([0, 0, 1, 0]), np.array([2, 3, 2, 4])
+    got = layered_max_flow(trans, outs, ins)
+    # three layers reach at most three tokens ahead (0 ← 1 ← 2 ← 3), not four
+    assert got[0] > 0.1 and got[1] > 0.1 and got[2] > 0.1 and got[3] == 0.0
