@@ -95,3 +95,50 @@ def test_flow_reaches_a_later_token_through_a_band_above_the_diagonal():
     got = layered_max_flow(trans, outs, ins)
     # three layers reach at most three tokens ahead (0 ← 1 ← 2 ← 3), not four
     assert got[0] > 0.1 and got[1] > 0.1 and got[2] > 0.1 and got[3] == 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# stream: which models stream
+# --------------------------------------------------------------------------------------------
+def test_a_model_whose_config_names_no_attention_runs_eager_and_streams():
+    """transformers' default is eager attention: a config without ``_attn_implementation`` (or no
+    config) streams; SDPA and flash attention do not."""
+    from types import SimpleNamespace
+
+    from analysis.stream import streamable
+
+    assert streamable(SimpleNamespace(config=SimpleNamespace()))
+    assert streamable(SimpleNamespace())
+    assert streamable(SimpleNamespace(config=SimpleNamespace(_attn_implementation="eager")))
+    assert not streamable(SimpleNamespace(config=SimpleNamespace(_attn_implementation="sdpa")))
+    assert not streamable(SimpleNamespace(config=SimpleNamespace(_attn_implementation="flash_attention_2")))
+
+
+# --------------------------------------------------------------------------------------------
+# pyramid image: sampling cells into pixels, both ways and both axes
+# --------------------------------------------------------------------------------------------
+def test_fewer_cells_than_pixels_take_the_cell_under_each_pixels_centre():
+    from analysis.views.pyramid_image import _sample
+
+    a = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    pos = np.linspace(0.0, 3.0, 7)  # 6 pixels over 3 cells: two each
+    np.testing.assert_array_equal(_sample(a, pos, 1), [[1, 1, 2, 2, 3, 3], [4, 4, 5, 5, 6, 6]])
+    np.testing.assert_array_equal(_sample(a, np.linspace(0.0, 2.0, 5), 0), [[1, 2, 3], [1, 2, 3], [4, 5, 6], [4, 5, 6]])
+    np.testing.assert_array_equal(_sample(a, pos[::-1], 1), [[3, 3, 2, 2, 1, 1], [6, 6, 5, 5, 4, 4]])
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_many_cells_a_pixel_take_their_largest_along_either_axis(axis):
+    """Ten cells in one pixel (the reduction path) and five in each of two: the largest of each,
+    NaN ignored, along the axis sampled and not the other."""
+    from analysis.views.pyramid_image import _sample
+
+    a = np.arange(30.0).reshape(3, 10)
+    a[1, 9] = np.nan
+    a = a if axis == 1 else a.T
+    one = _sample(a, np.array([0.0, 10.0]), axis)
+    np.testing.assert_array_equal(one.ravel(), [9.0, 18.0, 29.0])
+    assert one.shape == ((3, 1) if axis == 1 else (1, 3))
+    two = _sample(a, np.array([0.0, 5.0, 10.0]), axis)
+    expected = np.array([[4.0, 9.0], [14.0, 18.0], [24.0, 29.0]])
+    np.testing.assert_array_equal(two, expected if axis == 1 else expected.T)
