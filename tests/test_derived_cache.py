@@ -72,6 +72,9 @@ def test_the_dequantized_copy_records_its_files_and_equals_the_checkpoint(cache,
     manifest = json.loads((entry / derived.MANIFEST).read_text())
     files = manifest["files"]
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(files)
+    # the copy is an ordinary checkpoint folder: its config names its model class, unquantized
+    config = json.loads((entry / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and "quantization_config" not in config
     for name, rec in files.items():
         assert rec["size"] == (entry / name).stat().st_size
         assert rec["sha256"] == derived.sha256_of(entry / name)
