@@ -142,3 +142,25 @@ def test_many_cells_a_pixel_take_their_largest_along_either_axis(axis):
     two = _sample(a, np.array([0.0, 5.0, 10.0]), axis)
     expected = np.array([[4.0, 9.0], [14.0, 18.0], [24.0, 29.0]])
     np.testing.assert_array_equal(two, expected if axis == 1 else expected.T)
+
+
+# --------------------------------------------------------------------------------------------
+# cli: a session is named in its errors
+# --------------------------------------------------------------------------------------------
+def test_a_sessions_error_names_the_session_file(tmp_path):
+    """``--session enc.headmap --stack cross``: the error names the session file, as it names
+    ``--model``'s reference."""
+    from analysis.cli import build_parser, run_headless
+    from analysis.errors import InputError
+    from analysis.session import save_session
+    from tests.test_aggregate import make_encoder
+
+    path = save_session(tmp_path / "enc.headmap", make_encoder(), model_ref="toy-bert", inputs={"text": "x"},
+                        options={})
+    args = build_parser().parse_args(["--session", str(path), "--stack", "cross", "--export-png",
+                                      str(tmp_path / "out.png")])
+    with pytest.raises(InputError) as err:
+        run_headless(args)
+    assert str(err.value) == (f"--stack cross needs a seq2seq model; the session {path} is an encoder model "
+                              "with one stack")
+    assert not (tmp_path / "out.png").exists()
