@@ -164,3 +164,36 @@ def test_a_sessions_error_names_the_session_file(tmp_path):
     assert str(err.value) == (f"--stack cross needs a seq2seq model; the session {path} is an encoder model "
                               "with one stack")
     assert not (tmp_path / "out.png").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# host: a model process that ends at once leaves nothing half-written
+# --------------------------------------------------------------------------------------------
+def test_ending_the_model_process_at_once_removes_its_half_written_files_and_stores(tmp_path, monkeypatch):
+    """``_exit_now`` (the model process's end from any thread) removes the array files it has not
+    handed over and the store folders it is writing, then exits with the code given. Run here with
+    ``os._exit`` caught, as the model process would run it."""
+    import os
+
+    import analysis.host as host
+    import analysis.store as store
+
+    array = tmp_path / "arena-w1-0.npy"
+    array.write_bytes(b"half")
+    folder = tmp_path / "store-half"
+    (folder / "maps").mkdir(parents=True)
+    (folder / "maps" / "layer0.bin").write_bytes(b"half")
+    monkeypatch.setattr(host, "_WRITING", {str(array)})
+    monkeypatch.setattr(store, "WRITING", {str(folder)})
+
+    class Exited(Exception):
+        pass
+
+    def fake_exit(code):
+        raise Exited(code)
+
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    with pytest.raises(Exited) as ended:
+        host._exit_now(3)
+    assert ended.value.args == (3,)
+    assert not array.exists() and not folder.exists()
