@@ -197,3 +197,62 @@ def test_ending_the_model_process_at_once_removes_its_half_written_files_and_sto
         host._exit_now(3)
     assert ended.value.args == (3,)
     assert not array.exists() and not folder.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# masks: the padding report's fields
+# --------------------------------------------------------------------------------------------
+def test_the_padding_report_holds_the_pairs_tokens_and_the_position_ids_passed(loaded):
+    """Left padding in a decoder that takes position ids: the masked run's ids follow the mask
+    (cumsum − 1, as generate does) and the report holds them; the pair's row is labelled by its
+    own tokens."""
+    from analysis.capture import capture
+    from analysis.masks import padding_experiment
+
+    lm = loaded("llama")
+    pair = "the students are reading a long book today"
+    r = padding_experiment(lm, "I like this course", pair, padding_side="left")
+    assert r.pair_tokens == capture(lm, pair).source.display  # the pair's tokens, as a capture shows them
+    assert r.position_ids is not None and r.position_ids.shape == r.attention_mask.shape
+    np.testing.assert_array_equal(r.position_ids, np.maximum(np.cumsum(r.attention_mask, -1) - 1, 0))
+    assert r.to_json()["position_ids_passed"] is True
+    right = padding_experiment(lm, "I like this course", pair, padding_side="right")
+    assert right.position_ids is None and right.to_json()["position_ids_passed"] is False
+
+
+def test_a_tokenizer_without_pad_or_eos_pads_with_the_configured_id():
+    """Neither a pad nor an EOS token: the batch is padded with the config's pad id (else 0), named
+    by its token."""
+    from types import SimpleNamespace
+
+    from analysis.masks import _pad_token
+
+    class Tok:
+        pad_token_id = eos_token_id = None
+
+        @staticmethod
+        def convert_ids_to_tokens(ids):
+            return [f"<tok{i}>" for i in ids]
+
+    lm = SimpleNamespace(tokenizer=Tok(), config=SimpleNamespace(pad_token_id=7))
+    assert _pad_token(lm) == (7, "<tok7>", "this tokenizer has neither a pad nor an EOS token; the batch is "
+                                           "padded with id 7 ('<tok7>')")
+    lm = SimpleNamespace(tokenizer=Tok(), config=SimpleNamespace())
+    assert _pad_token(lm)[:2] == (0, "<tok0>")
+
+
+# --------------------------------------------------------------------------------------------
+# cli: what --save-session records of the inputs
+# --------------------------------------------------------------------------------------------
+def test_a_saved_session_records_the_target_and_the_other_inputs(tiny_model_dir, tmp_path):
+    """A session saved by the CLI holds the inputs the window puts back into its fields."""
+    from analysis.session import load_session
+    from tests.test_cli_exports import cli
+
+    path = tmp_path / "s.headmap"
+    res = cli("--model", str(tiny_model_dir("marian")), "--text", "I like this course", "--target", "j'aime ce cours",
+              "--device", "cpu", "--save-session", str(path))
+    assert res.returncode == 0, res.stderr
+    inputs = load_session(path).inputs
+    assert inputs["text"] == "I like this course" and inputs["target"] == "j'aime ce cours"
+    assert inputs["generate"] is False
