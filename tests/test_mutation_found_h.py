@@ -256,3 +256,36 @@ def test_a_saved_session_records_the_target_and_the_other_inputs(tiny_model_dir,
     inputs = load_session(path).inputs
     assert inputs["text"] == "I like this course" and inputs["target"] == "j'aime ce cours"
     assert inputs["generate"] is False
+
+
+def test_flow_progress_counts_each_token_pair_once():
+    """Pairs settled on a sparser subgraph are not solved again: the progress never counts more
+    pairs than there are, and ends at all of them."""
+    import re
+
+    from analysis.rollout import layered_max_flow
+    from analysis.tasks import TaskState
+
+    rng = np.random.default_rng(0)
+    n = 16
+    a = rng.random((4, n, n)) ** 6
+    a /= a.sum(-1, keepdims=True)
+    seen: list[str] = []
+    layered_max_flow(a, np.repeat(np.arange(n), n), np.tile(np.arange(n), n),
+                     task=TaskState(lambda stage, fraction, message: seen.append(message)))
+    counts = [tuple(map(int, re.fullmatch(r"attention flow: (\d+) of (\d+) token pairs", m).groups())) for m in seen]
+    assert len(counts) > 2 and all(done <= total == n * n for done, total in counts)
+    assert counts[-1] == (n * n, n * n) and [d for d, _ in counts] == sorted(d for d, _ in counts)
+
+
+# --------------------------------------------------------------------------------------------
+# loader: RoBERTa's position table starts after the padding index
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model_type", ["roberta", "xlm-roberta", "camembert"])
+def test_roberta_family_inputs_are_two_positions_shorter_than_the_table(model_type):
+    from types import SimpleNamespace
+
+    from analysis.loader import max_positions
+
+    assert max_positions(SimpleNamespace(model_type=model_type, max_position_embeddings=514)) == 512
+    assert max_positions(SimpleNamespace(model_type="bert", max_position_embeddings=512)) == 512
