@@ -289,3 +289,22 @@ def test_roberta_family_inputs_are_two_positions_shorter_than_the_table(model_ty
 
     assert max_positions(SimpleNamespace(model_type=model_type, max_position_embeddings=514)) == 512
     assert max_positions(SimpleNamespace(model_type="bert", max_position_embeddings=512)) == 512
+
+
+@pytest.mark.parametrize(("config", "expected"), [
+    # T5's own names, as a configuration written by remote code spells them (no attribute map)
+    ({"num_layers": 2, "num_decoder_layers": 3, "num_heads": 4}, ((2, 4), (3, 4), (3, 4))),
+    # BART's
+    ({"encoder_layers": 2, "decoder_layers": 1, "encoder_attention_heads": 8, "decoder_attention_heads": 2},
+     ((2, 8), (1, 2), (1, 2))),
+    # only the generic names
+    ({"num_hidden_layers": 5, "num_attention_heads": 6}, ((5, 6), (5, 6), (5, 6))),
+])
+def test_seq2seq_stacks_read_every_spelling_of_layers_and_heads(config, expected):
+    from types import SimpleNamespace
+
+    from analysis.loader import stack_infos
+
+    got = stack_infos(SimpleNamespace(**config), "seq2seq")
+    assert [s.name for s in got] == ["encoder_attentions", "decoder_attentions", "cross_attentions"]
+    assert tuple((s.layers, s.heads) for s in got) == expected
