@@ -245,6 +245,11 @@ def cases() -> dict[str, dict]:
         ("seq2seq/head/cross/caption", "seq2seq", ViewSpec(view="head", stack="cross", caption=True), None),
         ("decoder/rollout/position-2", "decoder", ViewSpec(view="rollout", position=2, through_layer=0), None),
         ("encoder/head/figsize", "encoder", ViewSpec(view="head", figsize=(5.0, 4.0), dpi=100), None),
+        # two captures of different tokens: side by side, no difference map, a note says why
+        ("encoder/compare/other-tokens", "encoder", ViewSpec(view="compare", head=None),
+         ViewInputs(compare_with=long_encoder())),
+        ("seq2seq/compare/other-tokens", "seq2seq", ViewSpec(view="compare", stack="cross", head=None),
+         ViewInputs(compare_with=short_seq2seq())),
     ]
     out = {name: signature(build_figure(caps[kind], spec, inputs)) for name, kind, spec, inputs in specs}
     return out

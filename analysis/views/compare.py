@@ -99,8 +99,10 @@ def compare_data(capture: Capture, spec: ViewSpec, inputs: ViewInputs | None = N
     if not note and da.matrix.shape != db.matrix.shape:
         note = f"the maps have different shapes ({da.matrix.shape} in A, {db.matrix.shape} in B)"
     diff = None if note else (db.matrix.astype(np.float64) - da.matrix.astype(np.float64)).astype(np.float32)
-    what = heads_what(spec, b.n_heads(name))
-    titles = (f"A · {a.model}\nlayer {spec.layer}, {what}", f"B · {b.model}\nlayer {spec.layer}, {what}")
+    # each panel counts its own capture's heads; the figure's title only when they agree
+    what_a, what_b = heads_what(spec, a.n_heads(name)), heads_what(spec, b.n_heads(name))
+    titles = (f"A · {a.model}\nlayer {spec.layer}, {what_a}", f"B · {b.model}\nlayer {spec.layer}, {what_b}")
+    what = what_b if what_a == what_b else f"{spec.aggregation} of the heads"
     title = spec.title if spec.title is not None else (
         f"Compare · {STACK_TITLES.get(name, name)}, layer {spec.layer}, {what}\nA: {describe(a)}\nB: {describe(b)}")
     return CompareData(da, db, diff, note, a is b, titles, title, spec.cmap or "")
