@@ -308,3 +308,23 @@ def test_seq2seq_stacks_read_every_spelling_of_layers_and_heads(config, expected
     got = stack_infos(SimpleNamespace(**config), "seq2seq")
     assert [s.name for s in got] == ["encoder_attentions", "decoder_attentions", "cross_attentions"]
     assert tuple((s.layers, s.heads) for s in got) == expected
+
+
+# --------------------------------------------------------------------------------------------
+# loader: dtype "auto" follows the checkpoint's half precision on a GPU only
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("device", "stored", "expected"), [
+    ("cuda", "torch.bfloat16", "bfloat16"), ("cuda", "bfloat16", "bfloat16"), ("mps", "torch.float16", "float16"),
+    ("cuda", "float16", "float16"), ("cuda", "torch.float32", "float32"), ("cuda", None, "float32"),
+    ("cpu", "torch.bfloat16", "float32"), ("cpu", "float16", "float32"),
+])
+def test_auto_dtype_keeps_a_half_precision_checkpoint_half_on_a_gpu(device, stored, expected):
+    from types import SimpleNamespace
+
+    import torch
+
+    from analysis.loader import _torch_dtype
+
+    value = getattr(torch, stored.split(".")[1]) if stored and stored.startswith("torch.") else stored
+    assert _torch_dtype("auto", device, SimpleNamespace(dtype=value)) == getattr(torch, expected)
+    assert _torch_dtype("float16", "cpu", SimpleNamespace(dtype=value)) == torch.float16  # asked for: kept
