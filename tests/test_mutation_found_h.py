@@ -328,3 +328,18 @@ def test_auto_dtype_keeps_a_half_precision_checkpoint_half_on_a_gpu(device, stor
     value = getattr(torch, stored.split(".")[1]) if stored and stored.startswith("torch.") else stored
     assert _torch_dtype("auto", device, SimpleNamespace(dtype=value)) == getattr(torch, expected)
     assert _torch_dtype("float16", "cpu", SimpleNamespace(dtype=value)) == torch.float16  # asked for: kept
+
+
+# --------------------------------------------------------------------------------------------
+# mask lab: the view data names the stack it shows
+# --------------------------------------------------------------------------------------------
+def test_the_mask_labs_data_names_the_stack_it_shows(loaded):
+    from analysis.figures import ViewSpec
+    from analysis.masks import padding_experiment
+    from analysis.views.masks import masks_data
+
+    report = padding_experiment(loaded("marian"), "I like this course", "the students are reading a long book")
+    assert masks_data(report, ViewSpec(view="masks")).stack == "encoder_attentions"
+    assert masks_data(report, ViewSpec(view="masks", stack="decoder")).stack == "decoder_attentions"
+    assert masks_data(report, ViewSpec(view="masks", stack="cross")).stack == "cross_attentions"
+    assert masks_data(report, ViewSpec(view="masks", stack="cross")).mode == "padding"
