@@ -183,11 +183,9 @@ def pytest_collection_modifyitems(config, items):
         durations = json.loads(stats.read_text(encoding="utf-8")).get("duration_by_test", {})
     except (OSError, ValueError):
         return
-    per_file: dict[str, float] = {}
+    per_file: dict[str, float] = {}  # insertion order: the order the files came in
     for item in items:
         path = item.nodeid.split("::", 1)[0]
         per_file[path] = per_file.get(path, 0.0) + float(durations.get(item.nodeid, 1.0))
-    first_seen = {}
-    for index, item in enumerate(items):
-        first_seen.setdefault(item.nodeid.split("::", 1)[0], index)
-    items.sort(key=lambda item: (per_file[item.nodeid.split("::", 1)[0]], first_seen[item.nodeid.split("::", 1)[0]]))
+    rank = {path: i for i, path in enumerate(sorted(per_file, key=per_file.__getitem__))}  # stable sort
+    items.sort(key=lambda item: rank[item.nodeid.split("::", 1)[0]])

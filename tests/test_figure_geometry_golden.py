@@ -213,10 +213,10 @@ def cases() -> dict[str, dict]:
             "long-encoder": long_encoder(), "long-decoder": long_decoder(), "long-seq2seq": long_seq2seq(),
             "short-seq2seq": short_seq2seq()}
     specs: list[tuple[str, str, ViewSpec, ViewInputs | None]] = []
-    for kind, cap in caps.items():
-        for spec, inputs in applicable(cap, None):
-            if spec.view != "masks":
-                specs.append((f"{kind}/{spec.view}", kind, spec, inputs))
+    views = {kind: [(spec, inputs) for spec, inputs in applicable(cap, None) if spec.view != "masks"]
+             for kind, cap in caps.items()}
+    for kind in caps:
+        specs += [(f"{kind}/{spec.view}", kind, spec, inputs) for spec, inputs in views[kind]]
         specs += [
             (f"{kind}/head/hidden-renormalised", kind, ViewSpec(view="head", hide_special=True, renormalize=True), None),
             (f"{kind}/head/log", kind, ViewSpec(view="head", scale="log"), None),
@@ -225,13 +225,12 @@ def cases() -> dict[str, dict]:
         ]
         if not kind.startswith("long"):  # a short title of one's own: the figure is as wide as its content asks
             specs += [(f"{kind}/{spec.view}/own-title", kind, replace(spec, title="T"), inputs)
-                      for spec, inputs in applicable(cap, None) if spec.view != "masks"]
+                      for spec, inputs in views[kind]]
             specs.append((f"{kind}/model/layer1-head1", kind, ViewSpec(view="model", layer=1, head=1), None))
     for theme in ("dark", "presentation"):
-        for kind, views in (("encoder", ("head", "layer", "stats", "lines")), ("seq2seq", ("alignment", "steps"))):
-            for spec, inputs in applicable(caps[kind], None):
-                if spec.view in views:
-                    specs.append((f"{kind}/{spec.view}/{theme}", kind, replace(spec, theme=theme), inputs))
+        for kind, themed in (("encoder", ("head", "layer", "stats", "lines")), ("seq2seq", ("alignment", "steps"))):
+            specs += [(f"{kind}/{spec.view}/{theme}", kind, replace(spec, theme=theme), inputs)
+                      for spec, inputs in views[kind] if spec.view in themed]
     specs += [
         ("seq2seq/head/cross", "seq2seq", ViewSpec(view="head", stack="cross"), None),
         ("seq2seq/head/decoder/no-grey-mask", "seq2seq",
@@ -251,8 +250,7 @@ def cases() -> dict[str, dict]:
         ("seq2seq/compare/other-tokens", "seq2seq", ViewSpec(view="compare", stack="cross", head=None),
          ViewInputs(compare_with=short_seq2seq())),
     ]
-    out = {name: signature(build_figure(caps[kind], spec, inputs)) for name, kind, spec, inputs in specs}
-    return out
+    return {name: signature(build_figure(caps[kind], spec, inputs)) for name, kind, spec, inputs in specs}
 
 
 @pytest.fixture(scope="module")
