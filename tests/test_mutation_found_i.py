@@ -185,3 +185,82 @@ def test_the_model_process_shows_no_progress_bars_or_chatter(monkeypatch):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             (transformers.logging.enable_progress_bar if bars else transformers.logging.disable_progress_bar)()
+
+
+# --------------------------------------------------------------------------------------------
+# small contracts no test called
+# --------------------------------------------------------------------------------------------
+def test_a_store_and_its_stacks_say_what_they_are():
+    """``repr`` of a store names its folder and stacks, of a stack its name, shape, dtype and folder
+    (what a notebook user sees); ``len`` of a stack is its number of layers, as of an array."""
+    from analysis.store import write_stacks
+
+    st = write_stacks({"attentions": np.full((3, 2, 4, 4), 0.25, np.float32),
+                       "cross_attentions": np.full((3, 2, 2, 4), 0.25, np.float32)})
+    assert repr(st) == f"Store({str(st.path)!r}, stacks=['attentions', 'cross_attentions'])"
+    stack = st.stacks["cross_attentions"]
+    assert repr(stack) == (f"StoredStack('cross_attentions', shape=(3, 2, 2, 4), dtype=float16, "
+                           f"path={str(st.path)!r})")
+    assert len(stack) == 3 == len(np.asarray(stack))
+
+
+def test_every_view_has_a_drawer():
+    from analysis.views import VIEWS
+
+    assert list(DRAWERS) == list(DRAWERS._WHERE) and len(DRAWERS) == len(VIEWS)
+    assert set(DRAWERS) == set(VIEWS)
+
+
+def test_numpy_numbers_and_arrays_in_a_mask_report_are_written_as_json_numbers():
+    from analysis.masks import _json_default
+
+    assert _json_default(np.float32(0.5)) == 0.5 and type(_json_default(np.float32(0.5))) is float
+    assert _json_default(np.int64(3)) == 3 and type(_json_default(np.int64(3))) is int
+    assert _json_default(np.array([[1, 2]], np.int16)) == [[1, 2]]
+    with pytest.raises(TypeError, match="^set is not JSON serialisable$"):
+        _json_default({1})
+
+
+def test_a_derived_manifest_that_cannot_be_written_leaves_the_old_one_and_no_temporary_file(tmp_path, monkeypatch):
+    """The cache's manifest is replaced atomically: a failure mid-write removes the temporary file
+    and keeps the old manifest (which the next check then judges)."""
+    import json
+
+    from analysis import derived
+
+    derived._write_manifest(tmp_path, {"v": 1})
+    old = (tmp_path / derived.MANIFEST).read_text(encoding="utf-8")
+    assert json.loads(old) == {"v": 1}
+
+    def broken(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(derived.json, "dump", broken)
+    with pytest.raises(OSError):
+        derived._write_manifest(tmp_path, {"v": 2})
+    derived._try_write_manifest(tmp_path, {"v": 3})  # the same failure, said nothing of
+    assert sorted(p.name for p in tmp_path.iterdir()) == [derived.MANIFEST]
+    assert (tmp_path / derived.MANIFEST).read_text(encoding="utf-8") == old
+
+
+def test_a_closed_pipe_holds_no_message():
+    """The model process ended: a last message still in the pipe is read; a closed or broken pipe
+    holds none."""
+    from analysis.host import _has_message
+
+    class Conn:
+        def __init__(self, result):
+            self.result = result
+            self.asked = []
+
+        def poll(self, timeout):
+            self.asked.append(timeout)
+            if isinstance(self.result, BaseException):
+                raise self.result
+            return self.result
+
+    waiting = Conn(True)
+    assert _has_message(waiting) is True and waiting.asked == [0]  # never waits
+    assert _has_message(Conn(False)) is False
+    assert _has_message(Conn(EOFError())) is False
+    assert _has_message(Conn(OSError("handle is closed"))) is False
