@@ -367,3 +367,141 @@ def test_stores_in_a_sent_result_become_the_receivers_and_those_of_a_failed_one_
     child.call(("call", 2, lambda *, task: threading.Lock(), (), {}, env_kept, None, None))
     assert said == ["disown", "forget"]
     assert child.conn.sent[-1][0] == "error"
+
+
+# --------------------------------------------------------------------------------------------
+# the model process's start: its arguments, signals and parent
+# --------------------------------------------------------------------------------------------
+def test_the_entry_reads_its_arguments_path_and_owner(monkeypatch):
+    """``_child_entry``: FD PRELOAD PARENT PDEATH. The connection is the inherited descriptor, the
+    stores it writes are the parent's (the window removes them), the extra import path comes
+    first (in order, none twice) and leaves the environment, the parent-death signal is asked for
+    only when PDEATH is 1."""
+    import sys
+    from multiprocessing.connection import Connection
+
+    import analysis.store as store
+
+    calls = []
+    monkeypatch.setattr(host, "_exit_on_sigterm", lambda: calls.append("sigterm"))
+    monkeypatch.setattr(host, "_ask_parent_death_signal", lambda parent: calls.append(("pdeath", parent)))
+    monkeypatch.setattr(host, "_child_main", lambda conn, preload: calls.append(("main", conn, preload)))
+    monkeypatch.setattr(store, "DEFAULT_OWNER", store.DEFAULT_OWNER)
+    monkeypatch.setattr(sys, "path", ["/already", *sys.path])
+    monkeypatch.setenv("HEADMAP_HOST_SYSPATH", os.pathsep.join(["/first", "", "/already", "/second"]))
+    r, w = os.pipe()
+    conn = None
+    try:
+        monkeypatch.setattr(sys, "argv", ["-c", str(r), "1", "4321", "1"])
+        host._child_entry()
+        assert calls[:2] == ["sigterm", ("pdeath", 4321)]
+        (_, conn, preload), = calls[2:]
+        assert isinstance(conn, Connection) and conn.fileno() == r and preload is True
+        assert store.DEFAULT_OWNER == 4321
+        assert sys.path[:3] == ["/first", "/second", "/already"] and sys.path.count("/already") == 1
+        assert "HEADMAP_HOST_SYSPATH" not in os.environ
+
+        calls.clear()
+        r2, w2 = os.pipe()
+        os.close(w2)
+        monkeypatch.setattr(sys, "argv", ["-c", str(r2), "0", "99", "0"])
+        host._child_entry()
+        assert [c if isinstance(c, str) else c[0] for c in calls] == ["sigterm", "main"] and calls[1][2] is False
+        calls[1][1].close()
+        calls.clear()
+        r3, w3 = os.pipe()
+        os.close(w3)
+        monkeypatch.setattr(sys, "argv", ["-c", str(r3), "0", "99"])  # no PDEATH argument: not asked
+        host._child_entry()
+        assert [c if isinstance(c, str) else c[0] for c in calls] == ["sigterm", "main"]
+        calls[1][1].close()
+    finally:
+        if conn is not None:
+            conn.close()
+        os.close(w)
+
+
+# the signals thread ends with SystemExit (our stand-in for os._exit), which pytest reports
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_sigterm_ends_the_model_process_from_any_thread(monkeypatch):
+    """SIGTERM's handler ends the process (code 143); so does the signals thread when the signal's
+    number reaches the wakeup descriptor (the main thread may be inside a forward pass), and when
+    that descriptor closes. Other signals' numbers are ignored."""
+    import signal
+    import time
+
+    handlers, wakeup = {}, []
+    monkeypatch.setattr(signal, "signal", lambda sig, handler: handlers.__setitem__(sig, handler))
+    monkeypatch.setattr(signal, "set_wakeup_fd", lambda fd: wakeup.append(fd))
+    codes = []
+
+    def fake_exit(code):
+        codes.append(code)
+        raise SystemExit(code)  # ends the signals thread quietly
+
+    monkeypatch.setattr(host, "_exit_now", fake_exit)
+
+    def started():
+        host._exit_on_sigterm()
+        (w,) = wakeup
+        wakeup.clear()
+        assert not os.get_blocking(w)  # the C handler must never block on a full pipe
+        return w
+
+    def wait_for(n):
+        deadline = time.monotonic() + 10
+        while len(codes) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    w = started()
+    with pytest.raises(SystemExit):
+        handlers[signal.SIGTERM](signal.SIGTERM, None)
+    assert codes == [143]
+    os.write(w, bytes([signal.SIGINT, signal.SIGHUP]))  # not SIGTERM: the thread goes on waiting
+    time.sleep(0.2)
+    assert codes == [143]
+    os.write(w, bytes([signal.SIGUSR1, signal.SIGTERM]))
+    wait_for(2)
+    assert codes == [143, 143]
+    os.close(w)
+
+    w = started()
+    os.close(w)  # the descriptor closed: nobody can tell us any more
+    wait_for(3)
+    assert codes == [143, 143, 143]
+
+
+def test_the_parent_death_signal_is_asked_for_on_linux_and_a_dead_parent_ends_the_process(monkeypatch, exits):
+    import ctypes
+    import signal
+    import sys
+
+    asked = []
+
+    class Libc:
+        def __init__(self, name, use_errno=False):
+            assert name is None and use_errno is True
+
+        def prctl(self, *args):
+            asked.append(args)
+            return 0
+
+    monkeypatch.setattr(ctypes, "CDLL", Libc)
+    monkeypatch.setattr(sys, "platform", "linux")
+    host._ask_parent_death_signal(os.getppid())
+    assert asked == [(1, int(signal.SIGTERM), 0, 0, 0)] and exits == []
+    host._ask_parent_death_signal(os.getppid() + 100000)  # the parent died before the request took effect
+    assert exits == [0]
+
+    asked.clear()
+    monkeypatch.setattr(sys, "platform", "darwin")
+    host._ask_parent_death_signal(os.getppid() + 100000)
+    assert asked == [] and exits == [0]
+
+    def no_libc(*a, **k):
+        raise OSError("no libc")
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(ctypes, "CDLL", no_libc)
+    host._ask_parent_death_signal(os.getppid() + 100000)  # cannot ask: the closed pipe still ends us
+    assert exits == [0]
