@@ -99,7 +99,8 @@ def _tick_labels(labels) -> dict:
 
 def _image(im: AxesImage) -> dict:
     norm = im.norm
-    return {"data": _array(im.get_array()), "cmap": im.get_cmap().name, "norm": type(norm).__name__,
+    return {"data": _array(im.get_array()), "cmap": im.get_cmap().name, "bad": _colour(im.get_cmap().get_bad()),
+            "norm": type(norm).__name__,
             "vmin": _num(norm.vmin), "vmax": _num(norm.vmax), "extent": _nums(im.get_extent()),
             "alpha": _num(im.get_alpha()), "interpolation": im.get_interpolation(), "visible": im.get_visible()}
 
@@ -241,6 +242,8 @@ def cases() -> dict[str, dict]:
         ("decoder/lines/per-head", "decoder", ViewSpec(view="lines", lines_per_head=True, layer=1), None),
         ("long-encoder/lines/per-head", "long-encoder", ViewSpec(view="lines", lines_per_head=True), None),
         ("encoder/head/shared-range", "encoder", ViewSpec(view="head", layer=2, shared_range=True), None),
+        # a statistic that cross-attention does not have (no position of its own): every cell NaN
+        ("seq2seq/stats/cross-to-self", "seq2seq", ViewSpec(view="stats", stack="cross", stat="to_self"), None),
         ("seq2seq/head/cross/caption", "seq2seq", ViewSpec(view="head", stack="cross", caption=True), None),
         ("decoder/rollout/position-2", "decoder", ViewSpec(view="rollout", position=2, through_layer=0), None),
         ("encoder/head/figsize", "encoder", ViewSpec(view="head", figsize=(5.0, 4.0), dpi=100), None),
