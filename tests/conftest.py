@@ -12,6 +12,7 @@ Sections (append new ones at the end, each under its own banner):
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import shutil
@@ -77,7 +78,10 @@ def loaded(tiny_model_dir):
 
     def get(arch: str):
         if arch not in cache:
-            cache[arch] = load_model(str(tiny_model_dir(arch)), device="cpu")
+            with shared_calls(("loaded", arch)):
+                cache[arch] = load_model(str(tiny_model_dir(arch)), device="cpu")
+        else:
+            credit_shared(("loaded", arch))
         return cache[arch]
 
     return get
@@ -189,3 +193,62 @@ def pytest_collection_modifyitems(config, items):
         per_file[path] = per_file.get(path, 0.0) + float(durations.get(item.nodeid, 1.0))
     rank = {path: i for i, path in enumerate(sorted(per_file, key=per_file.__getitem__))}  # stable sort
     items.sort(key=lambda item: rank[item.nodeid.split("::", 1)[0]])
+
+
+# mutmut's statistics run (``MUTANT_UNDER_TEST=stats``) learns which tests cover each function of
+# analysis/ by what each test calls; a mutant then runs only those tests. Work shared between tests
+# would be credited to the first test alone: a module- or session-scoped fixture (the figure goldens'
+# drawings, a padding report, a CLI run) runs during the first test that asks for it, and a cached
+# model loads during the first test that calls ``loaded(arch)``. The other tests check what that
+# work produced, yet a mutant of it would not run them (the golden comparison, every test of a
+# padded batch, every test that uses a tiny model after the first). So the calls made by shared work
+# are kept apart and credited to every test that uses it.
+_STATS_RUN = os.environ.get("MUTANT_UNDER_TEST") == "stats"  # read before the session fixture takes it out
+_SHARED: dict[object, set[str]] = {}  # shared work (a fixture definition, a cached model) → functions it called
+
+
+@contextlib.contextmanager
+def shared_calls(key):
+    """Record the functions of analysis/ that the block calls as ``key``'s (statistics run only);
+    the current test is credited with them too."""
+    if not _STATS_RUN:
+        yield
+        return
+    from mutmut.state import state
+
+    hits = state()._stats
+    before = set(hits)
+    hits.clear()
+    try:
+        yield
+    finally:
+        _SHARED.setdefault(key, set()).update(hits)
+        hits.update(before)
+
+
+def credit_shared(key) -> None:
+    """The current test uses ``key``'s shared work: credit it with the functions that work called."""
+    if _STATS_RUN and key in _SHARED:
+        from mutmut.state import state
+
+        state()._stats.update(_SHARED[key])
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    if fixturedef.scope == "function":
+        yield
+        return
+    with shared_calls(fixturedef):
+        yield
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Before mutmut's own teardown hook collects this test's calls: add those of every shared
+    fixture the test uses (directly or through other fixtures)."""
+    if not _STATS_RUN:
+        return
+    for defs in item._fixtureinfo.name2fixturedefs.values():
+        for fixturedef in defs:
+            credit_shared(fixturedef)

@@ -95,3 +95,42 @@ def test_a_changed_data_file_reaches_mutmuts_copy(tmp_path, monkeypatch):
     assert (tmp_path / "mutants" / "analysis" / "models" / "w.bin").read_bytes() == b"new weights"
     assert (tmp_path / "mutants" / "analysis" / "code.py").read_text() == "x = 2  # mutmut generated\n"
     assert mutation._refresh_data_files(config) == []
+
+
+def test_shared_work_is_credited_to_every_test_that_uses_it(monkeypatch):
+    """In mutmut's statistics run, the functions a shared fixture (or a cached tiny model) called
+    are credited to every test that uses it, not only to the test it first ran in; outside that run
+    nothing is recorded."""
+    from types import SimpleNamespace
+
+    from mutmut.state import state
+
+    from tests import conftest
+
+    hits = state()._stats
+    saved = set(hits)
+    monkeypatch.setattr(conftest, "_SHARED", {})
+    try:
+        monkeypatch.setattr(conftest, "_STATS_RUN", True)
+        hits.clear()
+        hits.add("analysis.x_before")  # what the first test had called before the fixture
+        with conftest.shared_calls("fixture"):
+            hits.add("analysis.x_in_fixture")  # what mutmut's trampoline records meanwhile
+        assert conftest._SHARED == {"fixture": {"analysis.x_in_fixture"}}
+        assert hits == {"analysis.x_before", "analysis.x_in_fixture"}  # the first test keeps both
+
+        hits.clear()  # the next test: it uses the fixture (through another one) but calls nothing itself
+        item = SimpleNamespace(_fixtureinfo=SimpleNamespace(name2fixturedefs={"a": ("other", "fixture")}))
+        conftest.pytest_runtest_teardown(item, None)
+        assert hits == {"analysis.x_in_fixture"}
+
+        hits.clear()
+        monkeypatch.setattr(conftest, "_STATS_RUN", False)  # a normal run or a mutant's
+        with conftest.shared_calls("model"):
+            hits.add("analysis.x_load")
+        conftest.credit_shared("fixture")
+        conftest.pytest_runtest_teardown(item, None)
+        assert hits == {"analysis.x_load"} and "model" not in conftest._SHARED
+    finally:
+        hits.clear()
+        hits.update(saved)
