@@ -82,10 +82,6 @@ BUNDLED: dict[str, Bundled] = {
 }
 
 
-def bundled_names() -> list[str]:
-    return list(BUNDLED)
-
-
 def _package_dir(package: str) -> Path | None:
     try:
         spec = importlib.util.find_spec(package)

@@ -38,9 +38,6 @@ class CodeConsent:
     code_sha256: str | None
     files: tuple[str, ...] = ()
 
-    def covers(self, reference: str, code_sha256: str) -> bool:
-        return self.reference == canonical_reference(reference) and self.code_sha256 == code_sha256
-
 
 def canonical_reference(ref: str) -> str:
     """One spelling per checkpoint: an existing path becomes absolute and resolved (symlinks,
