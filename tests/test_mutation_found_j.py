@@ -149,3 +149,21 @@ def test_streaming_an_attention_module_that_returns_no_weights_names_it(monkeypa
     with pytest.raises(stream.StreamUnsupported) as err:
         stream.stream_attention(module, q, q, q, None)
     assert str(err.value) == "PeculiarAttention returned no [batch, head, query, key] weights"
+
+
+# --------------------------------------------------------------------------------------------
+# session: metadata text holding a lone surrogate
+# --------------------------------------------------------------------------------------------
+def test_session_metadata_holding_a_lone_surrogate_is_measured_and_read(tmp_path):
+    """The metadata member is a numpy string: any code point, a lone surrogate too (which UTF-8
+    cannot carry). Its nesting is measured without failing on it, and the session opens."""
+    import json
+
+    from analysis.session import load_session
+    from tests.hostile_sessions import meta_of, save, with_meta_text
+    from tests.test_aggregate import make_decoder
+
+    text = json.dumps(meta_of(save(tmp_path, make_decoder())), ensure_ascii=False)
+    assert '"options": {}' in text
+    text = text.replace('"options": {}', '"options": {"x\ud800": 1}', 1)
+    assert list(load_session(with_meta_text(tmp_path, text)).options) == ["x\ud800"]
