@@ -167,3 +167,27 @@ def test_session_metadata_holding_a_lone_surrogate_is_measured_and_read(tmp_path
     assert '"options": {}' in text
     text = text.replace('"options": {}', '"options": {"x\ud800": 1}', 1)
     assert list(load_session(with_meta_text(tmp_path, text)).options) == ["x\ud800"]
+
+
+# --------------------------------------------------------------------------------------------
+# steps view: the candidates' probabilities as written
+# --------------------------------------------------------------------------------------------
+def test_the_steps_views_candidates_write_their_probabilities_and_mark_the_chosen_one():
+    """Two decimals from 0.005 up (which rounds to 0.01), "<0.01" below; the chosen token marked."""
+    from dataclasses import replace
+
+    from matplotlib.figure import Figure
+
+    from analysis.figures import ViewSpec
+    from analysis.fonts import ensure_cjk_font
+    from analysis.themes import get_theme
+    from analysis.views import DRAWERS, view_data
+    from tests.test_figure_geometry_golden import short_seq2seq
+
+    ensure_cjk_font()  # the Korean candidate
+    cap = short_seq2seq()
+    items = (("안녕", 0.62), ("!", 0.3), ("a", 0.005), ("b", 0.0049), ("c", 0.0))
+    cap = replace(cap, prediction=replace(cap.prediction, per_position=((0, items),)))
+    drawer = DRAWERS["steps"](Figure(figsize=(9, 7.5)), get_theme("light"))
+    drawer.draw(view_data(cap, ViewSpec(view="steps", step=0)))
+    assert [t.get_text() for t in drawer.top_values] == ["0.62  ← chosen", "0.30", "0.01", "<0.01", "<0.01"]
