@@ -249,6 +249,7 @@ def pytest_runtest_teardown(item, nextitem):
     fixture the test uses (directly or through other fixtures)."""
     if not _STATS_RUN:
         return
-    for defs in item._fixtureinfo.name2fixturedefs.values():
+    info = getattr(item, "_fixtureinfo", None)  # every pytest Function has one; other items may not
+    for defs in (info.name2fixturedefs.values() if info is not None else ()):
         for fixturedef in defs:
             credit_shared(fixturedef)
