@@ -657,6 +657,15 @@ class StoredStack:
     def __getitem__(self, key) -> np.ndarray:
         if not isinstance(key, tuple):
             key = (key,)
+        if sum(1 for k in key if not (k is None or k is Ellipsis or isinstance(k, (slice, int, np.integer)))) > 1:
+            # numpy pairs several index arrays element by element; reading every combination
+            # instead would hand back other maps than the in-memory array does
+            raise IndexError("a stored attention stack takes one index array at most (numpy would pair several "
+                             "element by element); index one axis at a time, e.g. stack[[0, 1]][:, [2, 3]]")
+        return self._select(key)
+
+    def _select(self, key: tuple) -> np.ndarray:
+        """``key`` read orthogonally: each axis's indices apply on their own (every combination)."""
         if any(k is Ellipsis for k in key):
             i = next(i for i, k in enumerate(key) if k is Ellipsis)
             key = key[:i] + (slice(None),) * (4 - len(key) + 1) + key[i + 1:]
@@ -702,7 +711,7 @@ class StoredStack:
         """Level ``k`` of the pyramids of the maps selected by ``layers`` and ``heads`` (as in
         ``stack[layers, heads]``), float32 ``[..., ceil(Q/2^k), ceil(K/2^k)]``."""
         if k == 0:
-            return np.asarray(self[layers, heads], dtype=np.float32)
+            return np.asarray(self._select((layers, heads)), dtype=np.float32)
         if k in self._levels:
             arr = self._levels[k]
             ls, keep_l = _key_list(layers, self.shape[0])

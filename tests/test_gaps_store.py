@@ -360,6 +360,25 @@ def test_a_boolean_index_selects_like_numpy():
         np.testing.assert_array_equal(got, want)
 
 
+def test_two_index_arrays_are_refused_rather_than_read_otherwise_than_numpy():
+    """numpy pairs index arrays element by element (``arr[[0, 1], [2, 0]]`` is two maps); a stored
+    stack refuses the key instead of reading every combination (four maps), and says how to
+    index; one array at a time gives numpy's answer."""
+    arr = _maps((2, 3, 6, 5))
+    stack = write_stacks({"attentions": arr}).stacks["attentions"]
+    for key in [([0, 1], [2, 0]), (np.array([0, 1]), slice(None), [1, 2]), (0, [0, 2], [True] * 6),
+                (Ellipsis, [0, 1], [2, 3])]:
+        with pytest.raises(IndexError, match=r"^a stored attention stack takes one index array at most \(numpy "
+                                             r"would pair several element by element\); index one axis at a time, "
+                                             r"e.g. stack\[\[0, 1\]\]\[:, \[2, 3\]\]$"):
+            stack[key]
+    np.testing.assert_array_equal(stack[[0, 1]][:, [2, 0]], arr[[0, 1]][:, [2, 0]])
+    np.testing.assert_array_equal(stack[1, [2, 0], 3], arr[1, [2, 0], 3])
+    np.testing.assert_array_equal(stack[..., [4, 0]], arr[..., [4, 0]])
+    # the pyramid levels keep their own (per axis) selection of layers and heads
+    np.testing.assert_array_equal(stack.level(0, [0, 1], [2, 0]), arr[np.ix_([0, 1], [2, 0])].astype(np.float32))
+
+
 def test_itemsize_is_that_of_the_dtype_read():
     stack = write_stacks({"attentions": _maps((1, 1, 4, 4))}).stacks["attentions"]
     assert stack.itemsize == 2
