@@ -71,7 +71,9 @@ def test_capture_of_a_reference_equals_transformers_eager_maps(tiny_model_dir, a
         np.testing.assert_allclose(arr.sum(-1), 1.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("arch, kind", [("bert", "encoder"), ("llama", "decoder"), ("marian", "seq2seq")])
+# T5: its encoder and decoder stacks hold configs of their own (copies), which must switch too
+@pytest.mark.parametrize("arch, kind", [("bert", "encoder"), ("llama", "decoder"), ("marian", "seq2seq"),
+                                        ("t5", "seq2seq")])
 def test_capture_of_a_model_object_loaded_with_sdpa_is_switched_and_put_back(tiny_model_dir, arch, kind):
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 

@@ -426,6 +426,16 @@ def test_write_mask_report_is_utf8_json(tmp_path, loaded):
     assert data == json.loads(json.dumps(r.to_json()))
     assert data["tokens"] == list(r.tokens) and data["padding_side"] == "left"
     assert [p.name for p in tmp_path.iterdir()] == ["mask.json"]  # no temp file left behind
+    # numpy numbers (as a caller's own report may hold) are written as plain JSON numbers and lists
+    from dataclasses import replace
+
+    r2 = replace(r, pad_attention_max=np.float32(0.25), pad_positions=(np.int64(0), np.int64(1)),
+                 output_scale=np.array([1.5, 2.0]))
+    data = json.loads(write_mask_report(r2, tmp_path / "np.json").read_text(encoding="utf-8"))
+    assert data["pad_attention_max"] == 0.25 and data["pad_positions"] == [0, 1] and data["output_scale"] == [1.5, 2.0]
+    with pytest.raises(TypeError, match="^object is not JSON serialisable$"):
+        write_mask_report(replace(r, output_scale=object()), tmp_path / "bad.json")
+    assert not (tmp_path / "bad.json").exists()
 
 
 def test_cli_writes_the_mask_report(tmp_path, tiny_model_dir):
