@@ -134,3 +134,51 @@ def test_steps_tick_labels_are_written_in_the_themes_text_colour():
             assert line.get_color() == theme.grid_color
     dec = [t.get_color() for t in drawer.ax_self.get_xticklabels()]
     assert dec == [theme.text_color] + [theme.grid_color] * (len(dec) - 1)
+
+
+# --------------------------------------------------------------------------------------------
+# mask lab and Compare (the seed-29 sample's survivors)
+# --------------------------------------------------------------------------------------------
+def test_mask_lab_maps_of_a_translator_are_labelled_by_decoder_and_source_tokens(loaded):
+    """Token masking of a translator: cross-attention rows are the decoder's tokens and its columns
+    the source's; decoder self-attention is decoder tokens both ways; the encoder's, source both ways."""
+    from analysis.masks import token_masking
+    from analysis.views.common import clean_label
+    from analysis.views.masks import masks_data
+    from tests.test_masks import TARGET
+    from tests.test_masks import TEXT as SENTENCE
+
+    r = token_masking(loaded("marian"), SENTENCE, [1], target=TARGET)
+    dec = tuple(clean_label(t) for t in r.decoder_tokens)
+    src = tuple(clean_label(t) for t in r.tokens)
+    assert dec and src and dec != src[: len(dec)]
+    for stack, rows, cols in (("cross_attentions", dec, src), ("decoder_attentions", dec, dec),
+                              ("encoder_attentions", src, src)):
+        d = masks_data(r, ViewSpec(view="masks", stack=stack))
+        assert d.stack == stack
+        for panel in d.panels[:2]:
+            assert (panel.rows, panel.cols) == (rows, cols), stack
+
+
+def test_mask_lab_maps_use_the_themes_colour_map():
+    """The before/after maps take the theme's colours (magma on the dark theme), the Δ map its own."""
+    from analysis.views.masks import MasksDrawer
+    from tests.test_mutation_found_d import _masks
+
+    theme = get_theme("dark")
+    assert theme.cmap == "magma"
+    drawer = MasksDrawer(Figure(figsize=(12, 6)), theme)
+    drawer.draw(_masks(np.array([[-0.1, 0.5], [0.2, 0.0]], np.float32)))
+    assert [ax.images[0].get_cmap().name for ax in drawer.ax_panels] == ["magma", "magma", "RdBu_r"]
+
+
+def test_compare_maps_show_every_row_first_token_on_top():
+    a = Capture(model="a", kind="encoder", architecture="BertModel", text="a b",
+                source=token_seq(["a", "b", "c"]), stacks={"attentions": random_stack(np.random.default_rng(0), 2, 2, 3, 3)})
+    b = Capture(model="b", kind="encoder", architecture="BertModel", text="a b",
+                source=token_seq(["a", "b", "c"]), stacks={"attentions": random_stack(np.random.default_rng(1), 2, 2, 3, 3)})
+    drawer = CompareDrawer(Figure(figsize=(12, 5)), get_theme("light"))
+    drawer.draw(compare_data(b, ViewSpec(view="compare", layer=0, head=0), ViewInputs(compare_with=a)))
+    for ax in (drawer.ax_a, drawer.ax_b, drawer.ax_d):
+        assert ax.get_ylim() == pytest.approx((2.5, -0.5))
+        assert ax.get_xlim() == pytest.approx((-0.5, 2.5))
