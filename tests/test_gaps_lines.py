@@ -53,3 +53,30 @@ def test_a_focused_key_keeps_only_its_lines():
 @pytest.mark.parametrize("focus", [("q", 3), ("q", -1), ("k", 4), ("k", -1), ("x", 0)])
 def test_a_focus_outside_the_map_keeps_no_line(focus):
     assert _lines(focus) == (0, [])
+
+
+def test_a_focus_still_leaves_out_the_links_too_weak_to_draw():
+    """Hovering a token shows its lines that are drawn anyway, not the faint ones left out."""
+    from analysis.views.lines import MIN_STRENGTH
+
+    strength = np.full((1, 2, 3), 0.5, np.float32)
+    strength[0, 1, 0] = MIN_STRENGTH / 2  # too weak to draw
+    d = LinesData(strength=strength, weights=strength[0], rows=("a", "b"), cols=("x", "y", "z"),
+                  row_title="query", col_title="key", title="t", per_head=False)
+    drawer = LinesDrawer(Figure(figsize=(5, 4)), get_theme("light"))
+    drawer.draw(d, None)
+    assert drawer.n_lines == 5
+    drawer.draw(d, ("q", 1))
+    assert drawer.n_lines == 2
+    drawer.draw(d, ("k", 0))
+    assert drawer.n_lines == 1
+
+
+def test_token_labels_shrink_for_long_inputs_down_to_the_tick_size():
+    from analysis.views.lines import label_size
+
+    theme = get_theme("light")
+    assert (theme.base_size, theme.tick_size) == (10.0, 8.0)
+    assert label_size(0, theme) == label_size(1, theme) == label_size(42, theme) == 10.0
+    assert label_size(50, theme) == pytest.approx(8.4)
+    assert label_size(60, theme) == label_size(5000, theme) == 8.0
