@@ -182,3 +182,19 @@ def test_compare_maps_show_every_row_first_token_on_top():
     for ax in (drawer.ax_a, drawer.ax_b, drawer.ax_d):
         assert ax.get_ylim() == pytest.approx((2.5, -0.5))
         assert ax.get_xlim() == pytest.approx((-0.5, 2.5))
+
+
+def test_layer_view_head_names_sit_on_a_borderless_translucent_dark_box():
+    """The exported Layer view names each tile (H0, H1, …) in white on a half-transparent black box
+    without an outline, at the tile's top left corner."""
+    cap = _deep(2, n_heads=3)
+    d = view_data(cap, ViewSpec(view="layer", layer=1))
+    drawer = MosaicDrawer(Figure(figsize=(8, 6)), get_theme("light"))
+    drawer.draw(d)
+    assert [t.get_text() for t in drawer.labels] == ["H0", "H1", "H2"]
+    for t, (x, y, _) in zip(drawer.labels, drawer.tile_items, strict=True):
+        box = t.get_bbox_patch()
+        assert box.get_linewidth() == 0
+        assert box.get_facecolor() == pytest.approx((0.0, 0.0, 0.0, 0.55))
+        assert t.get_color() == "white" and t.get_position() == (x, y)
+        assert (t.get_ha(), t.get_va()) == ("left", "top")
