@@ -89,6 +89,20 @@ def test_fuse_heads():
         fuse_heads(att, "median")
 
 
+@pytest.mark.parametrize("layers, heads", [(3, 2), (2, 5)])
+def test_fuse_heads_of_a_stored_stack_equals_that_of_the_array(layers, heads):
+    """A long capture's stack on disk is fused one layer at a time: one fused map per layer,
+    whether there are more layers than heads or fewer."""
+    from analysis.store import write_stacks
+
+    att = random_attention(np.random.default_rng(1), layers, heads, 6).astype(np.float16)
+    stored = write_stacks({"attentions": att}).stacks["attentions"]
+    for how in ("mean", "max", "min"):
+        out = fuse_heads(stored, how)
+        assert out.shape == (layers, 6, 6) and out.dtype == np.float64
+        np.testing.assert_allclose(out, fuse_heads(att, how), rtol=1e-12)
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     L=st.integers(1, 4),
