@@ -198,3 +198,50 @@ def test_layer_view_head_names_sit_on_a_borderless_translucent_dark_box():
         assert box.get_facecolor() == pytest.approx((0.0, 0.0, 0.0, 0.55))
         assert t.get_color() == "white" and t.get_position() == (x, y)
         assert (t.get_ha(), t.get_va()) == ("left", "top")
+
+
+def test_an_export_to_an_unknown_format_names_the_extension_it_was_given(tmp_path):
+    from analysis.errors import InputError
+    from analysis.figures import export_figure
+
+    cap, spec = _deep(1, n_heads=1, n=3), ViewSpec(view="head")
+    for name, fmt, shown in (("fig.jpg", None, ".jpg"), ("fig.tiff", None, ".tiff"), ("fig", None, "no extension"),
+                             ("fig.png", "bmp", "bmp"), ("fig.png", "jpg", "jpg")):
+        with pytest.raises(InputError) as err:
+            export_figure(cap, spec, tmp_path / name, fmt=fmt)
+        assert str(err.value) == f"cannot export {name} as '{shown}': use a .png, .svg or .pdf file name (or fmt=)"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_special_tokens_are_read_from_the_tokenizers_special_ids_and_its_added_tokens():
+    """A tokenizer's special ids mark tokens special even when they are not among its added
+    tokens (and added tokens marked special count too)."""
+    from types import SimpleNamespace
+
+    from analysis.tokens import special_flags
+
+    plain = SimpleNamespace(all_special_ids=[0, 2])
+    assert special_flags(plain, [0, 1, 2, 3]).tolist() == [True, False, True, False]
+    added = SimpleNamespace(all_special_ids=[0], added_tokens_decoder={5: SimpleNamespace(special=True),
+                                                                       6: SimpleNamespace(special=False)})
+    assert special_flags(added, [0, 5, 6, 1]).tolist() == [True, True, False, False]
+    assert special_flags(SimpleNamespace(), [0, 1]).tolist() == [False, False]
+
+
+def test_the_rollout_figures_map_is_taller_than_its_bars():
+    """The exported Rollout figure gives the map about twice the height of the bar chart below
+    it (3 : 1.4)."""
+    from analysis.views.rollout import RolloutDrawer
+
+    cap = _deep(2, n_heads=2, n=8)
+    d = view_data(cap, ViewSpec(view="rollout"))
+    theme = get_theme("light")
+    fig = Figure(figsize=RolloutDrawer.size(d, theme))
+    canvas = FigureCanvasAgg(fig)
+    drawer = RolloutDrawer(fig, theme)
+    drawer.draw(d)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    top, bars = drawer.ax.get_window_extent(renderer), drawer.bar_ax.get_window_extent(renderer)
+    assert top.y0 > bars.y1  # the map above the bars
+    assert 1.6 < top.height / bars.height < 2.8, top.height / bars.height
