@@ -590,6 +590,8 @@ def _key_list(k: Any, n: int) -> tuple[list[int], bool]:
     if isinstance(k, slice):
         return list(range(*k.indices(n))), True
     a = np.asarray(k)
+    if a.ndim == 1 and a.size == 0 and a.dtype != bool:  # ``[]``: numpy reads it as an empty index array
+        return [], True
     if a.dtype == bool:
         if a.shape != (n,):
             raise IndexError(f"a boolean index of shape {a.shape} does not fit an axis of size {n}")
@@ -599,6 +601,16 @@ def _key_list(k: Any, n: int) -> tuple[list[int], bool]:
             raise IndexError(f"an index is out of bounds for an axis of size {n}")
         return [int(i) % n for i in a], True
     raise IndexError(f"a stored attention stack takes ints, slices and 1-D index arrays, not {k!r}")
+
+
+def _full_key(key: tuple) -> tuple:
+    """``key`` for the 4 axes of a stack: ``...`` expanded, missing trailing axes whole."""
+    if any(k is Ellipsis for k in key):
+        i = next(i for i, k in enumerate(key) if k is Ellipsis)
+        key = key[:i] + (slice(None),) * (4 - len(key) + 1) + key[i + 1:]
+    if len(key) > 4 or any(k is None for k in key):
+        raise IndexError(f"too many indices for a stored stack of 4 axes: {key!r}")
+    return key + (slice(None),) * (4 - len(key))
 
 
 class StoredStack:
@@ -662,16 +674,20 @@ class StoredStack:
             # instead would hand back other maps than the in-memory array does
             raise IndexError("a stored attention stack takes one index array at most (numpy would pair several "
                              "element by element); index one axis at a time, e.g. stack[[0, 1]][:, [2, 3]]")
-        return self._select(key)
+        out = self._select(key)
+        # numpy: an index array with ints apart from it (a slice between them) puts the array's axis
+        # first, e.g. stack[1, :, [2, 3], 0] is [2, H] (the ints drop their axes either way)
+        full = _full_key(key)
+        arrays = [i for i, k in enumerate(full) if not isinstance(k, (slice, int, np.integer))]
+        if arrays:
+            advanced = [i for i, k in enumerate(full) if not isinstance(k, slice)]
+            if advanced[-1] - advanced[0] + 1 != len(advanced):
+                out = np.moveaxis(out, sum(isinstance(k, slice) for k in full[:arrays[0]]), 0)
+        return out
 
     def _select(self, key: tuple) -> np.ndarray:
         """``key`` read orthogonally: each axis's indices apply on their own (every combination)."""
-        if any(k is Ellipsis for k in key):
-            i = next(i for i, k in enumerate(key) if k is Ellipsis)
-            key = key[:i] + (slice(None),) * (4 - len(key) + 1) + key[i + 1:]
-        if len(key) > 4 or any(k is None for k in key):
-            raise IndexError(f"too many indices for a stored stack of 4 axes: {key!r}")
-        key = key + (slice(None),) * (4 - len(key))
+        key = _full_key(key)
         n_layers, n_heads, q, k = self.shape
         layers, keep_l = _key_list(key[0], n_layers)
         heads, keep_h = _key_list(key[1], n_heads)

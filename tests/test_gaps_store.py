@@ -379,6 +379,30 @@ def test_two_index_arrays_are_refused_rather_than_read_otherwise_than_numpy():
     np.testing.assert_array_equal(stack.level(0, [0, 1], [2, 0]), arr[np.ix_([0, 1], [2, 0])].astype(np.float32))
 
 
+def test_an_empty_index_list_selects_nothing_like_numpy():
+    arr = _maps((2, 3, 6, 5))
+    stack = write_stacks({"attentions": arr}).stacks["attentions"]
+    for key in [(0, 1, []), ([],), (1, slice(None), [], 2), (0, 0, slice(None), np.array([], np.int64))]:
+        got, want = stack[key], arr[key]
+        assert got.shape == want.shape, key
+
+
+@pytest.mark.parametrize("key", [(1, slice(None), [2, 3], 0), (0, slice(1, 3), np.array([True] * 3 + [False] * 3), 4),
+                                 ([1, 0], slice(None), 2), (1, slice(None), 4, [3, 1, 0]),
+                                 (1, [2, 0], 3), (Ellipsis, [2, 3], 1), (0, 2, slice(None), [4, 1])])
+def test_an_index_array_with_ints_apart_from_it_puts_its_axis_first_like_numpy(key):
+    """numpy's rule for an index array and ints separated by a slice: the array's axis comes first
+    (``arr[1, :, [2, 3], 0]`` is ``[2, H]``); next to each other, it stays in place."""
+    arr = _maps((2, 3, 6, 5))
+    stack = write_stacks({"attentions": arr}).stacks["attentions"]
+    got, want = stack[key], arr[key]
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    assert not got.flags.writeable
+    with pytest.raises(IndexError):  # an empty boolean mask fits no axis of size 6 (numpy refuses it too)
+        stack[0, 0, np.zeros(0, bool)]
+
+
 def test_itemsize_is_that_of_the_dtype_read():
     stack = write_stacks({"attentions": _maps((1, 1, 4, 4))}).stacks["attentions"]
     assert stack.itemsize == 2
