@@ -667,9 +667,9 @@ class StoredStack:
         return out.astype(dtype or self.dtype, copy=False)
 
     def __getitem__(self, key) -> np.ndarray:
-        if not isinstance(key, tuple):
-            key = (key,)
-        if sum(1 for k in key if not (k is None or k is Ellipsis or isinstance(k, (slice, int, np.integer)))) > 1:
+        key = _full_key(key if isinstance(key, tuple) else (key,))
+        arrays = [i for i, k in enumerate(key) if not isinstance(k, (slice, int, np.integer))]
+        if len(arrays) > 1:
             # numpy pairs several index arrays element by element; reading every combination
             # instead would hand back other maps than the in-memory array does
             raise IndexError("a stored attention stack takes one index array at most (numpy would pair several "
@@ -677,17 +677,15 @@ class StoredStack:
         out = self._select(key)
         # numpy: an index array with ints apart from it (a slice between them) puts the array's axis
         # first, e.g. stack[1, :, [2, 3], 0] is [2, H] (the ints drop their axes either way)
-        full = _full_key(key)
-        arrays = [i for i, k in enumerate(full) if not isinstance(k, (slice, int, np.integer))]
         if arrays:
-            advanced = [i for i, k in enumerate(full) if not isinstance(k, slice)]
+            advanced = [i for i, k in enumerate(key) if not isinstance(k, slice)]
             if advanced[-1] - advanced[0] + 1 != len(advanced):
-                out = np.moveaxis(out, sum(isinstance(k, slice) for k in full[:arrays[0]]), 0)
+                out = np.moveaxis(out, sum(isinstance(k, slice) for k in key[:arrays[0]]), 0)
         return out
 
     def _select(self, key: tuple) -> np.ndarray:
-        """``key`` read orthogonally: each axis's indices apply on their own (every combination)."""
-        key = _full_key(key)
+        """``key`` (of :func:`_full_key`) read orthogonally: each axis's indices apply on their own
+        (every combination)."""
         n_layers, n_heads, q, k = self.shape
         layers, keep_l = _key_list(key[0], n_layers)
         heads, keep_h = _key_list(key[1], n_heads)
@@ -724,10 +722,10 @@ class StoredStack:
         return tuple(sorted(self._levels))
 
     def level(self, k: int, layers: Any = slice(None), heads: Any = slice(None)) -> np.ndarray:
-        """Level ``k`` of the pyramids of the maps selected by ``layers`` and ``heads`` (as in
-        ``stack[layers, heads]``), float32 ``[..., ceil(Q/2^k), ceil(K/2^k)]``."""
+        """Level ``k`` of the pyramids of the maps selected by ``layers`` and ``heads``, each on its
+        own (two lists give every layer with every head), float32 ``[..., ceil(Q/2^k), ceil(K/2^k)]``."""
         if k == 0:
-            return np.asarray(self._select((layers, heads)), dtype=np.float32)
+            return np.asarray(self._select(_full_key((layers, heads))), dtype=np.float32)
         if k in self._levels:
             arr = self._levels[k]
             ls, keep_l = _key_list(layers, self.shape[0])
