@@ -44,6 +44,15 @@ if "HF_MODULES_CACHE" not in os.environ:
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch) -> Path:
+    """This test's own ``HEADMAP_CACHE`` (stores of long captures, derived copies), under
+    ``tmp_path``; a module whose every test writes stores uses it for all of them with
+    ``pytestmark = pytest.mark.usefixtures("own_cache")``."""
+    monkeypatch.setenv("HEADMAP_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 # ============================================================================================
 # 2. tiny models
 # ============================================================================================

@@ -133,12 +133,6 @@ def test_a_forward_that_cannot_be_inspected_takes_no_keyword():
 # --------------------------------------------------------------------------------------------
 # stored captures
 # --------------------------------------------------------------------------------------------
-@pytest.fixture
-def own_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HEADMAP_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
 def test_a_model_that_is_not_streamable_is_stored_from_all_its_maps_at_once(loaded, monkeypatch, own_cache):
     from analysis import stream
 

@@ -687,23 +687,32 @@ def test_a_job_that_cannot_be_sent_says_to_try_again(wired):
     assert not h.alive() and _ended(wired.proc)  # a broken connection: the child is given up
 
 
-def test_a_child_that_died_while_idle_fails_a_call_on_its_models_and_a_failing_listener_fails_nothing(wired,
-                                                                                                      monkeypatch):
-    h = wired.host
-    heard = []
+#: what a call and the listeners are told when the child was killed (SIGKILL)
+KILLED = "the model process stopped unexpectedly (exit code -9; out of memory?); load the model again"
+
+
+def _listeners(h) -> list[str]:
+    """A listener that fails (a closed window) and, after it, one that records what it hears."""
+    heard: list[str] = []
 
     def gone(sentence):
         raise RuntimeError("the window is closed")
 
     h.add_listener(gone)
     h.add_listener(heard.append)
+    return heard
+
+
+def test_a_child_that_died_while_idle_fails_a_call_on_its_models_and_a_failing_listener_fails_nothing(wired,
+                                                                                                      monkeypatch):
+    h = wired.host
+    heard = _listeners(h)
     lm = _model(h)
     wired.proc.kill()
     wired.proc.wait()
     with pytest.raises(ModelHostError) as err:
         h.call(_echo, lm)
-    sentence = "the model process stopped unexpectedly (exit code -9; out of memory?); load the model again"
-    assert str(err.value) == sentence and heard == [sentence]
+    assert str(err.value) == KILLED and heard == [KILLED]
     assert not h.holds(lm)
     with pytest.raises(EOFError):
         wired.peer.recv()  # nothing was sent to the dead child, and its connection was closed
@@ -719,18 +728,11 @@ def test_a_child_that_died_while_idle_fails_a_call_on_its_models_and_a_failing_l
 
 def test_a_child_that_dies_mid_call_with_nothing_in_the_pipe_is_reported_to_every_listener(wired):
     h = wired.host
-    heard = []
-
-    def gone(sentence):
-        raise RuntimeError("the window is closed")
-
-    h.add_listener(gone)
-    h.add_listener(heard.append)
+    heard = _listeners(h)
     stand_in = StandIn(wired.peer, lambda msg, peer: os.kill(wired.proc.pid, signal.SIGKILL))
     with pytest.raises(ModelHostError) as err:
         h.call(_echo)
-    sentence = "the model process stopped unexpectedly (exit code -9; out of memory?); load the model again"
-    assert str(err.value) == sentence and heard == [sentence]
+    assert str(err.value) == KILLED and heard == [KILLED]
     assert not h.alive() and len(stand_in.calls()) == 1
     stand_in.stop.set()
 

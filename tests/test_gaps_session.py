@@ -27,6 +27,7 @@ from analysis.session import captures_equal, headmap_version, load_session, save
 from analysis.store import stores_root, write_stacks
 from tests.hostile_sessions import (
     HOSTILE,
+    _set,
     members,
     nested,
     npy,
@@ -37,12 +38,8 @@ from tests.hostile_sessions import (
 )
 from tests.test_aggregate import make_decoder, make_seq2seq
 
-
-@pytest.fixture(autouse=True)
-def own_cache(tmp_path, monkeypatch):
-    """Stores (long sessions) go into this test's own cache folder."""
-    monkeypatch.setenv("HEADMAP_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+#: every test writes its stores into its own cache folder (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("own_cache")
 
 
 def _refusal(path) -> str:
@@ -104,18 +101,6 @@ def _drop(*path):
         for key in path[:-1]:
             d = d[key]
         del d[path[-1]]
-
-    return change
-
-
-def _set(*path_and_value):
-    *path, value = path_and_value
-
-    def change(meta: dict) -> None:
-        d = meta
-        for key in path[:-1]:
-            d = d[key]
-        d[path[-1]] = value
 
     return change
 

@@ -37,12 +37,8 @@ from analysis.store import (
     write_stacks,
 )
 
-
-@pytest.fixture(autouse=True)
-def own_cache(tmp_path, monkeypatch):
-    """Every test writes its stores into its own cache folder."""
-    monkeypatch.setenv("HEADMAP_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+#: every test writes its stores into its own cache folder (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("own_cache")
 
 
 @pytest.fixture

@@ -37,11 +37,8 @@ TEXT = "The students are reading and writing and thinking about attention heads 
 TARGET = "Les étudiants lisent et écrivent et pensent aux têtes d'attention"
 
 
-@pytest.fixture(autouse=True)
-def own_cache(tmp_path, monkeypatch):
-    """Every test writes its stores into its own cache folder."""
-    monkeypatch.setenv("HEADMAP_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+#: every test writes its stores into its own cache folder (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("own_cache")
 
 
 def _stores() -> list[str]:

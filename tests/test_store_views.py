@@ -19,9 +19,8 @@ TEXT = "The students are reading and writing and thinking about attention heads 
 TARGET = "Les étudiants lisent et écrivent et pensent aux têtes d'attention"
 
 
-@pytest.fixture(autouse=True)
-def own_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HEADMAP_CACHE", str(tmp_path / "cache"))
+#: every test writes its stores into its own cache folder (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("own_cache")
 
 
 def stored_copy(cap: Capture) -> Capture:
