@@ -65,8 +65,18 @@ def _rebuilt(lm, messages: list[str], what: str) -> None:
 
 
 def test_the_dequantized_copy_records_its_files_and_equals_the_checkpoint(cache, tiny_gguf, loaded):
-    lm, messages = _load(tiny_gguf)
-    assert any("dequantizing tiny.gguf" in m for m in messages)
+    events: list[tuple[str, float | None, str]] = []
+    lm = load_model(str(tiny_gguf), device="cpu", task=TaskState(lambda *event: events.append(event)))
+    # the progress says each phase of the first load, in order
+    assert events == [
+        ("resolve", 0.0, f"finding {tiny_gguf}…"),
+        ("dequantize", None, "dequantizing tiny.gguf (once; reused next time)…"),
+        ("dequantize", 0.9, "writing the dequantized cache…"),
+        ("load", 0.1, "reading the config…"),
+        ("load", 0.3, "loading the tokenizer…"),
+        ("load", 0.5, "loading the weights…"),
+        ("ready", 1.0, f"loaded {tiny_gguf}"),
+    ]
     entry = lm.path
     assert entry.parent == cache / "gguf" and _entries(cache) == [entry.name]  # no temp folder left
     manifest = json.loads((entry / derived.MANIFEST).read_text())
