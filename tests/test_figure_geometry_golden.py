@@ -133,6 +133,8 @@ def _axes(ax) -> dict:
         "visible": ax.get_visible(), "axis": ax.axison, "face": _colour(ax.get_facecolor()),
         "xlim": _nums(ax.get_xlim()), "ylim": _nums(ax.get_ylim()), "scale": [ax.get_xscale(), ax.get_yscale()],
         "aspect": str(ax.get_aspect()),
+        # a colour bar's length over its width (its ``aspect``); None for the other axes
+        "box_aspect": None if ax.get_box_aspect() is None else _num(ax.get_box_aspect()),
         "xticks": _nums(ax.get_xticks()), "yticks": _nums(ax.get_yticks()),
         "xlabels": _tick_labels(ax.get_xticklabels()), "ylabels": _tick_labels(ax.get_yticklabels()),
         "labels": [_text(ax.xaxis.label)[:5], _text(ax.yaxis.label)[:5]],  # placed by the layout
