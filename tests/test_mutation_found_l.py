@@ -1,13 +1,15 @@
 """Behaviours pinned down by mutation testing (group L, the eighth session's sample, seed 31): a bad
 flag's exit status in this process, the model host's liveness check that never runs ``ps``, a hub
 model found in the local cache without the network, the mask lab's head beyond the report's heads,
-the Steps view's candidate values in the theme's text colour."""
+the Steps view's candidate values in the theme's text colour, the model process's command line, the
+tokens a view shows as bool masks, the Alignment map after a source without words."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -186,3 +188,28 @@ def test_the_keep_masks_of_the_tokens_shown_are_bool_masks_that_select_the_shown
         assert np.flatnonzero(keep).tolist() == idx.tolist() == want
         assert list(labels) == [names[i] for i in want]
     np.testing.assert_array_equal(a[0, 0][tok.row_keep][:, tok.col_keep], a[0, 0][np.ix_(want, want)])
+
+
+# --------------------------------------------------------------------------------------------
+# Alignment
+# --------------------------------------------------------------------------------------------
+def test_the_alignment_map_fills_its_axes_after_a_source_without_words():
+    """A source of special tokens only (``</s>`` typed into a translator) has no words: its map is
+    one blank cell, drawn without warnings. The next sentence drawn in the same tab fills the axes
+    from its first column again."""
+    from analysis.alignment import AlignmentResult
+    from analysis.views.alignment import AlignmentData, AlignmentDrawer
+
+    def data(m, src, tgt):
+        return AlignmentData(AlignmentResult(m, (), 0, None), src, tgt, None, 0, None, False, "title", "viridis")
+
+    drawer = AlignmentDrawer(Figure(figsize=(6, 5)), get_theme("light"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "identical low and high xlims" warning
+        drawer.draw(data(np.zeros((0, 0)), (), ()))
+    assert drawer.ax_heat.get_xlim() == (-0.5, 0.5) and drawer.ax_heat.get_ylim() == (0.5, -0.5)  # one blank cell
+    m = np.full((2, 3), 0.25)
+    drawer.draw(data(m, ("I", "like", "it"), ("나는", "좋아")))
+    assert drawer.ax_heat.get_xlim() == (-0.5, 2.5)
+    assert drawer.ax_heat.get_ylim() == (1.5, -0.5)
+    assert tuple(drawer.image.get_extent()) == (-0.5, 2.5, 1.5, -0.5)

@@ -216,11 +216,14 @@ class AlignmentDrawer:
         n_tgt, n_src = m.shape
         rotate = self._rotate(d)
         self.image.set_data(m if m.size else np.zeros((1, 1)))
-        self.image.set_extent((-0.5, n_src - 0.5, n_tgt - 0.5, -0.5))
+        # a source or translation without words (special tokens only) is one blank cell wide, not
+        # zero (limits of zero width: matplotlib warns and widens them)
+        right, bottom = max(n_src, 1) - 0.5, max(n_tgt, 1) - 0.5
+        self.image.set_extent((-0.5, right, bottom, -0.5))
         self.image.set_cmap(d.cmap_name or th.cmap)
         self.image.set_clim(0.0, top)
-        ax.set_xlim(-0.5, n_src - 0.5)
-        ax.set_ylim(n_tgt - 0.5, -0.5)
+        ax.set_xlim(-0.5, right)
+        ax.set_ylim(bottom, -0.5)
         ax.xaxis.tick_top()
         ax.xaxis.set_label_position("top")
         ax.set_xticks(range(n_src), [_short(w) for w in d.src_words], rotation=35 if rotate else 0,
