@@ -235,6 +235,33 @@ def test_gold_that_does_not_fit_is_an_error(window, tmp_path):
     assert tab.aer_values is None
 
 
+def test_a_source_without_words_is_said_where_the_map_would_be(window, tmp_path):
+    """A text of special tokens only (``</s>`` typed into a translator) has no words to align: the
+    tab says so in the words the export uses (no empty map, no error dialog), and the next
+    translation is drawn again."""
+    from dataclasses import replace
+
+    from analysis.errors import InputError
+    from analysis.figures import export_figure
+
+    cap = make_capture()
+    blank = replace(cap, text="</s>", source=_seq(["</s>"], (-1,)),
+                    stacks={**cap.stacks, "encoder_attentions": cap.stacks["encoder_attentions"][..., :1, :1],
+                            "cross_attentions": cap.stacks["cross_attentions"][..., :1]})
+    window.set_capture(blank)
+    tab = _tab(window, "Alignment")
+    want = "there are no words to align (the source or the output has no word tokens); type a longer text"
+    assert tab.message.isVisible() and not tab.body.isVisible()
+    assert html.unescape(tab.message.text()) == f"<p style='font-size:13pt'>{want}</p>"
+    assert tab.data is None and tab.listed_pairs() == [] and window.last_error == ""
+    with pytest.raises(InputError) as err:  # the export refuses it in the same words
+        spec, inputs = tab.export_request()
+        export_figure(blank, spec, tmp_path / "a.png", inputs=inputs)
+    assert str(err.value) == want
+    window.set_capture(make_capture())
+    assert tab.body.isVisible() and not tab.message.isVisible() and tab.listed_pairs()
+
+
 def test_encoder_capture_shows_message(window):
     window.set_capture(encoder_capture())
     tab = _tab(window, "Alignment")

@@ -242,9 +242,16 @@ def _check_alignment(capture: Capture, spec: ViewSpec) -> str:
     from ..alignment import check_method
 
     check_method(spec.alignment_method or "predict", spec.alignment_threshold)
+    check_words_to_align(capture)
+    return name
+
+
+def check_words_to_align(capture: Capture) -> None:
+    """InputError unless the source and the output of a seq2seq capture each have a word (a text
+    of special tokens only, such as ``</s>``, has none): what the Alignment tab says in words."""
+    _, outputs = _needs_seq2seq(capture, "the alignment view")
     if not (np.asarray(capture.source.word_ids) >= 0).any() or not (np.asarray(outputs.word_ids) >= 0).any():
         raise InputError("there are no words to align (the source or the output has no word tokens); type a longer text")
-    return name
 
 
 def _check_steps(capture: Capture, spec: ViewSpec) -> str:

@@ -39,7 +39,7 @@ from analysis.views.alignment import (
     model_folder_of,
 )
 from analysis.views.captions import view_caption
-from analysis.views.spec import is_seq2seq
+from analysis.views.spec import check_words_to_align, is_seq2seq
 
 from ..views.canvas import DrawnView
 from .base import StateTab, TabContext, message_label
@@ -197,6 +197,13 @@ class AlignmentTab(StateTab, QWidget):
             return
         spec = self.state.spec_for("alignment")
         self.view.set_theme(spec.theme)
+        try:
+            check_words_to_align(cap)
+        except InputError as exc:  # said where the map would be, in the export's words
+            self.data = None
+            self._combos_for = None
+            self._show_message(html.escape(str(exc)))
+            return
         if (self._gold_key is not None) and self._gold_key != (cap.text, cap.output_text):
             self._gold, self._gold_key, self._gold_name = None, None, ""
         self._fill_combos(cap)
