@@ -20,7 +20,7 @@ from analysis import store as store_mod
 from analysis.capture import capture
 from analysis.errors import Cancelled, CaptureError, InputError
 from analysis.overview import downsample
-from analysis.pyramid import MapSource, pool
+from analysis.pyramid import MapSource, block_for, pool
 from analysis.store import (
     StoredStack,
     StoreWriter,
@@ -162,6 +162,21 @@ def test_tiles_equal_the_in_memory_overview_pooling(name, max_cell):
     s = write_stacks({name: arr}).stacks[name]
     np.testing.assert_array_equal(s.tiles(max_cell), downsample(arr.astype(np.float32), max_cell))
     np.testing.assert_array_equal(s.layer_tiles(1, max_cell), downsample(arr[1].astype(np.float32), max_cell))
+
+
+@pytest.mark.parametrize("max_cell", [16, 64, 160])
+def test_layer_tiles_pool_the_coarsest_stored_level_that_fits(max_cell, monkeypatch):
+    # not the full maps: a layer's tiles of a long capture read a few MB, not the layer's GB
+    arr = _random_stacks()["attentions"].astype(np.float16)
+    s = write_stacks({"attentions": arr}).stacks["attentions"]
+    read = []
+    real = type(s).level
+    monkeypatch.setattr(type(s), "level", lambda self, k, *a, **kw: read.append(k) or real(self, k, *a, **kw))
+    tiles = s.layer_tiles(1, max_cell)
+    f = block_for(300, max_cell)  # the block side of the tiles
+    assert read == [max(lv for lv in (0, *s.levels) if 2**lv <= f)]
+    assert read[0] > 0 or f < 2**store_mod.FIRST_STORED_LEVEL  # the full maps only when no stored level fits
+    np.testing.assert_array_equal(tiles, downsample(arr[1].astype(np.float32), max_cell))
 
 
 def test_a_map_source_reads_every_level_and_region():
@@ -348,7 +363,13 @@ def test_a_stored_capture_saves_and_reopens_as_a_session(arch, loaded, tmp_path,
 
     lm = loaded(arch)
     cap = capture(lm, TEXT, target=TARGET if lm.kind == "seq2seq" else None, store=True)
-    path = save_session(tmp_path / "long.headmap", cap, model_ref=cap.model, inputs={"text": TEXT}, options={})
+    seen = []
+    path = save_session(tmp_path / "long.headmap", cap, model_ref=cap.model, inputs={"text": TEXT}, options={},
+                        task=TaskState(lambda *report: seen.append(report)))
+    # copied from the store a chunk at a time, each chunk reported as the session stage
+    assert {(stage, message) for stage, _, message in seen} == {("session", "saving the session…")}
+    fractions = [f for _, f, _ in seen]
+    assert fractions == sorted(fractions) and 0 < fractions[0] and fractions[-1] <= 1
     assert np.load(path)[f"stack__{cap.stack_names[0]}"].dtype == np.float16  # plain npz members
     monkeypatch.setenv("HEADMAP_STORE", "1")  # reopened as a stored capture (as a big one is)
     again = load_session(path).capture
