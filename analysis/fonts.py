@@ -126,19 +126,46 @@ def _register_bundled() -> str | None:
     for path in (regular, bold):
         if path is not None and str(path.resolve()) not in known:
             fm.addfont(str(path.resolve()))
-    if bold is not None:
-        # NanumGothicBold.ttf says usWeightClass 600 in its OS/2 table: matplotlib would log
-        # "Failed to find font weight bold … now using 600" for every bold label; it is the bold face
-        target = str(bold.resolve())
-        for i, entry in enumerate(fm.ttflist):
-            if entry.name == BUNDLED_FONT_NAME and str(Path(entry.fname).resolve()) == target and entry.weight != BOLD:
-                fm.ttflist[i] = dataclasses.replace(entry, weight=BOLD)
+    _promote_bold_faces((BUNDLED_FONT_NAME,))
     # older matplotlib does not clear findfont's cache on addfont (and ttflist changed in place)
-    cached = getattr(fm, "_findfont_cached", None)
+    _clear_findfont_cache()
+    return BUNDLED_FONT_NAME
+
+
+def _clear_findfont_cache() -> None:
+    cached = getattr(font_manager.fontManager, "_findfont_cached", None)
     cache_clear = getattr(cached, "cache_clear", None)
     if cache_clear is not None:
         cache_clear()
-    return BUNDLED_FONT_NAME
+
+
+def _promote_bold_faces(families: Iterable[str]) -> bool:
+    """Make the bold face of each of ``families`` weigh 700 (bold) where its file says less.
+
+    Nanum's bold faces (NanumGothicBold.ttf, bundled or installed by a package such as Debian's
+    fonts-nanum, and NanumBarunGothicBold.ttf) say usWeightClass 600 in their OS/2 table: matplotlib
+    would log "Failed to find font weight bold … now using 600" for every bold label, and
+    :func:`bold_weight` would find no bold face and drop the emphasis. A family without a 700 face
+    whose heaviest face is a file named bold, weighing 600 or more, has it as its bold face.
+    Returns whether an entry changed (findfont's cache then holds old answers: clear it).
+    """
+    fm = font_manager.fontManager
+    changed = False
+    for name in families:
+        faces = [(i, e) for i, e in enumerate(fm.ttflist) if e.name == name]
+        weights = [_weight_of(e) for _, e in faces]
+        if not faces or BOLD in weights:
+            continue
+        for i, entry in faces:
+            if 600 <= _weight_of(entry) < BOLD and "bold" in Path(entry.fname).stem.lower():
+                fm.ttflist[i] = dataclasses.replace(entry, weight=BOLD)
+                changed = True
+    return changed
+
+
+def _weight_of(entry: font_manager.FontEntry) -> int:
+    w = entry.weight
+    return w if isinstance(w, int) else font_manager.weight_dict.get(str(w), -1)
 
 
 def _apply(cjk: tuple[str, ...]) -> None:
@@ -186,7 +213,10 @@ def ensure_cjk_font(include_system: bool = True) -> str | None:
     cjk = _cache.get(key)
     if cjk is None:
         found = installed_cjk_fonts(ttflist) if include_system else []
-        if not found:
+        if found:
+            if _promote_bold_faces(found):  # ttflist changed in place
+                _clear_findfont_cache()
+        else:
             bundled = _register_bundled()
             found = [bundled] if bundled else []
         cjk = tuple(found)
@@ -226,8 +256,7 @@ def bold_weight() -> str:
     if weight is None:
         weights: dict[str, set[int]] = {}
         for e in ttflist:
-            w = e.weight if isinstance(e.weight, int) else font_manager.weight_dict.get(str(e.weight), -1)
-            weights.setdefault(e.name, set()).add(w)
+            weights.setdefault(e.name, set()).add(_weight_of(e))
         resolved = [_resolve_family(f) for f in families]
         ok = all(name is None or BOLD in weights.get(name, set()) for name in resolved)
         weight = _bold_cache[key] = "bold" if ok else "normal"

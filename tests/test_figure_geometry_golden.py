@@ -39,6 +39,7 @@ from analysis.figures import ViewSpec, build_figure
 from analysis.result import Capture, Prediction
 from analysis.views import VIEWS
 from analysis.views.spec import ViewInputs
+from tests.font_env import fonts_of_a_fresh_machine
 from tests.test_aggregate import make_decoder, make_encoder, make_seq2seq, random_stack, token_seq
 from tests.test_quiet import applicable
 
@@ -260,7 +261,8 @@ def cases() -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def got() -> dict[str, dict]:
-    return cases()
+    with fonts_of_a_fresh_machine():  # the golden's fonts, whatever CJK fonts this machine has
+        return cases()
 
 
 def test_the_cases_cover_every_view_but_the_mask_lab(got):
@@ -287,6 +289,8 @@ def test_every_figure_is_drawn_as_checked(got):
 
 if __name__ == "__main__":
     GOLDEN.parent.mkdir(exist_ok=True)
-    GOLDEN.write_text(json.dumps(cases(), ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n",
+    with fonts_of_a_fresh_machine():
+        recorded = cases()
+    GOLDEN.write_text(json.dumps(recorded, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n",
                       encoding="utf-8")
     print(f"wrote {GOLDEN}")

@@ -22,6 +22,7 @@ from analysis.fonts import (
     ensure_cjk_font,
     installed_cjk_fonts,
 )
+from tests.font_env import fonts_of_a_fresh_machine
 
 KOREAN = ["나는", "이", "강의를", "좋아한다", "강의"]
 # kana and hanzi that every supported CJK font (the bundled NanumGothic included) has
@@ -96,6 +97,11 @@ def test_latin_text_keeps_dejavu_sans():
 
 
 def test_simulated_fresh_machine_uses_the_bundled_nanum_gothic(caplog):
+    with fonts_of_a_fresh_machine():  # a machine with fonts-nanum would find its own NanumGothic
+        _fresh_machine_uses_the_bundled_nanum_gothic(caplog)
+
+
+def _fresh_machine_uses_the_bundled_nanum_gothic(caplog):
     caplog.set_level(logging.WARNING)
     bundled = bundled_font_path()
     assert bundled is not None and bundled.name == "NanumGothic.ttf"
@@ -190,6 +196,24 @@ def test_the_bundled_bold_face_is_found_as_bold(caplog):
     FigureCanvasAgg(fig).draw()
     assert [r.getMessage() for r in caplog.records if "findfont" in r.getMessage()] == []
 
+
+def test_an_installed_nanum_bold_face_is_found_as_bold(caplog):
+    """Debian's fonts-nanum installs the same NanumGothicBold.ttf (weight 600): found as a system
+    font, its bold face is bold too, so the Alignment and Steps views keep their emphasis, drawn
+    without a findfont warning."""
+    caplog.set_level(logging.WARNING)
+    with fonts_of_a_fresh_machine():
+        fm = font_manager.fontManager
+        for name in ("NanumGothic.ttf", "NanumGothicBold.ttf"):  # as the package installs them
+            fm.addfont(str(bundled_font_path(name)))
+        assert sorted(e.weight for e in fm.ttflist if e.name == "NanumGothic") == [400, 600]
+        assert ensure_cjk_font() == "NanumGothic"  # a system font: the bundled one is not registered
+        assert sorted(e.weight for e in fm.ttflist if e.name == "NanumGothic") == [400, 700]
+        assert bold_weight() == "bold"
+        fig = Figure(figsize=(3, 1))
+        fig.text(0.1, 0.5, "나는 강의를 Bold", fontweight=bold_weight())
+        FigureCanvasAgg(fig).draw()
+    assert [r.getMessage() for r in caplog.records if "findfont" in r.getMessage()] == []
 
 def test_bold_weight_is_normal_when_a_fallback_family_has_no_bold(monkeypatch, caplog):
     caplog.set_level(logging.WARNING)
