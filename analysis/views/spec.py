@@ -235,14 +235,13 @@ def _needs_seq2seq(capture: Capture, what: str) -> tuple[TokenSeq, TokenSeq]:
 
 
 def _check_alignment(capture: Capture, spec: ViewSpec) -> str:
-    _, outputs = _needs_seq2seq(capture, "the alignment view")
+    check_words_to_align(capture)  # a seq2seq capture with words on both sides
     name = "cross_attentions"
     n_layers, n_heads = capture.stacks[name].shape[:2]
     check_layer_head(n_layers, n_heads, 0 if spec.alignment_layer is None else spec.alignment_layer, spec.alignment_head)
     from ..alignment import check_method
 
     check_method(spec.alignment_method or "predict", spec.alignment_threshold)
-    check_words_to_align(capture)
     return name
 
 

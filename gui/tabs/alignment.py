@@ -190,9 +190,7 @@ class AlignmentTab(StateTab, QWidget):
     def refresh(self) -> None:
         cap = self.state.capture
         if not is_seq2seq(cap):
-            self.data = None
-            self._combos_for = None
-            self._show_message(f"{NEEDS_SEQ2SEQ}; {HOW_TO_GET_ONE}." if cap is not None
+            self._show_nothing(f"{NEEDS_SEQ2SEQ}; {HOW_TO_GET_ONE}." if cap is not None
                                else f"{self.nothing_yet()}<br>Load a translator (bundled:translator-en-fr) to see its word alignment.")
             return
         spec = self.state.spec_for("alignment")
@@ -200,9 +198,7 @@ class AlignmentTab(StateTab, QWidget):
         try:
             check_words_to_align(cap)
         except InputError as exc:  # said where the map would be, in the export's words
-            self.data = None
-            self._combos_for = None
-            self._show_message(html.escape(str(exc)))
+            self._show_nothing(html.escape(str(exc)))
             return
         if (self._gold_key is not None) and self._gold_key != (cap.text, cap.output_text):
             self._gold, self._gold_key, self._gold_name = None, None, ""
@@ -217,6 +213,12 @@ class AlignmentTab(StateTab, QWidget):
         self._update_aer_label()
         self.message.setVisible(False)
         self.body.setVisible(True)
+
+    def _show_nothing(self, text: str) -> None:
+        """No map: ``text`` (HTML) where it would be; the combos are filled again for the next one."""
+        self.data = None
+        self._combos_for = None
+        self._show_message(text)
 
     def _fill_combos(self, cap) -> None:
         n_layers, n_heads = cap.shape("cross_attentions")[:2]
