@@ -53,6 +53,34 @@ def own_cache(tmp_path, monkeypatch) -> Path:
     return tmp_path / "cache"
 
 
+@pytest.fixture
+def without_proc(monkeypatch):
+    """:mod:`analysis.host` as on macOS: ``sys.platform`` is ``darwin`` and ``/proc`` cannot be
+    opened. Returns ``fake_ps(state)``: ``subprocess.run`` answers as ``ps`` printing ``state`` (a
+    state letter) from then on, and the returned list records each call."""
+    import subprocess
+    from types import SimpleNamespace
+
+    import analysis.host as host
+
+    def no_proc(*a, **k):
+        raise FileNotFoundError("/proc")
+
+    monkeypatch.setattr(host, "open", no_proc, raising=False)
+    monkeypatch.setattr(host, "sys", SimpleNamespace(platform="darwin"))
+
+    def fake_ps(state: str) -> list:
+        calls: list = []
+
+        def ps(*a, **k):
+            calls.append(a)
+            return SimpleNamespace(stdout=f"{state}\n")
+
+        monkeypatch.setattr(subprocess, "run", ps)
+        return calls
+
+    return fake_ps
+
 # ============================================================================================
 # 2. tiny models
 # ============================================================================================

@@ -358,19 +358,14 @@ def test_process_state_on_linux_is_read_from_proc_only(monkeypatch):
 
 
 @pytest.mark.skipif(shutil.which("ps") is None, reason="needs ps")
-def test_process_state_elsewhere_asks_ps(monkeypatch, tmp_path):
+def test_process_state_elsewhere_asks_ps(monkeypatch, tmp_path, request):
     proc = _sleeper()
     try:
         os.kill(proc.pid, signal.SIGSTOP)
         deadline = time.monotonic() + GUARD_S
         while host._process_state(proc.pid) != "T" and time.monotonic() < deadline:
             time.sleep(0.01)
-
-        def no_proc(*a, **k):
-            raise FileNotFoundError("/proc")
-
-        monkeypatch.setattr(host, "open", no_proc, raising=False)
-        monkeypatch.setattr(host, "sys", SimpleNamespace(platform="darwin"))
+        request.getfixturevalue("without_proc")  # the real ps from here on
         assert host._process_state(proc.pid) == "T"  # stopped, says ps
         assert host._process_state(proc.pid, ask_ps=False) is None
         dead = _exited(0)

@@ -7,7 +7,6 @@ tokens a view shows as bool masks, the Alignment map after a source without word
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import warnings
 from types import SimpleNamespace
@@ -40,21 +39,10 @@ def test_a_bad_flag_exits_with_the_user_error_status_and_one_line(capsys):
 # --------------------------------------------------------------------------------------------
 # the model host
 # --------------------------------------------------------------------------------------------
-def test_the_liveness_check_never_runs_ps(monkeypatch):
+def test_the_liveness_check_never_runs_ps(without_proc):
     """``pid_alive`` runs for every file of the arena folder when stale ones are swept: without
     ``/proc`` (macOS) it does not start a ``ps`` per file; a process that exists counts as alive."""
-    calls = []
-
-    def no_proc(*a, **k):
-        raise FileNotFoundError("/proc")
-
-    def ps(*a, **k):
-        calls.append(a)
-        return SimpleNamespace(stdout="Z\n")
-
-    monkeypatch.setattr(host, "open", no_proc, raising=False)
-    monkeypatch.setattr(host, "sys", SimpleNamespace(platform="darwin"))
-    monkeypatch.setattr(subprocess, "run", ps)
+    calls = without_proc("Z")
     assert host.pid_alive(os.getpid()) is True
     assert calls == []
     assert host._process_state(os.getpid()) == "Z" and len(calls) == 1  # (the state itself asks ps there)
@@ -122,25 +110,15 @@ def test_steps_candidate_values_are_written_in_the_themes_text_colour(theme_name
     assert values == [("0.60", theme.text_color), ("0.30", theme.text_color)]
 
 
-def test_the_check_before_each_call_never_runs_ps(monkeypatch):
+def test_the_check_before_each_call_never_runs_ps(monkeypatch, without_proc):
     """Before every call the host looks whether its idle child was suspended; that look reads
     ``/proc`` only and starts no ``ps`` (without ``/proc`` a suspended child is noticed by the
     liveness check during the call instead), and it does not end a child it cannot see."""
-    calls, ended = [], []
-
-    def no_proc(*a, **k):
-        raise FileNotFoundError("/proc")
-
-    def ps(*a, **k):
-        calls.append(a)
-        return SimpleNamespace(stdout="T\n")
-
+    ended: list = []
     h = host.ModelHost(preload=False)
     monkeypatch.setattr(h, "_proc", SimpleNamespace(poll=lambda: None, pid=os.getpid()))
     monkeypatch.setattr(h, "_end_stuck", lambda proc, why: ended.append(why))
-    monkeypatch.setattr(host, "open", no_proc, raising=False)
-    monkeypatch.setattr(host, "sys", SimpleNamespace(platform="darwin"))
-    monkeypatch.setattr(subprocess, "run", ps)
+    calls = without_proc("T")
     h._check_idle(uses_model=False)
     assert calls == [] and ended == []
 
