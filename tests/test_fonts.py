@@ -184,16 +184,17 @@ def test_the_bundled_bold_face_is_found_as_bold(caplog):
     """NanumGothicBold.ttf declares weight 600; registered as 700, a bold Hangul label finds it
     without "findfont: Failed to find font weight bold for NanumGothic, now using 600"."""
     caplog.set_level(logging.WARNING)
-    assert ensure_cjk_font(include_system=False) == BUNDLED_FONT_NAME
-    font_manager.fontManager._findfont_cached.cache_clear()
-    weights = {e.weight for e in font_manager.fontManager.ttflist if e.name == BUNDLED_FONT_NAME}
-    assert {400, 700} <= weights
-    found = font_manager.findfont(font_manager.FontProperties(family=BUNDLED_FONT_NAME, weight="bold"))
-    assert Path(found).name == "NanumGothicBold.ttf"
-    assert bold_weight() == "bold"
-    fig = Figure(figsize=(3, 1))
-    fig.text(0.1, 0.5, "나는 강의를 Bold", fontweight=bold_weight())
-    FigureCanvasAgg(fig).draw()
+    with fonts_of_a_fresh_machine():  # (a CJK fallback installed without a bold face would cost the bold)
+        assert ensure_cjk_font(include_system=False) == BUNDLED_FONT_NAME
+        font_manager.fontManager._findfont_cached.cache_clear()
+        weights = {e.weight for e in font_manager.fontManager.ttflist if e.name == BUNDLED_FONT_NAME}
+        assert {400, 700} <= weights
+        found = font_manager.findfont(font_manager.FontProperties(family=BUNDLED_FONT_NAME, weight="bold"))
+        assert Path(found).name == "NanumGothicBold.ttf"
+        assert bold_weight() == "bold"
+        fig = Figure(figsize=(3, 1))
+        fig.text(0.1, 0.5, "나는 강의를 Bold", fontweight=bold_weight())
+        FigureCanvasAgg(fig).draw()
     assert [r.getMessage() for r in caplog.records if "findfont" in r.getMessage()] == []
 
 
