@@ -642,12 +642,13 @@ def _read(p: Path, task: TaskState) -> Session:
         arrays: dict[str, Any] = {}
         if stored:  # a long capture: its maps go to a store on disk, checked as they are copied
             check_space(capture_bytes(m.shape for m in stacks.values()), what=f"opening {p.name}")
-            arrays.update(_store_stacks(npz, stacks, p, task))
+            arrays.update(_store_stacks(npz, stacks, p, task))  # reports up to 0.8
         for key, member in headers.items():
             if key in arrays:
                 continue
             task.check()
-            task.report("session", 0.8 * done / total, f"reading {p.name}…")
+            # (after a store, only the token sequences are left: a few bytes, read at 0.8)
+            task.report("session", 0.8 if stored else 0.8 * done / total, f"reading {p.name}…")
             arrays[key] = _native(npz.read(member))
             done += member.nbytes
     task.report("session", 0.8, f"checking the attention weights of {p.name}…")

@@ -372,7 +372,16 @@ def test_a_stored_capture_saves_and_reopens_as_a_session(arch, loaded, tmp_path,
     assert fractions == sorted(fractions) and 0 < fractions[0] and fractions[-1] <= 1
     assert np.load(path)[f"stack__{cap.stack_names[0]}"].dtype == np.float16  # plain npz members
     monkeypatch.setenv("HEADMAP_STORE", "1")  # reopened as a stored capture (as a big one is)
-    again = load_session(path).capture
+    seen = []
+    again = load_session(path, task=TaskState(lambda *report: seen.append(report))).capture
+    # the progress of the reopening only goes forward, each map stored counted on the way to 0.8
+    fractions = [f for _, f, _ in seen]
+    assert all(isinstance(f, float) for f in fractions)
+    assert all(b >= a - 1e-9 for a, b in zip(fractions, fractions[1:], strict=False))  # (0.8 * 24 / 24 > 0.8)
+    assert {stage for stage, _, _ in seen} == {"session"} and 0.0 == fractions[0] and fractions[-1] <= 1
+    storing = [f for _, f, m in seen if m == "checking and storing the maps of long.headmap…"]
+    n_maps = sum(int(np.prod(cap.shape(n)[:2])) for n in cap.stack_names)
+    assert storing == pytest.approx([0.8 * (i + 1) / n_maps for i in range(n_maps)])
     assert again.stored and captures_equal(again, cap)
     assert again.stacks[cap.stack_names[0]].store.path != cap.stacks[cap.stack_names[0]].store.path
     monkeypatch.setenv("HEADMAP_STORE", "0")  # in memory
