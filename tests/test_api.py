@@ -116,6 +116,20 @@ def test_a_model_built_in_training_mode_is_captured_in_eval_mode_and_put_back(ti
     np.testing.assert_allclose(cap.stacks["attentions"].sum(-1), 1.0, atol=1e-5)
 
 
+def test_a_wrapped_model_from_a_folder_keeps_the_folder_and_one_built_in_memory_has_none(tiny_model_dir):
+    """A model read from a folder is summarised with that folder (where an alignment.json is
+    looked for); one built from a config has no folder."""
+    from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
+
+    from analysis.inmemory import wrap_model
+
+    folder = tiny_model_dir("bert")
+    tok = AutoTokenizer.from_pretrained(folder)
+    lm = wrap_model(AutoModel.from_pretrained(folder), tok)
+    assert (lm.summary.source_path, lm.path) == (str(folder), Path(folder))
+    built = wrap_model(BertModel(BertConfig.from_pretrained(folder)), tok)
+    assert (built.summary.source_path, built.path) == ("", Path())
+
 def test_capture_of_a_loaded_model_and_progress(tiny_model_dir):
     seen: list[tuple] = []
     lm = headmap.load(str(tiny_model_dir("gpt2")), device="cpu", progress=lambda *a: seen.append(a))

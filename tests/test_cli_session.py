@@ -177,10 +177,3 @@ def test_a_bundled_translators_session_finds_the_best_documented_layer(tmp_path)
     assert (again / "a.txt").read_text() == (made / "a.txt").read_text()
     fig = build_figure(load_session(made / "s.headmap").capture, ViewSpec(view="alignment"))
     assert "(best documented)" in fig.get_suptitle()
-
-
-def test_the_session_records_the_options_of_the_run(made):
-    # the window reopens the session on the view, stack, layer, head, … the CLI was given
-    options = dict(load_session(made / "s.headmap").options)
-    assert options == {"dtype": "auto", "device": "cpu", "view": "alignment", "stack": None, "layer": None,
-                       "head": None, "aggregate": "mean", "theme": "light", "group": "pieces"}
