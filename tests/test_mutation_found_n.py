@@ -9,13 +9,21 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
 
+from analysis.aggregate import value_range
+from analysis.alignment import AlignmentResult
 from analysis.cli import build_parser, run_headless
 from analysis.masks import _hidden
+from analysis.result import Capture
 from analysis.session import load_session
+from analysis.themes import get_theme
 from analysis.views import view_data
+from analysis.views.alignment import AlignmentData, AlignmentDrawer
+from analysis.views.lines import ROW_BLOCK
 from analysis.views.spec import ViewSpec
-from tests.test_aggregate import make_encoder
+from tests.test_aggregate import make_encoder, random_stack, token_seq
 from tests.test_cli_exports import TEXT
 
 TARGET = "j'aime ce cours"
@@ -59,3 +67,45 @@ def test_the_model_view_selects_no_tile_for_a_layer_outside_the_stack():
     assert view_data(cap, ViewSpec(view="model", layer=2, head=1)).selected == (2, 1)
     for layer in (3, 9, -1):
         assert view_data(cap, ViewSpec(view="model", layer=layer, head=1)).selected is None
+
+
+# --------------------------------------------------------------------------------------------
+# the Alignment view
+# --------------------------------------------------------------------------------------------
+def _alignment(src: tuple[str, ...], tgt: tuple[str, ...]) -> AlignmentData:
+    m = np.full((len(tgt), len(src)), 1.0 / len(src))
+    return AlignmentData(AlignmentResult(m, ((0, 0),), 0, None), src, tgt, None, 0, None, False, "title", "viridis")
+
+
+def test_the_alignment_rows_names_take_the_themes_grid_colour():
+    """"source" and "translation" beside the links are drawn in the theme's grid colour (dark
+    theme, drawn outside any rc context)."""
+    theme = get_theme("dark")
+    drawer = AlignmentDrawer(Figure(figsize=(6, 5)), theme)
+    drawer.draw(_alignment(("I", "like"), ("나는", "좋아")))
+    names = {t.get_text(): t.get_color() for t in drawer.ax_links.texts}
+    assert names["source"] == names["translation"] == theme.grid_color
+
+
+def test_word_labels_turn_once_short_words_pass_seventy_characters_counted_three_each():
+    """Words of up to three characters count three each: 23 fit upright (69), 24 turn (72)."""
+    drawer = AlignmentDrawer(Figure(figsize=(6, 5)), get_theme("light"))
+    for n, turned in ((23, False), (24, True)):
+        words = tuple(f"w{i % 10}" for i in range(n))  # two characters each
+        assert drawer._rotate(_alignment(words, words[:2])) is turned, n
+
+
+# --------------------------------------------------------------------------------------------
+# the Lines view
+# --------------------------------------------------------------------------------------------
+def test_the_lines_of_a_map_longer_than_two_row_blocks_all_have_their_strength():
+    """Strengths are computed a block of rows at a time: every row, past the second block too."""
+    n = 2 * ROW_BLOCK + 40
+    rng = np.random.default_rng(2)
+    cap = Capture(model="m", kind="encoder", architecture="BertModel", text="x",
+                  source=token_seq([f"t{i}" for i in range(n)], special=[False] * n),
+                  stacks={"attentions": random_stack(rng, 1, 1, n, n)})
+    d = view_data(cap, ViewSpec(view="lines", layer=0, head=0))
+    norm = Normalize(*value_range(cap.stacks["attentions"][0, 0]))
+    np.testing.assert_allclose(d.strength[0], np.clip(norm(cap.stacks["attentions"][0, 0]), 0, 1), atol=1e-6)
+    assert d.strength[0, -1].max() > 0
