@@ -109,3 +109,4 @@ def test_the_lines_of_a_map_longer_than_two_row_blocks_all_have_their_strength()
     norm = Normalize(*value_range(cap.stacks["attentions"][0, 0]))
     np.testing.assert_allclose(d.strength[0], np.clip(norm(cap.stacks["attentions"][0, 0]), 0, 1), atol=1e-6)
     assert d.strength[0, -1].max() > 0
+

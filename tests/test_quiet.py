@@ -203,3 +203,20 @@ def test_bundled_korean_translation_views_are_quiet():
         for view in ("alignment", "steps"):
             FigureCanvasAgg(build_figure(cap, ViewSpec(view=view, step=1))).draw()
     assert heard.noise() == [] and heard.loud() == []
+
+
+def test_a_decoder_whose_generation_config_sets_max_length_continues_quietly(tiny_model_dir, tmp_path):
+    """A decoder checkpoint whose generation_config.json sets max_length (as many do) continues a
+    text without transformers' "Both max_new_tokens and max_length" complaint, within the limit."""
+    folder = tmp_path / "gpt2"
+    shutil.copytree(tiny_model_dir("gpt2"), folder)
+    path = folder / "generation_config.json"
+    cfg = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    cfg["max_length"] = 40
+    path.write_text(json.dumps(cfg), encoding="utf-8")
+    lm = load_model(str(folder), device="cpu")
+    assert lm.model.generation_config.max_length == 40
+    with listening() as heard:
+        cap = capture(lm, "I like this course", generate=True, max_new_tokens=3)
+    assert heard.noise() == [] and heard.loud() == []
+    assert 1 <= len(cap.source) - cap.prompt_length <= 3
