@@ -15,7 +15,7 @@ import analysis.fonts as fonts
 def _clear() -> None:
     fonts._cache.clear()
     fonts._bold_cache.clear()
-    font_manager.fontManager._findfont_cached.cache_clear()
+    fonts._clear_findfont_cache()
 
 
 @contextlib.contextmanager
