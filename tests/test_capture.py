@@ -372,6 +372,7 @@ def test_masked_lm_prediction(loaded):
     pred = cap.prediction
     mask_pos = cap.source.raw.index("[MASK]")
     assert pred.task == "masked_lm"
+    assert pred.text == ""  # a masked LM writes no continuation (the session file stores a string)
     assert [i for i, _ in pred.per_position] == [mask_pos]
     _assert_topk(pred.items)
     _, _, out = _direct(lm, text)
