@@ -11,9 +11,9 @@ font's glyph metrics, which differ between machines).
 
 The cases: every view of each kind of model (as in ``test_figure_texts_golden``), the same views
 of long inputs (the size rules' other branch: many labels, thinned ticks, the largest figures),
-every theme. The mask lab's figure needs a report of a real model, whose tiny tokenizer is trained
-anew (not byte for byte the same) each session: it is checked in ``test_view_exports.py`` and
-``test_gui_mask_lab.py``.
+every theme; the mask lab's figures from synthetic reports (a real model's tiny tokenizer is trained
+anew, not byte for byte the same, each session; ``test_view_exports.py`` and ``test_gui_mask_lab.py``
+draw real ones).
 After changing a figure on purpose, rewrite the file with ``python -m tests.test_figure_geometry_golden``
 and read the diff before committing it.
 """
@@ -36,6 +36,7 @@ from matplotlib.patches import Patch
 from matplotlib.text import Text
 
 from analysis.figures import ViewSpec, build_figure
+from analysis.masks import MaskingReport, PaddingReport
 from analysis.result import Capture, Prediction
 from analysis.views import VIEWS
 from analysis.views.spec import ViewInputs
@@ -212,11 +213,120 @@ def short_seq2seq() -> Capture:
                    prediction=Prediction(task="translation", text="안녕 !"))
 
 
+def _masked(a: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """``a`` renormalised over the keys ``seen`` (what an attention mask does)."""
+    a = a * seen
+    return (a / a.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def padding_report(kind: str = "encoder", n: int = 5, pads: int = 2, side: str = "right") -> PaddingReport:
+    """A padding experiment of ``n`` real tokens padded by ``pads`` (seeded numbers): an encoder's
+    one stack, or a translator's three (a target of 4 tokens)."""
+    rng = np.random.default_rng(11 + n)
+    sb = n + pads
+    if kind == "encoder":
+        real_toks = ["[CLS]", *_korean(n - 2), "[SEP]"]
+        pad_tok, dec = "[PAD]", ()
+    else:
+        real_toks = [*(f"w{i}" for i in range(n - 1)), "</s>"]
+        pad_tok, dec = "<pad>", ("<pad>", "나는", "이", "강의를")
+    pad_at = tuple(range(n, sb)) if side == "right" else tuple(range(pads))
+    real = tuple(i for i in range(sb) if i not in pad_at)
+    toks = [pad_tok] * sb
+    for i, t in zip(real, real_toks, strict=True):
+        toks[i] = t
+    mask = np.ones((2, sb), np.int64)
+    mask[0, list(pad_at)] = 0
+    t = len(dec)
+    shapes = ({"attentions": (sb, sb)} if kind == "encoder" else
+              {"encoder_attentions": (sb, sb), "decoder_attentions": (t, t), "cross_attentions": (t, sb)})
+    alone_shapes = {k: (n if q == sb else q, n if k_ == sb else k_) for k, (q, k_) in shapes.items()}
+    unmasked = {k: random_stack(rng, 2, 2, q, k_, causal=k == "decoder_attentions") for k, (q, k_) in shapes.items()}
+    seen = mask[0].astype(np.float32)
+    masked = {k: (_masked(a, seen) if a.shape[-1] == sb else a) for k, a in unmasked.items()}
+    alone = {k: random_stack(rng, 2, 2, q, k_, causal=k == "decoder_attentions") for k, (q, k_) in alone_shapes.items()}
+    delta = {k: (rng.standard_normal(a.shape) * 0.05).astype(np.float32) for k, a in alone.items()}
+    outputs = ("last_hidden_state",) if kind == "encoder" else ("encoder_last_hidden_state", "decoder_last_hidden_state")
+    return PaddingReport(
+        model="toy-bert" if kind == "encoder" else "toy-marian", kind=kind, text=" ".join(real_toks[1:-1]),
+        pair=" ".join(_korean(sb)), padding_side=side, pad_token=pad_tok, pad_token_id=0, row=0, tokens=tuple(toks),
+        pair_tokens=tuple(_korean(sb)), pad_positions=pad_at, real_positions=real, attention_mask=mask,
+        position_ids=None, target=None if kind == "encoder" else "나는 이 강의를", decoder_tokens=dec,
+        alone=alone, masked=masked, unmasked=unmasked, delta_masked={k: d * 1e-4 for k, d in delta.items()},
+        delta_unmasked=delta, pad_attention_max=0.0, unmasked_pad_attention_mass=0.21,
+        masked_attention_max_abs_diff=3.2e-7, unmasked_attention_max_abs_diff=0.134,
+        masked_output_max_abs_diff=4.1e-6, unmasked_output_max_abs_diff=0.87,
+        cross_pad_attention_max=None if kind == "encoder" else 0.0, output_scale=5.5,
+        stack_diffs={k: {"masked": 3.2e-7, "unmasked": 0.134} for k in shapes},
+        output_diffs={o: {"masked": 4.1e-6, "unmasked": 0.87} for o in outputs},
+        prediction_task="masked_lm" if kind == "encoder" else "translation",
+        prediction_alone=("나는", "이"), prediction_masked=("나는", "이"), prediction_unmasked=("나는", "그"),
+        prediction_changed_masked=False, prediction_changed_unmasked=True,
+        masked_logits_max_abs_diff=1e-5, unmasked_logits_max_abs_diff=2.5,
+        notes=("the model's positions were passed for the padded row",))
+
+
+def masking_report(kind: str = "decoder") -> MaskingReport:
+    """Tokens 2 and 3 of a sentence hidden (seeded numbers): a decoder's next-token top-5, or an
+    encoder's fill-mask predictions, and the hidden-state distances."""
+    rng = np.random.default_rng(21)
+    toks = (("<s>", "The", "cat", "sat", "on", "the", "mat") if kind == "decoder"
+            else ("[CLS]", "나는", "이", "[MASK]", "좋아한다", "[SEP]"))
+    n = len(toks)
+    hidden = (2, 3) if kind == "decoder" else (2,)
+    mask = np.ones(n, np.int64)
+    mask[list(hidden)] = 0
+    base = random_stack(rng, 2, 2, n, n, causal=kind == "decoder")
+    after = _masked(base, mask.astype(np.float32))
+    visible = tuple(i for i in range(n) if i not in hidden)
+    l2 = rng.random(len(visible)).astype(np.float32)
+    cos = (rng.random(len(visible)) * 0.1).astype(np.float32)
+    extra: dict = {}
+    if kind == "decoder":
+        extra = {"top5_before": (("on", 0.41), ("down", 0.2), ("in", 0.1), ("up", 0.05), ("by", 0.01)),
+                 "top5_after": (("the", 0.3), ("on", 0.25), ("a", 0.1), ("in", 0.07), ("to", 0.02))}
+    else:
+        extra = {"prediction_before": Prediction("masked_lm", (("강의를", 0.6),), "", ((3, (("강의를", 0.6), ("책을", 0.2))),)),
+                 "prediction_after": Prediction("masked_lm", (("책을", 0.4),), "", ((3, (("책을", 0.4), ("강의를", 0.3))),))}
+    return MaskingReport(
+        model="toy-gpt" if kind == "decoder" else "toy-bert", kind=kind, text=" ".join(toks[1:]), tokens=toks,
+        masked_positions=hidden, attention_mask=mask, blind_rows={"attentions": ()}, target=None, decoder_tokens=(),
+        baseline={"attentions": base}, masked={"attentions": after}, delta={"attentions": after - base},
+        masked_column_max=0.0, hidden_positions=visible, hidden_l2=l2, hidden_cosine_distance=cos,
+        mean_hidden_l2=float(l2.mean()), mean_hidden_cosine_distance=float(cos.mean()), **extra)
+
+
+def mask_cases() -> list[tuple[str, str, ViewSpec, ViewInputs]]:
+    """The mask lab: padding (encoder, translator's three stacks, left padding, a long sentence) and
+    token masking (decoder, fill-mask), one head and the layer's mean, every theme, an own title."""
+    enc, s2s = padding_report("encoder"), padding_report("seq2seq")
+    long, left = padding_report("encoder", n=34, pads=6), padding_report("encoder", side="left")
+    dec, mlm = masking_report("decoder"), masking_report("encoder")
+    masks = ViewSpec(view="masks")
+    out = [
+        ("encoder/masks/padding", "encoder", masks, enc),
+        ("encoder/masks/padding/one-head", "encoder", replace(masks, layer=1, head=1), enc),
+        ("encoder/masks/padding/left", "encoder", masks, left),
+        ("long-encoder/masks/padding", "long-encoder", masks, long),
+        ("encoder/masks/padding/own-title", "encoder", replace(masks, title="T"), enc),
+        ("decoder/masks/tokens", "decoder", masks, dec),
+        ("decoder/masks/tokens/one-head", "decoder", replace(masks, head=0), dec),
+        ("encoder/masks/tokens", "encoder", masks, mlm),
+        *((f"seq2seq/masks/padding/{stack}", "seq2seq", replace(masks, stack=stack), s2s)
+          for stack in ("encoder", "decoder", "cross")),
+        *((f"encoder/masks/padding/{theme}", "encoder", replace(masks, theme=theme), enc)
+          for theme in ("dark", "presentation")),
+        ("decoder/masks/tokens/dark", "decoder", replace(masks, theme="dark"), dec),
+    ]
+    return [(name, kind, spec, ViewInputs(mask_report=report)) for name, kind, spec, report in out]
+
+
 def cases() -> dict[str, dict]:
     caps = {"encoder": make_encoder(), "decoder": make_decoder(), "seq2seq": make_seq2seq(),
             "long-encoder": long_encoder(), "long-decoder": long_decoder(), "long-seq2seq": long_seq2seq(),
             "short-seq2seq": short_seq2seq()}
     specs: list[tuple[str, str, ViewSpec, ViewInputs | None]] = []
+    # (the mask lab's cases, synthetic reports, are below: ``applicable`` runs a real model's)
     views = {kind: [(spec, inputs) for spec, inputs in applicable(cap, None) if spec.view != "masks"]
              for kind, cap in caps.items()}
     for kind in caps:
@@ -235,6 +345,7 @@ def cases() -> dict[str, dict]:
         for kind, themed in (("encoder", ("head", "layer", "stats", "lines")), ("seq2seq", ("alignment", "steps"))):
             specs += [(f"{kind}/{spec.view}/{theme}", kind, replace(spec, theme=theme), inputs)
                       for spec, inputs in views[kind] if spec.view in themed]
+    caps["named-encoder"] = replace(make_encoder(), model="sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2")
     specs += [
         ("seq2seq/head/cross", "seq2seq", ViewSpec(view="head", stack="cross"), None),
         ("seq2seq/head/decoder/no-grey-mask", "seq2seq",
@@ -255,6 +366,10 @@ def cases() -> dict[str, dict]:
          ViewInputs(compare_with=long_encoder())),
         ("seq2seq/compare/other-tokens", "seq2seq", ViewSpec(view="compare", stack="cross", head=None),
          ViewInputs(compare_with=short_seq2seq())),
+        # model names longer than a panel: the panels widen to hold their titles
+        ("named-encoder/compare/long-names", "named-encoder", ViewSpec(view="compare", head=None),
+         ViewInputs(compare_with=replace(make_encoder(), model="Helsinki-NLP/opus-mt-tc-big-ko-en-finetuned"))),
+        *mask_cases(),
     ]
     return {name: signature(build_figure(caps[kind], spec, inputs)) for name, kind, spec, inputs in specs}
 
@@ -265,8 +380,8 @@ def got() -> dict[str, dict]:
         return cases()
 
 
-def test_the_cases_cover_every_view_but_the_mask_lab(got):
-    assert {name.split("/")[1] for name in got} == set(VIEWS) - {"masks"}
+def test_the_cases_cover_every_view(got):
+    assert {name.split("/")[1] for name in got} == set(VIEWS)
 
 
 def _differences(now, expected, where: str = "") -> list[str]:

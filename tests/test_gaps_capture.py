@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import analysis.capture as capture_mod
+import analysis.store as store_mod
 from analysis.capture import (
     check_ids,
     decoder_start_id,
@@ -148,6 +149,11 @@ def test_a_model_that_is_not_streamable_is_stored_from_all_its_maps_at_once(load
     assert list(disk.stacks) == ["attentions"]
     np.testing.assert_allclose(np.asarray(disk.stacks["attentions"], np.float32), memory.stacks["attentions"],
                                rtol=2**-10, atol=2**-20)
+    # the store belongs to the process that will show it (the window), not to the writer
+    shown_by = capture_mod.capture(lm, TEXT, store=True, store_owner=4243)
+    assert shown_by.stacks["attentions"].store.owner == 4243
+    monkeypatch.setattr(store_mod, "DEFAULT_OWNER", 4244)  # the model process's window
+    assert capture_mod.capture(lm, TEXT, store=True).stacks["attentions"].store.owner == 4244
 
 
 def test_a_streamed_model_without_one_of_its_stacks_is_refused_by_name(loaded, monkeypatch, own_cache):
