@@ -219,9 +219,9 @@ def _masked(a: np.ndarray, seen: np.ndarray) -> np.ndarray:
     return (a / a.sum(-1, keepdims=True)).astype(np.float32)
 
 
-def padding_report(kind: str = "encoder", n: int = 5, pads: int = 2, side: str = "right") -> PaddingReport:
+def padding_report(kind: str = "encoder", n: int = 5, pads: int = 2, side: str = "right", t: int = 4) -> PaddingReport:
     """A padding experiment of ``n`` real tokens padded by ``pads`` (seeded numbers): an encoder's
-    one stack, or a translator's three (a target of 4 tokens)."""
+    one stack, or a translator's three (a target of ``t`` tokens)."""
     rng = np.random.default_rng(11 + n)
     sb = n + pads
     if kind == "encoder":
@@ -229,7 +229,7 @@ def padding_report(kind: str = "encoder", n: int = 5, pads: int = 2, side: str =
         pad_tok, dec = "[PAD]", ()
     else:
         real_toks = [*(f"w{i}" for i in range(n - 1)), "</s>"]
-        pad_tok, dec = "<pad>", ("<pad>", "나는", "이", "강의를")
+        pad_tok, dec = "<pad>", ("<pad>", *_korean(t - 1))
     pad_at = tuple(range(n, sb)) if side == "right" else tuple(range(pads))
     real = tuple(i for i in range(sb) if i not in pad_at)
     toks = [pad_tok] * sb
@@ -314,6 +314,9 @@ def mask_cases() -> list[tuple[str, str, ViewSpec, ViewInputs]]:
         ("encoder/masks/tokens", "encoder", masks, mlm),
         *((f"seq2seq/masks/padding/{stack}", "seq2seq", replace(masks, stack=stack), s2s)
           for stack in ("encoder", "decoder", "cross")),
+        # more target rows than fit, fewer than the source's columns: each axis thinned by its own length
+        ("long-seq2seq/masks/padding/cross", "long-seq2seq", replace(masks, stack="cross"),
+         padding_report("seq2seq", n=44, pads=8, t=36)),
         *((f"encoder/masks/padding/{theme}", "encoder", replace(masks, theme=theme), enc)
           for theme in ("dark", "presentation")),
         ("decoder/masks/tokens/dark", "decoder", replace(masks, theme="dark"), dec),
