@@ -118,10 +118,10 @@ def _collection(c: Collection) -> dict:
 
 
 def _patch(p: Patch) -> list:
-    """type, corners (summed), face and edge colour, line width, visible, filled"""
+    """type, corners (summed), face and edge colour, line width, visible, filled, hatch"""
     v = p.get_patch_transform().transform(p.get_path().vertices)
     return [type(p).__name__, *(_nums(v.sum(axis=0)) if len(v) else []), _colour(p.get_facecolor()),
-            _colour(p.get_edgecolor()), _num(p.get_linewidth()), p.get_visible(), p.get_fill()]
+            _colour(p.get_edgecolor()), _num(p.get_linewidth()), p.get_visible(), p.get_fill(), p.get_hatch()]
 
 
 def _line(ln: Line2D) -> dict:

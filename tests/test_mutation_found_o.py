@@ -1,10 +1,13 @@
 """Behaviours pinned down by mutation testing (group O, the tenth session's sample, seed 43): a
 streamed capture's progress and row checks name what they run, an empty typed target in the mask
 lab is refused, the padding job says what it runs, float16 rows of a model on another device are
-copied to the CPU, and the statistics map shows every head again after a zoom."""
+copied to the CPU, the statistics map shows every head again after a zoom, a CLI session keeps its
+beam width, closing the model host lets a running call finish, and max-flow problems given as
+one pair or a grid of pairs."""
 
 from __future__ import annotations
 
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,11 +17,15 @@ from matplotlib.figure import Figure
 
 import analysis.capture as cap_mod
 from analysis import store as store_mod
+from analysis.cli import build_parser, run_headless
 from analysis.errors import InputError
 from analysis.masks import padding_experiment, padding_job, token_masking
+from analysis.rollout import layered_max_flow
+from analysis.session import load_session
 from analysis.tasks import TaskState
 from analysis.themes import get_theme
 from analysis.views.stats import StatsData, StatsDrawer
+from tests.test_gaps_host import wired  # noqa: F401  (a fixture)
 
 TEXT = "I like this course"
 
@@ -129,3 +136,51 @@ def test_the_statistics_map_shows_every_head_again_after_a_zoom():
     drawer.draw(data)
     assert drawer.ax.get_xlim() == (-0.5, 3.5)
     assert drawer.ax.get_ylim() == (2.5, -0.5)
+
+
+# --------------------------------------------------------------------------------------------
+# the CLI's session (in this process)
+# --------------------------------------------------------------------------------------------
+def test_a_cli_session_keeps_what_was_typed_and_the_beam_width(tiny_model_dir, tmp_path):
+    session = tmp_path / "s.headmap"
+    argv = ["--model", str(tiny_model_dir("marian")), "--text", TEXT, "--generate", "--num-beams", "2",
+            "--max-new-tokens", "3", "--device", "cpu", "--save-session", str(session)]
+    assert run_headless(build_parser().parse_args(argv), lambda *r: None, lambda s: None) == 0
+    assert dict(load_session(session).inputs) == {"text": TEXT, "target": None, "generate": True,
+                                                 "max_new_tokens": 3, "num_beams": 2}
+
+
+# --------------------------------------------------------------------------------------------
+# the model host
+# --------------------------------------------------------------------------------------------
+def test_closing_the_host_waits_for_a_running_call_before_it_tells_the_child_to_quit(wired):  # noqa: F811
+    h = wired.host
+    h._lock.acquire()  # a call is running
+    closing = threading.Thread(target=h.close, kwargs={"timeout": 30.0}, daemon=True)
+    closing.start()
+    try:
+        assert not wired.peer.poll(0.5)  # the child is not told to quit while the call runs
+    finally:
+        h._lock.release()  # the call is done
+    assert wired.peer.poll(10.0) and wired.peer.recv() == ("quit",)
+    wired.proc.kill()  # the child quits
+    closing.join(10.0)
+    assert not closing.is_alive() and not h.alive()
+
+
+# --------------------------------------------------------------------------------------------
+# attention flow
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_max_flow_problems_may_come_as_one_pair_or_a_grid_of_pairs(layers):
+    """Sinks and sources are read flat: a single (sink, source) pair, or a grid of them (every
+    pair of two token lists, as ``np.meshgrid`` gives), answer as the same problems listed."""
+    rng = np.random.default_rng(3)
+    trans = rng.random((layers, 5, 5))
+    trans /= trans.sum(-1, keepdims=True)
+    listed = layered_max_flow(trans, [0, 1, 2, 3, 4, 4], [4, 3, 2, 1, 0, 4])
+    assert layered_max_flow(trans, 2, 2).tolist() == [listed[2]]
+    outs, ins = np.meshgrid([0, 4], [1, 3], indexing="ij")
+    grid = layered_max_flow(trans, outs, ins)
+    assert grid.shape == (4,)
+    assert grid.tolist() == layered_max_flow(trans, [0, 0, 4, 4], [1, 3, 1, 3]).tolist()
