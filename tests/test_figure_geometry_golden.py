@@ -349,6 +349,7 @@ def cases() -> dict[str, dict]:
             specs += [(f"{kind}/{spec.view}/{theme}", kind, replace(spec, theme=theme), inputs)
                       for spec, inputs in views[kind] if spec.view in themed]
     caps["named-encoder"] = replace(make_encoder(), model="sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2")
+    caps["longer-encoder"] = long_encoder(80)  # the rollout bar's labels thinned (the widest figure is capped)
     specs += [
         ("seq2seq/head/cross", "seq2seq", ViewSpec(view="head", stack="cross"), None),
         ("seq2seq/head/decoder/no-grey-mask", "seq2seq",
@@ -372,6 +373,7 @@ def cases() -> dict[str, dict]:
         # model names longer than a panel: the panels widen to hold their titles
         ("named-encoder/compare/long-names", "named-encoder", ViewSpec(view="compare", head=None),
          ViewInputs(compare_with=replace(make_encoder(), model="Helsinki-NLP/opus-mt-tc-big-ko-en-finetuned"))),
+        ("longer-encoder/rollout", "longer-encoder", ViewSpec(view="rollout"), None),
         *mask_cases(),
     ]
     return {name: signature(build_figure(caps[kind], spec, inputs)) for name, kind, spec, inputs in specs}

@@ -25,7 +25,7 @@ from analysis.session import load_session
 from analysis.tasks import TaskState
 from analysis.themes import get_theme
 from analysis.views.stats import StatsData, StatsDrawer
-from tests.test_gaps_host import wired  # noqa: F401  (a fixture)
+from tests.test_gaps_host import StandIn, _echo, _run_echo, wired  # noqa: F401  (wired: a fixture)
 
 TEXT = "I like this course"
 
@@ -184,3 +184,16 @@ def test_max_flow_problems_may_come_as_one_pair_or_a_grid_of_pairs(layers):
     grid = layered_max_flow(trans, outs, ins)
     assert grid.shape == (4,)
     assert grid.tolist() == layered_max_flow(trans, [0, 0, 4, 4], [1, 3, 1, 3]).tolist()
+
+
+def test_the_host_counts_the_pongs_of_the_child_during_a_call(wired):  # noqa: F811
+    def on_call(msg, peer):
+        peer.send(("pong", 1))
+        peer.send(("pong", 2))
+        _run_echo(msg, peer)
+
+    stand_in = StandIn(wired.peer, on_call)
+    assert wired.host.pongs == 0
+    assert wired.host.call(_echo, 1) == {"args": (1,), "kwargs": {}}
+    assert wired.host.pongs == 2
+    stand_in.stop.set()
