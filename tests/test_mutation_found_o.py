@@ -3,7 +3,8 @@ streamed capture's progress and row checks name what they run, an empty typed ta
 lab is refused, the padding job says what it runs, float16 rows of a model on another device are
 copied to the CPU, the statistics map shows every head again after a zoom, a CLI session keeps its
 beam width, closing the model host lets a running call finish, and max-flow problems given as
-one pair or a grid of pairs."""
+one pair or a grid of pairs, the state letter of ``ps`` without its flags, and a vocabulary read
+from the embedding table rather than the config."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 from matplotlib.figure import Figure
 
 import analysis.capture as cap_mod
+from analysis import host as host_mod
 from analysis import store as store_mod
 from analysis.cli import build_parser, run_headless
 from analysis.errors import InputError
@@ -197,3 +199,27 @@ def test_the_host_counts_the_pongs_of_the_child_during_a_call(wired):  # noqa: F
     assert wired.host.call(_echo, 1) == {"args": (1,), "kwargs": {}}
     assert wired.host.pongs == 2
     stand_in.stop.set()
+
+
+@pytest.mark.parametrize("ps_says", ["Ss", "Z+", "Tl", "R<s"])
+def test_the_state_ps_reports_is_its_first_letter_without_the_flags(without_proc, ps_says):
+    """``ps -o stat=`` prints the state and its flags (``s`` session leader, ``+`` foreground,
+    ``l`` threaded, ``<`` high priority): the host compares the state letter alone."""
+    calls = without_proc(ps_says)
+    assert host_mod._process_state(4321) == ps_says[0]
+    assert calls and calls[0][0] == ["ps", "-o", "stat=", "-p", "4321"]
+
+
+# --------------------------------------------------------------------------------------------
+# token ids
+# --------------------------------------------------------------------------------------------
+def test_the_vocabulary_is_the_embedding_tables_rows_not_the_configs_number():
+    """A model whose embeddings were resized (tokens added) without its config saying so: its ids
+    are checked against the table it really has."""
+    lm = SimpleNamespace(model=SimpleNamespace(get_input_embeddings=lambda: SimpleNamespace(weight=torch.zeros(7, 2))),
+                         config=SimpleNamespace(vocab_size=5),
+                         tokenizer=SimpleNamespace(convert_ids_to_tokens=lambda i: f"tok{i}"))
+    assert cap_mod.vocabulary_size(lm) == 7
+    assert cap_mod.check_ids(lm, [0, 5, 6], "the text") is None
+    with pytest.raises(Exception, match="7"):
+        cap_mod.check_ids(lm, [7], "the text")
