@@ -4,7 +4,7 @@ lab is refused, the padding job says what it runs, float16 rows of a model on an
 copied to the CPU, the statistics map shows every head again after a zoom, a CLI session keeps its
 beam width, closing the model host lets a running call finish, and max-flow problems given as
 one pair or a grid of pairs, the state letter of ``ps`` without its flags, and a vocabulary read
-from the embedding table rather than the config."""
+from the embedding table rather than the config, and the pooled cell's size at every level."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from analysis.rollout import layered_max_flow
 from analysis.session import load_session
 from analysis.tasks import TaskState
 from analysis.themes import get_theme
+from analysis.views.heatmap import pooled_note
 from analysis.views.stats import StatsData, StatsDrawer
 from tests.test_gaps_host import StandIn, _echo, _run_echo, wired  # noqa: F401  (wired: a fixture)
 
@@ -223,3 +224,12 @@ def test_the_vocabulary_is_the_embedding_tables_rows_not_the_configs_number():
     assert cap_mod.check_ids(lm, [0, 5, 6], "the text") is None
     with pytest.raises(Exception, match="7"):
         cap_mod.check_ids(lm, [7], "the text")
+
+
+# --------------------------------------------------------------------------------------------
+# a pooled map's colour-bar note
+# --------------------------------------------------------------------------------------------
+def test_a_pooled_cell_covers_two_to_the_level_tokens_each_way():
+    assert pooled_note(0) == ""
+    assert [pooled_note(level) for level in (1, 2, 3, 5)] == [
+        f"each cell: max of {f}×{f} tokens" for f in (2, 4, 8, 32)]
