@@ -20,7 +20,7 @@ import analysis.capture as cap_mod
 from analysis import host as host_mod
 from analysis import store as store_mod
 from analysis.cli import build_parser, run_headless
-from analysis.errors import InputError
+from analysis.errors import InputError, NoAttentionError
 from analysis.masks import padding_experiment, padding_job, token_masking
 from analysis.rollout import layered_max_flow
 from analysis.session import load_session
@@ -233,3 +233,12 @@ def test_a_pooled_cell_covers_two_to_the_level_tokens_each_way():
     assert pooled_note(0) == ""
     assert [pooled_note(level) for level in (1, 2, 3, 5)] == [
         f"each cell: max of {f}×{f} tokens" for f in (2, 4, 8, 32)]
+
+
+def test_attentions_that_are_not_arrays_at_all_are_refused_with_the_reason():
+    """A remote-code model that returns something else (here: a plain object per layer) in place
+    of its attention maps gets Headmap's own message, not a TypeError."""
+    with pytest.raises(NoAttentionError) as err:
+        cap_mod.stack_attentions((object(), object()), "attentions", "OddModel", None)
+    assert str(err.value) == ("OddModel returned attentions of shape (), not one [head, query, key] map per layer; "
+                              "its attention is not a query × key map over the tokens, so Headmap cannot show it")
