@@ -20,7 +20,7 @@ import analysis.capture as cap_mod
 from analysis import host as host_mod
 from analysis import store as store_mod
 from analysis.cli import build_parser, run_headless
-from analysis.errors import InputError, NoAttentionError
+from analysis.errors import CaptureError, InputError, NoAttentionError
 from analysis.masks import padding_experiment, padding_job, token_masking
 from analysis.rollout import layered_max_flow
 from analysis.session import load_session
@@ -71,7 +71,7 @@ def test_a_bad_row_of_a_streamed_stack_is_named_by_its_stack(loaded, monkeypatch
         real_check(m, name, layer, architecture)
 
     monkeypatch.setattr(cap_mod, "check_rows", check_rows)
-    with pytest.raises(Exception) as err:
+    with pytest.raises(CaptureError) as err:
         cap_mod.capture(lm, TEXT, target="j'aime ce cours", store=True)
     assert str(err.value).startswith("cross_attentions layer 1: attention rows do not sum to 1 (off by 1")
 
@@ -222,7 +222,7 @@ def test_the_vocabulary_is_the_embedding_tables_rows_not_the_configs_number():
                          tokenizer=SimpleNamespace(convert_ids_to_tokens=lambda i: f"tok{i}"))
     assert cap_mod.vocabulary_size(lm) == 7
     assert cap_mod.check_ids(lm, [0, 5, 6], "the text") is None
-    with pytest.raises(Exception, match="7"):
+    with pytest.raises(CaptureError, match="^the tokenizer turned the text into id 7 .*has only 7 entries"):
         cap_mod.check_ids(lm, [7], "the text")
 
 
