@@ -233,11 +233,10 @@ def padding_report(kind: str = "encoder", n: int = 5, pads: int = 2, side: str =
     pad_at = tuple(range(n, sb)) if side == "right" else tuple(range(pads))
     real = tuple(i for i in range(sb) if i not in pad_at)
     toks = [pad_tok] * sb
-    for i, t in zip(real, real_toks, strict=True):
-        toks[i] = t
+    for i, tok in zip(real, real_toks, strict=True):
+        toks[i] = tok
     mask = np.ones((2, sb), np.int64)
     mask[0, list(pad_at)] = 0
-    t = len(dec)
     shapes = ({"attentions": (sb, sb)} if kind == "encoder" else
               {"encoder_attentions": (sb, sb), "decoder_attentions": (t, t), "cross_attentions": (t, sb)})
     alone_shapes = {k: (n if q == sb else q, n if k_ == sb else k_) for k, (q, k_) in shapes.items()}

@@ -517,6 +517,34 @@ def test_a_message_of_an_unknown_kind_is_ignored_and_the_result_after_it_arrives
     stand_in.stop.set()
 
 
+def test_the_host_counts_the_pongs_of_the_child_during_a_call(wired):
+    def on_call(msg, peer):
+        peer.send(("pong", 1))
+        peer.send(("pong", 2))
+        _run_echo(msg, peer)
+
+    stand_in = StandIn(wired.peer, on_call)
+    assert wired.host.pongs == 0
+    assert wired.host.call(_echo, 1) == {"args": (1,), "kwargs": {}}
+    assert wired.host.pongs == 2
+    stand_in.stop.set()
+
+
+def test_closing_the_host_waits_for_a_running_call_before_it_tells_the_child_to_quit(wired):
+    h = wired.host
+    h._lock.acquire()  # a call is running
+    closing = threading.Thread(target=h.close, kwargs={"timeout": 30.0}, daemon=True)
+    closing.start()
+    try:
+        assert not wired.peer.poll(0.5)  # the child is not told to quit while the call runs
+    finally:
+        h._lock.release()  # the call is done
+    assert wired.peer.poll(10.0) and wired.peer.recv() == ("quit",)
+    wired.proc.kill()  # the child quits
+    closing.join(10.0)
+    assert not closing.is_alive() and not h.alive()
+
+
 def test_a_model_process_that_cannot_start_says_to_run_models_in_the_window(monkeypatch, tmp_path):
     monkeypatch.setenv("HEADMAP_CACHE", str(tmp_path / "cache"))
     pairs = []
